@@ -1,0 +1,30 @@
+"""keras_trpo: Trust Region Policy Optimization as a Keras model.
+
+```python
+import gymnasium, keras, keras_trpo
+env = gymnasium.make_vec("CartPole-v1", num_envs=8)
+model = keras_trpo.TRPO.for_env(env, max_kl=0.01)
+model.compile(optimizer=keras.optimizers.Adam(1e-3))   # trains the critic
+```
+"""
+
+import keras as _keras
+
+if _keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        "keras_trpo needs the TensorFlow Keras backend; KERAS_BACKEND is "
+        f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
+    )
+
+from keras_trpo import ops, policies  # noqa: E402
+from keras_trpo.model import REJECTION_REASONS, TRPO  # noqa: E402
+from keras_trpo.normalization import RunningNormalization  # noqa: E402
+
+__all__ = [
+    "TRPO",
+    "RunningNormalization",
+    "REJECTION_REASONS",
+    "ops",
+    "policies",
+]
+__version__ = "0.1.0"

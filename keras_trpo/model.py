@@ -1,0 +1,623 @@
+"""The TRPO Keras model: an actor-critic whose ``train_step`` is one TRPO iteration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from keras_trpo import ops
+from keras_trpo.normalization import RunningNormalization
+from keras_trpo.policies import check_observation_space, make_head
+from keras_trpo.spaces import space_from_config, space_to_config
+
+tfd = tfp.distributions
+
+#: Why an update was rejected, as reported in the ``rejection_reason`` metric.
+REJECTION_REASONS = {
+    0: "accepted",
+    1: "non-finite values in the batch (observations, actions, advantages or returns)",
+    2: "non-positive or non-finite step curvature sᵀFs (zero policy gradient, CG breakdown "
+    "or an indefinite Fisher)",
+    3: "line search found no step with mean KL ≤ max_kl and a positive surrogate improvement",
+}
+
+BATCH_KEYS = ("observations", "actions", "advantages", "returns")
+#: Optional scalar batch entries from ``Rollouts`` that ``train_step`` copies into its logs.
+LOG_KEYS = ("episode_return", "episode_length", "episodes", "env_steps")
+
+
+@keras.saving.register_keras_serializable(package="keras_trpo")
+class TRPO(keras.Model):
+    """Trust Region Policy Optimization as a Keras model (Schulman et al., 2015).
+
+    The model holds a policy network (a distribution head chosen by the action
+    space, see :mod:`keras_trpo.policies`) and a value network. One call of
+    :meth:`train_step` is one TRPO iteration on a batch of on-policy data:
+
+    1. the old distribution: the current policy on the batch, stop-gradient;
+    2. the surrogate ``L(θ) = mean(π_θ(a|s) / π_old(a|s) · Â)`` and ``g = ∇L``;
+    3. conjugate gradient on ``(F + damping·I) s = g`` with Fisher-vector
+       products of the mean KL(old‖new) (:func:`keras_trpo.ops.fisher_vector_product`);
+    4. the full step ``√(2δ / sᵀFs) · s`` with ``δ = max_kl``;
+    5. backtracking line search: the first step ``coefficient**j`` times the full
+       step with mean KL ≤ δ and a positive surrogate improvement is kept;
+       otherwise the policy weights are restored bit-for-bit;
+    6. critic regression on the returns with the optimizer given to ``compile``.
+
+    The compiled optimizer trains the value network only; the policy moves only
+    by the trust-region step.
+
+    Args:
+        observation_space: a gymnasium ``Box`` (any shape; flattened).
+        action_space: ``Discrete``, ``Box``, ``MultiDiscrete`` or ``MultiBinary``.
+        hidden_units: policy MLP widths.
+        value_hidden_units: value MLP widths.
+        activation: hidden activation of both MLPs.
+        max_kl: trust-region radius δ on the mean KL(old‖new).
+        damping: λ in ``F + λI``; keeps conjugate gradient well posed.
+        cg_iterations: maximum conjugate-gradient steps.
+        backtrack_coefficient: line-search shrink factor, in (0, 1).
+        backtrack_iterations: line-search trials before giving up.
+        fvp_fraction: fraction of the batch used for Fisher-vector products. The
+            subsample is every ``round(1/fvp_fraction)``-th sample (the paper
+            uses 10%, OpenAI baselines every 5th sample).
+        normalize_advantages: standardize advantages per batch.
+        value_epochs: passes over the batch for the critic.
+        value_batch_size: critic minibatch size.
+        log_std_init: initial log standard deviation (``Box`` actions).
+        normalize_observations: keep running observation mean and variance in
+            a layer of the model (:class:`~keras_trpo.normalization.RunningNormalization`),
+            updated by ``train_step`` from each batch after the update.
+        seed: seeds weight initialization and critic minibatch shuffling.
+        **kwargs: passed to ``keras.Model`` (e.g. ``name``).
+
+    Example:
+
+    ```python
+    import gymnasium, keras, keras_trpo
+    env = gymnasium.make_vec("CartPole-v1", num_envs=8)
+    model = keras_trpo.TRPO.for_env(env, max_kl=0.01)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    logs = model.train_step(batch)   # batch: observations, actions, advantages, returns
+    ```
+    """
+
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        *,
+        hidden_units=(64, 64),
+        value_hidden_units=(64, 64),
+        activation="tanh",
+        max_kl=0.01,
+        damping=0.1,
+        cg_iterations=10,
+        backtrack_coefficient=0.8,
+        backtrack_iterations=10,
+        fvp_fraction=1.0,
+        normalize_advantages=True,
+        value_epochs=10,
+        value_batch_size=128,
+        log_std_init=0.0,
+        normalize_observations=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.observation_space = space_from_config(observation_space)
+        self.action_space = space_from_config(action_space)
+        self.observation_shape = check_observation_space(self.observation_space)
+        self.head = make_head(self.action_space)
+        _validate_hyperparameters(
+            max_kl=max_kl,
+            damping=damping,
+            cg_iterations=cg_iterations,
+            backtrack_coefficient=backtrack_coefficient,
+            backtrack_iterations=backtrack_iterations,
+            fvp_fraction=fvp_fraction,
+            value_epochs=value_epochs,
+            value_batch_size=value_batch_size,
+        )
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.value_hidden_units = tuple(int(u) for u in value_hidden_units)
+        self.activation = activation
+        self.cg_iterations = int(cg_iterations)
+        self.backtrack_coefficient = float(backtrack_coefficient)
+        self.backtrack_iterations = int(backtrack_iterations)
+        self.fvp_fraction = float(fvp_fraction)
+        self.normalize_advantages = bool(normalize_advantages)
+        self.value_epochs = int(value_epochs)
+        self.value_batch_size = int(value_batch_size)
+        self.log_std_init = float(log_std_init)
+        self.normalize_observations = bool(normalize_observations)
+        self.seed = seed
+        #: Times the update body was traced (or run eagerly); see the retracing test.
+        self.update_traces = 0
+
+        # Orthogonal initialization with a small policy output layer (sb3 / the
+        # "implementation matters" study, Engstrom et al. 2020): initial actions
+        # are near-uniform / near-zero mean, so early KL steps are well scaled.
+        init_seed = None if seed is None else int(seed)
+
+        def dense(units, gain, act=None, name=None):
+            nonlocal init_seed
+            kernel = keras.initializers.Orthogonal(gain=gain, seed=init_seed)
+            if init_seed is not None:
+                init_seed += 1
+            return keras.layers.Dense(units, activation=act, kernel_initializer=kernel, name=name)
+
+        hidden_gain = float(np.sqrt(2.0))
+        self.policy_layers = [
+            dense(u, hidden_gain, activation, f"policy_hidden_{i}") for i, u in enumerate(self.hidden_units)
+        ]
+        self.policy_output = dense(self.head.num_outputs, 0.01, name="policy_output")
+        self.value_layers = [
+            dense(u, hidden_gain, activation, f"value_hidden_{i}")
+            for i, u in enumerate(self.value_hidden_units)
+        ]
+        self.value_output = dense(1, 1.0, name="value_output")
+        # Trust-region hyperparameters live in variables so that callbacks can
+        # change them between iterations without retracing train_step.
+        self._max_kl = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(max_kl), trainable=False, name="max_kl"
+        )
+        self._damping = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(damping), trainable=False, name="damping"
+        )
+        if self.head.has_log_std:
+            self.log_std = self.add_weight(
+                shape=(self.head.num_outputs,),
+                initializer=keras.initializers.Constant(self.log_std_init),
+                trainable=True,
+                name="log_std",
+            )
+        else:
+            self.log_std = None
+        self.normalizer = (
+            RunningNormalization(int(np.prod(self.observation_shape)), name="observation_normalizer")
+            if self.normalize_observations
+            else None
+        )
+        # Incremented by every train_step: Rollouts stamps each batch with the
+        # version that collected it, and train_step refuses a stale batch.
+        self._policy_version = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="policy_version"
+        )
+        self.seed_generator = keras.random.SeedGenerator(seed, name="critic_shuffle_seed")
+        self.build((None, *self.observation_shape))
+
+    # ------------------------------------------------------------------
+    # Construction and serialization
+    # ------------------------------------------------------------------
+    @classmethod
+    def for_env(cls, env, **kwargs) -> "TRPO":
+        """Builds a model for a gymnasium ``Env`` or ``VectorEnv`` (its ``single_*`` spaces)."""
+        observation_space = getattr(env, "single_observation_space", None) or getattr(
+            env, "observation_space", None
+        )
+        action_space = getattr(env, "single_action_space", None) or getattr(env, "action_space", None)
+        if observation_space is None or action_space is None:
+            raise TypeError(
+                f"env must be a gymnasium Env or VectorEnv with observation and action spaces; "
+                f"got {type(env).__name__}."
+            )
+        return cls(observation_space, action_space, **kwargs)
+
+    def build(self, input_shape):
+        flat = int(np.prod(self.observation_shape))
+        if self.normalizer is not None:
+            self.normalizer.build((None, flat))
+        width = flat
+        for layer in self.policy_layers:
+            layer.build((None, width))
+            width = layer.units
+        self.policy_output.build((None, width))
+        width = flat
+        for layer in self.value_layers:
+            layer.build((None, width))
+            width = layer.units
+        self.value_output.build((None, width))
+        self.built = True
+
+    def get_config(self):
+        return {
+            "observation_space": space_to_config(self.observation_space),
+            "action_space": space_to_config(self.action_space),
+            "hidden_units": list(self.hidden_units),
+            "value_hidden_units": list(self.value_hidden_units),
+            "activation": self.activation,
+            "max_kl": self.max_kl,
+            "damping": self.damping,
+            "cg_iterations": self.cg_iterations,
+            "backtrack_coefficient": self.backtrack_coefficient,
+            "backtrack_iterations": self.backtrack_iterations,
+            "fvp_fraction": self.fvp_fraction,
+            "normalize_advantages": self.normalize_advantages,
+            "value_epochs": self.value_epochs,
+            "value_batch_size": self.value_batch_size,
+            "log_std_init": self.log_std_init,
+            "normalize_observations": self.normalize_observations,
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def compile(self, optimizer="adam", **kwargs):
+        """Configures the critic optimizer (the policy is moved by the TRPO step only).
+
+        ``loss`` and ``metrics`` are not used by TRPO and are rejected.
+        """
+        for unused in ("loss", "metrics", "weighted_metrics", "loss_weights"):
+            if kwargs.get(unused) is not None:
+                raise ValueError(
+                    f"TRPO.compile() got {unused}={kwargs[unused]!r}; TRPO defines its own policy "
+                    "and critic objectives. Pass only optimizer= (it trains the value network)."
+                )
+        super().compile(optimizer=optimizer, **kwargs)
+        # Build the optimizer state for the value network only.
+        self.optimizer.build(self.value_variables)
+
+    # ------------------------------------------------------------------
+    # Hyperparameters that may change between iterations
+    # ------------------------------------------------------------------
+    @property
+    def max_kl(self) -> float:
+        return float(self._max_kl.numpy())
+
+    @max_kl.setter
+    def max_kl(self, value):
+        _validate_hyperparameters(max_kl=value)
+        self._max_kl.assign(float(value))
+
+    @property
+    def policy_version(self) -> int:
+        """Number of ``train_step`` calls so far: identifies the weights that collect a batch."""
+        return int(self._policy_version.numpy())
+
+    @property
+    def damping(self) -> float:
+        return float(self._damping.numpy())
+
+    @damping.setter
+    def damping(self, value):
+        # Not validated: negative damping is how the reliability tests build an
+        # indefinite Fisher. The constructor rejects it.
+        self._damping.assign(float(value))
+
+    # ------------------------------------------------------------------
+    # Networks
+    # ------------------------------------------------------------------
+    @property
+    def policy_variables(self) -> list:
+        """Trainable weights moved by the trust-region step."""
+        variables = [w for layer in (*self.policy_layers, self.policy_output) for w in layer.trainable_weights]
+        if self.log_std is not None:
+            variables.append(self.log_std)
+        return variables
+
+    @property
+    def value_variables(self) -> list:
+        """Trainable weights of the critic (the compiled optimizer's only targets)."""
+        return [w for layer in (*self.value_layers, self.value_output) for w in layer.trainable_weights]
+
+    def _flat_observations(self, observations):
+        return tf.reshape(tf.cast(observations, tf.float32), [-1, int(np.prod(self.observation_shape))])
+
+    def _features(self, observations):
+        x = self._flat_observations(observations)
+        return x if self.normalizer is None else self.normalizer(x)
+
+    def policy_outputs(self, observations) -> tf.Tensor:
+        """Raw outputs of the policy network, ``[N, head.num_outputs]``."""
+        x = self._features(observations)
+        for layer in self.policy_layers:
+            x = layer(x)
+        return self.policy_output(x)
+
+    def distribution_params(self, observations) -> dict:
+        """Named parameters of the policy distribution (``logits`` or ``mean``/``log_std``)."""
+        return self.head.params(self.policy_outputs(observations), self.log_std)
+
+    def distribution(self, observations) -> tfd.Distribution:
+        """The policy distribution π(·|s) with batch shape ``[N]``."""
+        return self.head.distribution(self.distribution_params(observations))
+
+    def value(self, observations) -> tf.Tensor:
+        """State values ``V(s)``, shape ``[N]``."""
+        x = self._features(observations)
+        for layer in self.value_layers:
+            x = layer(x)
+        return tf.squeeze(self.value_output(x), axis=-1)
+
+    def call(self, observations):
+        """Deterministic action (the distribution's mode), ``[N, *action_shape]``."""
+        return self.head.mode(self.distribution_params(observations))
+
+    # ------------------------------------------------------------------
+    # One TRPO iteration
+    # ------------------------------------------------------------------
+    def train_step(self, data):
+        """One TRPO policy update plus critic regression on ``data``.
+
+        Args:
+            data: dict with ``observations [N, *obs_shape]``, ``actions
+                [N, *action_shape]``, ``advantages [N]`` and ``returns [N]``
+                (a 1-tuple holding that dict is accepted too, as ``fit`` may pass).
+
+        Returns:
+            Dict of scalar metrics: ``kl``, ``surrogate_improvement``,
+            ``expected_improvement``, ``line_search_steps``, ``step_fraction``,
+            ``step_accepted``, ``rejection_reason`` (see ``REJECTION_REASONS``),
+            ``cg_residual``, ``cg_iterations``, ``entropy``, ``value_loss``,
+            ``explained_variance``.
+        """
+        if getattr(self, "optimizer", None) is None:
+            raise RuntimeError("Call model.compile(optimizer=...) before train_step; it trains the critic.")
+        batch = self._validate_batch(data)
+        self.update_traces += 1
+        if "policy_version" in batch:
+            tf.debugging.assert_equal(
+                batch["policy_version"],
+                tf.convert_to_tensor(self._policy_version),
+                message="Stale batch: it was collected by another policy version than the one train_step "
+                "starts from (values below: batch, model). TRPO is on-policy; use one Rollouts batch per "
+                "epoch and do not set steps_per_epoch, workers or use_multiprocessing.",
+            )
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(batch[k])) for k in _float_keys(batch)])
+        logs = tf.cond(finite, lambda: self._update(batch), self._skipped_update_metrics)
+        # Inside tf.function, stateful ops on different resources are not ordered: without this
+        # dependency the increment may run before the next batch is even read from the dataset.
+        with tf.control_dependencies(tf.nest.flatten(logs)):
+            self._policy_version.assign_add(1)
+        return {**logs, **{key: batch[key] for key in LOG_KEYS if key in batch}}
+
+    def _update(self, batch):
+        observations, actions = batch["observations"], batch["actions"]
+        advantages, returns = batch["advantages"], batch["returns"]
+        if self.normalize_advantages:
+            mean, variance = tf.nn.moments(advantages, axes=[0])
+            advantages = (advantages - mean) / (tf.sqrt(variance) + 1e-8)
+        policy_metrics = self._policy_step(observations, actions, advantages)
+        value_metrics = self._critic_step(observations, returns)
+        if self.normalizer is not None:
+            # After both updates: the "old" policy above is the one that collected the batch.
+            self.normalizer.update(self._flat_observations(observations))
+        return {**policy_metrics, **value_metrics}
+
+    def _policy_step(self, observations, actions, advantages):
+        variables = self.policy_variables
+        max_kl = tf.convert_to_tensor(self._max_kl)
+
+        # 1. Old distribution: the weights that collected the batch, held constant.
+        old_params = tf.nest.map_structure(tf.stop_gradient, self.distribution_params(observations))
+        old_dist = self.head.distribution(old_params)
+        old_log_prob = old_dist.log_prob(actions)
+
+        def surrogate_and_kl():
+            new_dist = self.distribution(observations)
+            ratio = tf.exp(new_dist.log_prob(actions) - old_log_prob)
+            surrogate = tf.reduce_mean(ratio * advantages)
+            kl = tf.reduce_mean(tfd.kl_divergence(old_dist, new_dist))
+            return surrogate, kl
+
+        # 2. Surrogate and policy gradient.
+        with tf.GradientTape() as tape:
+            surrogate_old, _ = surrogate_and_kl()
+        g = ops.flat_gradient(tape, surrogate_old, variables)
+
+        # 3. Natural gradient direction by CG on Fisher-vector products.
+        stride = max(1, int(round(1.0 / self.fvp_fraction)))
+        fvp_observations = observations[::stride]
+        fvp_old_dist = self.head.distribution(tf.nest.map_structure(lambda p: p[::stride], old_params))
+
+        def mean_kl_on_subsample():
+            return tf.reduce_mean(tfd.kl_divergence(fvp_old_dist, self.distribution(fvp_observations)))
+
+        def fvp(v):
+            return ops.fisher_vector_product(mean_kl_on_subsample, variables, v, self._damping)
+
+        direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
+
+        # 4. Step size from the quadratic model of the KL.
+        curvature = tf.reduce_sum(direction * fvp(direction))
+        well_posed = tf.logical_and(curvature > 0, tf.math.is_finite(curvature))
+        scale = tf.sqrt(2.0 * max_kl / tf.where(well_posed, curvature, 1.0))
+        full_step = scale * direction
+
+        # 5. Backtracking line search; restore θ_old exactly unless a step is accepted.
+        theta_old = ops.flatten(variables)
+
+        def accept(fraction):
+            ops.assign_flat(variables, theta_old + fraction * full_step)
+            surrogate, kl = surrogate_and_kl()
+            finite = tf.logical_and(tf.math.is_finite(surrogate), tf.math.is_finite(kl))
+            return tf.logical_and(finite, tf.logical_and(kl <= max_kl, surrogate - surrogate_old > 0))
+
+        accepted, shrinks = tf.cond(
+            well_posed,
+            lambda: ops.backtracking_line_search(accept, self.backtrack_coefficient, self.backtrack_iterations),
+            lambda: (tf.constant(False), tf.constant(self.backtrack_iterations)),
+        )
+        fraction = tf.where(
+            accepted,
+            tf.pow(tf.constant(self.backtrack_coefficient, tf.float32), tf.cast(shrinks, tf.float32)),
+            0.0,
+        )
+        # The accepted trial left its weights in place; anything else restores θ_old bit for bit.
+        tf.cond(accepted, tf.no_op, lambda: ops.assign_flat(variables, theta_old) or tf.no_op())
+
+        surrogate_new, kl_new = surrogate_and_kl()
+        tried_step = tf.where(accepted, fraction, tf.pow(self.backtrack_coefficient, float(self.backtrack_iterations - 1)))
+        reason = tf.where(accepted, 0, tf.where(well_posed, 3, 2))
+        return {
+            "kl": kl_new,
+            "surrogate_improvement": surrogate_new - surrogate_old,
+            "expected_improvement": tried_step * tf.reduce_sum(g * full_step),
+            "line_search_steps": tf.cast(shrinks, tf.float32),
+            "step_fraction": fraction,
+            "step_accepted": tf.cast(accepted, tf.float32),
+            "rejection_reason": tf.cast(reason, tf.float32),
+            "cg_residual": cg_info["residual"],
+            "cg_iterations": tf.cast(cg_info["iterations"], tf.float32),
+            "entropy": tf.reduce_mean(old_dist.entropy()),
+        }
+
+    def _critic_step(self, observations, returns):
+        """Regresses V(s) on the returns: ``value_epochs`` shuffled passes of minibatches."""
+        variables = self.value_variables
+        values_before = self.value(observations)
+        n = tf.shape(observations)[0]
+        batch_size = tf.minimum(self.value_batch_size, n)
+        batches_per_epoch = (n + batch_size - 1) // batch_size
+        total = self.value_epochs * batches_per_epoch
+        # One independent permutation of the batch per epoch.
+        permutations = tf.argsort(
+            keras.random.uniform((self.value_epochs, n), seed=self.seed_generator), axis=-1
+        )
+
+        def body(k, loss_sum):
+            epoch, start = k // batches_per_epoch, (k % batches_per_epoch) * batch_size
+            index = permutations[epoch, start : tf.minimum(start + batch_size, n)]
+            with tf.GradientTape() as tape:
+                error = self.value(tf.gather(observations, index)) - tf.gather(returns, index)
+                loss = tf.reduce_mean(tf.square(error))
+            grads = tape.gradient(loss, variables)
+            self.optimizer.apply(grads, variables)
+            return k + 1, loss_sum + loss
+
+        _, loss_sum = tf.while_loop(lambda k, _: k < total, body, (tf.constant(0), tf.constant(0.0)))
+        return {
+            "value_loss": loss_sum / tf.cast(tf.maximum(total, 1), tf.float32),
+            "explained_variance": explained_variance(values_before, returns),
+        }
+
+    def _skipped_update_metrics(self):
+        nan = tf.constant(float("nan"))
+        zero = tf.constant(0.0)
+        return {
+            "kl": zero,
+            "surrogate_improvement": zero,
+            "expected_improvement": zero,
+            "line_search_steps": zero,
+            "step_fraction": zero,
+            "step_accepted": zero,
+            "rejection_reason": tf.constant(1.0),
+            "cg_residual": nan,
+            "cg_iterations": zero,
+            "entropy": nan,
+            "value_loss": nan,
+            "explained_variance": nan,
+        }
+
+    # ------------------------------------------------------------------
+    # Batch validation (Python, before any TensorFlow computation)
+    # ------------------------------------------------------------------
+    def batch_spec(self) -> dict:
+        """``{key: (per-sample shape, dtype description)}`` of a valid ``train_step`` batch."""
+        action_dtype = "integer" if self.head.integer_actions else "floating"
+        return {
+            "observations": (self.observation_shape, "float or integer"),
+            "actions": (self.head.action_shape, action_dtype),
+            "advantages": ((), "floating"),
+            "returns": ((), "floating"),
+        }
+
+    def _validate_batch(self, data) -> dict:
+        if isinstance(data, (tuple, list)) and len(data) == 1:
+            data = data[0]
+        spec = self.batch_spec()
+
+        def describe(key):
+            shape, dtype = spec[key]
+            return f"{key} [N" + "".join(f", {d}" for d in shape) + f"] ({dtype})"
+
+        expected_all = ", ".join(describe(k) for k in BATCH_KEYS)
+        if not isinstance(data, Mapping):
+            raise TypeError(f"train_step expects a dict with {expected_all}; got {type(data).__name__}.")
+        batch, n = {}, None
+        for key in BATCH_KEYS:
+            if key not in data:
+                raise ValueError(f"batch is missing key {key!r}; expected {expected_all}.")
+            value = data[key]
+            if not hasattr(value, "dtype") or not hasattr(value, "shape"):
+                value = np.asarray(value)
+            shape = tuple(value.shape)
+            expected_shape, expected_dtype = spec[key]
+            if len(shape) != 1 + len(expected_shape) or any(
+                s is not None and s != e for s, e in zip(shape[1:], expected_shape)
+            ):
+                raise ValueError(f"batch[{key!r}] has shape {list(shape)}; expected {describe(key)}.")
+            if shape[0] is not None:
+                if n is None:
+                    n = shape[0]
+                elif shape[0] != n:
+                    raise ValueError(
+                        f"batch[{key!r}] has {shape[0]} samples but batch['observations'] has {n}; "
+                        f"expected {describe(key)} with the same N for every key."
+                    )
+            dtype = tf.as_dtype(value.dtype)
+            ok = {
+                "integer": dtype.is_integer or dtype.is_bool,
+                "floating": dtype.is_floating,
+                "float or integer": dtype.is_floating or dtype.is_integer,
+            }[expected_dtype]
+            if not ok:
+                raise ValueError(f"batch[{key!r}] has dtype {dtype.name}; expected {describe(key)}.")
+            batch[key] = self.head.cast_actions(value) if key == "actions" else tf.cast(value, tf.float32)
+        if n == 0:
+            raise ValueError(f"batch is empty (N = 0); expected {expected_all} with N >= 1.")
+        for key in ("policy_version", *LOG_KEYS):
+            if key in data:
+                value = data[key]
+                shape = tuple(getattr(value, "shape", ()))
+                if shape not in ((), (1,), (None,)):
+                    raise ValueError(f"batch[{key!r}] must be a scalar or shape [1]; got shape {list(shape)}.")
+                batch[key] = tf.reshape(tf.cast(value, tf.int64 if key == "policy_version" else tf.float32), [])
+        return batch
+
+
+def explained_variance(predictions, targets):
+    """``1 − Var(targets − predictions) / Var(targets)``; NaN when the targets are constant."""
+    target_variance = tf.math.reduce_variance(targets)
+    return tf.where(
+        target_variance > 0,
+        1.0 - tf.math.reduce_variance(targets - predictions) / tf.where(target_variance > 0, target_variance, 1.0),
+        float("nan"),
+    )
+
+
+def _float_keys(batch):
+    keys = ["observations", "advantages", "returns"]
+    if batch["actions"].dtype.is_floating:
+        keys.append("actions")
+    return keys
+
+
+def _validate_hyperparameters(**values):
+    """Raises ValueError/TypeError naming the argument and its allowed range."""
+    rules = {
+        "max_kl": (lambda v: v > 0, "a number > 0"),
+        "damping": (lambda v: v >= 0, "a number >= 0"),
+        "cg_iterations": (lambda v: v >= 1, "an integer >= 1"),
+        "backtrack_coefficient": (lambda v: 0 < v < 1, "a number in the open interval (0, 1)"),
+        "backtrack_iterations": (lambda v: v >= 1, "an integer >= 1"),
+        "fvp_fraction": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        "value_epochs": (lambda v: v >= 0, "an integer >= 0"),
+        "value_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    }
+    integers = {"cg_iterations", "backtrack_iterations", "value_epochs", "value_batch_size"}
+    for name, value in values.items():
+        check, allowed = rules[name]
+        is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not is_number or (name in integers and not float(value).is_integer()):
+            raise TypeError(f"{name} must be {allowed}; got {value!r} of type {type(value).__name__}.")
+        if not np.isfinite(value) or not check(value):
+            raise ValueError(f"{name} must be {allowed}; got {value!r}.")

@@ -1,0 +1,199 @@
+"""Stateless TensorFlow building blocks of the TRPO update.
+
+* flat parameters: :func:`flatten`, :func:`unflatten`, :func:`assign_flat`;
+* :func:`fisher_vector_product`: ``(F + damping·I) v`` by double backprop;
+* :func:`conjugate_gradient`: solves ``A x = b`` given only ``v ↦ A v``;
+* :func:`backtracking_line_search`: shrinks a step until a predicate accepts it.
+
+Every function works eagerly and inside ``tf.function`` (loops are
+``tf.while_loop``), and holds no state. Reference: Schulman et al., "Trust
+Region Policy Optimization", ICML 2015, appendix C.
+
+Example:
+
+>>> A = tf.constant([[4.0, 1.0], [1.0, 3.0]])
+>>> x, info = conjugate_gradient(lambda v: tf.linalg.matvec(A, v), tf.constant([1.0, 2.0]), 10)
+>>> np.allclose(x, np.linalg.solve(A, [1.0, 2.0]))
+True
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np  # noqa: F401  (used in the doctest)
+import tensorflow as tf
+
+
+# --------------------------------------------------------------------------
+# Flat parameters
+# --------------------------------------------------------------------------
+def flatten(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Concatenates tensors (or variables) into one 1-D vector.
+
+    Every entry must be a tensor; :func:`flat_gradient` turns the ``None``
+    gradients of unconnected variables into zeros first.
+    """
+    return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+
+def unflatten(flat: tf.Tensor, like: Sequence) -> list[tf.Tensor]:
+    """Splits a flat vector into tensors shaped like the entries of ``like``."""
+    shapes = [tuple(v.shape) for v in like]
+    sizes = [int(np.prod(s)) for s in shapes]
+    return [tf.reshape(part, shape) for part, shape in zip(tf.split(flat, sizes), shapes)]
+
+
+def assign_flat(variables: Sequence[tf.Variable], flat: tf.Tensor) -> None:
+    """Assigns a flat vector to ``variables`` (the inverse of :func:`flatten`)."""
+    for variable, value in zip(variables, unflatten(flat, variables)):
+        variable.assign(tf.cast(value, variable.dtype))
+
+
+def num_elements(variables: Sequence) -> int:
+    """Total number of scalars in ``variables``."""
+    return int(sum(int(np.prod(v.shape)) for v in variables))
+
+
+def flat_gradient(tape: tf.GradientTape, target: tf.Tensor, variables: Sequence) -> tf.Tensor:
+    """``∇ target`` w.r.t. ``variables`` as one flat vector (zeros where unconnected)."""
+    # Not UnconnectedGradients.ZERO: it needs a TF dtype, and keras.Variable.dtype is a string.
+    grads = tape.gradient(target, variables)
+    return flatten(
+        [tf.zeros(tuple(v.shape), tf.as_dtype(v.dtype)) if g is None else g for g, v in zip(grads, variables)]
+    )
+
+
+# --------------------------------------------------------------------------
+# Fisher-vector product
+# --------------------------------------------------------------------------
+def fisher_vector_product(
+    kl_fn: Callable[[], tf.Tensor],
+    variables: Sequence[tf.Variable],
+    vector: tf.Tensor,
+    damping: float | tf.Tensor = 0.0,
+) -> tf.Tensor:
+    """Returns ``(F + damping·I) v`` where ``F = ∇²KL̄`` at the current ``variables``.
+
+    ``kl_fn`` computes the mean KL(old‖new) between a fixed (stop-gradient) old
+    distribution and the distribution given by the current ``variables``. At
+    ``new == old`` its Hessian is the Fisher information matrix (TRPO paper,
+    appendix C.1), so the product needs no explicit matrix: an inner tape gives
+    ``∇KL̄``, an outer tape differentiates ``∇KL̄ · v`` ("Pearlmutter trick").
+
+    Args:
+        kl_fn: zero-argument callable returning the scalar mean KL.
+        variables: the policy variables θ.
+        vector: flat vector ``v`` with ``num_elements(variables)`` entries.
+        damping: ``λ`` added as ``λ·v`` to keep the system positive definite
+            (rllab issue #24: without it CG can see ``sᵀFs ≤ 0``).
+
+    Returns:
+        A flat vector like ``vector``.
+    """
+    vector = tf.stop_gradient(vector)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            kl = kl_fn()
+        grad_kl = flat_gradient(inner, kl, variables)
+        grad_dot_v = tf.reduce_sum(grad_kl * vector)
+    fvp = flat_gradient(outer, grad_dot_v, variables)
+    return fvp + tf.cast(damping, fvp.dtype) * vector
+
+
+# --------------------------------------------------------------------------
+# Conjugate gradient
+# --------------------------------------------------------------------------
+def conjugate_gradient(
+    matvec: Callable[[tf.Tensor], tf.Tensor],
+    b: tf.Tensor,
+    iterations: int,
+    residual_tol: float = 1e-10,
+) -> tuple[tf.Tensor, dict]:
+    """Solves ``A x = b`` for symmetric positive-definite ``A`` given ``matvec(v) = A v``.
+
+    Standard CG from ``x₀ = 0`` (TRPO paper, appendix C). It stops after
+    ``iterations`` steps, when ``rᵀr ≤ residual_tol``, or on breakdown: a
+    non-positive or non-finite curvature ``pᵀAp``, in which case the last good
+    iterate is returned and ``info["breakdown"]`` is true. A zero ``b`` returns
+    zeros without evaluating ``matvec``.
+
+    We use this loop rather than ``tf.linalg.experimental.conjugate_gradient``
+    because that solver has no breakdown guard (it divides by ``pᵀAp`` whatever
+    its sign) and needs a ``LinearOperator`` wrapper around the FVP closure.
+
+    Args:
+        matvec: callable ``v ↦ A v`` on flat vectors.
+        b: right-hand side, 1-D.
+        iterations: maximum number of CG steps (``matvec`` calls).
+        residual_tol: stop when the squared residual norm falls below this.
+
+    Returns:
+        ``(x, info)`` with ``info`` a dict of scalar tensors: ``residual``
+        (``‖b − A x‖`` as tracked by CG), ``iterations`` (steps taken) and
+        ``breakdown`` (bool).
+    """
+    b = tf.convert_to_tensor(b)
+    tol = tf.constant(residual_tol, b.dtype)
+    x = tf.zeros_like(b)
+    r = b
+    p = b
+    rr = tf.reduce_sum(r * r)
+
+    def cond(i, x, r, p, rr, done, breakdown):
+        return tf.logical_and(i < iterations, tf.logical_not(done))
+
+    def body(i, x, r, p, rr, done, breakdown):
+        z = matvec(p)
+        pz = tf.reduce_sum(p * z)
+        bad = tf.logical_not(tf.logical_and(pz > 0, tf.math.is_finite(pz)))
+        alpha = tf.where(bad, tf.zeros_like(pz), rr / tf.where(bad, tf.ones_like(pz), pz))
+        x_new = x + alpha * p
+        r_new = r - alpha * z
+        rr_new = tf.reduce_sum(r_new * r_new)
+        p_new = r_new + (rr_new / rr) * p
+        # On breakdown keep the previous iterate untouched.
+        x_new, r_new, p_new, rr_new = [
+            tf.where(bad, old, new) for old, new in ((x, x_new), (r, r_new), (p, p_new), (rr, rr_new))
+        ]
+        done = tf.logical_or(bad, rr_new <= tol)
+        return i + 1, x_new, r_new, p_new, rr_new, done, tf.logical_or(breakdown, bad)
+
+    steps, x, _, _, rr, _, breakdown = tf.while_loop(
+        cond,
+        body,
+        (tf.constant(0), x, r, p, rr, rr <= tol, tf.constant(False)),
+    )
+    return x, {"residual": tf.sqrt(rr), "iterations": steps, "breakdown": breakdown}
+
+
+# --------------------------------------------------------------------------
+# Backtracking line search
+# --------------------------------------------------------------------------
+def backtracking_line_search(
+    accept_fn: Callable[[tf.Tensor], tf.Tensor],
+    coefficient: float,
+    iterations: int,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Finds the first ``j < iterations`` with ``accept_fn(coefficient**j)`` true.
+
+    ``accept_fn(fraction)`` evaluates the step ``θ_old + fraction·Δθ`` and
+    returns a scalar bool (for TRPO: finite, mean KL ≤ δ, surrogate improved).
+    It may set variables as a side effect; the caller restores or commits them.
+
+    Returns:
+        ``(accepted, j)``: whether a fraction was accepted, and the number of
+        shrinks before it (``iterations`` when none was accepted). The accepted
+        fraction is ``coefficient**j``.
+    """
+
+    def cond(j, accepted):
+        return tf.logical_and(j < iterations, tf.logical_not(accepted))
+
+    def body(j, accepted):
+        fraction = tf.pow(tf.constant(coefficient, tf.float32), tf.cast(j, tf.float32))
+        ok = accept_fn(fraction)
+        return tf.where(ok, j, j + 1), ok
+
+    j, accepted = tf.while_loop(cond, body, (tf.constant(0), tf.constant(False)))
+    return accepted, j

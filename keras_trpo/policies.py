@@ -1,0 +1,280 @@
+"""Distribution heads: one per gymnasium action space.
+
+A head knows how many raw outputs the policy network must produce, how to turn
+those outputs into a TensorFlow Probability distribution whose batch shape is
+``[N]`` (event dimensions are reduced, so ``log_prob`` returns ``[N]``), and what
+a valid batch of actions looks like. It knows nothing about training.
+
+| action space    | distribution                                   | network outputs |
+|-----------------|------------------------------------------------|-----------------|
+| ``Discrete(n)`` | ``Categorical(logits)``                        | ``n`` logits    |
+| ``Box(shape)``  | diagonal ``Normal(mean, exp(log_std))``,       | ``prod(shape)`` |
+|                 | ``log_std`` a state-independent parameter      | means           |
+| ``MultiDiscrete(nvec)`` | independent ``Categorical`` per dimension | ``sum(nvec)``  |
+| ``MultiBinary(n)`` | independent ``Bernoulli(logits)``           | ``prod(n)``     |
+
+The diagonal Gaussian with a state-independent log standard deviation is the
+parameterisation of the TRPO paper (Schulman et al., 2015, appendix D) and of
+sb3-contrib.
+
+Example:
+
+>>> import gymnasium
+>>> head = make_head(gymnasium.spaces.Discrete(3))
+>>> dist = head.distribution({"logits": tf.zeros([5, 3])})
+>>> dist.log_prob(tf.constant([0, 1, 2, 0, 1])).shape
+TensorShape([5])
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+SUPPORTED_ACTION_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
+
+# Logit given to the padding entries of MultiDiscrete factors narrower than the
+# widest one. exp(-1e9) underflows to an exact 0 probability while staying
+# finite, so KL and entropy (which multiply probabilities by log-probabilities)
+# never see 0 * inf.
+_PAD_LOGIT = -1e9
+
+
+class PolicyHead:
+    """Base class: maps raw network outputs to a distribution.
+
+    Attributes:
+        action_space: the gymnasium space the head samples from.
+        action_shape: shape of one action (``()`` for ``Discrete``).
+        num_outputs: width of the policy network's last layer.
+        has_log_std: whether the head needs a state-independent ``log_std``.
+        integer_actions: whether actions are integers (else floats).
+    """
+
+    has_log_std = False
+    integer_actions = True
+
+    def __init__(self, action_space):
+        self.action_space = action_space
+        self.action_shape = tuple(action_space.shape)
+
+    # -- parameters ------------------------------------------------------
+    def params(self, outputs, log_std=None):
+        """Returns the named distribution parameters for network ``outputs``."""
+        return {"logits": outputs}
+
+    def numpy_params(self, outputs, log_std=None):
+        """Numpy twin of :meth:`params` (used by the fast acting path)."""
+        return {"logits": outputs}
+
+    def distribution(self, params):
+        """Returns a ``tfd.Distribution`` with batch shape ``[N]``."""
+        raise NotImplementedError
+
+    def mode(self, params):
+        """Returns the deterministic (most likely) action, ``[N, *action_shape]``."""
+        raise NotImplementedError
+
+    def cast_actions(self, actions):
+        """Casts an action batch to the dtype ``log_prob`` expects."""
+        return tf.cast(actions, tf.int32) if self.integer_actions else tf.cast(actions, tf.float32)
+
+    def numpy_sample(self, params, rng):
+        """Samples actions with numpy from numpy parameters (fast acting path)."""
+        raise NotImplementedError
+
+
+class CategoricalHead(PolicyHead):
+    """``Discrete(n)`` → ``Categorical(logits)``; actions are ``start + index``."""
+
+    def __init__(self, action_space):
+        super().__init__(action_space)
+        self.num_outputs = int(action_space.n)
+        self.start = int(action_space.start)
+
+    def distribution(self, params):
+        return tfd.Categorical(logits=params["logits"])
+
+    def mode(self, params):
+        return tf.argmax(params["logits"], axis=-1, output_type=tf.int32) + self.start
+
+    def cast_actions(self, actions):
+        return tf.cast(actions, tf.int32) - self.start
+
+    def numpy_sample(self, params, rng):
+        return _numpy_categorical(params["logits"], rng) + self.start
+
+
+class MultiCategoricalHead(PolicyHead):
+    """``MultiDiscrete(nvec)`` (1-D ``nvec``) → independent Categoricals.
+
+    The factors are packed as one ``Categorical`` over ``[N, len(nvec), max(nvec)]``
+    padded logits, wrapped in ``Independent`` so KL and entropy sum over factors.
+    """
+
+    def __init__(self, action_space):
+        super().__init__(action_space)
+        nvec = np.asarray(action_space.nvec)
+        if nvec.ndim != 1:
+            raise TypeError(
+                f"MultiDiscrete action spaces must have a 1-D nvec; got nvec with shape {nvec.shape}."
+            )
+        self.nvec = [int(n) for n in nvec]
+        self.start = np.asarray(action_space.start, dtype=np.int64)
+        self.num_outputs = int(sum(self.nvec))
+        width = max(self.nvec)
+        # Static gather pattern from the flat logits to the padded [K, width] grid.
+        index = np.full((len(self.nvec), width), self.num_outputs, dtype=np.int32)
+        offset = 0
+        for k, n in enumerate(self.nvec):
+            index[k, :n] = np.arange(offset, offset + n)
+            offset += n
+        self._gather_index = index
+
+    def _padded_logits(self, logits):
+        pad = tf.fill(tf.stack([tf.shape(logits)[0], 1]), tf.constant(_PAD_LOGIT, logits.dtype))
+        return tf.gather(tf.concat([logits, pad], axis=-1), self._gather_index, axis=-1)
+
+    def distribution(self, params):
+        return tfd.Independent(
+            tfd.Categorical(logits=self._padded_logits(params["logits"])), reinterpreted_batch_ndims=1
+        )
+
+    def mode(self, params):
+        index = tf.argmax(self._padded_logits(params["logits"]), axis=-1, output_type=tf.int32)
+        return index + tf.constant(self.start, tf.int32)
+
+    def cast_actions(self, actions):
+        return tf.cast(actions, tf.int32) - tf.constant(self.start, tf.int32)
+
+    def numpy_sample(self, params, rng):
+        logits = params["logits"]
+        parts, offset = [], 0
+        for n in self.nvec:
+            parts.append(_numpy_categorical(logits[:, offset : offset + n], rng))
+            offset += n
+        return np.stack(parts, axis=-1) + self.start
+
+
+class BernoulliHead(PolicyHead):
+    """``MultiBinary(n)`` → independent ``Bernoulli(logits)`` over ``n`` bits."""
+
+    def __init__(self, action_space):
+        super().__init__(action_space)
+        self.num_outputs = int(np.prod(self.action_shape))
+
+    def params(self, outputs, log_std=None):
+        return {"logits": tf.reshape(outputs, [-1, *self.action_shape])}
+
+    def numpy_params(self, outputs, log_std=None):
+        return {"logits": outputs.reshape(-1, *self.action_shape)}
+
+    def distribution(self, params):
+        return tfd.Independent(
+            tfd.Bernoulli(logits=params["logits"], dtype=tf.int32),
+            reinterpreted_batch_ndims=len(self.action_shape),
+        )
+
+    def mode(self, params):
+        return tf.cast(params["logits"] > 0, tf.int32)
+
+    def numpy_sample(self, params, rng):
+        probs = 1.0 / (1.0 + np.exp(-params["logits"]))
+        return (rng.random(probs.shape) < probs).astype(np.int8)
+
+
+class DiagGaussianHead(PolicyHead):
+    """``Box(shape)`` → ``Normal(mean, exp(log_std))`` independent over ``shape``.
+
+    Samples are not squashed or clipped: the log-probability of the action the
+    environment received must be the one the surrogate uses. Clip actions to the
+    bounds at the environment boundary (serving clips, see ``export``).
+    """
+
+    has_log_std = True
+    integer_actions = False
+
+    def __init__(self, action_space):
+        super().__init__(action_space)
+        self.num_outputs = int(np.prod(self.action_shape)) if self.action_shape else 1
+
+    def params(self, outputs, log_std=None):
+        mean = tf.reshape(outputs, [-1, *self.action_shape])
+        log_std = tf.reshape(log_std, self.action_shape)
+        return {"mean": mean, "log_std": tf.broadcast_to(log_std, tf.shape(mean))}
+
+    def numpy_params(self, outputs, log_std=None):
+        mean = outputs.reshape(-1, *self.action_shape)
+        return {"mean": mean, "log_std": np.broadcast_to(log_std.reshape(self.action_shape), mean.shape)}
+
+    def distribution(self, params):
+        return tfd.Independent(
+            tfd.Normal(loc=params["mean"], scale=tf.exp(params["log_std"])),
+            reinterpreted_batch_ndims=len(self.action_shape),
+        )
+
+    def mode(self, params):
+        return params["mean"]
+
+    def numpy_sample(self, params, rng):
+        mean = params["mean"]
+        noise = rng.standard_normal(mean.shape).astype(mean.dtype)
+        return mean + np.exp(params["log_std"]) * noise
+
+
+def make_head(action_space) -> PolicyHead:
+    """Returns the distribution head for a gymnasium action space.
+
+    Raises:
+        TypeError: the space is not one of Discrete, Box, MultiDiscrete, MultiBinary.
+    """
+    spaces = gymnasium.spaces
+    if isinstance(action_space, spaces.Discrete):
+        return CategoricalHead(action_space)
+    if isinstance(action_space, spaces.Box):
+        if not np.issubdtype(action_space.dtype, np.floating):
+            raise TypeError(
+                f"Box action spaces must have a floating dtype; got {action_space.dtype}. "
+                "Use Discrete or MultiDiscrete for integer actions."
+            )
+        return DiagGaussianHead(action_space)
+    if isinstance(action_space, spaces.MultiDiscrete):
+        return MultiCategoricalHead(action_space)
+    if isinstance(action_space, spaces.MultiBinary):
+        return BernoulliHead(action_space)
+    raise TypeError(
+        f"Unsupported action space {type(action_space).__name__} ({action_space!r}). "
+        f"Supported action spaces: {', '.join(SUPPORTED_ACTION_SPACES)}."
+    )
+
+
+def check_observation_space(observation_space) -> tuple[int, ...]:
+    """Validates an observation space and returns its shape.
+
+    Raises:
+        TypeError: the space is not a gymnasium ``Box``.
+    """
+    if not isinstance(observation_space, gymnasium.spaces.Box):
+        raise TypeError(
+            f"Unsupported observation space {type(observation_space).__name__} "
+            f"({observation_space!r}). Supported observation spaces: Box (any shape; it is "
+            "flattened). Wrap Dict/Tuple observations with gymnasium.wrappers.FlattenObservation."
+        )
+    return tuple(observation_space.shape)
+
+
+def _numpy_categorical(logits, rng):
+    """Samples one index per row of ``logits`` with the Gumbel-max trick."""
+    gumbel = -np.log(-np.log(rng.random(logits.shape)))
+    return np.argmax(logits + gumbel, axis=-1)
+
+
+def flat_size(shape) -> int:
+    """Number of scalars in one element of ``shape``."""
+    return int(math.prod(shape))

@@ -1,0 +1,402 @@
+"""The TRPO Keras model: one train_step checked against explicit matrices."""
+
+import gymnasium
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from gymnasium import spaces
+
+import keras_trpo
+from keras_trpo import ops
+
+OBS = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+
+
+def tiny_model(action_space, **kwargs):
+    kwargs = {"hidden_units": (4,), "value_hidden_units": (4,), "seed": 0, **kwargs}
+    model = keras_trpo.TRPO(OBS, action_space, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+def random_batch(model, n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    model.action_space.seed(seed)
+    observations = rng.normal(size=(n, *model.observation_shape)).astype(np.float32)
+    actions = np.stack([model.action_space.sample() for _ in range(n)])
+    return {
+        "observations": observations,
+        "actions": actions,
+        "advantages": rng.normal(size=n).astype(np.float32),
+        "returns": (observations.sum(axis=1) + rng.normal(size=n)).astype(np.float32),
+    }
+
+
+def snapshot(variables):
+    return [np.array(v.numpy(), copy=True) for v in variables]
+
+
+def assert_bit_identical(before, variables):
+    for old, var in zip(before, variables):
+        new = var.numpy()
+        assert old.dtype == new.dtype and np.array_equal(old.reshape(-1).view(np.uint8), new.reshape(-1).view(np.uint8))
+
+
+def explicit_fisher_and_gradient(model, batch):
+    """F = Hessian of mean KL(old‖new) at θ_old via jacobian, and g = ∇ surrogate, with plain tapes."""
+    variables = model.policy_variables
+    obs = tf.constant(batch["observations"])
+    actions = model.head.cast_actions(batch["actions"])
+    adv = tf.constant(batch["advantages"])
+    adv = (adv - tf.reduce_mean(adv)) / (tf.math.reduce_std(adv) + 1e-8)
+    old = tf.nest.map_structure(tf.stop_gradient, model.distribution_params(obs))
+    old_dist = model.head.distribution(old)
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape() as inner:
+            kl = tf.reduce_mean(tfp.distributions.kl_divergence(old_dist, model.distribution(obs)))
+        grad = tf.concat([tf.reshape(t, [-1]) for t in inner.gradient(kl, variables)], 0)
+    jac = outer.jacobian(grad, variables)
+    fisher = tf.concat([tf.reshape(j, [grad.shape[0], -1]) for j in jac], axis=1).numpy()
+    with tf.GradientTape() as tape:
+        new_dist = model.distribution(obs)
+        surrogate = tf.reduce_mean(tf.exp(new_dist.log_prob(actions) - old_dist.log_prob(actions)) * adv)
+    g = tf.concat([tf.reshape(t, [-1]) for t in tape.gradient(surrogate, variables)], 0).numpy()
+    return fisher.astype(np.float64), g.astype(np.float64)
+
+
+ACTION_SPACES = {
+    "discrete": spaces.Discrete(3),
+    "box": spaces.Box(-1.0, 1.0, (2,), np.float32),
+}
+
+
+# --------------------------------------------------------------------------
+# Acceptance 3: the step is the natural gradient, scaled to the trust region
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("space_name,max_kl", [("discrete", 0.01), ("box", 0.01), ("box", 1.0)])
+def test_step_is_scaled_natural_gradient(space_name, max_kl):
+    model = tiny_model(ACTION_SPACES[space_name], max_kl=max_kl, damping=0.1)
+    num_params = ops.num_elements(model.policy_variables)
+    assert num_params <= 100
+    model.cg_iterations = num_params + 5
+    batch = random_batch(model)
+    fisher, g = explicit_fisher_and_gradient(model, batch)
+    theta_before = np.concatenate([v.reshape(-1) for v in snapshot(model.policy_variables)]).astype(np.float64)
+
+    logs = model.train_step(batch)
+
+    theta_after = np.concatenate([v.numpy().reshape(-1) for v in model.policy_variables]).astype(np.float64)
+    step = theta_after - theta_before
+    damped = fisher + model.damping * np.eye(num_params)
+    s = np.linalg.solve(damped, g)
+    cosine = step @ s / (np.linalg.norm(step) * np.linalg.norm(s))
+    assert float(logs["step_accepted"]) == 1.0
+    assert cosine >= 0.99
+    assert float(logs["kl"]) <= max_kl
+    assert float(logs["surrogate_improvement"]) > 0
+    j = int(logs["line_search_steps"])
+    expected = model.backtrack_coefficient**j * np.sqrt(2 * max_kl / (s @ damped @ s)) * s
+    assert np.linalg.norm(step - expected) <= 2e-3 * np.linalg.norm(expected)
+    # The reported KL is the true mean KL(old‖new) between the two parameter vectors.
+    assert float(logs["step_fraction"]) == pytest.approx(model.backtrack_coefficient**j)
+
+
+def test_backtracking_shrinks_when_the_quadratic_model_overshoots():
+    # Box with a large radius: the full step violates the KL bound, so the search must shrink.
+    model = tiny_model(ACTION_SPACES["box"], max_kl=1.0)
+    logs = model.train_step(random_batch(model))
+    assert float(logs["line_search_steps"]) >= 1
+    assert float(logs["step_accepted"]) == 1.0
+    assert float(logs["kl"]) <= 1.0
+
+
+# --------------------------------------------------------------------------
+# Acceptance 4: rejected updates leave the policy bit-identical
+# --------------------------------------------------------------------------
+def _rejected(model, batch, reason):
+    policy_before = snapshot(model.policy_variables)
+    logs = model.train_step(batch)
+    assert float(logs["step_accepted"]) == 0.0
+    assert float(logs["rejection_reason"]) == reason, keras_trpo.REJECTION_REASONS
+    assert_bit_identical(policy_before, model.policy_variables)
+    return logs
+
+
+def test_failed_line_search_restores_parameters_exactly():
+    # A radius so large that every trial step overflows or loses surrogate.
+    model = tiny_model(ACTION_SPACES["box"], max_kl=1e6)
+    logs = _rejected(model, random_batch(model), reason=3)
+    assert float(logs["kl"]) == 0.0
+    assert float(logs["line_search_steps"]) == model.backtrack_iterations
+
+
+@pytest.mark.parametrize("space_name", sorted(ACTION_SPACES))
+def test_zero_policy_gradient_is_rejected(space_name):
+    model = tiny_model(ACTION_SPACES[space_name], normalize_advantages=False)
+    batch = random_batch(model)
+    batch["advantages"] = np.zeros_like(batch["advantages"])
+    _rejected(model, batch, reason=2)
+
+
+@pytest.mark.parametrize("space_name", sorted(ACTION_SPACES))
+def test_indefinite_fisher_is_rejected(space_name):
+    model = tiny_model(ACTION_SPACES[space_name])
+    model.damping = -1e3  # F − 1000·I is negative definite: CG breaks down at once.
+    _rejected(model, random_batch(model), reason=2)
+
+
+@pytest.mark.parametrize("space_name", sorted(ACTION_SPACES))
+@pytest.mark.parametrize(
+    "key,bad", [("advantages", np.nan), ("observations", np.inf), ("returns", -np.inf), ("observations", np.nan)]
+)
+def test_non_finite_batch_changes_nothing(space_name, key, bad):
+    model = tiny_model(ACTION_SPACES[space_name])
+    batch = random_batch(model)
+    batch[key] = batch[key].copy()
+    batch[key][5] = bad
+    value_before = snapshot(model.value_variables)
+    iterations_before = int(model.optimizer.iterations.numpy())
+    _rejected(model, batch, reason=1)
+    assert_bit_identical(value_before, model.value_variables)
+    assert int(model.optimizer.iterations.numpy()) == iterations_before
+
+
+# --------------------------------------------------------------------------
+# Acceptance 5: the critic
+# --------------------------------------------------------------------------
+def test_critic_learns_and_never_touches_the_policy():
+    model = tiny_model(ACTION_SPACES["discrete"], normalize_advantages=False, value_epochs=5)
+    batch = random_batch(model, n=256)
+    batch["advantages"] = np.zeros_like(batch["advantages"])  # policy step rejected: isolates the critic
+    policy_before = snapshot(model.policy_variables)
+    losses = [float(model.train_step(batch)["value_loss"]) for _ in range(6)]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert_bit_identical(policy_before, model.policy_variables)
+    # The optimizer holds state for the value weights only.
+    optimizer_paths = {v.path for v in model.optimizer.variables}
+    for variable in model.policy_variables:
+        assert not any(variable.name in path and "policy" in path for path in optimizer_paths)
+    expected_slots = 2 * len(model.value_variables)  # Adam: two moments per value weight
+    assert len([v for v in model.optimizer.variables if v.shape != ()]) == expected_slots
+
+
+def test_critic_moves_value_weights_and_reports_explained_variance():
+    model = tiny_model(ACTION_SPACES["box"])
+    batch = random_batch(model, n=256)
+    values_before = model.value(batch["observations"]).numpy()
+    logs = model.train_step(batch)
+    residual = batch["returns"] - values_before
+    expected_ev = 1 - residual.var() / batch["returns"].var()
+    assert float(logs["explained_variance"]) == pytest.approx(expected_ev, rel=1e-4, abs=1e-5)
+    assert not np.allclose(values_before, model.value(batch["observations"]).numpy())
+
+
+# --------------------------------------------------------------------------
+# Acceptance 6: bad batches fail before any computation
+# --------------------------------------------------------------------------
+def _bad_batches():
+    def drop(key):
+        return lambda b: {k: v for k, v in b.items() if k != key}
+
+    def replace(key, fn):
+        return lambda b: {**b, key: fn(b[key])}
+
+    return {
+        "missing observations": (drop("observations"), "observations"),
+        "missing actions": (drop("actions"), "actions"),
+        "missing advantages": (drop("advantages"), "advantages"),
+        "missing returns": (drop("returns"), "returns"),
+        "observation width": (replace("observations", lambda x: x[:, :2]), "observations"),
+        "observation rank": (replace("observations", lambda x: x[:, :, None]), "observations"),
+        "advantages rank": (replace("advantages", lambda x: x[:, None]), "advantages"),
+        "returns length": (replace("returns", lambda x: x[:-1]), "returns"),
+        "actions shape": (replace("actions", lambda x: np.stack([x, x], axis=-1)), "actions"),
+        "float actions for Discrete": (replace("actions", lambda x: x.astype(np.float32)), "actions"),
+        "string observations": (replace("observations", lambda x: x.astype(str)), "observations"),
+        "integer advantages": (replace("advantages", lambda x: x.astype(np.int32)), "advantages"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_batches()))
+def test_bad_batch_raises_before_computing(case):
+    make_bad, key = _bad_batches()[case]
+    model = tiny_model(ACTION_SPACES["discrete"])
+    weights_before = snapshot(model.weights)
+    traces = model.update_traces
+    with pytest.raises(ValueError, match=key) as error:
+        model.train_step(make_bad(random_batch(model)))
+    if "missing" not in case:
+        assert "[N" in str(error.value)  # names the expected shape
+    assert model.update_traces == traces
+    assert_bit_identical(weights_before, model.weights)
+
+
+def test_box_actions_must_be_float():
+    model = tiny_model(ACTION_SPACES["box"])
+    batch = random_batch(model)
+    batch["actions"] = np.zeros((64, 2), np.int64)
+    with pytest.raises(ValueError, match=r"actions.*\[N, 2\] \(floating\)"):
+        model.train_step(batch)
+
+
+# --------------------------------------------------------------------------
+# One trace; fit and direct calls agree
+# --------------------------------------------------------------------------
+def test_fit_traces_the_update_once_and_matches_eager_calls():
+    eager = tiny_model(ACTION_SPACES["discrete"])
+    compiled = tiny_model(ACTION_SPACES["discrete"])
+    batches = [random_batch(eager, seed=s) for s in range(4)]
+    for b in batches:
+        eager.train_step(b)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(batches),
+        output_signature={
+            "observations": tf.TensorSpec([64, 3], tf.float32),
+            "actions": tf.TensorSpec([64], tf.int64),
+            "advantages": tf.TensorSpec([64], tf.float32),
+            "returns": tf.TensorSpec([64], tf.float32),
+        },
+    )
+    history = compiled.fit(dataset, epochs=1, steps_per_epoch=4, verbose=0)
+    assert compiled.update_traces == 1
+    assert history.history["step_accepted"] == [1.0]
+    for a, b in zip(eager.policy_variables, compiled.policy_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# Public API shapes, spaces and configuration
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "space",
+    [
+        spaces.Discrete(4),
+        spaces.Box(-2.0, 2.0, (2, 2), np.float32),
+        spaces.MultiDiscrete([2, 3]),
+        spaces.MultiBinary(3),
+    ],
+    ids=["discrete", "box2d", "multidiscrete", "multibinary"],
+)
+def test_public_api_shapes_and_one_update(space):
+    obs_space = spaces.Box(-1.0, 1.0, (2, 3), np.float32)  # any Box shape is flattened
+    model = keras_trpo.TRPO(obs_space, space, hidden_units=(8,), value_hidden_units=(8,), seed=1)
+    model.compile(optimizer="adam")
+    obs = np.random.default_rng(0).normal(size=(5, 2, 3)).astype(np.float32)
+    assert tuple(model(obs).shape) == (5, *space.shape)
+    dist = model.distribution(obs)
+    assert dist.batch_shape == (5,)
+    assert model.value(obs).shape == (5,)
+    policy, value = model.policy_variables, model.value_variables
+    assert {id(v) for v in policy}.isdisjoint({id(v) for v in value})
+    assert {id(v) for v in policy + value} == {id(v) for v in model.trainable_variables}
+    space.seed(0)
+    actions = np.stack([space.sample() for _ in range(32)])
+    observations = np.random.default_rng(1).normal(size=(32, 2, 3)).astype(np.float32)
+    assert model.distribution(observations).log_prob(model.head.cast_actions(actions)).shape == (32,)
+    batch = {
+        "observations": observations,
+        "actions": actions,
+        "advantages": np.random.default_rng(2).normal(size=32).astype(np.float32),
+        "returns": np.ones(32, np.float32),
+    }
+    logs = model.train_step(batch)
+    required = {
+        "kl", "surrogate_improvement", "expected_improvement", "line_search_steps", "step_accepted",
+        "cg_residual", "entropy", "value_loss", "explained_variance",
+    }
+    assert required <= set(logs)
+    assert float(logs["step_accepted"]) == 1.0
+    assert float(logs["kl"]) <= model.max_kl
+
+
+def test_for_env_reads_single_spaces_of_vector_env():
+    env = gymnasium.make_vec("CartPole-v1", num_envs=3)
+    model = keras_trpo.TRPO.for_env(env)
+    assert model.observation_shape == (4,)
+    assert model.action_space == env.single_action_space
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        spaces.Dict({"a": spaces.Discrete(2)}),
+        spaces.Tuple((spaces.Discrete(2),)),
+        spaces.Text(5),
+        spaces.Sequence(spaces.Discrete(2)),
+        spaces.Graph(node_space=spaces.Discrete(2), edge_space=None),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_unsupported_action_space_is_a_type_error(space):
+    with pytest.raises(TypeError, match=f"{type(space).__name__}.*Supported action spaces: Discrete, Box"):
+        keras_trpo.TRPO(OBS, space)
+
+
+def test_unsupported_observation_space_is_a_type_error():
+    with pytest.raises(TypeError, match="observation space Discrete"):
+        keras_trpo.TRPO(spaces.Discrete(3), spaces.Discrete(2))
+
+
+@pytest.mark.parametrize(
+    "argument,value,error",
+    [
+        ("max_kl", 0.0, ValueError),
+        ("max_kl", -1.0, ValueError),
+        ("damping", -0.1, ValueError),
+        ("cg_iterations", 0, ValueError),
+        ("cg_iterations", 2.5, TypeError),
+        ("backtrack_coefficient", 1.0, ValueError),
+        ("backtrack_coefficient", 0.0, ValueError),
+        ("backtrack_iterations", 0, ValueError),
+        ("fvp_fraction", 0.0, ValueError),
+        ("fvp_fraction", 1.5, ValueError),
+        ("value_batch_size", 0, ValueError),
+        ("max_kl", "big", TypeError),
+    ],
+)
+def test_hyperparameter_validation_names_the_argument(argument, value, error):
+    with pytest.raises(error, match=argument):
+        keras_trpo.TRPO(OBS, spaces.Discrete(2), **{argument: value})
+
+
+def test_compile_rejects_a_loss():
+    model = keras_trpo.TRPO(OBS, spaces.Discrete(2))
+    with pytest.raises(ValueError, match="loss"):
+        model.compile(optimizer="adam", loss="mse")
+
+
+def test_train_step_before_compile_says_what_to_do():
+    model = keras_trpo.TRPO(OBS, spaces.Discrete(2))
+    with pytest.raises(RuntimeError, match="compile"):
+        model.train_step(random_batch(model))
+
+
+def test_config_round_trip_rebuilds_the_same_model():
+    model = keras_trpo.TRPO(OBS, spaces.Box(-1.0, 1.0, (2,), np.float32), hidden_units=(5, 6), max_kl=0.02)
+    clone = keras_trpo.TRPO.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    clone.set_weights(model.get_weights())
+    obs = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model(obs).numpy(), clone(obs).numpy())
+
+
+def test_max_kl_can_change_between_updates_without_retracing():
+    model = tiny_model(ACTION_SPACES["box"], max_kl=0.05)
+    batch = random_batch(model)
+    step = tf.function(model.train_step)
+    first = step(batch)
+    model.max_kl = 0.001
+    second = step(batch)
+    assert model.update_traces == 1
+    assert float(first["kl"]) > 0.001 >= float(second["kl"])
+
+
+def test_fvp_fraction_uses_a_subsample_and_still_respects_the_trust_region():
+    model = tiny_model(ACTION_SPACES["discrete"], fvp_fraction=0.25)
+    logs = model.train_step(random_batch(model, n=256))
+    assert float(logs["step_accepted"]) == 1.0
+    assert float(logs["kl"]) <= model.max_kl
