@@ -17,11 +17,17 @@ if _keras.backend.backend() != "tensorflow":
     )
 
 from keras_trpo import ops, policies  # noqa: E402
+from keras_trpo.advantages import compute_gae  # noqa: E402
+from keras_trpo.evaluation import evaluate  # noqa: E402
 from keras_trpo.model import REJECTION_REASONS, TRPO  # noqa: E402
 from keras_trpo.normalization import RunningNormalization  # noqa: E402
+from keras_trpo.rollouts import Rollouts  # noqa: E402
 
 __all__ = [
     "TRPO",
+    "Rollouts",
+    "compute_gae",
+    "evaluate",
     "RunningNormalization",
     "REJECTION_REASONS",
     "ops",

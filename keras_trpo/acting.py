@@ -1,0 +1,106 @@
+"""Fast action selection for collection: a numpy snapshot of the current weights.
+
+Choosing one action through TensorFlow costs ~300 µs per call (``tf.function``
+with a TFP sample) against ~5 µs for the same 64×64 MLP in numpy, and the
+environment step itself often costs less than that. :class:`PolicySnapshot`
+reads the weights once per iteration and runs the forward pass of both networks
+in numpy, batched over sub-environments. This is safe for TRPO: the
+log-probabilities used by the update are recomputed in TensorFlow from the
+stored actions, so only the sampling happens here.
+
+Activations without a numpy twin fall back to one compiled TensorFlow call per
+vector step; the result is the same, only slower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def _sigmoid(x):
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+NUMPY_ACTIVATIONS = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "linear": lambda x: x,
+    None: lambda x: x,
+    "sigmoid": _sigmoid,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "softplus": lambda x: np.logaddexp(0.0, x),
+    "silu": lambda x: x * _sigmoid(x),
+    "swish": lambda x: x * _sigmoid(x),
+}
+
+
+class PolicySnapshot:
+    """The policy and value networks of ``model`` frozen at the current weights.
+
+    Args:
+        model: a built :class:`keras_trpo.TRPO`.
+
+    Attributes:
+        version: the model's ``policy_version`` when the snapshot was taken.
+    """
+
+    def __init__(self, model):
+        self.head = model.head
+        self.version = model.policy_version
+        self.log_std = None if model.log_std is None else model.log_std.numpy()
+        self._obs_size = int(np.prod(model.observation_shape))
+        activation = NUMPY_ACTIVATIONS.get(model.activation)
+        if activation is None:
+            self._tf = _compiled_forward(model)
+            return
+        self._tf = None
+        self._normalize = None if model.normalizer is None else model.normalizer.numpy_transform()
+
+        def layers(hidden, output):
+            weights = [(layer.kernel.numpy(), layer.bias.numpy(), activation) for layer in hidden]
+            return weights + [(output.kernel.numpy(), output.bias.numpy(), None)]
+
+        self._policy = layers(model.policy_layers, model.policy_output)
+        self._value = layers(model.value_layers, model.value_output)
+
+    def _features(self, observations):
+        x = np.asarray(observations, dtype=np.float32).reshape(-1, self._obs_size)
+        return x if self._normalize is None else self._normalize(x)
+
+    @staticmethod
+    def _mlp(layers, x):
+        for kernel, bias, activation in layers:
+            x = x @ kernel + bias
+            if activation is not None:
+                x = activation(x)
+        return x
+
+    def outputs_and_values(self, observations):
+        """Raw policy outputs ``[n, num_outputs]`` and values ``[n]``."""
+        if self._tf is not None:
+            outputs, values = self._tf(tf.convert_to_tensor(observations, tf.float32))
+            return outputs.numpy(), values.numpy()
+        x = self._features(observations)
+        return self._mlp(self._policy, x), self._mlp(self._value, x)[:, 0]
+
+    def values(self, observations):
+        """``V(s)`` for a batch of observations, ``[n]``."""
+        return self.outputs_and_values(observations)[1]
+
+    def distribution_params(self, observations):
+        """Numpy twin of ``model.distribution_params``."""
+        return self.head.numpy_params(self.outputs_and_values(observations)[0], self.log_std)
+
+    def act(self, observations, rng):
+        """Samples actions and returns ``(actions, values)`` for a batch of observations."""
+        outputs, values = self.outputs_and_values(observations)
+        return self.head.numpy_sample(self.head.numpy_params(outputs, self.log_std), rng), values
+
+
+def _compiled_forward(model):
+    @tf.function(reduce_retracing=True)
+    def forward(observations):
+        return model.policy_outputs(observations), model.value(observations)
+
+    return forward

@@ -1,0 +1,65 @@
+"""Deterministic evaluation of a policy on a separate environment."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import tensorflow as tf
+
+from keras_trpo.rollouts import as_vector_env
+
+
+def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[float]:
+    """Runs ``episodes`` episodes with the deterministic action (the mode) and returns their returns.
+
+    Args:
+        model: a :class:`keras_trpo.TRPO` (or anything callable on a batch of
+            observations returning actions).
+        env: an env id (evaluated on ``episodes`` parallel copies), a gymnasium
+            ``Env`` or a ``VectorEnv``. Use an env that is not the one training.
+        episodes: number of episodes, split evenly over the sub-environments.
+        seed: seeds the first reset.
+
+    Returns:
+        The undiscounted return of each episode.
+
+    Example:
+
+    ```python
+    returns = keras_trpo.evaluate(model, "CartPole-v1", episodes=10, seed=123)
+    ```
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
+        raise ValueError(f"episodes must be an integer >= 1; got {episodes!r}.")
+    owned = isinstance(env, str)
+    if owned:
+        env = gymnasium.make_vec(env, num_envs=int(episodes), vectorization_mode="sync")
+    env = as_vector_env(env)
+    act = tf.function(lambda observations: model(observations), reduce_retracing=True)
+    space = env.single_action_space
+    bounds = (space.low, space.high) if isinstance(space, gymnasium.spaces.Box) else None
+    quota = np.full(env.num_envs, episodes // env.num_envs)
+    quota[: episodes % env.num_envs] += 1
+    returns: list[float] = []
+    running = np.zeros(env.num_envs)
+    finished = np.zeros(env.num_envs, dtype=np.int64)
+    observations, _ = env.reset(seed=seed)
+    try:
+        while (finished < quota).any():
+            actions = act(tf.convert_to_tensor(observations, tf.float32)).numpy()
+            if bounds is not None:
+                actions = np.clip(actions, *bounds)
+            observations, rewards, terminated, truncated, _ = env.step(actions)
+            running += rewards
+            done = terminated | truncated
+            for i in np.flatnonzero(done):
+                if finished[i] < quota[i]:
+                    returns.append(float(running[i]))
+                    finished[i] += 1
+            running[done] = 0.0
+            if done.any() and env.metadata.get("autoreset_mode") != gymnasium.vector.AutoresetMode.SAME_STEP:
+                observations, _ = env.reset(options={"reset_mask": done})
+    finally:
+        if owned:
+            env.close()
+    return returns

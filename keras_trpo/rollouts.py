@@ -1,0 +1,229 @@
+"""On-policy rollouts as a Keras ``PyDataset``: one epoch of ``fit`` = one TRPO iteration."""
+
+from __future__ import annotations
+
+import numpy as np
+import gymnasium
+import keras
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from keras_trpo.acting import PolicySnapshot
+from keras_trpo.advantages import compute_gae
+
+
+class Rollouts(keras.utils.PyDataset):
+    """Collects ``steps`` transitions with the model's current weights, once per epoch.
+
+    Each epoch of ``model.fit(rollouts, epochs=N)`` yields exactly one batch:
+    ``steps`` transitions summed over the sub-environments, with GAE(γ, λ)
+    advantages and value targets, i.e. one TRPO iteration.
+
+    **On-policy guarantee.** Keras wraps a ``PyDataset`` in ``tf.data`` with
+    prefetching and reads one batch before training to infer its structure.
+    With one batch per epoch nothing is read ahead of an update, and the
+    batch read for the structure is cached and served as the first batch, so no
+    transitions are thrown away. Each batch carries the ``policy_version`` of the
+    weights that collected it and ``TRPO.train_step`` fails loudly if it differs
+    from the model's (for example with ``steps_per_epoch`` > 1 or worker threads).
+
+    **Environments.** A gymnasium ``Env`` is wrapped in a one-env
+    ``SyncVectorEnv``; a ``VectorEnv`` (sync or async) is used as is. All three
+    autoreset modes of gymnasium ≥ 1.0 work: under ``NEXT_STEP`` (the default)
+    and ``DISABLED`` the finished sub-environments are reset right away with
+    ``reset(options={"reset_mask": done})``, so no batch row is a reset-only
+    step; under ``SAME_STEP`` the true last observation comes from
+    ``info["final_obs"]``. A truncated episode is bootstrapped from ``V`` of that
+    true last observation.
+
+    **Acting.** Actions are sampled with a numpy copy of the current weights
+    (:class:`keras_trpo.acting.PolicySnapshot`), batched over sub-environments.
+    ``Box`` actions are clipped to the action bounds before ``env.step``; the
+    batch stores the unclipped sample, whose log-probability the update uses.
+
+    Args:
+        env: a gymnasium ``Env`` or ``VectorEnv`` matching the model's spaces.
+        model: the :class:`keras_trpo.TRPO` model that acts and is trained.
+        steps: transitions per batch, a multiple of the number of sub-envs.
+        gamma: discount factor in [0, 1].
+        gae_lambda: GAE λ in [0, 1].
+        seed: seeds the first ``env.reset`` and the action sampling.
+
+    Batch entries: ``observations``, ``actions``, ``advantages``, ``returns``
+    (``[steps, ...]``, time-major over sub-envs), ``policy_version``, and the
+    episode statistics ``episode_return`` / ``episode_length`` (means over the
+    episodes that finished in this batch; NaN when none did), ``episodes``
+    (their count) and ``env_steps`` (transitions collected so far).
+
+    Example:
+
+    ```python
+    env = gymnasium.make_vec("CartPole-v1", num_envs=8)
+    model = keras_trpo.TRPO.for_env(env)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(keras_trpo.Rollouts(env, model, steps=2048), epochs=50)
+    ```
+    """
+
+    def __init__(self, env, model, *, steps=2048, gamma=0.99, gae_lambda=0.97, seed=None):
+        # No workers: a batch must never be collected ahead of the update before it.
+        super().__init__(workers=1, use_multiprocessing=False, max_queue_size=1)
+        _check_range("gamma", gamma, 0.0, 1.0)
+        _check_range("gae_lambda", gae_lambda, 0.0, 1.0)
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+            raise TypeError(f"steps must be an integer >= 1; got {steps!r}.")
+        if steps < 1:
+            raise ValueError(f"steps must be an integer >= 1; got {steps}.")
+        self.env = as_vector_env(env)
+        self.model = model
+        _check_spaces(self.env, model)
+        self.num_envs = int(self.env.num_envs)
+        if steps % self.num_envs:
+            lower = max(self.num_envs, steps - steps % self.num_envs)
+            raise ValueError(
+                f"steps must be a multiple of the number of sub-environments ({self.num_envs}); got "
+                f"{steps}. Use steps={lower} or steps={lower + self.num_envs}."
+            )
+        self.steps = int(steps)
+        self.horizon = self.steps // self.num_envs
+        self.gamma = float(gamma)
+        self.gae_lambda = float(gae_lambda)
+        self.seed = seed
+        self.autoreset_mode = self.env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        self._rng = np.random.default_rng(seed)
+        self._observations = None
+        self._episode_return = np.zeros(self.num_envs)
+        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._cached = None  # (policy_version, batch)
+        #: Transitions collected so far (sum over sub-environments).
+        self.env_steps = 0
+        #: Returns and lengths of every finished episode, in order.
+        self.episode_returns: list[float] = []
+        self.episode_lengths: list[int] = []
+
+    # -- PyDataset protocol -------------------------------------------------
+    @property
+    def num_batches(self):
+        return 1
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        version = self.model.policy_version
+        if self._cached is not None and self._cached[0] == version:
+            # The batch Keras read to infer the dataset structure: no update has happened since.
+            return self._cached[1]
+        batch = self.collect()
+        self._cached = (version, batch)
+        return batch
+
+    # -- collection ---------------------------------------------------------
+    def collect(self) -> dict:
+        """Runs the current policy for ``steps`` transitions and returns the batch dict."""
+        policy = PolicySnapshot(self.model)
+        env, horizon, num_envs = self.env, self.horizon, self.num_envs
+        if self._observations is None:
+            self._observations, _ = env.reset(seed=self.seed)
+        head = self.model.head
+        obs_buf = np.empty((horizon, num_envs, *self.model.observation_shape), np.float32)
+        act_buf = np.empty((horizon, num_envs, *head.action_shape), np.float32 if not head.integer_actions else np.int64)
+        rewards = np.zeros((horizon, num_envs))
+        values = np.zeros((horizon, num_envs))
+        final_values = np.zeros((horizon, num_envs))
+        terminated = np.zeros((horizon, num_envs), bool)
+        truncated = np.zeros((horizon, num_envs), bool)
+        finished_returns, finished_lengths = [], []
+        low, high = _action_bounds(self.env)
+
+        observations = self._observations
+        for t in range(horizon):
+            actions, values[t] = policy.act(observations, self._rng)
+            obs_buf[t] = observations
+            act_buf[t] = actions
+            env_actions = actions if low is None else np.clip(actions, low, high)
+            observations, rewards[t], terminated[t], truncated[t], info = env.step(env_actions)
+            self._episode_return += rewards[t]
+            self._episode_length += 1
+            done = terminated[t] | truncated[t]
+            if done.any():
+                finished_returns.extend(self._episode_return[done].tolist())
+                finished_lengths.extend(self._episode_length[done].tolist())
+                self._episode_return[done] = 0.0
+                self._episode_length[done] = 0
+                if self.autoreset_mode == AutoresetMode.SAME_STEP:
+                    last_observations = np.array(observations, copy=True)
+                    for i in np.flatnonzero(done):
+                        last_observations[i] = info["final_obs"][i]
+                else:
+                    last_observations = observations
+                cut = truncated[t]
+                if cut.any():
+                    final_values[t, cut] = policy.values(last_observations[cut])
+                if self.autoreset_mode != AutoresetMode.SAME_STEP:
+                    observations, _ = env.reset(options={"reset_mask": done})
+        # Bootstrap whatever continues into the next batch from the current observation.
+        running = ~(terminated[-1] | truncated[-1])
+        if running.any():
+            final_values[-1, running] = policy.values(observations[running])
+        self._observations = observations
+        self.env_steps += self.steps
+        self.episode_returns.extend(finished_returns)
+        self.episode_lengths.extend(finished_lengths)
+
+        advantages, returns = compute_gae(
+            rewards, values, terminated, truncated, final_values, self.gamma, self.gae_lambda
+        )
+        n = self.steps
+        return {
+            "observations": obs_buf.reshape(n, *self.model.observation_shape),
+            "actions": act_buf.reshape(n, *head.action_shape),
+            "advantages": advantages.reshape(n),
+            "returns": returns.reshape(n),
+            # Scalars travel as shape-[1] arrays: Keras datasets need rank >= 1.
+            "policy_version": np.array([policy.version], np.int64),
+            "episode_return": np.array([np.mean(finished_returns) if finished_returns else np.nan], np.float32),
+            "episode_length": np.array([np.mean(finished_lengths) if finished_lengths else np.nan], np.float32),
+            "episodes": np.array([len(finished_returns)], np.float32),
+            "env_steps": np.array([self.env_steps], np.float32),
+        }
+
+    def close(self):
+        """Closes the environment."""
+        self.env.close()
+
+
+def as_vector_env(env) -> VectorEnv:
+    """Returns ``env`` if it is a ``VectorEnv``, else a one-env ``SyncVectorEnv`` around it."""
+    if isinstance(env, VectorEnv):
+        return env
+    if isinstance(env, gymnasium.Env):
+        return gymnasium.vector.SyncVectorEnv([lambda: env])
+    raise TypeError(f"env must be a gymnasium Env or VectorEnv; got {type(env).__name__}.")
+
+
+def _action_bounds(env):
+    space = env.single_action_space
+    if isinstance(space, gymnasium.spaces.Box):
+        return space.low, space.high
+    return None, None
+
+
+def _check_spaces(env, model):
+    obs_space = env.single_observation_space
+    if not isinstance(obs_space, gymnasium.spaces.Box) or tuple(obs_space.shape) != model.observation_shape:
+        raise ValueError(
+            f"env observation space {obs_space} does not match the model's observation space "
+            f"{model.observation_space} (expected a Box of shape {model.observation_shape})."
+        )
+    if env.single_action_space != model.action_space:
+        raise ValueError(
+            f"env action space {env.single_action_space} does not match the model's action space "
+            f"{model.action_space}."
+        )
+
+
+def _check_range(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in [{low}, {high}]; got {value!r}.")
+    if not low <= float(value) <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}]; got {value!r}.")

@@ -1,0 +1,296 @@
+"""Rollouts: on-policy batches through model.fit, env handling, the numpy acting path."""
+
+import gymnasium
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+import keras_trpo
+from keras_trpo.acting import PolicySnapshot
+
+
+class CountingEnv(gymnasium.Wrapper):
+    """Counts real env.step calls (reset-only steps are not transitions)."""
+
+    steps = 0
+
+    def step(self, action):
+        CountingEnv.steps += 1
+        return super().step(action)
+
+
+class ChainEnv(gymnasium.Env):
+    """Deterministic tiny env: observation is the step count; ends by termination or time limit.
+
+    reward = 1 every step; terminates when the action is 0 at step >= `terminate_after`,
+    truncates at `limit` steps.
+    """
+
+    observation_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, limit=5, terminate_after=1000):
+        self.limit, self.terminate_after, self.t = limit, terminate_after, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = bool(action == 0 and self.t >= self.terminate_after)
+        truncated = self.t >= self.limit and not terminated
+        return np.array([float(self.t)], np.float32), 1.0, terminated, truncated, {}
+
+
+def cartpole_model(env, **kwargs):
+    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(16,), value_hidden_units=(16,), **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+class RecordingRollouts(keras_trpo.Rollouts):
+    """Keeps a copy of the policy weights used for each collected batch."""
+
+    def collect(self):
+        self.collected_with = getattr(self, "collected_with", [])
+        self.collected_with.append([v.numpy().copy() for v in self.model.policy_variables])
+        return super().collect()
+
+
+class WeightsAtUpdate(keras.callbacks.Callback):
+    """Policy weights after each update (= the weights the next train_step starts from)."""
+
+    def on_train_begin(self, logs=None):
+        self.weights = [[v.numpy().copy() for v in self.model.policy_variables]]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights.append([v.numpy().copy() for v in self.model.policy_variables])
+
+
+# --------------------------------------------------------------------------
+# On-policy guarantee
+# --------------------------------------------------------------------------
+def test_every_batch_is_collected_by_the_weights_train_step_starts_from():
+    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    model = cartpole_model(env)
+    rollouts = RecordingRollouts(env, model, steps=256, seed=0)
+    recorder = WeightsAtUpdate()
+    history = model.fit(rollouts, epochs=5, verbose=0, callbacks=[recorder])
+    assert history.history["step_accepted"] == [1.0] * 5  # the weights really move every update
+    # One collection per update: the batch Keras reads to infer specs is reused, not wasted.
+    assert len(rollouts.collected_with) == 5
+    for k, collected in enumerate(rollouts.collected_with):
+        # Batch k was collected by the weights after update k-1, which train_step k starts from.
+        for a, b in zip(collected, recorder.weights[k]):
+            np.testing.assert_array_equal(a, b)
+        if k:
+            assert any(not np.array_equal(a, b) for a, b in zip(collected, rollouts.collected_with[k - 1]))
+    assert model.policy_version == 5
+
+
+def test_a_stale_batch_is_refused():
+    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    model = cartpole_model(env)
+    rollouts = keras_trpo.Rollouts(env, model, steps=64, seed=0)
+    batch = rollouts[0]
+    model.train_step(batch)
+    before = [v.numpy().copy() for v in model.weights]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Stale batch"):
+        model.train_step(batch)  # collected by version 0, model now at version 1
+    for a, b in zip(before, model.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_fit_consumes_exactly_epochs_times_steps_transitions():
+    CountingEnv.steps = 0
+    env = gymnasium.vector.SyncVectorEnv(
+        [lambda: CountingEnv(gymnasium.make("CartPole-v1")) for _ in range(4)]
+    )
+    model = cartpole_model(env)
+    rollouts = keras_trpo.Rollouts(env, model, steps=128, seed=0)
+    history = model.fit(rollouts, epochs=3, verbose=0)
+    assert CountingEnv.steps == 3 * 128
+    assert rollouts.env_steps == 3 * 128
+    assert history.history["env_steps"] == [128.0, 256.0, 384.0]
+
+
+@pytest.mark.parametrize(
+    "make_env",
+    [
+        lambda: gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync"),
+        lambda: gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="async"),
+        lambda: gymnasium.make("CartPole-v1"),
+        lambda: gymnasium.make_vec(
+            "CartPole-v1", num_envs=2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}
+        ),
+        lambda: gymnasium.make_vec(
+            "CartPole-v1", num_envs=2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}
+        ),
+    ],
+    ids=["sync4", "async2", "plain-env", "same-step", "autoreset-disabled"],
+)
+def test_fit_runs_on_every_kind_of_env(make_env):
+    env = make_env()
+    model = cartpole_model(env)
+    rollouts = keras_trpo.Rollouts(env, model, steps=256, seed=0)
+    history = model.fit(rollouts, epochs=3, verbose=0)
+    assert history.history["episodes"][0] > 0  # CartPole episodes finish in a 256-step batch
+    assert all(np.isfinite(history.history["episode_return"]))
+    assert history.history["step_accepted"] == [1.0] * 3
+    rollouts.close()
+
+
+# --------------------------------------------------------------------------
+# Episode boundaries: truncation bootstraps from the true last observation
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
+def test_truncated_episodes_bootstrap_from_their_last_observation(mode):
+    gamma = 0.9
+    env = gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=3)] * 2, autoreset_mode=mode)
+    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
+    model.compile(optimizer="adam")
+    rollouts = keras_trpo.Rollouts(env, model, steps=2 * 7, gamma=gamma, gae_lambda=0.0, seed=0)
+    batch = rollouts.collect()
+    obs = batch["observations"].reshape(7, 2)
+    # Every row is a real transition: observations cycle 0, 1, 2, 0, 1, 2, 0 (no reset-only rows).
+    np.testing.assert_array_equal(obs[:, 0], [0, 1, 2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(obs[:, 1], obs[:, 0])
+    value = lambda s: model.value(np.array([[s]], np.float32)).numpy()[0]  # noqa: E731
+    advantages = batch["advantages"].reshape(7, 2)
+    # lambda = 0: A_t = r + gamma * V(next) - V(s); the truncated step (s=2) uses V(3), the true
+    # last observation, not V(0) of the reset observation. The last row bootstraps from V(1).
+    expected = [1 + gamma * value(s + 1) - value(s) for s in (0, 1, 2, 0, 1, 2)] + [1 + gamma * value(1) - value(0)]
+    np.testing.assert_allclose(advantages[:, 0], expected, rtol=1e-5, atol=1e-5)
+    assert batch["episodes"][0] == 4 and batch["episode_return"][0] == 3.0 and batch["episode_length"][0] == 3
+
+
+def test_episode_statistics_say_when_no_episode_finished():
+    env = gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=100)])
+    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
+    model.compile(optimizer="adam")
+    history = model.fit(keras_trpo.Rollouts(env, model, steps=30, seed=0), epochs=4, verbose=0)
+    # 120 steps of a 100-step episode: one finishes in the 4th batch, none before.
+    assert np.isnan(history.history["episode_return"][:3]).all()
+    assert history.history["episodes"] == [0.0, 0.0, 0.0, 1.0]
+    assert history.history["episode_return"][3] == 100.0
+
+
+# --------------------------------------------------------------------------
+# The numpy acting path equals the TensorFlow model
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu", "gelu"])
+@pytest.mark.parametrize(
+    "action_space",
+    [spaces.Discrete(3), spaces.Box(-1.0, 1.0, (2,), np.float32), spaces.MultiDiscrete([2, 3]), spaces.MultiBinary(2)],
+    ids=["discrete", "box", "multidiscrete", "multibinary"],
+)
+def test_numpy_snapshot_matches_the_model(activation, action_space):
+    obs_space = spaces.Box(-5.0, 5.0, (4,), np.float32)
+    model = keras_trpo.TRPO(obs_space, action_space, activation=activation, normalize_observations=True, seed=3)
+    obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32) * 3
+    model.normalizer.update(tf.constant(obs * 2 + 1))  # non-trivial statistics
+    snapshot = PolicySnapshot(model)
+    expected = {k: v.numpy() for k, v in model.distribution_params(obs).items()}
+    for key, value in snapshot.distribution_params(obs).items():
+        np.testing.assert_allclose(value, expected[key], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(snapshot.values(obs), model.value(obs).numpy(), rtol=1e-5, atol=1e-5)
+    actions, values = snapshot.act(obs, np.random.default_rng(0))
+    assert actions.shape == (32, *action_space.shape)
+    assert np.isfinite(model.distribution(obs).log_prob(model.head.cast_actions(actions)).numpy()).all()
+
+
+# --------------------------------------------------------------------------
+# Observation normalization
+# --------------------------------------------------------------------------
+def test_normalization_statistics_follow_the_data_but_never_change_the_old_policy():
+    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    model = cartpole_model(env, normalize_observations=True)
+    collected = []  # (normalizer mean when collecting, batch observations)
+
+    class StatsRollouts(keras_trpo.Rollouts):
+        def collect(self):
+            mean = model.normalizer.mean.numpy().copy()
+            batch = super().collect()
+            collected.append((mean, batch["observations"]))
+            return batch
+
+    after_update = [model.normalizer.mean.numpy().copy()]
+
+    class Stats(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            after_update.append(model.normalizer.mean.numpy().copy())
+
+    model.fit(StatsRollouts(env, model, steps=256, seed=0), epochs=3, verbose=0, callbacks=[Stats()])
+    assert len(collected) == 3
+    for k, (mean_at_collection, _) in enumerate(collected):
+        # The statistics that acted are the ones train_step k starts from (they move only after it).
+        np.testing.assert_array_equal(mean_at_collection, after_update[k])
+    all_observations = np.concatenate([obs for _, obs in collected])
+    assert float(model.normalizer.count.numpy()) == len(all_observations) == 3 * 256
+    np.testing.assert_allclose(model.normalizer.mean.numpy(), all_observations.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.normalizer.variance.numpy(), all_observations.var(0), rtol=1e-3)
+
+
+def test_normalizer_running_moments_match_numpy():
+    data = np.random.default_rng(0).normal(loc=3.0, scale=2.0, size=(1000, 3)).astype(np.float32)
+    norm = keras_trpo.RunningNormalization(3)
+    norm.build((None, 3))
+    for chunk in np.array_split(data, 7):
+        norm.update(tf.constant(chunk))
+    np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(norm.variance.numpy(), data.var(0), rtol=1e-4)
+    out = norm(tf.constant(data)).numpy()
+    np.testing.assert_allclose(out.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out.std(0), 1.0, atol=1e-3)
+
+
+# --------------------------------------------------------------------------
+# Reproducibility and validation
+# --------------------------------------------------------------------------
+def _train(seed):
+    keras.utils.set_random_seed(seed)
+    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    model = cartpole_model(env)
+    history = model.fit(keras_trpo.Rollouts(env, model, steps=128, seed=seed), epochs=4, verbose=0)
+    return history.history, [v.numpy() for v in model.weights]
+
+
+def test_same_seed_same_returns_and_weights():
+    first, weights_a = _train(7)
+    second, weights_b = _train(7)
+    assert first["episode_return"] == second["episode_return"]
+    for a, b in zip(weights_a, weights_b):
+        np.testing.assert_array_equal(a, b)
+    third, _ = _train(8)
+    assert third["episode_return"] != first["episode_return"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"steps": 0}, ValueError, "steps"),
+        ({"steps": 2.5}, TypeError, "steps"),
+        ({"steps": 30}, ValueError, "multiple of the number of sub-environments"),
+        ({"gamma": 1.5}, ValueError, "gamma"),
+        ({"gae_lambda": -0.1}, ValueError, "gae_lambda"),
+    ],
+)
+def test_rollouts_argument_validation(kwargs, error, match):
+    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    model = cartpole_model(env)
+    with pytest.raises(error, match=match):
+        keras_trpo.Rollouts(env, model, **kwargs)
+
+
+def test_env_that_does_not_match_the_model_is_rejected():
+    model = cartpole_model(gymnasium.make("CartPole-v1"))
+    with pytest.raises(ValueError, match="observation space"):
+        keras_trpo.Rollouts(gymnasium.make("Acrobot-v1"), model)
+    with pytest.raises(ValueError, match="action space"):
+        keras_trpo.Rollouts(gymnasium.vector.SyncVectorEnv([lambda: ChainEnv()]), keras_trpo.TRPO(
+            ChainEnv.observation_space, spaces.Discrete(3)))
