@@ -16,28 +16,7 @@ import keras
 import numpy as np
 
 import keras_trpo
-
-
-class Progress(keras.callbacks.Callback):
-    """Prints one short line every `every` iterations."""
-
-    def __init__(self, every=10):
-        super().__init__()
-        self.every = every
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every:
-            return
-        elapsed = time.perf_counter() - self.start
-        ret = logs["episode_return"]
-        ret = "no episode finished" if np.isnan(ret) else f"{ret:7.1f}"
-        print(
-            f"iteration {epoch + 1:4d} | env steps {int(logs['env_steps']):7d} | episode return {ret} | "
-            f"kl {logs['kl']:.4f} | line search {int(logs['line_search_steps'])} | "
-            f"value loss {logs['value_loss']:.3f} | {logs['env_steps'] / elapsed:,.0f} steps/s",
-            flush=True,
-        )
+from keras_trpo.callbacks import ProgressLogger
 
 
 def main(argv=None):
@@ -58,7 +37,7 @@ def main(argv=None):
     iterations = max(1, args.steps // args.batch)
     print(f"Training TRPO on CartPole-v1: {iterations} iterations x {args.batch} steps, seed {args.seed}")
     start = time.perf_counter()
-    model.fit(rollouts, epochs=iterations, verbose=0, callbacks=[Progress(every=max(1, iterations // 10))])
+    model.fit(rollouts, epochs=iterations, verbose=0, callbacks=[ProgressLogger(every=max(1, iterations // 10))])
     train_time = time.perf_counter() - start
     returns = keras_trpo.evaluate(model, "CartPole-v1", episodes=args.eval_episodes, seed=args.seed + 10_000)
     print(

@@ -16,7 +16,7 @@ if _keras.backend.backend() != "tensorflow":
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
     )
 
-from keras_trpo import ops, policies  # noqa: E402
+from keras_trpo import callbacks, ops, policies  # noqa: E402
 from keras_trpo.advantages import compute_gae  # noqa: E402
 from keras_trpo.evaluation import evaluate  # noqa: E402
 from keras_trpo.model import REJECTION_REASONS, TRPO  # noqa: E402
@@ -30,6 +30,7 @@ __all__ = [
     "evaluate",
     "RunningNormalization",
     "REJECTION_REASONS",
+    "callbacks",
     "ops",
     "policies",
 ]

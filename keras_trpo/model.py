@@ -353,11 +353,31 @@ class TRPO(keras.Model):
                 (a 1-tuple holding that dict is accepted too, as ``fit`` may pass).
 
         Returns:
-            Dict of scalar metrics: ``kl``, ``surrogate_improvement``,
-            ``expected_improvement``, ``line_search_steps``, ``step_fraction``,
-            ``step_accepted``, ``rejection_reason`` (see ``REJECTION_REASONS``),
-            ``cg_residual``, ``cg_iterations``, ``entropy``, ``value_loss``,
-            ``explained_variance``.
+            Dict of scalar metrics:
+
+            * ``kl``: mean KL(old‖new) after the step (0 when rejected);
+            * ``surrogate_improvement``: ``L(θ_new) − L(θ_old)``;
+            * ``expected_improvement``: ``gᵀΔθ`` for the last step tried;
+            * ``line_search_steps``: shrinks before the accepted step
+              (``backtrack_iterations`` when none was accepted);
+            * ``step_fraction``: ``backtrack_coefficient**line_search_steps``, or 0;
+            * ``step_accepted``: 1 or 0; ``rejection_reason``: a key of
+              :data:`REJECTION_REASONS`;
+            * ``cg_residual`` and ``cg_iterations`` of conjugate gradient;
+            * ``entropy``: mean entropy of the old policy on the batch;
+            * ``value_loss``: mean critic minibatch MSE; ``explained_variance``
+              of the returns by the values before the critic update;
+            * plus ``episode_return``, ``episode_length``, ``episodes`` and
+              ``env_steps`` when the batch carries them (``Rollouts`` does).
+
+            A batch with a non-finite observation, action, advantage or return
+            skips the whole update (policy, critic and normalizer statistics
+            unchanged) and reports ``rejection_reason`` 1.
+
+        Raises:
+            ValueError: a missing key or a wrong shape or dtype, before any
+                computation; ``tf.errors.InvalidArgumentError``: a stale batch
+                (its ``policy_version`` is not the model's).
         """
         if getattr(self, "optimizer", None) is None:
             raise RuntimeError("Call model.compile(optimizer=...) before train_step; it trains the critic.")
@@ -446,21 +466,22 @@ class TRPO(keras.Model):
             lambda: ops.backtracking_line_search(accept, self.backtrack_coefficient, self.backtrack_iterations),
             lambda: (tf.constant(False), tf.constant(self.backtrack_iterations)),
         )
-        fraction = tf.where(
-            accepted,
-            tf.pow(tf.constant(self.backtrack_coefficient, tf.float32), tf.cast(shrinks, tf.float32)),
-            0.0,
-        )
         # The accepted trial left its weights in place; anything else restores θ_old bit for bit.
-        tf.cond(accepted, tf.no_op, lambda: ops.assign_flat(variables, theta_old) or tf.no_op())
-
+        tf.cond(accepted, lambda: None, lambda: ops.assign_flat(variables, theta_old))
         surrogate_new, kl_new = surrogate_and_kl()
-        tried_step = tf.where(accepted, fraction, tf.pow(self.backtrack_coefficient, float(self.backtrack_iterations - 1)))
+
+        last_tried = tf.pow(
+            tf.constant(self.backtrack_coefficient, tf.float32),
+            tf.cast(tf.minimum(shrinks, self.backtrack_iterations - 1), tf.float32),
+        )
+        fraction = tf.where(accepted, last_tried, 0.0)
+        # First-order prediction gᵀΔθ of the surrogate gain of the last step tried.
+        expected_improvement = tf.where(well_posed, last_tried * tf.reduce_sum(g * full_step), 0.0)
         reason = tf.where(accepted, 0, tf.where(well_posed, 3, 2))
         return {
             "kl": kl_new,
             "surrogate_improvement": surrogate_new - surrogate_old,
-            "expected_improvement": tried_step * tf.reduce_sum(g * full_step),
+            "expected_improvement": expected_improvement,
             "line_search_steps": tf.cast(shrinks, tf.float32),
             "step_fraction": fraction,
             "step_accepted": tf.cast(accepted, tf.float32),
