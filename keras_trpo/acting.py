@@ -49,10 +49,11 @@ class PolicySnapshot:
         self.head = model.head
         self.version = model.policy_version
         self.log_std = None if model.log_std is None else model.log_std.numpy()
-        self._obs_size = int(np.prod(model.observation_shape))
+        self._obs_shape = tuple(model.observation_shape)
+        self._obs_size = int(np.prod(self._obs_shape))
         activation = NUMPY_ACTIVATIONS.get(model.activation)
         if activation is None:
-            self._tf = _compiled_forward(model)
+            self._tf = compiled_forward(model)
             return
         self._tf = None
         self._normalize = None if model.normalizer is None else model.normalizer.numpy_transform()
@@ -79,7 +80,7 @@ class PolicySnapshot:
     def outputs_and_values(self, observations):
         """Raw policy outputs ``[n, num_outputs]`` and values ``[n]``."""
         if self._tf is not None:
-            outputs, values = self._tf(tf.convert_to_tensor(observations, tf.float32))
+            outputs, values = self._tf(tf.reshape(tf.cast(observations, tf.float32), [-1, *self._obs_shape]))
             return outputs.numpy(), values.numpy()
         x = self._features(observations)
         return self._mlp(self._policy, x), self._mlp(self._value, x)[:, 0]
@@ -98,9 +99,20 @@ class PolicySnapshot:
         return self.head.numpy_sample(self.head.numpy_params(outputs, self.log_std), rng), values
 
 
-def _compiled_forward(model):
-    @tf.function(reduce_retracing=True)
-    def forward(observations):
-        return model.policy_outputs(observations), model.value(observations)
+def compiled_forward(model):
+    """The model's ``(policy outputs, values)`` as one ``tf.function``, built once per model.
 
+    Its input signature has a free batch dimension, so it traces once;
+    ``model.acting_traces`` counts the traces.
+    """
+    forward = getattr(model, "_acting_forward", None)
+    if forward is None:
+        model.acting_traces = 0
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *model.observation_shape], tf.float32)])
+        def forward(observations):
+            model.acting_traces += 1
+            return model.policy_outputs(observations), model.value(observations)
+
+        model._acting_forward = forward
     return forward

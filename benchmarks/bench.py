@@ -1,0 +1,308 @@
+"""keras_trpo against sb3-contrib's TRPO, side by side on this machine.
+
+    pip install -e ".[bench]"
+    python benchmarks/bench.py                 # (a) CartPole, (b) update, (c) collection, (e) RSS
+    python benchmarks/bench.py --hopper-1m     # also (d): Hopper-v5 for 1M steps (~10+ minutes)
+    python benchmarks/bench.py --only update   # one benchmark
+
+Every measurement runs in its own child process (``bench.py _child FRAMEWORK TASK``), so the
+peak RSS of each framework is measured separately and neither warms the other's caches. The
+parent prints one table of ratios keras_trpo / sb3-contrib (lower is better for times and
+memory, higher is better for throughput).
+
+Matched settings (both frameworks):
+* networks: separate policy and value MLPs, 64x64 tanh (sb3's MlpPolicy default);
+* TRPO: max_kl/target_kl, CG iterations, damping 0.1, line search 0.8 x 10, advantage
+  normalization, no Fisher subsampling (fvp_fraction 1 / sub_sampling_factor 1);
+* critic: Adam(1e-3), the same number of epochs and 128-sample minibatches;
+* rollouts: the same number of sync envs and steps per iteration, same gamma and GAE lambda.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (a) CartPole-v1, 100k steps: the settings of examples/cartpole.py.
+CARTPOLE = dict(env="CartPole-v1", num_envs=8, steps_per_iteration=1024, total_steps=100_000, max_kl=0.02,
+                gamma=0.99, gae_lambda=0.97, cg_iterations=10, critic_epochs=10, critic_batch=128)
+# (b) one update at equal work: sb3-contrib's defaults.
+UPDATE = dict(env="Hopper-v5", samples=2048, cg_iterations=15, critic_epochs=10, critic_batch=128, repeats=25)
+# (d) Hopper-v5, 1M steps.
+HOPPER = dict(env="Hopper-v5", num_envs=1, steps_per_iteration=2048, total_steps=1_000_000, max_kl=0.01,
+              gamma=0.99, gae_lambda=0.95, cg_iterations=15, critic_epochs=10, critic_batch=128)
+
+
+# --------------------------------------------------------------------------
+# Children: one framework, one task, JSON on stdout
+# --------------------------------------------------------------------------
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def keras_train(cfg, seed=0):
+    import gymnasium
+    import keras
+    import numpy as np
+
+    import keras_trpo
+
+    keras.utils.set_random_seed(seed)
+    env = gymnasium.make_vec(cfg["env"], num_envs=cfg["num_envs"], vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(
+        env, max_kl=cfg["max_kl"], cg_iterations=cfg["cg_iterations"], value_epochs=cfg["critic_epochs"],
+        value_batch_size=cfg["critic_batch"], seed=seed,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rollouts = keras_trpo.Rollouts(env, model, steps=cfg["steps_per_iteration"], gamma=cfg["gamma"],
+                                   gae_lambda=cfg["gae_lambda"], seed=seed)
+    start = time.perf_counter()
+    model.fit(rollouts, epochs=cfg["total_steps"] // cfg["steps_per_iteration"], verbose=0)
+    wall = time.perf_counter() - start
+    returns = keras_trpo.evaluate(model, cfg["env"], episodes=10, seed=10_000 + seed)
+    return {"wall_s": wall, "eval_return": float(np.mean(returns)), "env_steps": rollouts.env_steps}
+
+
+def sb3_model(cfg, env, seed=0):
+    from sb3_contrib import TRPO
+
+    return TRPO(
+        "MlpPolicy", env, learning_rate=1e-3, n_steps=cfg["steps_per_iteration"] // cfg["num_envs"],
+        batch_size=cfg["critic_batch"], gamma=cfg["gamma"], gae_lambda=cfg["gae_lambda"],
+        cg_max_steps=cfg["cg_iterations"], cg_damping=0.1, n_critic_updates=cfg["critic_epochs"],
+        target_kl=cfg["max_kl"], seed=seed, device="cpu",
+    )
+
+
+def sb3_train(cfg, seed=0):
+    import numpy as np
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    env = make_vec_env(cfg["env"], n_envs=cfg["num_envs"], seed=seed)
+    model = sb3_model(cfg, env, seed)
+    iterations = cfg["total_steps"] // cfg["steps_per_iteration"]
+    start = time.perf_counter()
+    model.learn(total_timesteps=iterations * cfg["steps_per_iteration"])
+    wall = time.perf_counter() - start
+    eval_env = make_vec_env(cfg["env"], n_envs=1, seed=10_000 + seed)
+    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True, return_episode_rewards=True)
+    return {"wall_s": wall, "eval_return": float(np.mean(returns)), "env_steps": int(model.num_timesteps)}
+
+
+def keras_update(cfg):
+    import gymnasium
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_trpo
+
+    env = gymnasium.make_vec(cfg["env"], num_envs=1)
+    model = keras_trpo.TRPO.for_env(env, cg_iterations=cfg["cg_iterations"], value_epochs=cfg["critic_epochs"],
+                                    value_batch_size=cfg["critic_batch"], seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    batch = keras_trpo.Rollouts(env, model, steps=cfg["samples"], seed=0).collect()
+    batch = {k: tf.constant(batch[k]) for k in ("observations", "actions", "advantages", "returns")}
+    step = tf.function(model.train_step)  # what fit compiles
+    times = []
+    for i in range(cfg["repeats"] + 3):
+        start = time.perf_counter()
+        logs = step(batch)
+        float(logs["kl"])  # wait for the result
+        if i >= 3:  # warm-up: tracing and the first calls
+            times.append(time.perf_counter() - start)
+    return {"median_ms": 1000 * statistics.median(times), "updates": len(times)}
+
+
+def sb3_update(cfg):
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.utils import configure_logger
+
+    env = make_vec_env(cfg["env"], n_envs=1, seed=0)
+    model = sb3_model(
+        {**cfg, "num_envs": 1, "steps_per_iteration": cfg["samples"], "gamma": 0.99, "gae_lambda": 0.95,
+         "max_kl": 0.01}, env,
+    )
+    model._logger = configure_logger(verbose=0)
+    model._setup_learn(total_timesteps=cfg["samples"])
+    from stable_baselines3.common.callbacks import CallbackList
+
+    callback = CallbackList([])
+    callback.init_callback(model)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=cfg["samples"])
+    times = []
+    for i in range(cfg["repeats"] + 3):
+        start = time.perf_counter()
+        model.train()
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    return {"median_ms": 1000 * statistics.median(times), "updates": len(times)}
+
+
+def keras_collect(env_id, num_envs, steps=8192):
+    import gymnasium
+
+    import keras_trpo
+
+    env = gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(env, seed=0)
+    rollouts = keras_trpo.Rollouts(env, model, steps=steps, seed=0)
+    rollouts.collect()  # warm-up
+    start = time.perf_counter()
+    rollouts.collect()
+    collect = steps / (time.perf_counter() - start)
+    return {"steps_per_s": collect, "raw_steps_per_s": _raw_steps_per_s(env, steps)}
+
+
+def sb3_collect(env_id, num_envs, steps=8192):
+    from stable_baselines3.common.callbacks import CallbackList
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.utils import configure_logger
+
+    env = make_vec_env(env_id, n_envs=num_envs, seed=0)
+    model = sb3_model({**HOPPER, "num_envs": num_envs, "steps_per_iteration": steps}, env)
+    model._logger = configure_logger(verbose=0)
+    model._setup_learn(total_timesteps=steps)
+    callback = CallbackList([])
+    callback.init_callback(model)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=steps // num_envs)
+    start = time.perf_counter()
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=steps // num_envs)
+    return {"steps_per_s": steps / (time.perf_counter() - start)}
+
+
+def _raw_steps_per_s(env, steps):
+    """Steps a gymnasium vector env with random actions (the ceiling for collection)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    space = env.single_action_space
+    env.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(steps // env.num_envs):
+        actions = rng.uniform(space.low, space.high, (env.num_envs, *space.shape)).astype(space.dtype)
+        _, _, terminated, truncated, _ = env.step(actions)
+        done = terminated | truncated
+        if done.any():
+            env.reset(options={"reset_mask": done})
+    return steps / (time.perf_counter() - start)
+
+
+TASKS = {
+    ("keras", "cartpole"): lambda: keras_train(CARTPOLE),
+    ("sb3", "cartpole"): lambda: sb3_train(CARTPOLE),
+    ("keras", "update"): lambda: keras_update(UPDATE),
+    ("sb3", "update"): lambda: sb3_update(UPDATE),
+    ("keras", "collect1"): lambda: keras_collect("Hopper-v5", 1),
+    ("sb3", "collect1"): lambda: sb3_collect("Hopper-v5", 1),
+    ("keras", "collect8"): lambda: keras_collect("Hopper-v5", 8),
+    ("sb3", "collect8"): lambda: sb3_collect("Hopper-v5", 8),
+    ("keras", "hopper"): lambda: keras_train(HOPPER),
+    ("sb3", "hopper"): lambda: sb3_train(HOPPER),
+}
+
+
+def child(framework, task):
+    result = TASKS[(framework, task)]()
+    result["peak_rss_mb"] = _peak_rss_mb()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------
+# Parent: run the children, print the table
+# --------------------------------------------------------------------------
+def run_child(framework, task):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "_child", framework, task],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"{framework} {task} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def machine():
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for name in ("tensorflow", "keras", "tensorflow-probability", "gymnasium", "mujoco", "torch", "sb3-contrib"):
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+        except Exception:  # noqa: BLE001 - not installed
+            versions[name] = "-"
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, " + ", ".join(
+        f"{k} {v}" for k, v in versions.items()
+    )
+
+
+def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "_child":
+        return child(argv[1], argv[2])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["cartpole", "update", "collect", "hopper"], action="append")
+    parser.add_argument("--hopper-1m", action="store_true", help="also run (d), Hopper-v5 for 1M steps")
+    args = parser.parse_args(argv)
+    selected = args.only or ["cartpole", "update", "collect"] + (["hopper"] if args.hopper_1m else [])
+    print(f"{time.strftime('%Y-%m-%d')} | {machine()}", flush=True)
+    rows, rss = [], {}
+
+    def both(task):
+        results = {}
+        for framework in ("keras", "sb3"):
+            results[framework] = run_child(framework, task)
+            rss.setdefault(framework, []).append(results[framework]["peak_rss_mb"])
+            print(f"  {framework:5s} {task:9s} {json.dumps(results[framework])}", flush=True)
+        return results["keras"], results["sb3"]
+
+    if "cartpole" in selected:
+        k, s = both("cartpole")
+        rows.append(("(a) CartPole-v1 100k wall time", f"{k['wall_s']:.1f} s", f"{s['wall_s']:.1f} s",
+                     k["wall_s"] / s["wall_s"], "<= 0.4"))
+        rows.append(("(a) CartPole-v1 eval return", f"{k['eval_return']:.1f}", f"{s['eval_return']:.1f}", None, ">= sb3"))
+    if "update" in selected:
+        k, s = both("update")
+        rows.append(("(b) one update, 2048 samples", f"{k['median_ms']:.1f} ms", f"{s['median_ms']:.1f} ms",
+                     k["median_ms"] / s["median_ms"], "<= 0.3"))
+    if "collect" in selected:
+        for n in (1, 8):
+            k, s = both(f"collect{n}")
+            rows.append((f"(c) Hopper-v5 collection, {n} env(s)", f"{k['steps_per_s']:,.0f}/s",
+                         f"{s['steps_per_s']:,.0f}/s", k["steps_per_s"] / s["steps_per_s"], ""))
+            rows.append((f"(c) keras_trpo vs raw stepping, {n} env(s)", f"{k['steps_per_s']:,.0f}/s",
+                         f"raw {k['raw_steps_per_s']:,.0f}/s", k["steps_per_s"] / k["raw_steps_per_s"],
+                         ">= 0.8" if n == 8 else ""))
+    if "hopper" in selected:
+        k, s = both("hopper")
+        rows.append(("(d) Hopper-v5 1M wall time", f"{k['wall_s']:.0f} s", f"{s['wall_s']:.0f} s",
+                     k["wall_s"] / s["wall_s"], "<= 0.5"))
+        rows.append(("(d) Hopper-v5 eval return", f"{k['eval_return']:.0f}", f"{s['eval_return']:.0f}", None, ">= sb3"))
+    rows.append(("(e) peak RSS (max over tasks)", f"{max(rss['keras']):.0f} MB", f"{max(rss['sb3']):.0f} MB",
+                 max(rss["keras"]) / max(rss["sb3"]), ""))
+
+    print("\n| benchmark | keras_trpo | sb3-contrib | ratio | target |\n|---|---|---|---|---|")
+    for name, ours, theirs, ratio, target in rows:
+        print(f"| {name} | {ours} | {theirs} | {'' if ratio is None else f'{ratio:.2f}'} | {target} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Guards for the performance work: one trace per shape, flat memory."""
+
+import gc
+import resource
+
+import gymnasium
+import keras
+import numpy as np
+import pytest
+
+import keras_trpo
+
+
+def _fit(activation, epochs, steps=256):
+    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(env, seed=0, activation=activation, hidden_units=(32,), value_hidden_units=(32,))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rollouts = keras_trpo.Rollouts(env, model, steps=steps, seed=0)
+    return model, rollouts, model.fit(rollouts, epochs=epochs, verbose=0)
+
+
+def test_numpy_acting_path_never_traces_and_the_update_traces_once():
+    model, _, history = _fit("tanh", epochs=5)
+    assert len(history.history["kl"]) == 5
+    assert model.update_traces == 1
+    assert getattr(model, "acting_traces", 0) == 0  # numpy forward: no TensorFlow in collection
+
+
+def test_tensorflow_acting_fallback_traces_once():
+    # gelu has no numpy twin: collection uses one compiled TF call per vector step.
+    model, _, history = _fit("gelu", epochs=5)
+    assert len(history.history["kl"]) == 5
+    assert model.update_traces == 1
+    assert model.acting_traces == 1
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_50_iterations():
+    def rss_mb():
+        gc.collect()
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(env, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rollouts = keras_trpo.Rollouts(env, model, steps=512, seed=0)
+    model.fit(rollouts, epochs=5, verbose=0)  # warm-up: tracing, allocator pools
+    samples = []
+
+    class Sample(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch % 10 == 9:
+                samples.append(rss_mb())
+
+    before = rss_mb()
+    model.fit(rollouts, epochs=50, verbose=0, callbacks=[Sample()])
+    growth = max(samples) - before
+    assert growth < 50, (before, samples)
+    assert np.all(np.isfinite([w for v in model.weights if v.dtype.startswith("float") for w in np.ravel(v.numpy())]))
