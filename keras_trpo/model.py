@@ -441,9 +441,7 @@ class TRPO(keras.Model):
         def mean_kl_on_subsample():
             return tf.reduce_mean(tfd.kl_divergence(fvp_old_dist, self.distribution(fvp_observations)))
 
-        def fvp(v):
-            return ops.fisher_vector_product(mean_kl_on_subsample, variables, v, self._damping)
-
+        fvp = ops.fisher_vector_product_fn(mean_kl_on_subsample, variables, self._damping)
         direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
 
         # 4. Step size from the quadratic model of the KL.
