@@ -21,11 +21,12 @@ from keras_trpo.advantages import compute_gae  # noqa: E402
 from keras_trpo.evaluation import evaluate  # noqa: E402
 from keras_trpo.model import REJECTION_REASONS, TRPO  # noqa: E402
 from keras_trpo.normalization import RunningNormalization  # noqa: E402
-from keras_trpo.rollouts import Rollouts  # noqa: E402
+from keras_trpo.rollouts import RolloutError, Rollouts  # noqa: E402
 
 __all__ = [
     "TRPO",
     "Rollouts",
+    "RolloutError",
     "compute_gae",
     "evaluate",
     "RunningNormalization",

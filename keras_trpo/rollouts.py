@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
+import traceback
+
 import gymnasium
 import keras
+import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from keras_trpo.acting import PolicySnapshot
@@ -47,6 +49,13 @@ class Rollouts(keras.utils.PyDataset):
         gamma: discount factor in [0, 1].
         gae_lambda: GAE λ in [0, 1].
         seed: seeds the first ``env.reset`` and the action sampling.
+        check_env: run gymnasium's ``check_env`` on (a copy of) the sub-env first.
+
+    Raises:
+        RolloutError: an environment raised during collection; the message
+            names the sub-environment and the step. The model is unchanged and
+            the episodes finished before the error are kept in
+            ``episode_returns`` / ``episode_lengths``.
 
     Batch entries: ``observations``, ``actions``, ``advantages``, ``returns``
     (``[steps, ...]``, time-major over sub-envs), ``policy_version``, and the
@@ -64,7 +73,7 @@ class Rollouts(keras.utils.PyDataset):
     ```
     """
 
-    def __init__(self, env, model, *, steps=2048, gamma=0.99, gae_lambda=0.97, seed=None):
+    def __init__(self, env, model, *, steps=2048, gamma=0.99, gae_lambda=0.97, seed=None, check_env=False):
         # No workers: a batch must never be collected ahead of the update before it.
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=1)
         _check_range("gamma", gamma, 0.0, 1.0)
@@ -73,6 +82,8 @@ class Rollouts(keras.utils.PyDataset):
             raise TypeError(f"steps must be an integer >= 1; got {steps!r}.")
         if steps < 1:
             raise ValueError(f"steps must be an integer >= 1; got {steps}.")
+        if check_env:
+            run_env_checker(env)
         self.env = as_vector_env(env)
         self.model = model
         _check_spaces(self.env, model)
@@ -123,7 +134,7 @@ class Rollouts(keras.utils.PyDataset):
         policy = PolicySnapshot(self.model)
         env, horizon, num_envs = self.env, self.horizon, self.num_envs
         if self._observations is None:
-            self._observations, _ = env.reset(seed=self.seed)
+            self._observations, _ = self._call_env(lambda: env.reset(seed=self.seed), "reset", 0)
         head = self.model.head
         obs_buf = np.empty((horizon, num_envs, *self.model.observation_shape), np.float32)
         act_buf = np.empty((horizon, num_envs, *head.action_shape), np.float32 if not head.integer_actions else np.int64)
@@ -141,13 +152,18 @@ class Rollouts(keras.utils.PyDataset):
             obs_buf[t] = observations
             act_buf[t] = actions
             env_actions = actions if low is None else np.clip(actions, low, high)
-            observations, rewards[t], terminated[t], truncated[t], info = env.step(env_actions)
+            observations, rewards[t], terminated[t], truncated[t], info = self._call_env(
+                lambda: env.step(env_actions), "step", t
+            )
             self._episode_return += rewards[t]
             self._episode_length += 1
             done = terminated[t] | truncated[t]
             if done.any():
                 finished_returns.extend(self._episode_return[done].tolist())
                 finished_lengths.extend(self._episode_length[done].tolist())
+                # Kept at once, so an env error later in this batch does not lose them.
+                self.episode_returns.extend(self._episode_return[done].tolist())
+                self.episode_lengths.extend(self._episode_length[done].tolist())
                 self._episode_return[done] = 0.0
                 self._episode_length[done] = 0
                 if self.autoreset_mode == AutoresetMode.SAME_STEP:
@@ -160,15 +176,15 @@ class Rollouts(keras.utils.PyDataset):
                 if cut.any():
                     final_values[t, cut] = policy.values(last_observations[cut])
                 if self.autoreset_mode != AutoresetMode.SAME_STEP:
-                    observations, _ = env.reset(options={"reset_mask": done})
+                    observations, _ = self._call_env(
+                        lambda: env.reset(options={"reset_mask": done}), "reset", t
+                    )
         # Bootstrap whatever continues into the next batch from the current observation.
         running = ~(terminated[-1] | truncated[-1])
         if running.any():
             final_values[-1, running] = policy.values(observations[running])
         self._observations = observations
         self.env_steps += self.steps
-        self.episode_returns.extend(finished_returns)
-        self.episode_lengths.extend(finished_lengths)
 
         advantages, returns = compute_gae(
             rewards, values, terminated, truncated, final_values, self.gamma, self.gae_lambda
@@ -190,6 +206,76 @@ class Rollouts(keras.utils.PyDataset):
     def close(self):
         """Closes the environment."""
         self.env.close()
+
+    def _call_env(self, call, what, t):
+        """Runs ``env.step``/``env.reset``; errors name the sub-env, the step and the space."""
+        try:
+            result = call()
+        except Exception as error:  # noqa: BLE001 - re-raised with context
+            index = _failing_sub_env(error)
+            where = "a sub-environment" if index is None else f"sub-environment {index}"
+            message = (
+                f"{where} raised {type(error).__name__} in {what} at step {t} of this batch "
+                f"(after {self.env_steps + t * self.num_envs} env steps in all): {error}"
+            )
+            if _raised_in(error, "concatenate"):
+                message += (
+                    f". Its observation does not fit the observation space "
+                    f"{self.env.single_observation_space}."
+                )
+            raise RolloutError(message) from error
+        observations = result[0]
+        expected = (self.num_envs, *self.model.observation_shape)
+        if getattr(observations, "shape", None) != expected or not np.issubdtype(
+            np.asarray(observations).dtype, np.number
+        ):
+            raise RolloutError(
+                f"env.{what} returned observations of shape {getattr(observations, 'shape', None)} and dtype "
+                f"{getattr(observations, 'dtype', type(observations).__name__)}; expected shape {expected} "
+                f"(num_envs, *observation space shape) of the observation space "
+                f"{self.env.single_observation_space}."
+            )
+        return result
+
+
+class RolloutError(RuntimeError):
+    """An environment failed during collection (the message says which and when)."""
+
+
+def run_env_checker(env):
+    """Runs gymnasium's ``check_env`` on ``env`` or, for a vector env, on one sub-environment."""
+    from gymnasium.utils.env_checker import check_env
+
+    if isinstance(env, VectorEnv):
+        if hasattr(env, "envs"):
+            single = env.envs[0]
+        elif env.spec is not None:
+            single = gymnasium.make(env.spec.id)  # the spec's kwargs are the vector env's
+        else:
+            raise ValueError(
+                "check_env=True needs a gymnasium Env, a SyncVectorEnv, or a vector env created with "
+                "gymnasium.make_vec (so its spec can be re-made); got "
+                f"{type(env).__name__} without a spec."
+            )
+    else:
+        single = env
+    check_env(single.unwrapped, skip_render_check=True)
+
+
+def _failing_sub_env(error):
+    """The index of the sub-env that raised, read from gymnasium's vector env frames."""
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        name, local = frame.f_code.co_name, frame.f_locals
+        if name in ("step", "reset") and isinstance(local.get("self"), gymnasium.vector.SyncVectorEnv):
+            if isinstance(local.get("i"), (int, np.integer)):
+                return int(local["i"])
+        if name == "_raise_if_errors" and isinstance(local.get("index"), (int, np.integer)):
+            return int(local["index"])
+    return None
+
+
+def _raised_in(error, function_name):
+    return any(function_name in frame.f_code.co_name for frame, _ in traceback.walk_tb(error.__traceback__))
 
 
 def as_vector_env(env) -> VectorEnv:
