@@ -320,49 +320,6 @@ def test_for_env_reads_single_spaces_of_vector_env():
     env.close()
 
 
-@pytest.mark.parametrize(
-    "space",
-    [
-        spaces.Dict({"a": spaces.Discrete(2)}),
-        spaces.Tuple((spaces.Discrete(2),)),
-        spaces.Text(5),
-        spaces.Sequence(spaces.Discrete(2)),
-        spaces.Graph(node_space=spaces.Discrete(2), edge_space=None),
-    ],
-    ids=lambda s: type(s).__name__,
-)
-def test_unsupported_action_space_is_a_type_error(space):
-    with pytest.raises(TypeError, match=f"{type(space).__name__}.*Supported action spaces: Discrete, Box"):
-        keras_trpo.TRPO(OBS, space)
-
-
-def test_unsupported_observation_space_is_a_type_error():
-    with pytest.raises(TypeError, match="observation space Discrete"):
-        keras_trpo.TRPO(spaces.Discrete(3), spaces.Discrete(2))
-
-
-@pytest.mark.parametrize(
-    "argument,value,error",
-    [
-        ("max_kl", 0.0, ValueError),
-        ("max_kl", -1.0, ValueError),
-        ("damping", -0.1, ValueError),
-        ("cg_iterations", 0, ValueError),
-        ("cg_iterations", 2.5, TypeError),
-        ("backtrack_coefficient", 1.0, ValueError),
-        ("backtrack_coefficient", 0.0, ValueError),
-        ("backtrack_iterations", 0, ValueError),
-        ("fvp_fraction", 0.0, ValueError),
-        ("fvp_fraction", 1.5, ValueError),
-        ("value_batch_size", 0, ValueError),
-        ("max_kl", "big", TypeError),
-    ],
-)
-def test_hyperparameter_validation_names_the_argument(argument, value, error):
-    with pytest.raises(error, match=argument):
-        keras_trpo.TRPO(OBS, spaces.Discrete(2), **{argument: value})
-
-
 def test_compile_rejects_a_loss():
     model = keras_trpo.TRPO(OBS, spaces.Discrete(2))
     with pytest.raises(ValueError, match="loss"):

@@ -268,29 +268,3 @@ def test_same_seed_same_returns_and_weights():
         np.testing.assert_array_equal(a, b)
     third, _ = _train(8)
     assert third["episode_return"] != first["episode_return"]
-
-
-@pytest.mark.parametrize(
-    "kwargs,error,match",
-    [
-        ({"steps": 0}, ValueError, "steps"),
-        ({"steps": 2.5}, TypeError, "steps"),
-        ({"steps": 30}, ValueError, "multiple of the number of sub-environments"),
-        ({"gamma": 1.5}, ValueError, "gamma"),
-        ({"gae_lambda": -0.1}, ValueError, "gae_lambda"),
-    ],
-)
-def test_rollouts_argument_validation(kwargs, error, match):
-    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
-    model = cartpole_model(env)
-    with pytest.raises(error, match=match):
-        keras_trpo.Rollouts(env, model, **kwargs)
-
-
-def test_env_that_does_not_match_the_model_is_rejected():
-    model = cartpole_model(gymnasium.make("CartPole-v1"))
-    with pytest.raises(ValueError, match="observation space"):
-        keras_trpo.Rollouts(gymnasium.make("Acrobot-v1"), model)
-    with pytest.raises(ValueError, match="action space"):
-        keras_trpo.Rollouts(gymnasium.vector.SyncVectorEnv([lambda: ChainEnv()]), keras_trpo.TRPO(
-            ChainEnv.observation_space, spaces.Discrete(3)))
