@@ -27,6 +27,12 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=1024, help="transitions per TRPO iteration")
     parser.add_argument("--max-kl", type=float, default=0.02)
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument(
+        "--export",
+        metavar="DIR",
+        help="after training, write a TF Serving SavedModel to DIR/<next version> "
+        "(e.g. saved_models/cartpole)",
+    )
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
@@ -46,6 +52,8 @@ def main(argv=None):
         f"max {np.max(returns):.0f})"
     )
     env.close()
+    if args.export:
+        print(f"Exported the policy for TF Serving to {model.export(args.export)}")
     return float(np.mean(returns))
 
 

@@ -250,6 +250,70 @@ class TRPO(keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
+    def export(self, filepath, format="tf_saved_model", *, overwrite=False, verbose=False, **kwargs):
+        """Writes a TF Serving SavedModel of the policy and critic; returns the version directory.
+
+        Signatures (flat dicts of named tensors, batch dimension ``N`` free):
+        ``serving_default`` (``observations`` → ``actions``, the deterministic action),
+        ``sample`` (``observations``, ``seed`` int32 [2] → ``actions``, ``log_probs``; stateless),
+        ``value`` (→ ``values``), ``log_prob`` (``observations``, ``actions`` → ``log_probs``) and
+        ``distribution_params`` (→ ``mean``, ``log_std`` for Box; ``logits`` otherwise).
+        Box actions are clipped to the action bounds in ``serving_default`` and ``sample``;
+        the ``log_probs`` of ``sample`` are those of the unclipped sample. Observation
+        normalization runs inside the graph. Loading needs TensorFlow only.
+
+        Versioned layout (what TF Serving expects, ``<base>/<name>/<version>/``): if the
+        last component of ``filepath`` is an integer, the model is written there (an
+        existing non-empty directory needs ``overwrite=True``); otherwise ``filepath`` is
+        the model's base directory and the next integer version is created in it
+        (``1`` when it is missing or empty). See :mod:`keras_trpo.export`.
+
+        Example:
+
+        ```python
+        path = model.export("saved_models/cartpole")   # -> ".../saved_models/cartpole/1"
+        ```
+        """
+        if format != "tf_saved_model":
+            raise ValueError(f"format must be 'tf_saved_model' (TF Serving); got {format!r}.")
+        if kwargs:
+            raise TypeError(f"TRPO.export() got unexpected arguments {sorted(kwargs)}; it takes overwrite=.")
+        from keras_trpo.export import export_saved_model
+
+        path = export_saved_model(self, filepath, overwrite=overwrite)
+        if verbose:
+            print(f"Saved the TRPO policy for TF Serving at {path}")
+        return path
+
+    # .keras files and weight checkpoints (BackupAndRestore): TRPO overrides compile(), so
+    # Keras will not recompile it on load unless these two are defined; without the
+    # optimizer its state (Adam moments, iterations) would not be restored either.
+    def get_compile_config(self):
+        if getattr(self, "optimizer", None) is None:
+            return {}
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+
+    def compile_from_config(self, config):
+        config = dict(config or {})
+        if config.get("optimizer") is None:
+            return
+        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
+
+    # The critic-shuffle SeedGenerator state is not a Keras weight: store it alongside the
+    # model's own variables so that a restored model continues the same random stream.
+    _SEED_KEY = "critic_shuffle_seed_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._SEED_KEY] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if self._SEED_KEY in keys:
+            self.seed_generator.state.assign(store[self._SEED_KEY])
+            store = {key: store[key] for key in keys if key != self._SEED_KEY}
+        super().load_own_variables(store)
+
     def compile(self, optimizer="adam", **kwargs):
         """Configures the critic optimizer (the policy is moved by the TRPO step only).
 

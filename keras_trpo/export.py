@@ -1,0 +1,274 @@
+"""Export a :class:`keras_trpo.TRPO` policy as a TensorFlow SavedModel for TF Serving.
+
+``TRPO.export(path)`` (which calls :func:`export_saved_model`) writes a SavedModel
+with five signatures. Every signature takes and returns a flat dict of named
+tensors; ``N`` is the batch size and may vary from call to call.
+
+| signature               | inputs                                   | outputs                            |
+|-------------------------|------------------------------------------|------------------------------------|
+| ``serving_default``     | ``observations`` float32 ``[N, *obs]``   | ``actions`` ``[N, *action_shape]`` |
+| ``sample``              | ``observations``, ``seed`` int32 ``[2]`` | ``actions``, ``log_probs`` ``[N]`` |
+| ``value``               | ``observations``                         | ``values`` float32 ``[N]``         |
+| ``log_prob``            | ``observations``, ``actions``            | ``log_probs`` float32 ``[N]``      |
+| ``distribution_params`` | ``observations``                         | ``mean`` and ``log_std`` (Box) or  |
+|                         |                                          | ``logits`` (other spaces)          |
+
+- ``serving_default`` is the deterministic action (the mode of the policy): the
+  argmax for ``Discrete`` / ``MultiDiscrete``, ``logits > 0`` for ``MultiBinary``,
+  the mean for ``Box``.
+- ``sample`` draws one action per row with ``tf.random.stateless_*``: the same
+  ``seed`` and observations always give the same actions.
+- ``Box`` actions are **clipped to the action space bounds** in ``serving_default``
+  and ``sample``. The ``log_probs`` of ``sample`` are those of the *unclipped*
+  sample (the quantity TRPO's surrogate uses); ``log_prob`` evaluates whatever
+  actions it is given, unclipped.
+- Action dtypes: float32 for ``Box``, int32 otherwise (``Discrete`` and
+  ``MultiDiscrete`` actions include the space's ``start`` offset).
+- Observation normalization (``normalize_observations=True``) runs inside the
+  graph with the statistics saved in the model; clients send raw observations.
+
+The SavedModel contains only core TensorFlow ops and variables: loading and calling
+it needs ``tensorflow`` alone, neither ``keras_trpo`` nor ``tensorflow_probability``
+(and ``tensorflow_model_server`` needs no Python at all).
+
+**Versioned layout.** TF Serving watches ``<base>/<name>/`` and serves the
+highest integer sub-directory. ``export(path)`` resolves ``path`` like this:
+
+- the last path component is an integer (``saved_models/cartpole/3``): the model
+  is written exactly there. An existing non-empty directory is refused
+  (``FileExistsError``) unless ``overwrite=True``;
+- otherwise ``path`` is the model's base directory (``saved_models/cartpole``),
+  which may be missing, empty, or hold integer version directories (plain files
+  such as a README are ignored): the model is written to ``path/<max + 1>``
+  (``path/1`` for the first export). A base directory that is itself a SavedModel
+  or holds non-integer sub-directories is refused (``ValueError``).
+
+The version directory is written under a temporary name in the same parent and
+renamed when complete, so a server polling the base directory never sees a
+half-written version. The full version path is returned.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+
+import gymnasium
+import numpy as np
+import tensorflow as tf
+
+from keras_trpo import policies
+from keras_trpo.model import TRPO
+
+SIGNATURE_NAMES = ("serving_default", "sample", "value", "log_prob", "distribution_params")
+
+_VERSION = re.compile(r"^\d+$")
+
+
+def export_saved_model(model, filepath, *, overwrite: bool = False) -> str:
+    """Writes ``model`` as a TF Serving SavedModel and returns the version directory.
+
+    Args:
+        model: a built :class:`keras_trpo.TRPO`.
+        filepath: a model base directory (the next integer version is created in
+            it) or a version directory whose last component is an integer; see
+            the module docstring for the exact rule.
+        overwrite: replace an existing non-empty version directory.
+
+    Returns:
+        The path of the written version directory (``<base>/<version>``).
+
+    Raises:
+        TypeError: ``model`` is not a TRPO model or ``filepath`` is not a path.
+        ValueError: the model is not built, or ``filepath`` is not a usable base
+            directory.
+        FileExistsError: the version directory exists, is not empty and
+            ``overwrite`` is False.
+    """
+    _check_model(model)
+    if not isinstance(filepath, (str, os.PathLike)):
+        raise TypeError(
+            f"filepath must be a str or os.PathLike directory path; got {type(filepath).__name__}."
+        )
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool; got {overwrite!r}.")
+    target = resolve_version_dir(filepath, overwrite=overwrite)
+    module = ServingModule(model)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    # A non-integer name: TF Serving ignores it while it is being written.
+    staging = os.path.join(parent, f".tmp-export-{os.path.basename(target)}-{uuid.uuid4().hex}")
+    try:
+        tf.saved_model.save(module, staging, signatures=module.signatures())
+        if os.path.exists(target):
+            if overwrite:
+                shutil.rmtree(target)
+            else:
+                os.rmdir(target)  # empty (checked above); fails if a concurrent export filled it since
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_version_dir(filepath, *, overwrite: bool = False) -> str:
+    """Returns the version directory ``export`` writes for ``filepath`` (see module docstring)."""
+    path = os.path.normpath(os.path.abspath(os.fspath(filepath)))
+    name = os.path.basename(path)
+    if _VERSION.match(name):
+        if os.path.isfile(path):
+            raise ValueError(f"filepath {os.fspath(filepath)!r} is a file; expected a directory.")
+        if os.path.isdir(path) and os.listdir(path) and not overwrite:
+            raise FileExistsError(
+                f"filepath {os.fspath(filepath)!r} is an existing, non-empty version directory. Pass "
+                f"overwrite=True to replace it, or pass its parent {os.path.dirname(path)!r} to write the "
+                "next version."
+            )
+        return path
+    if os.path.isfile(path):
+        raise ValueError(f"filepath {os.fspath(filepath)!r} is a file; expected a directory.")
+    if not os.path.isdir(path):
+        return os.path.join(path, "1")
+    entries = os.listdir(path)
+    if "saved_model.pb" in entries or "saved_model.pbtxt" in entries:
+        raise ValueError(
+            f"filepath {os.fspath(filepath)!r} is a SavedModel directory itself, not a model base directory. "
+            "TF Serving needs <base>/<name>/<version>/: pass a base directory such as "
+            "'saved_models/cartpole' (the next version is created in it) or a version directory such as "
+            "'saved_models/cartpole/1'."
+        )
+    versions, others = [], []
+    for entry in entries:
+        if not os.path.isdir(os.path.join(path, entry)) or entry.startswith("."):
+            continue  # README files, temporary export directories
+        (versions if _VERSION.match(entry) else others).append(entry)
+    if others:
+        raise ValueError(
+            f"filepath {os.fspath(filepath)!r} holds non-version sub-directories {sorted(others)}; a model "
+            "base directory may only hold integer version directories. Pass the model's own directory, e.g. "
+            f"{os.path.join(os.fspath(filepath), sorted(others)[0])!r}, or a version directory such as "
+            f"{os.path.join(os.fspath(filepath), '1')!r}."
+        )
+    return os.path.join(path, str(max((int(v) for v in versions), default=0) + 1))
+
+
+def _check_model(model):
+    if not isinstance(model, TRPO):
+        raise TypeError(f"model must be a keras_trpo.TRPO; got {type(model).__name__}.")
+    layers = [*model.policy_layers, model.policy_output, *model.value_layers, model.value_output]
+    if model.normalizer is not None:
+        layers.append(model.normalizer)
+    unbuilt = [layer.name for layer in layers if not layer.built]
+    if not getattr(model, "built", False) or unbuilt:
+        detail = f" (unbuilt layers: {unbuilt})" if unbuilt else ""
+        raise ValueError(
+            f"Cannot export model {model.name!r}: it is not built{detail}, so it has no weights to save. "
+            f"Build it with model.build((None, {', '.join(map(str, model.observation_shape))})) or call it "
+            "on a batch of observations, e.g. model(np.zeros((1, *model.observation_shape), 'float32')), "
+            "then train or load weights before exporting. TRPO(...) and TRPO.for_env(...) build the "
+            "model in their constructor; a subclass that overrides build() must call super().build()."
+        )
+
+
+class ServingModule(tf.Module):
+    """The ``tf.Module`` that ``export`` saves: the model's variables and five tf.functions.
+
+    The functions call the model's own forward pass (``policy_outputs``,
+    ``head.params``, ``head.mode``, ``value``, the head's distribution for
+    ``log_prob``), traced once per signature into plain TensorFlow graphs.
+    Sampling uses ``tf.random.stateless_*`` on the distribution parameters.
+    """
+
+    def __init__(self, model):
+        super().__init__(name="keras_trpo_policy")
+        head = model.head
+        obs_spec = tf.TensorSpec([None, *model.observation_shape], tf.float32, name="observations")
+        action_dtype = tf.float32 if not head.integer_actions else tf.int32
+        action_spec = tf.TensorSpec([None, *head.action_shape], action_dtype, name="actions")
+        seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
+        space = model.action_space
+        if isinstance(space, gymnasium.spaces.Box):
+            low = np.broadcast_to(space.low, head.action_shape).astype(np.float32)
+            high = np.broadcast_to(space.high, head.action_shape).astype(np.float32)
+            clip = lambda a: tf.clip_by_value(a, tf.constant(low), tf.constant(high))  # noqa: E731
+        else:
+            clip = lambda a: a  # noqa: E731
+        # The model's weights as tf.Variables tracked by this module: the functions capture them.
+        self.model_variables = [_tf_variable(v) for v in model.weights]
+
+        obs_shape = [None, *model.observation_shape]
+        act_shape = [None, *head.action_shape]
+
+        # Signature calls (TF Serving, ``loaded.signatures[...]``) do not check shapes against
+        # the TensorSpecs: without these checks a wrong observation width would fail deep in
+        # the graph, or be silently reshaped. ensure_shape fails with a clear message instead.
+        def checked(observations):
+            return tf.ensure_shape(observations, obs_shape, name="check_observations_shape")
+
+        def params(observations):
+            return head.params(model.policy_outputs(checked(observations)), model.log_std)
+
+        @tf.function(input_signature=[obs_spec])
+        def serving_default(observations):
+            return {"actions": clip(head.mode(params(observations)))}
+
+        @tf.function(input_signature=[obs_spec, seed_spec])
+        def sample(observations, seed):
+            p = params(observations)
+            actions = _stateless_sample(head, p, seed)
+            log_probs = head.distribution(p).log_prob(head.cast_actions(actions))
+            return {"actions": clip(actions), "log_probs": log_probs}
+
+        @tf.function(input_signature=[obs_spec])
+        def value(observations):
+            return {"values": model.value(checked(observations))}
+
+        @tf.function(input_signature=[obs_spec, action_spec])
+        def log_prob(observations, actions):
+            actions = tf.ensure_shape(actions, act_shape, name="check_actions_shape")
+            return {"log_probs": head.distribution(params(observations)).log_prob(head.cast_actions(actions))}
+
+        @tf.function(input_signature=[obs_spec])
+        def distribution_params(observations):
+            return dict(params(observations))
+
+        self.serving_default = serving_default
+        self.sample = sample
+        self.value = value
+        self.log_prob = log_prob
+        self.distribution_params = distribution_params
+
+    def signatures(self) -> dict:
+        return {name: getattr(self, name).get_concrete_function() for name in SIGNATURE_NAMES}
+
+
+def _tf_variable(variable):
+    """The ``tf.Variable`` behind a Keras 3 variable (its ``value``), so that the module tracks it."""
+    return variable if isinstance(variable, tf.Variable) else variable.value
+
+
+def _stateless_sample(head, params, seed):
+    """One action per row from the head's distribution with ``tf.random.stateless_*`` ops.
+
+    Returns actions in the env's convention (``start`` offsets added, unclipped).
+    """
+    if isinstance(head, policies.DiagGaussianHead):
+        mean = params["mean"]
+        noise = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
+        return mean + tf.exp(params["log_std"]) * noise
+    if isinstance(head, policies.CategoricalHead):
+        index = tf.random.stateless_categorical(params["logits"], 1, seed=seed, dtype=tf.int32)[:, 0]
+        return index + head.start
+    if isinstance(head, policies.MultiCategoricalHead):
+        padded = head._padded_logits(params["logits"])  # [N, K, max(nvec)]; padding has probability 0
+        k, width = len(head.nvec), padded.shape[-1]
+        flat = tf.random.stateless_categorical(tf.reshape(padded, [-1, width]), 1, seed=seed, dtype=tf.int32)
+        return tf.reshape(flat, [-1, k]) + tf.constant(head.start, tf.int32)
+    if isinstance(head, policies.BernoulliHead):
+        logits = params["logits"]
+        uniform = tf.random.stateless_uniform(tf.shape(logits), seed=seed, dtype=logits.dtype)
+        return tf.cast(uniform < tf.sigmoid(logits), tf.int32)
+    raise TypeError(f"Cannot export a policy head of type {type(head).__name__}.")

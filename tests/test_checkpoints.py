@@ -1,0 +1,329 @@
+"""Checkpoints: .keras round trips, BackupAndRestore, and bit-exact resumption of training.
+
+What a bit-identical resume needs (also in docs/serving.md, "Checkpoints and resuming"):
+
+- the model's weights, including the non-trainable ones (``policy_version``, ``max_kl``,
+  ``damping``, normalization statistics): Keras weights, saved by ``save_weights``;
+- the critic optimizer's state (Adam moments, ``iterations``): saved with the weights because
+  ``TRPO`` defines ``get_compile_config``/``compile_from_config``;
+- the critic-shuffle ``SeedGenerator`` state: not a Keras weight, saved by
+  ``TRPO.save_own_variables`` under ``critic_shuffle_seed_state``;
+- the ``Rollouts`` state: the action-sampling numpy RNG, the environment (its full state, here
+  by pickling a ``SyncVectorEnv`` of deterministic pure-Python envs), the current observations,
+  the running episode return/length of every sub-env and the counters. ``Rollouts`` has no public
+  API for that yet; ``ResumableRollouts`` below is the ``get_state()``/``set_state()`` it needs.
+"""
+
+import functools
+import os
+import pickle
+import re
+import warnings
+
+import gymnasium
+import keras
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+import keras_trpo
+
+
+# --------------------------------------------------------------------------
+# .keras round trip
+# --------------------------------------------------------------------------
+def tiny_model(env, **kwargs):
+    model = keras_trpo.TRPO.for_env(
+        env,
+        seed=0,
+        hidden_units=(16,),
+        value_hidden_units=(16,),
+        value_epochs=2,
+        value_batch_size=32,
+        **kwargs,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"], ids=["discrete", "box"])
+def test_keras_file_round_trips_architecture_weights_optimizer_and_normalization(env_id, tmp_path):
+    env = gymnasium.make_vec(env_id, num_envs=2, vectorization_mode="sync")
+    model = tiny_model(env, normalize_observations=True, max_kl=0.02)
+    rollouts = keras_trpo.Rollouts(env, model, steps=128, seed=0)
+    model.fit(rollouts, epochs=2, verbose=0)
+    model.max_kl = 0.015  # changed by hand (as a callback would): a weight, so it must survive
+    path = str(tmp_path / "run.keras")
+    model.save(path)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*compile.*", category=UserWarning)
+        loaded = keras.models.load_model(path)  # no custom_objects: the classes are registered
+    assert type(loaded) is keras_trpo.TRPO
+    assert loaded.get_config() == model.get_config()
+    assert [w.path for w in loaded.weights] == [w.path for w in model.weights]
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert loaded.policy_version == 2 and loaded.max_kl == pytest.approx(0.015)
+    assert float(loaded.normalizer.count.numpy()) == 2 * 128
+    np.testing.assert_array_equal(loaded.normalizer.mean.numpy(), model.normalizer.mean.numpy())
+    np.testing.assert_array_equal(loaded.normalizer.variance.numpy(), model.normalizer.variance.numpy())
+    np.testing.assert_array_equal(loaded.seed_generator.state.numpy(), model.seed_generator.state.numpy())
+    # Optimizer: same class and hyperparameters, same slots, same values, same iteration count.
+    assert type(loaded.optimizer) is type(model.optimizer)
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) > 0
+    assert [v.path for v in loaded.optimizer.variables] == [v.path for v in model.optimizer.variables]
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+    # And the restored state really is the training state: one more identical update on each.
+    batch = rollouts.collect()  # collected by version 2, which both models are at
+    model.train_step(batch)
+    loaded.train_step(batch)
+    for a, b in zip(model.weights + model.optimizer.variables, loaded.weights + loaded.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    env.close()
+
+
+# --------------------------------------------------------------------------
+# BackupAndRestore
+# --------------------------------------------------------------------------
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Simulates a crash: raises when epoch ``epoch`` is about to start."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Interrupt(f"interrupted at epoch {epoch}")
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_backup_and_restore_resumes_an_interrupted_fit_where_it_stopped(tmp_path):
+    backup = str(tmp_path / "backup")
+    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    model = tiny_model(env)
+    recorder = EpochRecorder()
+    with pytest.raises(Interrupt):
+        model.fit(
+            keras_trpo.Rollouts(env, model, steps=64, seed=0),
+            epochs=5,
+            verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(backup), InterruptAt(3), recorder],
+        )
+    assert recorder.epochs == [0, 1, 2] and model.policy_version == 3  # epochs 0-2 finished and saved
+    saved = [w.numpy().copy() for w in model.weights]
+    assert os.path.exists(os.path.join(backup, "latest.weights.h5"))
+
+    # A new process would build everything anew: fresh model, optimizer and rollouts.
+    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    resumed = tiny_model(env)
+    assert resumed.policy_version == 0
+    restored = []
+
+    class Restored(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            restored.extend(w.numpy().copy() for w in self.model.weights)
+
+    recorder = EpochRecorder()
+    history = resumed.fit(
+        keras_trpo.Rollouts(env, resumed, steps=64, seed=0),
+        epochs=5,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(backup), Restored(), recorder],
+    )
+    assert recorder.epochs == [3, 4]  # continues at the interrupted epoch
+    assert len(history.history["kl"]) == 2
+    for a, b in zip(saved, restored):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.policy_version == 5  # no Stale batch: each resumed batch matched the restored weights
+    assert history.history["step_accepted"] == [1.0, 1.0]
+    assert not os.path.exists(os.path.join(backup, "latest.weights.h5"))  # finished: backup removed
+
+
+# --------------------------------------------------------------------------
+# Bit-identical resume
+# --------------------------------------------------------------------------
+class DeterministicWalk(gymnasium.Env):
+    """A deterministic env whose episodes span batch boundaries (its state must be checkpointed).
+
+    Position moves by ±1; reward 1 when the action matches the parity of the step; terminates at
+    |position| = 4, truncates after ``limit`` steps.
+    """
+
+    observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, limit=11):
+        self.limit, self.t, self.x = limit, 0, 0
+
+    def _obs(self):
+        return np.array([self.x, self.t % 2], np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.x = 0, 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        self.x += 1 if int(action) == 1 else -1
+        reward = float(int(action) == self.t % 2)
+        terminated = abs(self.x) >= 4
+        truncated = self.t >= self.limit and not terminated
+        return self._obs(), reward, terminated, truncated, {}
+
+
+def walk_env():
+    # functools.partial of a module-level class (not a lambda): the vector env pickles.
+    envs = [functools.partial(DeterministicWalk, limit=11 + i) for i in range(3)]
+    return gymnasium.vector.SyncVectorEnv(envs)
+
+
+class ResumableRollouts(keras_trpo.Rollouts):
+    """``Rollouts`` plus the ``get_state()``/``set_state()`` API that exact resumption needs."""
+
+    def get_state(self) -> dict:
+        return {
+            "policy_version": self.model.policy_version,
+            "rng": self._rng.bit_generator.state,
+            "env": pickle.dumps(self.env),
+            "observations": None if self._observations is None else np.array(self._observations),
+            "episode_return": self._episode_return.copy(),
+            "episode_length": self._episode_length.copy(),
+            "env_steps": self.env_steps,
+            "episode_returns": list(self.episode_returns),
+            "episode_lengths": list(self.episode_lengths),
+        }
+
+    def set_state(self, state: dict):
+        self._rng.bit_generator.state = state["rng"]
+        self.env = pickle.loads(state["env"])
+        self._observations = state["observations"]
+        self._episode_return = state["episode_return"].copy()
+        self._episode_length = state["episode_length"].copy()
+        self.env_steps = state["env_steps"]
+        self.episode_returns = list(state["episode_returns"])
+        self.episode_lengths = list(state["episode_lengths"])
+        self._cached = None  # never serve a batch collected before the restore
+
+
+class RolloutsBackup(keras.callbacks.Callback):
+    """Saves the rollouts' state next to BackupAndRestore's files; list it *after* BackupAndRestore.
+
+    Keras reads one batch (to infer the dataset structure) before ``on_train_begin``, i.e. before
+    BackupAndRestore restores the weights: that batch is collected by the fresh, unrestored model
+    and moves the env and RNG. Restoring the rollouts state in ``on_train_begin`` undoes that.
+    """
+
+    def __init__(self, rollouts, backup_dir):
+        super().__init__()
+        self.rollouts, self.path = rollouts, os.path.join(backup_dir, "rollouts_state.pkl")
+
+    def on_train_begin(self, logs=None):
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, "rb") as f:
+            state = pickle.load(f)
+        if state["policy_version"] != self.model.policy_version:
+            raise RuntimeError(
+                f"rollouts state is for policy_version {state['policy_version']} but the restored model is "
+                f"at {self.model.policy_version}; list RolloutsBackup after BackupAndRestore."
+            )
+        self.rollouts.set_state(state)
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path + ".tmp", "wb") as f:
+            pickle.dump(self.rollouts.get_state(), f)
+        os.replace(self.path + ".tmp", self.path)
+
+    def on_train_end(self, logs=None):
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+EPOCHS, INTERRUPT_AT = 6, 4
+
+
+def walk_run(backup=None, interrupt=None, save_rollouts=True):
+    """A seeded run on the deterministic env; returns the model, its rollouts and the history."""
+    keras.utils.set_random_seed(0)
+    env = walk_env()
+    model = keras_trpo.TRPO.for_env(
+        env, seed=0, hidden_units=(8,), value_hidden_units=(8,), value_epochs=3, value_batch_size=16,
+        normalize_observations=True, max_kl=0.05, name="walk",
+    )
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    rollouts = ResumableRollouts(env, model, steps=48, gamma=0.9, gae_lambda=0.9, seed=0)
+    callbacks = []
+    if backup is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(backup))
+        if save_rollouts:
+            callbacks.append(RolloutsBackup(rollouts, backup))
+    if interrupt is not None:
+        callbacks.append(InterruptAt(interrupt))
+    history = model.fit(rollouts, epochs=EPOCHS, verbose=0, callbacks=callbacks)
+    return model, rollouts, history.history
+
+
+def state_of(model):
+    """(path, value) of every variable that training changes (the optimizer's "_N" suffix dropped)."""
+    variables = [*model.weights, *model.optimizer.variables, model.seed_generator.state]
+    return [(re.sub(r"^([^/]*?)_\d+/", r"\1/", v.path), v.numpy().copy()) for v in variables]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    model, rollouts, history = walk_run()
+    assert sum(history["step_accepted"]) >= EPOCHS - 1  # the weights really move
+    assert rollouts.episode_returns  # episodes end, inside and across batches
+    return state_of(model), rollouts, history
+
+
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(uninterrupted, tmp_path):
+    expected, expected_rollouts, expected_history = uninterrupted
+    backup = str(tmp_path / "backup")
+    with pytest.raises(Interrupt):
+        walk_run(backup, interrupt=INTERRUPT_AT)
+    model, rollouts, history = walk_run(backup)  # new model, new env, new rollouts: like a new process
+    assert len(history["kl"]) == EPOCHS - INTERRUPT_AT
+    for key in ("kl", "episode_return", "value_loss", "env_steps"):
+        np.testing.assert_array_equal(history[key], expected_history[key][INTERRUPT_AT:], err_msg=key)
+    actual = state_of(model)
+    assert [p for p, _ in actual] == [p for p, _ in expected]
+    for (path, a), (_, b) in zip(actual, expected):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    assert rollouts.env_steps == expected_rollouts.env_steps == EPOCHS * 48
+    assert rollouts.episode_returns == expected_rollouts.episode_returns
+
+
+def test_without_the_rollouts_state_a_resumed_run_diverges(uninterrupted, tmp_path):
+    """Control: the model checkpoint alone is not enough (fresh env, RNG and episode counters)."""
+    expected, _, _ = uninterrupted
+    backup = str(tmp_path / "backup")
+    with pytest.raises(Interrupt):
+        walk_run(backup, interrupt=INTERRUPT_AT, save_rollouts=False)
+    model, _, history = walk_run(backup, save_rollouts=False)
+    assert len(history["kl"]) == EPOCHS - INTERRUPT_AT  # it did resume ...
+    policy_paths = {v.path for v in model.policy_variables}
+    differs = [
+        path
+        for (path, a), (_, b) in zip(state_of(model), expected)
+        if path in policy_paths and not np.array_equal(a, b)
+    ]
+    assert differs  # ... but on other transitions, so it ends elsewhere

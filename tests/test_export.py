@@ -1,0 +1,587 @@
+"""Export for TF Serving: real SavedModels, checked in fresh processes that import only TensorFlow.
+
+The comparisons run every signature of every exported model in one fresh Python process (a
+few seconds of TensorFlow start-up), which must not import keras_trpo or tensorflow_probability:
+an import hook in that process refuses them, and sys.modules is checked after the calls.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pytest
+import tensorflow as tf
+from gymnasium import spaces
+
+import keras_trpo
+from keras_trpo.export import SIGNATURE_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED_CARTPOLE = REPO / "saved_models" / "cartpole" / "1"
+OBS_SPACE = spaces.Box(-5.0, 5.0, (4,), np.float32)
+SUBPROCESS_TIMEOUT = 120
+
+# Prepended to every fresh-process script: loading a SavedModel must not need these packages.
+BLOCK_IMPORTS = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class _Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("keras_trpo", "tensorflow_probability"):
+                raise ImportError(f"{name} must not be needed to load or call the SavedModel")
+            return None
+
+    sys.meta_path.insert(0, _Block())
+
+    def forbidden_modules():
+        return sorted(m for m in sys.modules if m.split(".")[0] in ("keras_trpo", "tensorflow_probability"))
+    """
+)
+
+
+def run_fresh_python(script, *args, timeout=SUBPROCESS_TIMEOUT):
+    """Runs ``script`` in a new interpreter and returns its last stdout line parsed as JSON."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_IMPORTS + textwrap.dedent(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, f"fresh process failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def saved_model_cli(*invocations, timeout=SUBPROCESS_TIMEOUT):
+    """Runs the saved_model_cli invocations (lists of arguments) concurrently; returns their stdouts."""
+    exe = shutil.which("saved_model_cli")
+    command = [exe] if exe else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    procs = [
+        subprocess.Popen(
+            [*command, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for args in invocations
+    ]
+    outputs = []
+    try:
+        for args, proc in zip(invocations, procs):
+            stdout, stderr = proc.communicate(timeout=timeout)
+            command_line = " ".join(map(str, args))
+            assert proc.returncode == 0, f"saved_model_cli {command_line} failed:\n{stdout}\n{stderr}"
+            outputs.append(stdout)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return outputs
+
+
+# --------------------------------------------------------------------------
+# Models with non-trivial weights and normalization statistics, exported once
+# --------------------------------------------------------------------------
+ACTION_SPACES = {
+    "discrete": spaces.Discrete(3, start=1),
+    # Wide bounds: no sample is clipped, so sample log_probs are comparable to the Keras model's.
+    "box": spaces.Box(-100.0, 100.0, (2,), np.float32),
+    "multidiscrete": spaces.MultiDiscrete([2, 3, 4], start=[0, 1, -1]),
+    "multibinary": spaces.MultiBinary(3),
+}
+
+
+def make_model(action_space, *, normalize=True, seed=0):
+    model = keras_trpo.TRPO(
+        OBS_SPACE,
+        action_space,
+        hidden_units=(16,),
+        value_hidden_units=(16,),
+        normalize_observations=normalize,
+        seed=seed,
+    )
+    rng = np.random.default_rng(seed)
+    for layer in (*model.policy_layers, model.policy_output, *model.value_layers, model.value_output):
+        # O(1) outputs instead of the near-uniform initial policy: argmaxes and samples mean something.
+        # (|Box mean| stays below ~2: graph and eager float32 results differ by a few ulps, and the
+        # 1e-6 bound on serving_default vs model(obs) is meant for actions of order 1.)
+        scale = 0.3 if layer is model.policy_output else 0.7
+        layer.kernel.assign(rng.normal(scale=scale, size=layer.kernel.shape).astype(np.float32))
+        layer.bias.assign(rng.normal(scale=0.3, size=layer.bias.shape).astype(np.float32))
+    if model.log_std is not None:
+        model.log_std.assign(np.linspace(-0.7, 0.2, model.log_std.shape[0]).astype(np.float32))
+    if normalize:
+        model.normalizer.update(tf.constant(rng.normal(loc=1.0, scale=2.0, size=(256, 4)).astype(np.float32)))
+    return model
+
+
+def clip_models():
+    """Two Box models with identical weights whose mean lies outside [-1, 1]; one has wide bounds."""
+    narrow = make_model(spaces.Box(-1.0, 1.0, (2,), np.float32), seed=5)
+    narrow.policy_output.kernel.assign(np.zeros(narrow.policy_output.kernel.shape, np.float32))
+    narrow.policy_output.bias.assign(np.array([3.0, -2.5], np.float32))
+    narrow.log_std.assign(np.array([-1.0, -1.0], np.float32))
+    wide = keras_trpo.TRPO(
+        OBS_SPACE, spaces.Box(-100.0, 100.0, (2,), np.float32), hidden_units=(16,), value_hidden_units=(16,),
+        normalize_observations=True, seed=5,
+    )
+    wide.set_weights(narrow.get_weights())
+    return narrow, wide
+
+
+FRESH_PROCESS_SCRIPT = """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    root, inputs_file, outputs_file = sys.argv[1:4]
+    inputs = dict(np.load(inputs_file))
+    names = json.loads(sys.argv[4])
+    results, report = {}, {"errors": {}}
+    for name in names:
+        loaded = tf.saved_model.load(f"{root}/{name}/1")
+        sig = loaded.signatures
+        report.setdefault("signatures", {})[name] = sorted(sig.keys())
+        obs = tf.constant(inputs["observations"])
+        for key, value in sig["serving_default"](observations=obs).items():
+            results[f"{name}/serving_default/{key}"] = value.numpy()
+        for tag, seed in (("a", [1, 2]), ("b", [1, 2]), ("c", [3, 4])):
+            out = sig["sample"](observations=obs, seed=tf.constant(seed, tf.int32))
+            for key, value in out.items():
+                results[f"{name}/sample_{tag}/{key}"] = value.numpy()
+        many = sig["sample"](observations=tf.constant(inputs["many_observations"]), seed=tf.constant([7, 8]))
+        results[f"{name}/sample_many/actions"] = many["actions"].numpy()
+        results[f"{name}/value/values"] = sig["value"](observations=obs)["values"].numpy()
+        if f"{name}/actions" in inputs:
+            out = sig["log_prob"](observations=obs, actions=tf.constant(inputs[f"{name}/actions"]))
+            results[f"{name}/log_prob/log_probs"] = out["log_probs"].numpy()
+        for key, value in sig["distribution_params"](observations=obs).items():
+            results[f"{name}/distribution_params/{key}"] = value.numpy()
+        # The python function restored from the module checks its input signature as well.
+        results[f"{name}/module_call/actions"] = loaded.serving_default(obs)["actions"].numpy()
+        # Wrong observation width through the signature (what TF Serving calls) and the function.
+        errors = {}
+        try:
+            sig["serving_default"](observations=tf.zeros([4, 8]))
+            errors["signature"] = None
+        except Exception as e:
+            errors["signature"] = f"{type(e).__name__}: {e}"
+        try:
+            loaded.serving_default(tf.zeros([4, 8]))
+            errors["function"] = None
+        except Exception as e:
+            errors["function"] = f"{type(e).__name__}: {e}"
+        report["errors"][name] = errors
+    np.savez(outputs_file, **results)
+    report["forbidden_modules"] = forbidden_modules()
+    print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Exports one model per action space kind (+ the clipping pair) and runs them in a fresh process."""
+    root = tmp_path_factory.mktemp("exported")
+    rng = np.random.default_rng(123)
+    observations = rng.normal(scale=2.0, size=(64, 4)).astype(np.float32)
+    many = np.repeat(observations[:1], 20000, axis=0)
+    # The MultiBinary model has no observation normalization: both graph paths are exported.
+    models = {
+        name: make_model(space, normalize=name != "multibinary") for name, space in ACTION_SPACES.items()
+    }
+    models["box_clip"], models["box_clip_wide"] = clip_models()
+    inputs = {"observations": observations, "many_observations": many}
+    for name, model in models.items():
+        path = model.export(root / name)
+        assert path == str(root / name / "1")
+        space = model.action_space
+        if name == "box_clip":
+            continue
+        if isinstance(space, spaces.Box):
+            # Actions around the policy's mean (uniform ones over [-100, 100] would have
+            # log-probabilities of -1e4, where float32 cannot resolve an absolute 1e-5).
+            params = {k: v.numpy() for k, v in model.distribution_params(observations).items()}
+            noise = rng.normal(scale=1.5, size=params["mean"].shape)
+            actions = params["mean"] + np.exp(params["log_std"]) * noise
+            inputs[f"{name}/actions"] = actions.astype(np.float32)
+        else:
+            space.seed(1)
+            inputs[f"{name}/actions"] = np.stack([space.sample() for _ in observations]).astype(np.int32)
+    np.savez(root / "inputs.npz", **inputs)
+    report = run_fresh_python(
+        FRESH_PROCESS_SCRIPT, root, root / "inputs.npz", root / "outputs.npz", json.dumps(list(models))
+    )
+    outputs = dict(np.load(root / "outputs.npz"))
+    return {"root": root, "models": models, "inputs": inputs, "outputs": outputs, "report": report}
+
+
+def test_savedmodel_loads_without_keras_trpo_or_tensorflow_probability(exported):
+    # The import hook refused both packages and none of them was imported by loading or calling.
+    assert exported["report"]["forbidden_modules"] == []
+    for name, signatures in exported["report"]["signatures"].items():
+        assert signatures == sorted(SIGNATURE_NAMES), name
+
+
+@pytest.mark.parametrize("name", list(ACTION_SPACES))
+def test_serving_default_equals_the_keras_model(exported, name):
+    model, out = exported["models"][name], exported["outputs"]
+    obs = exported["inputs"]["observations"]
+    expected = model(obs).numpy()
+    actions = out[f"{name}/serving_default/actions"]
+    assert actions.shape == expected.shape == (len(obs), *model.action_space.shape)
+    diff = float(np.max(np.abs(actions.astype(np.float64) - expected)))
+    largest = np.abs(expected).max()
+    print(f"{name}: serving_default vs model(obs) max abs diff = {diff:.3g} (max |action| {largest:.3g})")
+    assert diff <= 1e-6
+    np.testing.assert_array_equal(out[f"{name}/module_call/actions"], actions)
+    if not isinstance(model.action_space, spaces.Box):
+        assert len(np.unique(actions, axis=0)) > 1  # the comparison is not vacuous
+        assert all(model.action_space.contains(a.astype(model.action_space.dtype)) for a in actions)
+
+
+@pytest.mark.parametrize("name", list(ACTION_SPACES))
+def test_sample_is_deterministic_per_seed_and_its_log_probs_match_the_keras_model(exported, name):
+    model, out = exported["models"][name], exported["outputs"]
+    obs = exported["inputs"]["observations"]
+    a, b, c = (out[f"{name}/sample_{tag}/actions"] for tag in "abc")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(out[f"{name}/sample_a/log_probs"], out[f"{name}/sample_b/log_probs"])
+    assert not np.array_equal(a, c)
+    assert a.shape == (len(obs), *model.action_space.shape)
+    expected = model.distribution(obs).log_prob(model.head.cast_actions(a)).numpy()
+    np.testing.assert_allclose(out[f"{name}/sample_a/log_probs"], expected, rtol=0, atol=1e-5)
+    if not isinstance(model.action_space, spaces.Box):
+        assert all(model.action_space.contains(x.astype(model.action_space.dtype)) for x in a)
+
+
+@pytest.mark.parametrize("name", list(ACTION_SPACES))
+def test_sample_follows_the_policy_distribution(exported, name):
+    """20,000 samples of one observation: frequencies / moments match the Keras distribution."""
+    model, out = exported["models"][name], exported["outputs"]
+    samples = out[f"{name}/sample_many/actions"]
+    first = exported["inputs"]["observations"][:1]
+    params = {k: v.numpy()[0] for k, v in model.distribution_params(first).items()}
+    space = model.action_space
+    if isinstance(space, spaces.Box):
+        np.testing.assert_allclose(samples.mean(0), params["mean"], atol=0.05)
+        np.testing.assert_allclose(samples.std(0), np.exp(params["log_std"]), rtol=0.05)
+    elif isinstance(space, spaces.Discrete):
+        probs = tf.nn.softmax(params["logits"]).numpy()
+        freq = np.bincount(samples - space.start, minlength=space.n) / len(samples)
+        np.testing.assert_allclose(freq, probs, atol=0.02)
+    elif isinstance(space, spaces.MultiDiscrete):
+        offset = 0
+        for k, (n, start) in enumerate(zip(space.nvec, space.start)):
+            probs = tf.nn.softmax(params["logits"][offset : offset + n]).numpy()
+            freq = np.bincount(samples[:, k] - start, minlength=n) / len(samples)
+            assert len(freq) == n  # never a padded (invalid) index
+            np.testing.assert_allclose(freq, probs, atol=0.02)
+            offset += n
+    else:
+        np.testing.assert_allclose(samples.mean(0), tf.sigmoid(params["logits"]).numpy(), atol=0.02)
+
+
+@pytest.mark.parametrize("name", list(ACTION_SPACES))
+def test_value_log_prob_and_distribution_params_match_the_keras_model(exported, name):
+    model, out = exported["models"][name], exported["outputs"]
+    obs = exported["inputs"]["observations"]
+    np.testing.assert_allclose(out[f"{name}/value/values"], model.value(obs).numpy(), rtol=0, atol=1e-5)
+    actions = exported["inputs"][f"{name}/actions"]
+    expected = model.distribution(obs).log_prob(model.head.cast_actions(actions)).numpy()
+    np.testing.assert_allclose(out[f"{name}/log_prob/log_probs"], expected, rtol=0, atol=1e-5)
+    params = model.distribution_params(obs)
+    keys = ["log_std", "mean"] if isinstance(model.action_space, spaces.Box) else ["logits"]
+    assert sorted(k.split("/")[-1] for k in out if k.startswith(f"{name}/distribution_params/")) == keys
+    for key in keys:
+        actual = out[f"{name}/distribution_params/{key}"]
+        np.testing.assert_allclose(actual, params[key].numpy(), rtol=0, atol=1e-6)
+
+
+def test_box_actions_are_clipped_and_sample_log_probs_are_of_the_unclipped_sample(exported):
+    out, narrow = exported["outputs"], exported["models"]["box_clip"]
+    obs = exported["inputs"]["observations"]
+    # The mean (3, -2.5) is outside the bounds [-1, 1]: the deterministic action is the bound.
+    np.testing.assert_array_equal(narrow(obs).numpy()[0], [3.0, -2.5])
+    bounds = np.tile([1.0, -1.0], (len(obs), 1))
+    np.testing.assert_array_equal(out["box_clip/serving_default/actions"], bounds)
+    sampled = out["box_clip/sample_a/actions"]
+    assert sampled.min() >= -1.0 and sampled.max() <= 1.0
+    # Same weights, same seed, wide bounds: the unclipped sample. Clipping it gives the narrow one,
+    # and the narrow model's log_probs are those of the unclipped sample, not of the clipped action.
+    unclipped = out["box_clip_wide/sample_a/actions"]
+    assert (np.abs(unclipped) > 1).mean() > 0.9
+    np.testing.assert_array_equal(sampled, np.clip(unclipped, -1.0, 1.0))
+    np.testing.assert_array_equal(out["box_clip/sample_a/log_probs"], out["box_clip_wide/sample_a/log_probs"])
+    expected = narrow.distribution(obs).log_prob(unclipped).numpy()
+    np.testing.assert_allclose(out["box_clip/sample_a/log_probs"], expected, rtol=0, atol=1e-5)
+    assert np.all(narrow.distribution(obs).log_prob(sampled).numpy() < expected - 1.0)
+
+
+@pytest.mark.parametrize("name", ["box", "multibinary"], ids=["normalized", "not-normalized"])
+def test_wrong_observation_width_is_a_clear_shape_error(exported, name):
+    # [4, 8] has 32 values: without a shape check the unnormalized model would reshape it to [8, 4].
+    errors = exported["report"]["errors"][name]
+    assert errors["signature"] is not None, "the signature accepted observations of width 8"
+    assert "InvalidArgumentError" in errors["signature"]
+    assert "observations [4,8] is not compatible with expected shape [?,4]" in errors["signature"]
+    assert errors["function"] is not None and "TensorSpec(shape=(None, 4)" in errors["function"]
+
+
+# --------------------------------------------------------------------------
+# saved_model_cli
+# --------------------------------------------------------------------------
+def test_saved_model_cli_shows_all_signatures_and_runs_them(exported, tmp_path):
+    path = exported["root"] / "box" / "1"
+    obs = exported["inputs"]["observations"][:3]
+    model = exported["models"]["box"]
+    # saved_model_cli evaluates --input_exprs as Python literals (no numpy calls).
+    literal = json.dumps(obs.tolist())
+    runs = {
+        "serving_default": f"observations={literal}",
+        "sample": f"observations={literal};seed=[5, 6]",
+    }
+    run_args = [
+        ["run", "--dir", path, "--tag_set", "serve", "--signature_def", signature,
+         "--input_exprs", expression, "--outdir", tmp_path / signature]
+        for signature, expression in runs.items()
+    ]
+    shown, *_ = saved_model_cli(["show", "--all", "--dir", path], *run_args)
+
+    for name in SIGNATURE_NAMES:
+        assert f"signature_def['{name}']" in shown
+    assert "inputs['seed'] tensor_info:" in shown and "outputs['log_probs'] tensor_info:" in shown
+    assert "outputs['mean'] tensor_info:" in shown and "outputs['log_std'] tensor_info:" in shown
+    results = {sig: {f.stem: np.load(f) for f in (tmp_path / sig).glob("*.npy")} for sig in runs}
+    assert sorted(results["serving_default"]) == ["actions"]
+    np.testing.assert_allclose(results["serving_default"]["actions"], model(obs).numpy(), rtol=0, atol=1e-6)
+    assert sorted(results["sample"]) == ["actions", "log_probs"]
+    sampled = results["sample"]["actions"]
+    assert sampled.shape == (3, 2)
+    expected = model.distribution(obs).log_prob(sampled).numpy()
+    np.testing.assert_allclose(results["sample"]["log_probs"], expected, rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# Versioned layout and argument errors
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_model():
+    return make_model(spaces.Discrete(2), normalize=False, seed=1)
+
+
+def versions(path):
+    return sorted(p.name for p in path.iterdir())
+
+
+def test_exporting_twice_to_a_base_directory_creates_versions_1_and_2(small_model, tmp_path):
+    base = tmp_path / "models" / "policy"
+    first = small_model.export(base)
+    second = small_model.export(str(base))
+    assert (first, second) == (str(base / "1"), str(base / "2"))
+    assert versions(base) == ["1", "2"]  # no temporary directory is left behind
+    for version in ("1", "2"):
+        assert (base / version / "saved_model.pb").is_file() and (base / version / "variables").is_dir()
+    # Existing integer versions and plain files are fine; the next version is max + 1.
+    (base / "README.md").write_text("notes")
+    shutil.copytree(base / "1", base / "10")
+    assert small_model.export(base) == str(base / "11")
+
+
+def test_an_explicit_version_directory_is_written_once_unless_overwrite(small_model, tmp_path):
+    target = tmp_path / "policy" / "7"
+    assert small_model.export(target) == str(target)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        small_model.export(target)
+    other = make_model(spaces.Discrete(2), normalize=False, seed=2)
+    assert other.export(target, overwrite=True) == str(target)
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    loaded = tf.saved_model.load(str(target))
+    values = loaded.signatures["value"](observations=tf.constant(obs))["values"].numpy()
+    np.testing.assert_allclose(values, other.value(obs).numpy(), rtol=0, atol=1e-5)
+    assert versions(target.parent) == ["7"]
+    empty = tmp_path / "policy" / "8"
+    empty.mkdir()
+    assert small_model.export(empty) == str(empty)  # an empty version directory is not "existing"
+
+
+def test_bad_export_paths_and_arguments_are_refused(small_model, tmp_path):
+    saved_models = tmp_path / "saved_models"
+    small_model.export(saved_models / "cartpole")
+    with pytest.raises(ValueError, match=r"non-version sub-directories \['cartpole'\]"):
+        small_model.export(saved_models)
+    shutil.copytree(saved_models / "cartpole" / "1", tmp_path / "flat")
+    with pytest.raises(ValueError, match="is a SavedModel directory itself"):
+        small_model.export(tmp_path / "flat")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        small_model.export(tmp_path / "file")
+    with pytest.raises(TypeError, match="filepath"):
+        small_model.export(3)
+    with pytest.raises(TypeError, match="overwrite"):
+        small_model.export(tmp_path / "x", overwrite="yes")
+    with pytest.raises(ValueError, match="format"):
+        small_model.export(tmp_path / "x", format="onnx")
+    assert not (tmp_path / "x").exists()
+
+
+def test_exporting_an_unbuilt_model_says_how_to_build_it(tmp_path):
+    class LazyTRPO(keras_trpo.TRPO):
+        def build(self, input_shape):  # forgets super().build(): no layer has weights
+            pass
+
+    model = LazyTRPO(OBS_SPACE, spaces.Discrete(2))
+    with pytest.raises(ValueError, match=r"not built.*model\.build\(\(None, 4\)\)"):
+        model.export(tmp_path / "lazy")
+    built = keras_trpo.TRPO(OBS_SPACE, spaces.Discrete(2))
+    built.built = False
+    with pytest.raises(ValueError, match=r"Cannot export model .* not built"):
+        built.export(tmp_path / "unbuilt")
+    assert not (tmp_path / "lazy").exists() and not (tmp_path / "unbuilt").exists()
+
+
+# --------------------------------------------------------------------------
+# The committed CartPole policy
+# --------------------------------------------------------------------------
+def test_committed_cartpole_policy_balances_the_pole_in_a_fresh_process():
+    assert (COMMITTED_CARTPOLE / "saved_model.pb").is_file(), (
+        "saved_models/cartpole/1 is missing: run python examples/cartpole.py --export saved_models/cartpole"
+    )
+    report = run_fresh_python(
+        """
+        import json, sys
+        import gymnasium
+        import numpy as np
+        import tensorflow as tf
+
+        policy = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+        env = gymnasium.make("CartPole-v1")
+        returns = []
+        for episode in range(5):
+            observation, _ = env.reset(seed=1000 + episode)
+            total, done = 0.0, False
+            while not done:
+                action = policy(observations=tf.constant(observation[None], tf.float32))["actions"]
+                observation, reward, terminated, truncated, _ = env.step(int(action.numpy()[0]))
+                total += reward
+                done = terminated or truncated
+            returns.append(total)
+        print(json.dumps({"returns": returns, "forbidden_modules": forbidden_modules()}))
+        """,
+        COMMITTED_CARTPOLE,
+    )
+    print("committed CartPole policy, 5 episodes:", report["returns"])
+    assert report["forbidden_modules"] == []
+    assert len(report["returns"]) == 5
+    assert np.mean(report["returns"]) >= 475
+
+
+# --------------------------------------------------------------------------
+# TF Serving integration (needs the tensorflow_model_server binary)
+# --------------------------------------------------------------------------
+MODEL_SERVER = shutil.which("tensorflow_model_server")
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url, payload=None, timeout=10):
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.skipif(
+    MODEL_SERVER is None,
+    reason="tensorflow_model_server is not on PATH: the TF Serving REST/gRPC integration test needs "
+    "the binary (see docs/serving.md; it cannot be installed on this machine)",
+)
+def test_tensorflow_model_server_serves_rest_and_grpc(tmp_path):
+    base = tmp_path / "cartpole"
+    shutil.copytree(COMMITTED_CARTPOLE, base / "1")
+    rest_port, grpc_port = free_port(), free_port()
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [
+            MODEL_SERVER,
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+            "--model_name=cartpole",
+            f"--model_base_path={base}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        rest = f"http://127.0.0.1:{rest_port}/v1/models/cartpole"
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"tensorflow_model_server exited: {(tmp_path / 'server.log').read_text()}")
+            try:
+                status = http_json(rest, timeout=2)
+                if status["model_version_status"][0]["state"] == "AVAILABLE":
+                    break
+            except (urllib.error.URLError, ConnectionError, KeyError, IndexError, json.JSONDecodeError):
+                pass
+            assert time.monotonic() < deadline, "TF Serving did not make the model AVAILABLE within 60 s"
+            time.sleep(0.5)
+
+        observations = np.random.default_rng(0).uniform(-0.2, 0.2, size=(8, 4)).astype(np.float32)
+        local = tf.saved_model.load(str(COMMITTED_CARTPOLE)).signatures
+        expected = local["serving_default"](observations=tf.constant(observations))["actions"].numpy()
+
+        # REST, row format (instances -> predictions) and columnar format (inputs -> outputs).
+        rows = http_json(
+            f"{rest}:predict", {"signature_name": "serving_default", "instances": observations.tolist()}
+        )
+        np.testing.assert_array_equal(np.array(rows["predictions"]), expected)
+        columns = http_json(f"{rest}:predict", {"inputs": {"observations": observations.tolist()}})
+        np.testing.assert_array_equal(np.array(columns["outputs"]), expected)
+        inputs = {"observations": observations.tolist(), "seed": [1, 2]}
+        sampled = http_json(f"{rest}:predict", {"signature_name": "sample", "inputs": inputs})["outputs"]
+        local_sample = local["sample"](observations=tf.constant(observations), seed=tf.constant([1, 2]))
+        np.testing.assert_array_equal(np.array(sampled["actions"]), local_sample["actions"].numpy())
+        np.testing.assert_allclose(sampled["log_probs"], local_sample["log_probs"].numpy(), rtol=0, atol=1e-5)
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            http_json(f"{rest}:predict", {"instances": np.zeros((2, 5)).tolist()})
+        assert bad.value.code == 400
+
+        # gRPC, with the client from tensorflow-serving-api when it is installed.
+        try:
+            import grpc
+            from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+        except ImportError:
+            print("tensorflow-serving-api is not installed: gRPC part not run")
+            return
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "cartpole"
+            request.model_spec.signature_name = "serving_default"
+            request.inputs["observations"].CopyFrom(tf.make_tensor_proto(observations))
+            response = stub.Predict(request, timeout=10)
+            np.testing.assert_array_equal(tf.make_ndarray(response.outputs["actions"]), expected)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        log.close()
