@@ -207,6 +207,50 @@ class Rollouts(keras.utils.PyDataset):
         """Closes the environment."""
         self.env.close()
 
+    # -- exact resumption ---------------------------------------------------
+    def get_state(self) -> dict:
+        """Everything besides the model that decides the next batches, as picklable values.
+
+        With the model's weights (``BackupAndRestore``) and this state, a resumed
+        ``fit`` continues bit for bit like an uninterrupted one: the environment
+        (pickled, so it must be picklable: e.g. a ``SyncVectorEnv`` built from
+        module-level factories; ``AsyncVectorEnv`` worker processes are not), the
+        current observations and running episode statistics, the action-sampling
+        RNG, and the counters. ``policy_version`` records which weights it belongs to.
+        """
+        import pickle
+
+        return {
+            "policy_version": self.model.policy_version,
+            "rng": self._rng.bit_generator.state,
+            "env": pickle.dumps(self.env),
+            "observations": None if self._observations is None else np.array(self._observations),
+            "episode_return": self._episode_return.copy(),
+            "episode_length": self._episode_length.copy(),
+            "env_steps": self.env_steps,
+            "episode_returns": list(self.episode_returns),
+            "episode_lengths": list(self.episode_lengths),
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restores :meth:`get_state`; a batch collected before the restore is never served."""
+        import pickle
+
+        if state["policy_version"] != self.model.policy_version:
+            raise ValueError(
+                f"rollouts state belongs to policy_version {state['policy_version']} but the model is at "
+                f"{self.model.policy_version}; restore the model's weights first (BackupAndRestore)."
+            )
+        self._rng.bit_generator.state = state["rng"]
+        self.env = pickle.loads(state["env"])
+        self._observations = state["observations"]
+        self._episode_return = state["episode_return"].copy()
+        self._episode_length = state["episode_length"].copy()
+        self.env_steps = state["env_steps"]
+        self.episode_returns = list(state["episode_returns"])
+        self.episode_lengths = list(state["episode_lengths"])
+        self._cached = None
+
     def _call_env(self, call, what, t):
         """Runs ``env.step``/``env.reset``; errors name the sub-env, the step and the space."""
         try:

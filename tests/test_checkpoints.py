@@ -10,8 +10,8 @@ What a bit-identical resume needs (also in docs/serving.md, "Checkpoints and res
   ``TRPO.save_own_variables`` under ``critic_shuffle_seed_state``;
 - the ``Rollouts`` state: the action-sampling numpy RNG, the environment (its full state, here
   by pickling a ``SyncVectorEnv`` of deterministic pure-Python envs), the current observations,
-  the running episode return/length of every sub-env and the counters. ``Rollouts`` has no public
-  API for that yet; ``ResumableRollouts`` below is the ``get_state()``/``set_state()`` it needs.
+  the running episode return/length of every sub-env and the counters: ``Rollouts.get_state()``
+  and ``set_state()``, saved next to BackupAndRestore's files by ``RolloutsBackup`` below.
 """
 
 import functools
@@ -194,34 +194,6 @@ def walk_env():
     return gymnasium.vector.SyncVectorEnv(envs)
 
 
-class ResumableRollouts(keras_trpo.Rollouts):
-    """``Rollouts`` plus the ``get_state()``/``set_state()`` API that exact resumption needs."""
-
-    def get_state(self) -> dict:
-        return {
-            "policy_version": self.model.policy_version,
-            "rng": self._rng.bit_generator.state,
-            "env": pickle.dumps(self.env),
-            "observations": None if self._observations is None else np.array(self._observations),
-            "episode_return": self._episode_return.copy(),
-            "episode_length": self._episode_length.copy(),
-            "env_steps": self.env_steps,
-            "episode_returns": list(self.episode_returns),
-            "episode_lengths": list(self.episode_lengths),
-        }
-
-    def set_state(self, state: dict):
-        self._rng.bit_generator.state = state["rng"]
-        self.env = pickle.loads(state["env"])
-        self._observations = state["observations"]
-        self._episode_return = state["episode_return"].copy()
-        self._episode_length = state["episode_length"].copy()
-        self.env_steps = state["env_steps"]
-        self.episode_returns = list(state["episode_returns"])
-        self.episode_lengths = list(state["episode_lengths"])
-        self._cached = None  # never serve a batch collected before the restore
-
-
 class RolloutsBackup(keras.callbacks.Callback):
     """Saves the rollouts' state next to BackupAndRestore's files; list it *after* BackupAndRestore.
 
@@ -239,11 +211,6 @@ class RolloutsBackup(keras.callbacks.Callback):
             return
         with open(self.path, "rb") as f:
             state = pickle.load(f)
-        if state["policy_version"] != self.model.policy_version:
-            raise RuntimeError(
-                f"rollouts state is for policy_version {state['policy_version']} but the restored model is "
-                f"at {self.model.policy_version}; list RolloutsBackup after BackupAndRestore."
-            )
         self.rollouts.set_state(state)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -269,7 +236,7 @@ def walk_run(backup=None, interrupt=None, save_rollouts=True):
         normalize_observations=True, max_kl=0.05, name="walk",
     )
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    rollouts = ResumableRollouts(env, model, steps=48, gamma=0.9, gae_lambda=0.9, seed=0)
+    rollouts = keras_trpo.Rollouts(env, model, steps=48, gamma=0.9, gae_lambda=0.9, seed=0)
     callbacks = []
     if backup is not None:
         callbacks.append(keras.callbacks.BackupAndRestore(backup))
