@@ -1,19 +1,59 @@
-"""keras_trpo.callbacks."""
+"""keras_trpo.callbacks, and Keras's own callbacks on real CartPole/Pendulum fits with tiny networks."""
+
+import csv
+import glob
+import math
+import os
+import warnings
 
 import gymnasium
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_trpo
-from keras_trpo.callbacks import ProgressLogger
+from keras_trpo.callbacks import (
+    REJECTION_HINTS,
+    Evaluation,
+    ExportBest,
+    LineSearchMonitor,
+    ProgressLogger,
+    StepsPerSecond,
+    TrustRegionSchedule,
+)
 
 
+def cartpole(num_envs=2, steps=128, seed=0, **model_kwargs):
+    env = gymnasium.make_vec("CartPole-v1", num_envs=num_envs, vectorization_mode="sync")
+    kwargs = {"hidden_units": (16,), "value_hidden_units": (16,), "seed": seed, **model_kwargs}
+    model = keras_trpo.TRPO.for_env(env, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model, keras_trpo.Rollouts(env, model, steps=steps, seed=seed)
+
+
+class Recorder(keras.callbacks.Callback):
+    """Copies of the logs and the policy weights at the end of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.logs, self.epochs, self.weights = [], [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+        self.logs.append(dict(logs))
+        self.weights.append([v.numpy().copy() for v in self.model.policy_variables])
+
+
+# --------------------------------------------------------------------------
+# ProgressLogger, StepsPerSecond, verbose
+# --------------------------------------------------------------------------
 def test_progress_logger_prints_every_n_iterations_with_episode_stats():
     env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
     model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(8,), value_hidden_units=(8,))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     lines = []
-    model.fit(
+    history = model.fit(
         keras_trpo.Rollouts(env, model, steps=128, seed=0),
         epochs=4,
         verbose=0,
@@ -23,6 +63,9 @@ def test_progress_logger_prints_every_n_iterations_with_episode_stats():
     assert lines[0].startswith("iteration    2 | env steps      256 | episode return")
     assert lines[1].startswith("iteration    4 | env steps      512 |")
     assert "steps/s" in lines[1] and "kl 0.0" in lines[1]
+    # The logger also puts the rate in the logs of every iteration.
+    assert len(history.history["steps_per_second"]) == 4
+    assert all(rate > 0 for rate in history.history["steps_per_second"])
 
 
 def test_progress_logger_says_when_no_episode_finished():
@@ -33,7 +76,358 @@ def test_progress_logger_says_when_no_episode_finished():
     assert "no episode finished" in lines[0]
 
 
+def test_progress_logger_shows_eval_return_and_max_kl_when_present():
+    lines = []
+    logger = ProgressLogger(every=1, print_fn=lines.append)
+    logger.on_train_begin()
+    logger.on_epoch_end(0, {"episode_return": 20.0, "env_steps": 10.0, "eval_return": 123.4, "max_kl": 0.02})
+    assert "eval return 123.4" in lines[0] and "max_kl 0.02" in lines[0]
+
+
 @pytest.mark.parametrize("every", [0, -1, 1.5, True])
 def test_progress_logger_rejects_bad_every(every):
     with pytest.raises(ValueError, match="every"):
         ProgressLogger(every=every)
+
+
+def test_steps_per_second_measures_env_steps_over_wall_time():
+    rate = StepsPerSecond()
+    rate.on_train_begin()
+    logs = {"env_steps": 1000.0}
+    rate.on_epoch_end(0, logs)
+    first = logs["steps_per_second"]
+    assert first > 0
+    # After the first iteration: steps since the end of the first iteration over the time since then.
+    rate._first_end_time -= 2.0  # two seconds ago
+    logs = {"env_steps": 3000.0}
+    rate.on_epoch_end(1, logs)
+    assert logs["steps_per_second"] == pytest.approx(1000.0, rel=0.05)
+    no_steps = {}
+    rate.on_epoch_end(2, no_steps)
+    assert "steps_per_second" not in no_steps
+
+
+def test_verbose_behaves_as_in_keras_and_the_progress_bar_shows_the_trpo_metrics(capsys):
+    model, rollouts = cartpole()
+    model.fit(rollouts, epochs=2, verbose=0, callbacks=[StepsPerSecond()])
+    assert capsys.readouterr().out == ""
+    model.fit(rollouts, epochs=2, verbose=2, callbacks=[StepsPerSecond()])
+    out = capsys.readouterr().out
+    assert out.count("Epoch ") == 2 and "Epoch 2/2" in out
+    epoch_lines = [line for line in out.splitlines() if "episode_return:" in line]
+    assert len(epoch_lines) == 2  # verbose=2: one line per epoch, no bar
+    for key in ("episode_return", "kl", "line_search_steps", "value_loss", "env_steps", "steps_per_second"):
+        assert f"{key}: " in epoch_lines[-1], key
+    model.fit(rollouts, epochs=1, verbose=1, callbacks=[StepsPerSecond()])
+    out = capsys.readouterr().out
+    assert "1/1" in out and "━" in out and "steps_per_second: " in out  # the progress bar
+
+
+# --------------------------------------------------------------------------
+# LineSearchMonitor
+# --------------------------------------------------------------------------
+def _logs(accepted, reason=0, shrinks=0.0, kl=0.01, expected=0.02, actual=0.018):
+    return {
+        "step_accepted": float(accepted),
+        "rejection_reason": float(reason),
+        "line_search_steps": shrinks,
+        "step_fraction": 0.8**shrinks if accepted else 0.0,
+        "kl": kl if accepted else 0.0,
+        "surrogate_improvement": actual if accepted else 0.0,
+        "expected_improvement": expected,
+    }
+
+
+@pytest.mark.parametrize("reason,hint_word", [(1, "NaN or inf"), (2, "damping"), (3, "max_kl")])
+def test_line_search_monitor_warns_once_per_streak_with_the_cause(reason, hint_word):
+    monitor = LineSearchMonitor(patience=3, window=4)
+    sequence = [_logs(True), _logs(False, reason), _logs(False, reason), _logs(False, reason), _logs(False, reason)]
+    seen = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for epoch, logs in enumerate(sequence):
+            monitor.on_epoch_end(epoch, logs)
+            seen.append(logs)
+    messages = [str(w.message) for w in caught if w.category is UserWarning]
+    assert len(messages) == 1  # at the third rejection in a row, not again at the fourth
+    assert "3 policy updates in a row (iterations 2-4" in messages[0]
+    assert keras_trpo.REJECTION_REASONS[reason] in messages[0] and hint_word in messages[0]
+    assert REJECTION_HINTS[reason] in messages[0]
+    assert [logs["consecutive_rejections"] for logs in seen] == [0, 1, 2, 3, 4]
+    assert [logs["acceptance_rate"] for logs in seen] == [1.0, 0.5, pytest.approx(1 / 3), 0.25, 0.0]
+    assert seen[0]["improvement_ratio"] == pytest.approx(0.9)
+    # An accepted update ends the streak; a new streak warns again.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for epoch, logs in enumerate([_logs(True)] + [_logs(False, reason)] * 3, start=5):
+            monitor.on_epoch_end(epoch, logs)
+    assert len([w for w in caught if w.category is UserWarning]) == 1
+    assert monitor.history["step_accepted"].count(1.0) == 2
+    assert "9 updates, 2 accepted (22%)" in monitor.summary()
+
+
+def test_line_search_monitor_on_a_real_fit_whose_updates_are_all_rejected():
+    model, rollouts = cartpole()
+    model.damping = -1e3  # F − 1000·I is negative definite: every update is rejected (reason 2)
+    monitor = LineSearchMonitor(patience=2, stop_training=True)
+    with pytest.warns(UserWarning, match=r"rejected 2 policy updates in a row.*reason 2.*damping"):
+        history = model.fit(rollouts, epochs=5, verbose=0, callbacks=[monitor])
+    assert len(history.history["kl"]) == 2  # stop_training=True stopped fit at the warning
+    assert history.history["consecutive_rejections"] == [1.0, 2.0]
+    assert history.history["acceptance_rate"] == [0.0, 0.0]
+    assert monitor.history["rejection_reason"] == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("kwargs", [{"patience": 0}, {"window": -1}, {"patience": 1.5}])
+def test_line_search_monitor_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        LineSearchMonitor(**kwargs)
+
+
+# --------------------------------------------------------------------------
+# TrustRegionSchedule
+# --------------------------------------------------------------------------
+def test_trust_region_schedule_sets_max_kl_per_epoch_without_retracing():
+    model, rollouts = cartpole()
+    values = [0.001, 0.03, 0.005]
+    history = model.fit(rollouts, epochs=3, verbose=0, callbacks=[TrustRegionSchedule(lambda epoch: values[epoch])])
+    assert history.history["max_kl"] == pytest.approx(values)
+    assert model.max_kl == pytest.approx(values[-1])
+    assert model.update_traces == 1  # max_kl is a variable: one trace for all three values
+    for kl, max_kl in zip(history.history["kl"], values):
+        assert 0 < kl <= max_kl * (1 + 1e-5)
+    assert history.history["kl"][1] > values[0] * 2  # the larger radius was really used
+
+
+def test_trust_region_schedule_may_take_the_current_value():
+    model, rollouts = cartpole(max_kl=0.04)
+    lines = []
+    schedule = TrustRegionSchedule(lambda epoch, max_kl: max_kl / 2, verbose=1, print_fn=lines.append)
+    history = model.fit(rollouts, epochs=2, verbose=0, callbacks=[schedule])
+    assert history.history["max_kl"] == pytest.approx([0.02, 0.01])
+    assert lines == ["Epoch 1: TrustRegionSchedule setting max_kl to 0.02.", "Epoch 2: TrustRegionSchedule setting max_kl to 0.01."]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.01, float("nan"), "big", None])
+def test_trust_region_schedule_rejects_bad_values(bad):
+    model, _ = cartpole()
+    schedule = TrustRegionSchedule(lambda epoch: bad)
+    schedule.set_model(model)
+    with pytest.raises(ValueError, match="max_kl schedule returned"):
+        schedule.on_epoch_begin(0)
+    with pytest.raises(TypeError, match="callable"):
+        TrustRegionSchedule(0.01)
+
+
+# --------------------------------------------------------------------------
+# Evaluation and ExportBest
+# --------------------------------------------------------------------------
+def test_evaluation_adds_eval_return_for_callbacks_after_it_and_export_best_serves_the_best(tmp_path):
+    model, rollouts = cartpole()
+    evaluation = Evaluation("CartPole-v1", episodes=3, every=2, seed=7)
+    recorder = Recorder()
+    export_best = ExportBest(tmp_path / "best")
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        tmp_path / "best.keras", monitor="eval_return", mode="max", save_best_only=True
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ModelCheckpoint warns on the epochs without an evaluation
+        history = model.fit(rollouts, epochs=4, verbose=0, callbacks=[evaluation, recorder, export_best, checkpoint])
+    # After the first epoch, every 2nd one and the last one.
+    assert [r["epoch"] for r in evaluation.results] == [0, 1, 3]
+    assert [e for e, logs in zip(recorder.epochs, recorder.logs) if "eval_return" in logs] == [0, 1, 3]
+    assert history.history["eval_return"] == [r["mean"] for r in evaluation.results]
+    assert evaluation.results[-1]["env_steps"] == 512
+    # Deterministic and seeded: the last result is what keras_trpo.evaluate says for the final weights.
+    assert evaluation.results[-1]["returns"] == keras_trpo.evaluate(model, "CartPole-v1", episodes=3, seed=7)
+    assert evaluation._env is None  # the env it made was closed
+    # ExportBest: one export per improvement, each a new version; the best one is the newest.
+    means = [r["mean"] for r in evaluation.results]
+    improvements = [i for i, m in enumerate(means) if m > max(means[:i], default=-math.inf)]
+    assert len(export_best.exported) == len(improvements)
+    assert export_best.best == max(means)
+    assert sorted(os.listdir(tmp_path / "best")) == [str(i + 1) for i in range(len(improvements))]
+    assert export_best.best_path == str(tmp_path / "best" / str(len(improvements)))
+    assert os.path.isfile(tmp_path / "best.keras")
+    # The newest version holds the weights of the best evaluated epoch.
+    best_epoch = evaluation.results[improvements[-1]]["epoch"]
+    for variable, weights in zip(model.policy_variables, recorder.weights[best_epoch]):
+        variable.assign(weights)
+    observations = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    serving = tf.saved_model.load(export_best.best_path).signatures["serving_default"]
+    np.testing.assert_array_equal(serving(observations=observations)["actions"].numpy(), model(observations).numpy())
+    logits = tf.saved_model.load(export_best.best_path).signatures["distribution_params"](observations=observations)
+    np.testing.assert_allclose(logits["logits"].numpy(), model.distribution_params(observations)["logits"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_export_best_exports_on_improvement_only_and_keeps_max_to_keep(tmp_path):
+    model, _ = cartpole()
+    export_best = ExportBest(str(tmp_path / "served"), max_to_keep=1, verbose=1, print_fn=lambda line: None)
+    export_best.set_model(model)
+    export_best.on_train_begin()
+    for epoch, value in enumerate([1.0, 0.5, float("nan"), 2.0, 2.0]):
+        export_best.on_epoch_end(epoch, {"eval_return": value})
+    export_best.on_epoch_end(5, {"kl": 0.01})  # no eval_return: skipped
+    assert [(epoch, value) for epoch, value, _ in export_best.exported] == [(0, 1.0), (3, 2.0)]
+    assert os.listdir(tmp_path / "served") == ["2"]  # version 1 removed by max_to_keep=1
+    assert export_best.best_path == str(tmp_path / "served" / "2")
+    with pytest.warns(UserWarning, match="never found 'eval_return'"):
+        unused = ExportBest(str(tmp_path / "unused"))
+        unused.set_model(model)
+        unused.on_train_begin()
+        unused.on_epoch_end(0, {"kl": 0.0})
+        unused.on_train_end()
+    assert not os.path.exists(tmp_path / "unused")
+    with pytest.raises(ValueError, match="mode"):
+        ExportBest(str(tmp_path), mode="best")
+
+
+# --------------------------------------------------------------------------
+# Keras built-in callbacks on a real fit
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def builtin_run(tmp_path_factory):
+    """One 4-iteration CartPole fit with TensorBoard, CSVLogger, ModelCheckpoint, TerminateOnNaN, LearningRateScheduler."""
+    directory = tmp_path_factory.mktemp("builtins")
+    model, rollouts = cartpole(seed=3)
+    recorder = Recorder()
+    history = model.fit(
+        rollouts,
+        epochs=4,
+        verbose=0,
+        callbacks=[
+            StepsPerSecond(),
+            recorder,
+            keras.callbacks.TensorBoard(str(directory / "tb"), write_graph=False),
+            keras.callbacks.CSVLogger(str(directory / "metrics.csv")),
+            keras.callbacks.ModelCheckpoint(
+                str(directory / "best.keras"), monitor="episode_return", mode="max", save_best_only=True
+            ),
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.LearningRateScheduler(lambda epoch, lr: 1e-3 * 0.5**epoch),  # the critic's
+        ],
+    )
+    return directory, model, history, recorder
+
+
+def test_tensorboard_event_file_holds_the_trpo_scalars(builtin_run):
+    directory, _, history, _ = builtin_run
+    (event_file,) = glob.glob(str(directory / "tb" / "train" / "events.out.tfevents.*"))
+    scalars = {}
+    for record in tf.data.TFRecordDataset(event_file):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    for key in ("episode_return", "kl", "line_search_steps", "value_loss", "env_steps", "steps_per_second"):
+        assert sorted(scalars[f"epoch_{key}"]) == [0, 1, 2, 3], key
+        np.testing.assert_allclose(
+            [scalars[f"epoch_{key}"][step] for step in range(4)], history.history[key], rtol=1e-6
+        )
+    assert [scalars["epoch_env_steps"][step] for step in range(4)] == [128, 256, 384, 512]
+    # LearningRateScheduler drives the critic optimizer; TensorBoard logs its learning rate too.
+    np.testing.assert_allclose([scalars["epoch_learning_rate"][step] for step in range(4)], [1e-3 * 0.5**e for e in range(4)])
+
+
+def test_csv_logger_writes_one_row_per_iteration(builtin_run):
+    directory, _, history, _ = builtin_run
+    with open(directory / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3]
+    assert [float(row["env_steps"]) for row in rows] == [128, 256, 384, 512]
+    np.testing.assert_allclose([float(row["episode_return"]) for row in rows], history.history["episode_return"])
+    np.testing.assert_allclose([float(row["kl"]) for row in rows], history.history["kl"])
+
+
+def test_model_checkpoint_keeps_the_best_episode_return(builtin_run):
+    directory, model, history, recorder = builtin_run
+    returns = np.array(history.history["episode_return"])
+    best = int(np.nanargmax(returns))
+    restored = keras.models.load_model(directory / "best.keras")
+    assert isinstance(restored, keras_trpo.TRPO) and restored.get_config() == model.get_config()
+    for saved, variable in zip(recorder.weights[best], restored.policy_variables):
+        np.testing.assert_array_equal(saved, variable.numpy())
+
+
+def test_terminate_on_nan_keeps_training_through_batches_without_a_finished_episode():
+    # Pendulum episodes last 200 steps: 64-step batches finish none, so episode_return is NaN.
+    env = gymnasium.make_vec("Pendulum-v1", num_envs=1, vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(
+        keras_trpo.Rollouts(env, model, steps=64, seed=0),
+        epochs=3,
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
+    assert len(history.history["kl"]) == 3
+    assert all(math.isnan(r) for r in history.history["episode_return"])
+    assert all(math.isfinite(v) for v in history.history["value_loss"])
+    assert history.history["step_accepted"] == [1.0, 1.0, 1.0]
+
+
+def test_early_stopping_on_episode_return():
+    model, rollouts = cartpole()
+    # An unreachable baseline: no epoch counts as an improvement, so fit stops after `patience` epochs.
+    stopper = keras.callbacks.EarlyStopping(monitor="episode_return", mode="max", patience=2, baseline=1e9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing monitor key would warn
+        history = model.fit(rollouts, epochs=10, verbose=0, callbacks=[stopper])
+    assert len(history.history["episode_return"]) == 2
+    assert stopper.stopped_epoch == 1
+    assert rollouts.env_steps == 2 * 128
+
+
+def test_early_stopping_restores_the_best_weights():
+    model, rollouts = cartpole(seed=1)
+    recorder = Recorder()
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="episode_return", mode="max", patience=2, baseline=1e9, restore_best_weights=True
+    )
+    history = model.fit(rollouts, epochs=10, verbose=0, callbacks=[recorder, stopper])
+    best = int(np.nanargmax(history.history["episode_return"]))
+    for saved, variable in zip(recorder.weights[best], model.policy_variables):
+        np.testing.assert_array_equal(saved, variable.numpy())
+
+
+class CrashAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_backup_and_restore_resumes_an_interrupted_run(tmp_path):
+    backup = str(tmp_path / "backup")
+    model, rollouts = cartpole(seed=2)
+    recorder = Recorder()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        model.fit(rollouts, epochs=4, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup), recorder, CrashAt(2)])
+    assert recorder.epochs == [0, 1] and os.listdir(backup)
+
+    # A new process would build the same model from scratch: the backup brings back epoch 2's start.
+    resumed, resumed_rollouts = cartpole(seed=2)
+    resumed_recorder = Recorder()
+
+    class FirstBatchWeights(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if not hasattr(self, "weights"):
+                self.epoch = epoch
+                self.version = self.model.policy_version
+                self.weights = [v.numpy().copy() for v in self.model.policy_variables]
+
+    first = FirstBatchWeights()
+    history = resumed.fit(
+        resumed_rollouts,
+        epochs=4,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(backup), first, resumed_recorder],
+    )
+    assert first.epoch == 2 and first.version == 2
+    for saved, restored in zip(recorder.weights[1], first.weights):
+        np.testing.assert_array_equal(saved, restored)
+    assert resumed_recorder.epochs == [2, 3] and len(history.history["kl"]) == 2
+    assert resumed.policy_version == 4
+    assert not os.path.exists(backup)  # removed after the run completed

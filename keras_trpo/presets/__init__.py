@@ -1,0 +1,294 @@
+"""Hyperparameter presets: one JSON data file per benchmarked environment.
+
+The files sit next to this module (``keras_trpo/presets/<name>.json``) and are
+what ``keras-trpo train`` uses; the ``CartPole-v1`` and ``Pendulum-v1`` presets
+are the hyperparameters of ``examples/cartpole.py`` and ``examples/pendulum.py``.
+Presets marked ``"status": "untuned"`` (Acrobot and the MuJoCo locomotion
+tasks) are starting points adapted from rl-baselines3-zoo's TRPO settings, not
+yet measured with keras_trpo. ``default`` holds the library defaults and is used
+for an environment that has no preset of its own.
+
+A preset file holds:
+
+- ``env_id``: the environment it was made for (``null`` for ``default``);
+- ``status`` (``tuned`` / ``untuned``) and ``notes`` (where the values come from);
+- ``total_steps``: the training budget in env steps;
+- ``num_envs`` and ``vectorization_mode``: the ``gymnasium.make_vec`` arguments;
+- ``rollouts``: ``steps`` (transitions per iteration), ``gamma``, ``gae_lambda``;
+- ``model``: keyword arguments of :class:`keras_trpo.TRPO`;
+- ``optimizer``: the critic optimizer, as ``keras.optimizers.get`` takes it;
+- ``eval_episodes``: episodes of the final deterministic evaluation.
+
+Example:
+
+```python
+from keras_trpo import presets
+
+preset = presets.load_preset("CartPole-v1")
+env = preset.make_env()
+model = preset.build_model(env, seed=0)            # compiled keras_trpo.TRPO
+rollouts = preset.build_rollouts(env, model, seed=0)
+model.fit(rollouts, epochs=preset.iterations())
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+PRESET_DIR = Path(__file__).resolve().parent
+DEFAULT_PRESET = "default"
+_TOP_LEVEL_KEYS = (
+    "env_id",
+    "status",
+    "notes",
+    "total_steps",
+    "num_envs",
+    "vectorization_mode",
+    "rollouts",
+    "model",
+    "optimizer",
+    "eval_episodes",
+)
+_ROLLOUT_KEYS = ("steps", "gamma", "gae_lambda")
+
+
+class PresetError(ValueError):
+    """An unknown preset name, an unreadable preset file or an invalid value in one."""
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with keras_trpo (the JSON file stems), sorted."""
+    return sorted(path.stem for path in PRESET_DIR.glob("*.json"))
+
+
+def preset_for_env(env_id: str) -> "Preset":
+    """The preset named after ``env_id``, or the ``default`` preset with ``env_id`` filled in."""
+    if env_id in preset_names():
+        return load_preset(env_id)
+    return dataclasses.replace(load_preset(DEFAULT_PRESET), env_id=env_id)
+
+
+def load_preset(name_or_path) -> "Preset":
+    """Loads a shipped preset by name (``"CartPole-v1"``) or any preset JSON file by path.
+
+    Raises:
+        PresetError: no such preset or file, or the file is not a valid preset.
+    """
+    text = os.fspath(name_or_path)
+    if text in preset_names():
+        path = PRESET_DIR / f"{text}.json"
+        name = text
+    elif text.endswith(".json") or os.sep in text:
+        path = Path(text)
+        name = path.stem
+        if not path.is_file():
+            raise PresetError(f"preset file {text!r} does not exist")
+    else:
+        raise PresetError(f"unknown preset {text!r}; available presets: {', '.join(preset_names())}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise PresetError(f"cannot read preset file {os.fspath(path)!r}: {error}") from None
+    return Preset.from_dict(data, name=name, source=os.fspath(path))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A complete set of training hyperparameters for one environment.
+
+    Build one with :func:`load_preset`; change values with :meth:`override`.
+
+    Example:
+
+    ```python
+    preset = load_preset("Pendulum-v1").override({"model.max_kl": 0.01, "num_envs": 4})
+    ```
+    """
+
+    name: str
+    env_id: str | None
+    status: str
+    notes: str
+    total_steps: int
+    num_envs: int
+    vectorization_mode: str
+    rollouts: dict
+    model: dict
+    optimizer: dict
+    eval_episodes: int
+    source: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict, *, name: str, source: str | None = None) -> "Preset":
+        """Validates ``data`` (the content of a preset file) and returns the preset."""
+        if not isinstance(data, dict):
+            raise PresetError(f"preset {name!r} must be a JSON object; got {type(data).__name__}")
+        unknown = sorted(set(data) - set(_TOP_LEVEL_KEYS))
+        missing = [key for key in _TOP_LEVEL_KEYS if key not in data and key not in ("status", "notes")]
+        if unknown:
+            raise PresetError(f"preset {name!r} has unknown keys {unknown}; allowed: {list(_TOP_LEVEL_KEYS)}")
+        if missing:
+            raise PresetError(f"preset {name!r} is missing keys {missing}")
+        for key in ("rollouts", "model", "optimizer"):
+            if not isinstance(data[key], dict):
+                raise PresetError(f"{name}: {key} must be a JSON object; got {data[key]!r}")
+        rollouts = dict(data["rollouts"])
+        if "steps" in rollouts:
+            rollouts["steps"] = _as_int(f"{name}: rollouts.steps", rollouts["steps"])
+        preset = cls(
+            name=name,
+            env_id=data["env_id"],
+            status=str(data.get("status", "untuned")),
+            notes=str(data.get("notes", "")),
+            total_steps=_as_int(f"{name}: total_steps", data["total_steps"]),
+            num_envs=_as_int(f"{name}: num_envs", data["num_envs"]),
+            vectorization_mode=data["vectorization_mode"],
+            rollouts=rollouts,
+            model=dict(data["model"]),
+            optimizer=copy.deepcopy(data["optimizer"]),
+            eval_episodes=_as_int(f"{name}: eval_episodes", data["eval_episodes"]),
+            source=source,
+        )
+        preset.validate()
+        return preset
+
+    def validate(self) -> None:
+        """Raises :class:`PresetError` naming the first invalid value."""
+        if self.vectorization_mode not in ("sync", "async"):
+            raise PresetError(f"{self.name}: vectorization_mode must be 'sync' or 'async'; got {self.vectorization_mode!r}")
+        if sorted(self.rollouts) != sorted(_ROLLOUT_KEYS):
+            raise PresetError(f"{self.name}: rollouts must have exactly the keys {list(_ROLLOUT_KEYS)}; got {sorted(self.rollouts)}")
+        for key in ("gamma", "gae_lambda"):
+            value = self.rollouts[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise PresetError(f"{self.name}: rollouts.{key} must be a number in [0, 1]; got {value!r}")
+        if self.rollouts["steps"] % self.num_envs:
+            raise PresetError(
+                f"{self.name}: rollouts.steps ({self.rollouts['steps']}) must be a multiple of num_envs ({self.num_envs})"
+            )
+        allowed = _model_arguments()
+        unknown = sorted(set(self.model) - allowed)
+        if unknown:
+            raise PresetError(f"{self.name}: unknown model arguments {unknown}; TRPO takes {sorted(allowed)}")
+        if not isinstance(self.optimizer, dict) or "class_name" not in self.optimizer:
+            raise PresetError(
+                f"{self.name}: optimizer must be an object like "
+                '{"class_name": "Adam", "config": {"learning_rate": 0.001}}'
+            )
+
+    # ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The preset as stored in a file (plus ``name`` and ``source``), JSON-serializable."""
+        data = {key: copy.deepcopy(getattr(self, key)) for key in _TOP_LEVEL_KEYS}
+        return {"name": self.name, **data, "source": self.source}
+
+    def override(self, values: dict) -> "Preset":
+        """Returns a copy with ``values`` applied; keys are dotted paths into the preset.
+
+        Only existing keys can be set (``"model.max_kl"``, ``"rollouts.steps"``,
+        ``"optimizer.config.learning_rate"``, ``"num_envs"``, ...), so that a typo
+        is an error rather than a silently ignored setting.
+
+        Raises:
+            PresetError: an unknown key or an invalid resulting preset.
+        """
+        data = {key: copy.deepcopy(getattr(self, key)) for key in _TOP_LEVEL_KEYS}
+        for dotted, value in values.items():
+            parts = dotted.split(".")
+            node = data
+            for depth, part in enumerate(parts):
+                last = depth == len(parts) - 1
+                known = part in node or (parts[0] == "model" and depth == 1 and part in _model_arguments())
+                if not isinstance(node, dict) or not known:
+                    raise PresetError(f"unknown preset key {dotted!r}; {_describe_keys(data)}")
+                if last:
+                    node[part] = value
+                else:
+                    node = node[part]
+        return Preset.from_dict(data, name=self.name, source=self.source)
+
+    def iterations(self, total_steps: int | None = None) -> int:
+        """TRPO iterations (``fit`` epochs) for ``total_steps`` env steps (the preset's by default); at least 1."""
+        total = self.total_steps if total_steps is None else int(total_steps)
+        return max(1, total // int(self.rollouts["steps"]))
+
+    # ------------------------------------------------------------------
+    def make_env(self, env_id: str | None = None, num_envs: int | None = None, **kwargs):
+        """``gymnasium.make_vec`` with the preset's ``num_envs`` and ``vectorization_mode``."""
+        import gymnasium
+
+        env_id = env_id or self.env_id
+        if env_id is None:
+            raise PresetError(f"preset {self.name!r} is not tied to an environment; pass env_id")
+        return gymnasium.make_vec(
+            env_id,
+            num_envs=int(num_envs or self.num_envs),
+            vectorization_mode=self.vectorization_mode,
+            **kwargs,
+        )
+
+    def build_model(self, env, seed: int | None = None):
+        """A :class:`keras_trpo.TRPO` for ``env`` with the preset's arguments, compiled with its optimizer."""
+        import keras
+
+        from keras_trpo.model import TRPO
+
+        model = TRPO.for_env(env, **self.model, seed=seed)
+        model.compile(optimizer=keras.optimizers.get(copy.deepcopy(self.optimizer)))
+        return model
+
+    def build_rollouts(self, env, model, seed: int | None = None):
+        """A :class:`keras_trpo.Rollouts` with the preset's ``steps``, ``gamma`` and ``gae_lambda``."""
+        from keras_trpo.rollouts import Rollouts
+
+        return Rollouts(env, model, **self.rollouts, seed=seed)
+
+
+#: Keyword arguments of :class:`keras_trpo.TRPO` a preset may set (``seed`` comes from the caller).
+#: Kept here, not read from the signature, so that loading a preset does not import TensorFlow;
+#: ``tests/test_cli.py`` checks that it matches ``TRPO.__init__``.
+MODEL_ARGUMENTS = (
+    "hidden_units",
+    "value_hidden_units",
+    "activation",
+    "max_kl",
+    "damping",
+    "cg_iterations",
+    "backtrack_coefficient",
+    "backtrack_iterations",
+    "fvp_fraction",
+    "normalize_advantages",
+    "value_epochs",
+    "value_batch_size",
+    "log_std_init",
+    "normalize_observations",
+)
+
+
+def _model_arguments() -> set:
+    return set(MODEL_ARGUMENTS)
+
+
+def _describe_keys(data: dict) -> str:
+    keys = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            keys.extend(f"{key}.{sub}" for sub in value)
+        else:
+            keys.append(key)
+    return "known keys: " + ", ".join(keys)
+
+
+def _as_int(name, value) -> int:
+    """``value`` as an int >= 1; integral floats (``1e6`` in JSON) are accepted."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PresetError(f"{name} must be an integer >= 1; got {value!r}")
+    return value
