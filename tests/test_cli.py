@@ -356,33 +356,6 @@ def test_model_arguments_of_presets_are_the_keyword_arguments_of_trpo():
         assert set(presets.load_preset(name).model) == keyword_only, name
 
 
-@pytest.mark.parametrize(
-    "env_id,example_model_kwargs,num_envs,rollouts,total_steps",
-    [
-        # examples/cartpole.py: TRPO.for_env(env, max_kl=0.02, seed=...), 8 envs, Rollouts(steps=1024,
-        # gamma=0.99, gae_lambda=0.97), Adam(1e-3), 100k steps.
-        ("CartPole-v1", {"max_kl": 0.02}, 8, {"steps": 1024, "gamma": 0.99, "gae_lambda": 0.97}, 100_000),
-        # examples/pendulum.py: TRPO.for_env(env, max_kl=0.02, value_epochs=20, seed=...), 2 envs,
-        # Rollouts(steps=1024, gamma=0.95, gae_lambda=0.95), Adam(1e-3), 150k steps.
-        ("Pendulum-v1", {"max_kl": 0.02, "value_epochs": 20}, 2, {"steps": 1024, "gamma": 0.95, "gae_lambda": 0.95}, 150_000),
-    ],
-)
-def test_cartpole_and_pendulum_presets_are_the_examples_hyperparameters(env_id, example_model_kwargs, num_envs, rollouts, total_steps):
-    preset = presets.load_preset(env_id)
-    assert preset.status == "tuned" and preset.env_id == env_id
-    assert (preset.num_envs, preset.rollouts, preset.total_steps, preset.eval_episodes) == (num_envs, rollouts, total_steps, 10)
-    env = preset.make_env()
-    try:
-        from_preset = preset.build_model(env, seed=0)
-        as_in_example = keras_trpo.TRPO.for_env(env, **example_model_kwargs, seed=0)
-        drop_name = lambda config: {k: v for k, v in config.items() if k != "name"}  # noqa: E731
-        assert drop_name(from_preset.get_config()) == drop_name(as_in_example.get_config())
-        assert type(from_preset.optimizer) is keras.optimizers.Adam
-        assert float(from_preset.optimizer.learning_rate.numpy()) == pytest.approx(1e-3)
-    finally:
-        env.close()
-
-
 @pytest.mark.parametrize("name", ["Acrobot-v1", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"])
 def test_untuned_presets_say_so_and_build_for_their_env(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory
