@@ -13,7 +13,7 @@ Every command exits 0 on success. Bad input (an unknown environment or preset,
 a non-positive number, a missing path) prints one line starting with
 ``keras-trpo: error:`` on stderr and exits 2 (usage) or 1 (anything else),
 without a Python traceback; ``--debug`` shows the traceback of unexpected errors.
-See ``docs/cli.md``.
+See the "Command line" section of README.md.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Trust Region Policy Optimization with Keras: train, evaluate, export, plot, inspect.",
-        epilog="Run 'keras-trpo COMMAND --help' for the options of a command. Docs: docs/cli.md.",
+        epilog="Run 'keras-trpo COMMAND --help' for the options of a command. Docs: README.md, section "Command line".",
     )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks of unexpected errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
