@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Trust Region Policy Optimization with Keras: train, evaluate, export, plot, inspect.",
-        epilog="Run 'keras-trpo COMMAND --help' for the options of a command. Docs: README.md, section "Command line".",
+        epilog="Run 'keras-trpo COMMAND --help' for the options of a command. Docs: README.md, section 'Command line'.",
     )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks of unexpected errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
