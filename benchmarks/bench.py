@@ -16,6 +16,10 @@ Matched settings (both frameworks):
   normalization, no Fisher subsampling (fvp_fraction 1 / sub_sampling_factor 1);
 * critic: Adam(1e-3), the same number of epochs and 128-sample minibatches;
 * rollouts: the same number of sync envs and steps per iteration, same gamma and GAE lambda.
+
+Threads: sb3-contrib runs with ``torch.set_num_threads(1)`` (``BENCH_TORCH_THREADS`` to change
+it): with PyTorch's default of one OpenMP thread per core, a busy second core made its small
+matmuls ~25x slower here. TensorFlow keeps its defaults.
 """
 
 from __future__ import annotations
@@ -102,7 +106,6 @@ def sb3_train(cfg, seed=0):
 def keras_update(cfg):
     import gymnasium
     import keras
-    import numpy as np
     import tensorflow as tf
 
     import keras_trpo
@@ -213,6 +216,12 @@ TASKS = {
 
 
 def child(framework, task):
+    if framework == "sb3":
+        import torch
+
+        # PyTorch's default here (2 OpenMP threads on 2 cores) ran a 2048x64 matmul+tanh 25x
+        # slower than 1 thread whenever the other core was busy; give sb3 its best setting.
+        torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "1")))
     result = TASKS[(framework, task)]()
     result["peak_rss_mb"] = _peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)

@@ -51,6 +51,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import pickle
 import time
 import warnings
 from collections import deque
@@ -593,3 +595,33 @@ class ExportBest(keras.callbacks.Callback):
                 UserWarning,
                 stacklevel=2,
             )
+
+
+class RolloutsBackup(keras.callbacks.Callback):
+    """Saves the rollouts' state next to BackupAndRestore's files; list it *after* BackupAndRestore.
+
+    Keras reads one batch (to infer the dataset structure) before ``on_train_begin``, i.e. before
+    BackupAndRestore restores the weights: that batch is collected by the fresh, unrestored model
+    and moves the env and RNG. Restoring the rollouts state in ``on_train_begin`` undoes that.
+    """
+
+    def __init__(self, rollouts, backup_dir):
+        super().__init__()
+        self.rollouts, self.path = rollouts, os.path.join(backup_dir, "rollouts_state.pkl")
+
+    def on_train_begin(self, logs=None):
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, "rb") as f:
+            state = pickle.load(f)
+        self.rollouts.set_state(state)
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path + ".tmp", "wb") as f:
+            pickle.dump(self.rollouts.get_state(), f)
+        os.replace(self.path + ".tmp", self.path)
+
+    def on_train_end(self, logs=None):
+        if os.path.exists(self.path):
+            os.remove(self.path)

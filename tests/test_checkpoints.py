@@ -11,12 +11,11 @@ What a bit-identical resume needs (also in docs/serving.md, "Checkpoints and res
 - the ``Rollouts`` state: the action-sampling numpy RNG, the environment (its full state, here
   by pickling a ``SyncVectorEnv`` of deterministic pure-Python envs), the current observations,
   the running episode return/length of every sub-env and the counters: ``Rollouts.get_state()``
-  and ``set_state()``, saved next to BackupAndRestore's files by ``RolloutsBackup`` below.
+  and ``set_state()``, saved next to BackupAndRestore's files by ``keras_trpo.callbacks.RolloutsBackup``.
 """
 
 import functools
 import os
-import pickle
 import re
 import warnings
 
@@ -194,36 +193,6 @@ def walk_env():
     return gymnasium.vector.SyncVectorEnv(envs)
 
 
-class RolloutsBackup(keras.callbacks.Callback):
-    """Saves the rollouts' state next to BackupAndRestore's files; list it *after* BackupAndRestore.
-
-    Keras reads one batch (to infer the dataset structure) before ``on_train_begin``, i.e. before
-    BackupAndRestore restores the weights: that batch is collected by the fresh, unrestored model
-    and moves the env and RNG. Restoring the rollouts state in ``on_train_begin`` undoes that.
-    """
-
-    def __init__(self, rollouts, backup_dir):
-        super().__init__()
-        self.rollouts, self.path = rollouts, os.path.join(backup_dir, "rollouts_state.pkl")
-
-    def on_train_begin(self, logs=None):
-        if not os.path.exists(self.path):
-            return
-        with open(self.path, "rb") as f:
-            state = pickle.load(f)
-        self.rollouts.set_state(state)
-
-    def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path + ".tmp", "wb") as f:
-            pickle.dump(self.rollouts.get_state(), f)
-        os.replace(self.path + ".tmp", self.path)
-
-    def on_train_end(self, logs=None):
-        if os.path.exists(self.path):
-            os.remove(self.path)
-
-
 EPOCHS, INTERRUPT_AT = 6, 4
 
 
@@ -241,7 +210,7 @@ def walk_run(backup=None, interrupt=None, save_rollouts=True):
     if backup is not None:
         callbacks.append(keras.callbacks.BackupAndRestore(backup))
         if save_rollouts:
-            callbacks.append(RolloutsBackup(rollouts, backup))
+            callbacks.append(keras_trpo.callbacks.RolloutsBackup(rollouts, backup))
     if interrupt is not None:
         callbacks.append(InterruptAt(interrupt))
     history = model.fit(rollouts, epochs=EPOCHS, verbose=0, callbacks=callbacks)

@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import gymnasium
 import numpy as np
 import pytest
 import tensorflow as tf
