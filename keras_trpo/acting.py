@@ -86,8 +86,10 @@ class PolicySnapshot:
         return self._mlp(self._policy, x), self._mlp(self._value, x)[:, 0]
 
     def values(self, observations):
-        """``V(s)`` for a batch of observations, ``[n]``."""
-        return self.outputs_and_values(observations)[1]
+        """``V(s)`` for a batch of observations, ``[n]`` (the policy network is not run)."""
+        if self._tf is not None:
+            return self.outputs_and_values(observations)[1]
+        return self._mlp(self._value, self._features(observations))[:, 0]
 
     def distribution_params(self, observations):
         """Numpy twin of ``model.distribution_params``."""

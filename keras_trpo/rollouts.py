@@ -143,7 +143,7 @@ class Rollouts(keras.utils.PyDataset):
         final_values = np.zeros((horizon, num_envs))
         terminated = np.zeros((horizon, num_envs), bool)
         truncated = np.zeros((horizon, num_envs), bool)
-        finished_returns, finished_lengths = [], []
+        first_finished = len(self.episode_returns)
         low, high = _action_bounds(self.env)
 
         observations = self._observations
@@ -159,8 +159,6 @@ class Rollouts(keras.utils.PyDataset):
             self._episode_length += 1
             done = terminated[t] | truncated[t]
             if done.any():
-                finished_returns.extend(self._episode_return[done].tolist())
-                finished_lengths.extend(self._episode_length[done].tolist())
                 # Kept at once, so an env error later in this batch does not lose them.
                 self.episode_returns.extend(self._episode_return[done].tolist())
                 self.episode_lengths.extend(self._episode_length[done].tolist())
@@ -190,6 +188,8 @@ class Rollouts(keras.utils.PyDataset):
             rewards, values, terminated, truncated, final_values, self.gamma, self.gae_lambda
         )
         n = self.steps
+        finished_returns = self.episode_returns[first_finished:]
+        finished_lengths = self.episode_lengths[first_finished:]
         return {
             "observations": obs_buf.reshape(n, *self.model.observation_shape),
             "actions": act_buf.reshape(n, *head.action_shape),
