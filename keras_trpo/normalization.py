@@ -1,4 +1,5 @@
-"""Running observation normalization, kept inside the model so export carries it."""
+"""Running normalization: observations (a layer inside the model, so export carries it)
+and rewards (a numpy scaler inside :class:`keras_trpo.Rollouts`)."""
 
 from __future__ import annotations
 
@@ -54,14 +55,14 @@ class RunningNormalization(keras.layers.Layer):
         """Merges the moments of ``x [N, size]`` into the running ones (Chan et al., 1979)."""
         x = tf.cast(tf.reshape(x, [-1, self.size]), tf.float64)
         batch_mean, batch_variance = tf.nn.moments(x, axes=[0])
-        batch_count = tf.cast(tf.shape(x)[0], tf.float64)
-        count = tf.convert_to_tensor(self.count)
-        mean = tf.cast(self.mean, tf.float64)
-        total = count + batch_count
-        delta = batch_mean - mean
-        new_mean = mean + delta * batch_count / total
-        m2 = tf.cast(self.variance, tf.float64) * count + batch_variance * batch_count
-        new_variance = (m2 + tf.square(delta) * count * batch_count / total) / total
+        new_mean, new_variance, total = merge_moments(
+            tf.cast(self.mean, tf.float64),
+            tf.cast(self.variance, tf.float64),
+            tf.convert_to_tensor(self.count),
+            batch_mean,
+            batch_variance,
+            tf.cast(tf.shape(x)[0], tf.float64),
+        )
         self.mean.assign(tf.cast(new_mean, self.mean.dtype))
         self.variance.assign(tf.cast(new_variance, self.variance.dtype))
         self.count.assign(total)
@@ -75,3 +76,79 @@ class RunningNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "clip": self.clip, "epsilon": self.epsilon}
+
+
+def merge_moments(mean, variance, count, batch_mean, batch_variance, batch_count):
+    """Merges running moments with a batch's (Chan, Golub & LeVeque, 1979).
+
+    Pure arithmetic, so it serves numpy arrays and TF tensors alike.
+
+    Returns:
+        ``(mean, variance, count)`` of the union of both samples.
+    """
+    total = count + batch_count
+    delta = batch_mean - mean
+    new_mean = mean + delta * batch_count / total
+    m2 = variance * count + batch_variance * batch_count + delta * delta * count * batch_count / total
+    return new_mean, m2 / total, total
+
+
+class RewardScaler:
+    """Divides rewards by the running standard deviation of the discounted return.
+
+    The scheme of sb3's ``VecNormalize(norm_reward=True)`` and of the "reward
+    scaling" studied by Engstrom et al., *Implementation Matters in Deep Policy
+    Gradients* (ICLR 2020, https://arxiv.org/abs/2005.12729): per sub-env a
+    discounted return ``R ← γ·R + r`` is accumulated, its running variance is
+    updated every step, and the reward becomes ``clip(r / sqrt(var + ε), ±clip)``.
+    ``R`` restarts at 0 when an episode ends. Rewards are not centred, so their
+    sign (and the meaning of a termination) is kept.
+
+    The critic then learns returns in the scaled units; the episode returns that
+    :class:`keras_trpo.Rollouts` reports are always the raw ones.
+
+    Args:
+        num_envs: number of sub-environments.
+        gamma: the discount of the accumulated return.
+        clip: bound on the scaled rewards.
+        epsilon: added to the variance.
+
+    Example:
+
+    >>> scaler = RewardScaler(num_envs=2, gamma=0.0)
+    >>> scaler(np.array([1.0, 3.0]), np.array([False, False])).round(3).tolist()
+    [1.0, 3.0]
+    """
+
+    def __init__(self, num_envs, gamma, clip=10.0, epsilon=1e-8):
+        self.gamma = float(gamma)
+        self.clip = float(clip)
+        self.epsilon = float(epsilon)
+        self.returns = np.zeros(int(num_envs))
+        # sb3's RunningMeanStd start: a tiny prior count, so the first steps set the statistics.
+        self.mean, self.variance, self.count = 0.0, 1.0, 1e-4
+
+    @property
+    def scale(self) -> float:
+        """The current divisor ``sqrt(var + ε)``."""
+        return float(np.sqrt(self.variance + self.epsilon))
+
+    def __call__(self, rewards, done):
+        """Scales one step's ``rewards [num_envs]``; ``done [num_envs]`` ends episodes after it."""
+        rewards = np.asarray(rewards, np.float64)
+        self.returns = self.returns * self.gamma + rewards
+        # A non-finite reward must not poison the statistics for good; the update rejects the batch.
+        if np.all(np.isfinite(self.returns)):
+            self.mean, self.variance, self.count = merge_moments(
+                self.mean, self.variance, self.count, self.returns.mean(), self.returns.var(), self.returns.size
+            )
+        scaled = np.clip(rewards / self.scale, -self.clip, self.clip)
+        self.returns = np.where(done | ~np.isfinite(self.returns), 0.0, self.returns)
+        return scaled
+
+    def get_state(self) -> dict:
+        return {"returns": self.returns.copy(), "mean": self.mean, "variance": self.variance, "count": self.count}
+
+    def set_state(self, state: dict) -> None:
+        self.returns = np.array(state["returns"], np.float64)
+        self.mean, self.variance, self.count = state["mean"], state["variance"], state["count"]

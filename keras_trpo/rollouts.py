@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+import warnings
 
 import gymnasium
 import keras
@@ -11,6 +12,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.advantages import compute_gae
+from keras_trpo.normalization import RewardScaler
 
 
 class Rollouts(keras.utils.PyDataset):
@@ -49,6 +51,10 @@ class Rollouts(keras.utils.PyDataset):
         gamma: discount factor in [0, 1].
         gae_lambda: GAE λ in [0, 1].
         seed: seeds the first ``env.reset`` and the action sampling.
+        normalize_rewards: divide rewards by the running standard deviation of
+            the discounted return before GAE (:class:`keras_trpo.normalization.RewardScaler`,
+            sb3's ``VecNormalize(norm_reward=True)``). The critic then learns
+            scaled returns; reported episode returns stay raw. Off by default.
         check_env: run gymnasium's ``check_env`` on (a copy of) the sub-env first.
 
     Raises:
@@ -73,7 +79,18 @@ class Rollouts(keras.utils.PyDataset):
     ```
     """
 
-    def __init__(self, env, model, *, steps=2048, gamma=0.99, gae_lambda=0.97, seed=None, check_env=False):
+    def __init__(
+        self,
+        env,
+        model,
+        *,
+        steps=2048,
+        gamma=0.99,
+        gae_lambda=0.97,
+        seed=None,
+        check_env=False,
+        normalize_rewards=False,
+    ):
         # No workers: a batch must never be collected ahead of the update before it.
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=1)
         _check_range("gamma", gamma, 0.0, 1.0)
@@ -82,6 +99,8 @@ class Rollouts(keras.utils.PyDataset):
             raise TypeError(f"steps must be an integer >= 1; got {steps!r}.")
         if steps < 1:
             raise ValueError(f"steps must be an integer >= 1; got {steps}.")
+        if not isinstance(normalize_rewards, bool):
+            raise TypeError(f"normalize_rewards must be True or False; got {normalize_rewards!r}.")
         if check_env:
             run_env_checker(env)
         self.env = as_vector_env(env)
@@ -105,6 +124,11 @@ class Rollouts(keras.utils.PyDataset):
         self._episode_return = np.zeros(self.num_envs)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._cached = None  # (policy_version, batch)
+        self._was_reset = False
+        #: The exception that ended the last collection, if any (``TRPO.fit`` re-raises it as is).
+        self.pending_error = None
+        #: The reward scaler (``None`` unless ``normalize_rewards``).
+        self.reward_scaler = RewardScaler(self.num_envs, self.gamma) if normalize_rewards else None
         #: Transitions collected so far (sum over sub-environments).
         self.env_steps = 0
         #: Returns and lengths of every finished episode, in order.
@@ -124,17 +148,41 @@ class Rollouts(keras.utils.PyDataset):
         if self._cached is not None and self._cached[0] == version:
             # The batch Keras read to infer the dataset structure: no update has happened since.
             return self._cached[1]
-        batch = self.collect()
+        try:
+            batch = self.collect()
+        except BaseException as error:
+            # Inside fit this runs on a tf.data thread, where TensorFlow turns any exception into
+            # an UnknownError; TRPO.fit raises the original one (RolloutError, KeyboardInterrupt).
+            self.pending_error = error
+            raise
         self._cached = (version, batch)
         return batch
 
     # -- collection ---------------------------------------------------------
     def collect(self) -> dict:
-        """Runs the current policy for ``steps`` transitions and returns the batch dict."""
+        """Runs the current policy for ``steps`` transitions and returns the batch dict.
+
+        If collection stops early (an env error, ``KeyboardInterrupt``), the
+        partial batch is dropped, the episodes finished so far are kept in
+        :attr:`episode_returns`, and the next collection starts from
+        ``env.reset()``: the env's state no longer matches the last observation.
+        """
+        try:
+            return self._collect()
+        except BaseException:
+            self._observations = None
+            self._episode_return[:] = 0.0
+            self._episode_length[:] = 0
+            raise
+
+    def _collect(self) -> dict:
         policy = PolicySnapshot(self.model)
         env, horizon, num_envs = self.env, self.horizon, self.num_envs
         if self._observations is None:
-            self._observations, _ = self._call_env(lambda: env.reset(seed=self.seed), "reset", 0)
+            # Seeded once; a reset after an interrupted collection continues the env's RNG stream.
+            seed = None if self._was_reset else self.seed
+            self._observations, _ = self._call_env(lambda: env.reset(seed=seed), "reset", 0)
+            self._was_reset = True
         head = self.model.head
         obs_buf = np.empty((horizon, num_envs, *self.model.observation_shape), np.float32)
         act_buf = np.empty((horizon, num_envs, *head.action_shape), np.float32 if not head.integer_actions else np.int64)
@@ -155,9 +203,19 @@ class Rollouts(keras.utils.PyDataset):
             observations, rewards[t], terminated[t], truncated[t], info = self._call_env(
                 lambda: env.step(env_actions), "step", t
             )
+            if not np.all(np.isfinite(rewards[t])):
+                bad = np.flatnonzero(~np.isfinite(rewards[t])).tolist()
+                warnings.warn(
+                    f"sub-environment(s) {bad} returned a non-finite reward {rewards[t][bad].tolist()} at step {t} "
+                    f"of this batch; TRPO.train_step will reject the batch and leave the model unchanged.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             self._episode_return += rewards[t]
             self._episode_length += 1
             done = terminated[t] | truncated[t]
+            if self.reward_scaler is not None:
+                rewards[t] = self.reward_scaler(rewards[t], done)
             if done.any():
                 # Kept at once, so an env error later in this batch does not lose them.
                 self.episode_returns.extend(self._episode_return[done].tolist())
@@ -184,9 +242,10 @@ class Rollouts(keras.utils.PyDataset):
         self._observations = observations
         self.env_steps += self.steps
 
-        advantages, returns = compute_gae(
-            rewards, values, terminated, truncated, final_values, self.gamma, self.gae_lambda
-        )
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rewards were warned about above
+            advantages, returns = compute_gae(
+                rewards, values, terminated, truncated, final_values, self.gamma, self.gae_lambda
+            )
         n = self.steps
         finished_returns = self.episode_returns[first_finished:]
         finished_lengths = self.episode_lengths[first_finished:]
@@ -225,11 +284,13 @@ class Rollouts(keras.utils.PyDataset):
             "rng": self._rng.bit_generator.state,
             "env": pickle.dumps(self.env),
             "observations": None if self._observations is None else np.array(self._observations),
+            "was_reset": self._was_reset,
             "episode_return": self._episode_return.copy(),
             "episode_length": self._episode_length.copy(),
             "env_steps": self.env_steps,
             "episode_returns": list(self.episode_returns),
             "episode_lengths": list(self.episode_lengths),
+            "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.get_state(),
         }
 
     def set_state(self, state: dict) -> None:
@@ -244,11 +305,14 @@ class Rollouts(keras.utils.PyDataset):
         self._rng.bit_generator.state = state["rng"]
         self.env = pickle.loads(state["env"])
         self._observations = state["observations"]
+        self._was_reset = state.get("was_reset", self._observations is not None)
         self._episode_return = state["episode_return"].copy()
         self._episode_length = state["episode_length"].copy()
         self.env_steps = state["env_steps"]
         self.episode_returns = list(state["episode_returns"])
         self.episode_lengths = list(state["episode_lengths"])
+        if self.reward_scaler is not None and state.get("reward_scaler") is not None:
+            self.reward_scaler.set_state(state["reward_scaler"])
         self._cached = None
 
     def _call_env(self, call, what, t):

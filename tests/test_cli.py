@@ -92,7 +92,7 @@ def test_train_writes_a_complete_run_directory(run_dir):
 
     config = json.loads((directory / "config.json").read_text())
     assert config["env_id"] == "CartPole-v1" and config["preset"] == "CartPole-v1" and config["seed"] == 0
-    assert config["iterations"] == 8 and config["rollouts"] == {"steps": 256, "gamma": 0.99, "gae_lambda": 0.97}
+    assert config["iterations"] == 8 and config["rollouts"] == {"steps": 256, "gamma": 0.99, "gae_lambda": 0.97, "normalize_rewards": False}
     assert config["model"]["hidden_units"] == [16] and config["model"]["max_kl"] == 0.02
     assert config["num_envs"] == 8 and config["total_steps"] == 2048
     assert config["trpo_config"]["hidden_units"] == [16]

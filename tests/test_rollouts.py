@@ -268,3 +268,46 @@ def test_same_seed_same_returns_and_weights():
         np.testing.assert_array_equal(a, b)
     third, _ = _train(8)
     assert third["episode_return"] != first["episode_return"]
+
+
+def test_reward_scaler_matches_a_direct_computation():
+    """RewardScaler against the pooled variance of every discounted return seen so far.
+
+    The reference keeps all returns and computes their variance directly, pooled
+    with the scaler's prior (one pseudo-sample of weight 1e-4 at mean 0, variance 1).
+    """
+    from keras_trpo.normalization import RewardScaler
+
+    rng = np.random.default_rng(0)
+    num_envs, steps, gamma = 3, 60, 0.9
+    rewards = rng.normal(2.0, 5.0, size=(steps, num_envs))
+    done = rng.random((steps, num_envs)) < 0.1
+    scaler = RewardScaler(num_envs, gamma, clip=3.0)
+    seen, running = [], np.zeros(num_envs)
+    for t in range(steps):
+        running = gamma * running + rewards[t]
+        seen.extend(running.tolist())
+        values = np.array(seen)
+        prior = 1e-4
+        mean = values.sum() / (len(values) + prior)
+        variance = (prior * (1.0 + mean**2) + np.sum((values - mean) ** 2)) / (len(values) + prior)
+        expected = np.clip(rewards[t] / np.sqrt(variance + 1e-8), -3.0, 3.0)
+        np.testing.assert_allclose(scaler(rewards[t], done[t]), expected, rtol=1e-9)
+        running[done[t]] = 0.0
+    assert scaler.scale == pytest.approx(np.sqrt(variance + 1e-8), rel=1e-9)
+
+
+def test_reward_normalization_scales_the_batch_but_not_the_reported_returns():
+    def run(normalize_rewards):
+        env = gymnasium.make_vec("Pendulum-v1", num_envs=2, vectorization_mode="sync")
+        model = keras_trpo.TRPO.for_env(env, hidden_units=(8,), value_hidden_units=(8,), seed=0)
+        rollouts = keras_trpo.Rollouts(env, model, steps=800, seed=0, normalize_rewards=normalize_rewards)
+        return rollouts, rollouts.collect()
+
+    raw_rollouts, raw = run(False)
+    scaled_rollouts, scaled = run(True)
+    np.testing.assert_array_equal(raw["observations"], scaled["observations"])
+    assert raw_rollouts.episode_returns == scaled_rollouts.episode_returns  # raw units in both
+    assert scaled_rollouts.reward_scaler.scale > 10  # Pendulum returns have a std far above 1
+    assert np.abs(scaled["returns"]).max() < np.abs(raw["returns"]).max() / 5
+    assert scaled_rollouts.reward_scaler.count == pytest.approx(800 + 1e-4)  # every step, every sub-env

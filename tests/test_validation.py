@@ -98,6 +98,8 @@ ROLLOUT_CASES = {
     "action space of another env": (
         rollouts(model=keras_trpo.TRPO(spaces.Box(-1.0, 1.0, (4,), np.float32), spaces.Discrete(3))),
         ValueError, r"env action space Discrete\(2\) does not match the model's action space Discrete\(3\)"),
+    "normalize_rewards not a bool": (rollouts(normalize_rewards="yes"), TypeError,
+                                     r"normalize_rewards must be True or False; got 'yes'"),
     "not an env": (lambda: keras_trpo.Rollouts("CartPole-v1", cartpole_model()), TypeError,
                    r"env must be a gymnasium Env or VectorEnv; got str"),
 }

@@ -14,7 +14,8 @@ A preset file holds:
 - ``status`` (``tuned`` / ``untuned``) and ``notes`` (where the values come from);
 - ``total_steps``: the training budget in env steps;
 - ``num_envs`` and ``vectorization_mode``: the ``gymnasium.make_vec`` arguments;
-- ``rollouts``: ``steps`` (transitions per iteration), ``gamma``, ``gae_lambda``;
+- ``rollouts``: ``steps`` (transitions per iteration), ``gamma``, ``gae_lambda``,
+  ``normalize_rewards`` (optional, ``false`` when absent);
 - ``model``: keyword arguments of :class:`keras_trpo.TRPO`;
 - ``optimizer``: the critic optimizer, as ``keras.optimizers.get`` takes it;
 - ``eval_episodes``: episodes of the final deterministic evaluation.
@@ -55,7 +56,7 @@ _TOP_LEVEL_KEYS = (
     "optimizer",
     "eval_episodes",
 )
-_ROLLOUT_KEYS = ("steps", "gamma", "gae_lambda")
+_ROLLOUT_KEYS = ("steps", "gamma", "gae_lambda", "normalize_rewards")
 
 
 class PresetError(ValueError):
@@ -138,7 +139,7 @@ class Preset:
         for key in ("rollouts", "model", "optimizer"):
             if not isinstance(data[key], dict):
                 raise PresetError(f"{name}: {key} must be a JSON object; got {data[key]!r}")
-        rollouts = dict(data["rollouts"])
+        rollouts = {"normalize_rewards": False, **data["rollouts"]}
         if "steps" in rollouts:
             rollouts["steps"] = _as_int(f"{name}: rollouts.steps", rollouts["steps"])
         preset = cls(
@@ -164,6 +165,10 @@ class Preset:
             raise PresetError(f"{self.name}: vectorization_mode must be 'sync' or 'async'; got {self.vectorization_mode!r}")
         if sorted(self.rollouts) != sorted(_ROLLOUT_KEYS):
             raise PresetError(f"{self.name}: rollouts must have exactly the keys {list(_ROLLOUT_KEYS)}; got {sorted(self.rollouts)}")
+        if not isinstance(self.rollouts["normalize_rewards"], bool):
+            raise PresetError(
+                f"{self.name}: rollouts.normalize_rewards must be true or false; got {self.rollouts['normalize_rewards']!r}"
+            )
         for key in ("gamma", "gae_lambda"):
             value = self.rollouts[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
