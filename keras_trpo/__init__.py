@@ -19,7 +19,7 @@ if _keras.backend.backend() != "tensorflow":
 from keras_trpo import callbacks, ops, policies  # noqa: E402
 from keras_trpo.advantages import compute_gae  # noqa: E402
 from keras_trpo.evaluation import evaluate  # noqa: E402
-from keras_trpo.model import REJECTION_REASONS, TRPO  # noqa: E402
+from keras_trpo.model import REJECTION_REASONS, TRPO, UpdateRejectedWarning  # noqa: E402
 from keras_trpo.normalization import RunningNormalization  # noqa: E402
 from keras_trpo.rollouts import RolloutError, Rollouts  # noqa: E402
 
@@ -31,6 +31,7 @@ __all__ = [
     "evaluate",
     "RunningNormalization",
     "REJECTION_REASONS",
+    "UpdateRejectedWarning",
     "callbacks",
     "ops",
     "policies",

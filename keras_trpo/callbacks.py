@@ -6,12 +6,13 @@ as usual on the metrics ``train_step`` logs (``episode_return``, ``kl``,
 ``line_search_steps``, ``value_loss``, ``env_steps``, ...): ``TensorBoard``,
 ``CSVLogger``, ``EarlyStopping(monitor="episode_return", mode="max")``,
 ``ModelCheckpoint``, ``BackupAndRestore`` and ``LearningRateScheduler`` (the
-critic's learning rate). ``TerminateOnNaN`` runs but never fires: it watches a
-``loss`` key, which TRPO does not log (``train_step`` skips non-finite batches;
-see :class:`LineSearchMonitor` with ``stop_training=True``).
+critic's learning rate). ``TerminateOnNaN`` watches ``loss``, which is the
+critic's loss, or NaN once any weight is non-finite; a non-finite *batch* does
+not stop it (``train_step`` rejects the batch and changes nothing).
 
 This module adds:
 
+- :class:`RejectedUpdateWarnings`: one warning per rejected update (``TRPO.fit`` adds it);
 - :class:`ProgressLogger`: one compact line every ``n`` iterations, for ``verbose=0``;
 - :class:`StepsPerSecond`: adds ``steps_per_second`` (env steps per second) to the logs;
 - :class:`LineSearchMonitor`: line-search statistics; warns after repeated rejections;
@@ -60,7 +61,7 @@ from collections import deque
 import keras
 import numpy as np
 
-from keras_trpo.model import REJECTION_REASONS
+from keras_trpo.model import REJECTION_REASONS, UpdateRejectedWarning
 
 __all__ = [
     "ProgressLogger",
@@ -221,6 +222,34 @@ _LINE_SEARCH_KEYS = (
 )
 
 
+class RejectedUpdateWarnings(keras.callbacks.Callback):
+    """Issues one :class:`keras_trpo.UpdateRejectedWarning` per rejected update.
+
+    ``TRPO.fit`` adds it by itself. The message names the update (its
+    ``policy_version``) and the cause (:data:`keras_trpo.REJECTION_REASONS`),
+    and says that the weights were left unchanged. :attr:`rejections` keeps
+    ``(policy_version, reason)`` pairs.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.rejections: list[tuple[int, int]] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not logs or "step_accepted" not in logs or float(logs["step_accepted"]) > 0.5:
+            return
+        reason = int(round(float(logs.get("rejection_reason", 1.0))))
+        version = self.model.policy_version - 1  # the weights that collected the batch
+        self.rejections.append((version, reason))
+        warnings.warn(
+            f"TRPO update at policy_version {version} rejected (reason {reason}): "
+            f"{REJECTION_REASONS.get(reason, 'unknown')}. Policy, critic and normalizer are unchanged; "
+            "training continues with the next batch.",
+            UpdateRejectedWarning,
+            stacklevel=2,
+        )
+
+
 class LineSearchMonitor(keras.callbacks.Callback):
     """Keeps per-iteration line-search statistics and warns when updates keep being rejected.
 
@@ -238,9 +267,10 @@ class LineSearchMonitor(keras.callbacks.Callback):
     that streak, naming the most frequent reason
     (:data:`keras_trpo.REJECTION_REASONS`) and what to try
     (:data:`REJECTION_HINTS`), and with ``stop_training=True`` also stops
-    ``fit``. (``keras.callbacks.TerminateOnNaN`` watches a ``loss`` key, which
-    TRPO does not log; a non-finite batch is skipped by ``train_step`` and
-    reported as ``rejection_reason`` 1, so use this callback to stop on them.)
+    ``fit``. (Every single rejection is also warned about by
+    :class:`RejectedUpdateWarnings`; ``keras.callbacks.TerminateOnNaN`` stops
+    only when a weight becomes non-finite, since a non-finite batch is skipped
+    by ``train_step`` and reported as ``rejection_reason`` 1.)
 
     Args:
         patience: consecutive rejections before warning.
@@ -603,6 +633,10 @@ class RolloutsBackup(keras.callbacks.Callback):
     Keras reads one batch (to infer the dataset structure) before ``on_train_begin``, i.e. before
     BackupAndRestore restores the weights: that batch is collected by the fresh, unrestored model
     and moves the env and RNG. Restoring the rollouts state in ``on_train_begin`` undoes that.
+
+    The state file is a Python pickle (the env object is part of the state), and
+    unpickling runs code: restore only backup directories you wrote yourself
+    (docs/safe-loading.md).
     """
 
     def __init__(self, rollouts, backup_dir):

@@ -20,10 +20,20 @@ tfd = tfp.distributions
 REJECTION_REASONS = {
     0: "accepted",
     1: "non-finite values in the batch (observations, actions, advantages or returns)",
-    2: "non-positive or non-finite step curvature sᵀFs (zero policy gradient, CG breakdown "
-    "or an indefinite Fisher)",
+    2: "conjugate gradient broke down or the step curvature sᵀFs is not positive: a zero policy "
+    "gradient, or a Fisher-vector product with pᵀ(F + damping·I)p ≤ 0 or non-finite (an indefinite "
+    "Fisher, e.g. from negative damping)",
     3: "line search found no step with mean KL ≤ max_kl and a positive surrogate improvement",
 }
+
+
+
+class UpdateRejectedWarning(RuntimeWarning):
+    """Issued by ``TRPO.fit`` for each rejected update; the message names the cause.
+
+    Silence it with ``warnings.simplefilter("ignore", keras_trpo.UpdateRejectedWarning)``.
+    """
+
 
 BATCH_KEYS = ("observations", "actions", "advantages", "returns")
 #: Optional scalar batch entries from ``Rollouts`` that ``train_step`` copies into its logs.
@@ -46,7 +56,9 @@ class TRPO(keras.Model):
     5. backtracking line search: the first step ``coefficient**j`` times the full
        step with mean KL ≤ δ and a positive surrogate improvement is kept;
        otherwise the policy weights are restored bit-for-bit;
-    6. critic regression on the returns with the optimizer given to ``compile``.
+    6. critic regression on the returns with the optimizer given to ``compile``
+       (skipped when the policy step was rejected: a rejected update changes
+       nothing, and ``fit`` warns with :class:`UpdateRejectedWarning`).
 
     The compiled optimizer trains the value network only; the policy moves only
     by the trust-region step.
@@ -408,6 +420,34 @@ class TRPO(keras.Model):
     # ------------------------------------------------------------------
     # One TRPO iteration
     # ------------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, **kwargs):
+        """``keras.Model.fit``, plus one :class:`UpdateRejectedWarning` per rejected update.
+
+        An exception raised while a :class:`keras_trpo.Rollouts` batch is
+        collected (a ``RolloutError`` from the env, a ``KeyboardInterrupt``)
+        reaches the caller as itself, not as the ``tf.errors.UnknownError`` that
+        ``tf.data`` makes of it. The warning (from :class:`keras_trpo.callbacks.RejectedUpdateWarnings`,
+        added unless one is passed) names the update and the cause from
+        :data:`REJECTION_REASONS`; training continues with the next batch.
+        """
+        from keras_trpo.callbacks import RejectedUpdateWarnings
+
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, RejectedUpdateWarnings) for c in callbacks):
+            callbacks.append(RejectedUpdateWarnings())
+        if hasattr(x, "pending_error"):
+            x.pending_error = None
+        try:
+            return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
+        except tf.errors.OpError:
+            # A Rollouts batch is collected on a tf.data thread, which reports any Python exception
+            # as UnknownError; give the user the original (RolloutError, KeyboardInterrupt, ...).
+            original = getattr(x, "pending_error", None)
+            if original is None:
+                raise
+            x.pending_error = None
+            raise original from original.__cause__  # keeps its own cause, drops the UnknownError
+
     def train_step(self, data):
         """One TRPO policy update plus critic regression on ``data``.
 
@@ -427,16 +467,24 @@ class TRPO(keras.Model):
             * ``step_fraction``: ``backtrack_coefficient**line_search_steps``, or 0;
             * ``step_accepted``: 1 or 0; ``rejection_reason``: a key of
               :data:`REJECTION_REASONS`;
-            * ``cg_residual`` and ``cg_iterations`` of conjugate gradient;
+            * ``cg_residual``, ``cg_iterations`` and ``cg_breakdown`` (1 when
+              pᵀ(F + damping·I)p ≤ 0 or non-finite stopped it; the update is then rejected);
             * ``entropy``: mean entropy of the old policy on the batch;
-            * ``value_loss``: mean critic minibatch MSE; ``explained_variance``
-              of the returns by the values before the critic update;
+            * ``value_loss``: mean critic minibatch MSE (for a rejected update:
+              the MSE of the unchanged critic); ``explained_variance`` of the
+              returns by the values before the critic update;
+            * ``loss``: ``value_loss``, except NaN when any weight of the model
+              is non-finite after the step, so ``keras.callbacks.TerminateOnNaN``
+              stops training (and 0 for a batch skipped as non-finite);
             * plus ``episode_return``, ``episode_length``, ``episodes`` and
               ``env_steps`` when the batch carries them (``Rollouts`` does).
 
-            A batch with a non-finite observation, action, advantage or return
-            skips the whole update (policy, critic and normalizer statistics
-            unchanged) and reports ``rejection_reason`` 1.
+            A rejected update changes nothing: the policy weights are restored
+            bit for bit, the critic is not trained (optimizer state included)
+            and the normalizer statistics are not updated. A batch with a
+            non-finite observation, action, advantage or return is rejected
+            before any computation (``rejection_reason`` 1). ``fit`` warns with
+            :class:`UpdateRejectedWarning` for each rejected update.
 
         Raises:
             ValueError: a missing key or a wrong shape or dtype, before any
@@ -458,9 +506,17 @@ class TRPO(keras.Model):
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(batch[k])) for k in _float_keys(batch)])
         logs = tf.cond(finite, lambda: self._update(batch), self._skipped_update_metrics)
         # Inside tf.function, stateful ops on different resources are not ordered: without this
-        # dependency the increment may run before the next batch is even read from the dataset.
+        # dependency the increment (and the weight check) may run before the update.
         with tf.control_dependencies(tf.nest.flatten(logs)):
             self._policy_version.assign_add(1)
+            weights_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in self.trainable_weights])
+        # ``loss`` is what keras.callbacks.TerminateOnNaN watches: NaN exactly when a weight is
+        # non-finite (which the update itself never causes), else the critic's loss (0 for a
+        # batch skipped as non-finite, so that fit goes on with the next one).
+        value_loss = logs["value_loss"]
+        logs["loss"] = tf.where(
+            weights_finite, tf.where(tf.math.is_finite(value_loss), value_loss, 0.0), float("nan")
+        )
         return {**logs, **{key: batch[key] for key in LOG_KEYS if key in batch}}
 
     def _update(self, batch):
@@ -470,10 +526,18 @@ class TRPO(keras.Model):
             mean, variance = tf.nn.moments(advantages, axes=[0])
             advantages = (advantages - mean) / (tf.sqrt(variance) + 1e-8)
         policy_metrics = self._policy_step(observations, actions, advantages)
-        value_metrics = self._critic_step(observations, returns)
-        if self.normalizer is not None:
-            # After both updates: the "old" policy above is the one that collected the batch.
-            self.normalizer.update(self._flat_observations(observations))
+        accepted = policy_metrics["step_accepted"] > 0
+
+        def critic_and_normalizer():
+            value_metrics = self._critic_step(observations, returns)
+            if self.normalizer is not None:
+                # After both updates: the "old" policy above is the one that collected the batch.
+                with tf.control_dependencies(tf.nest.flatten(value_metrics)):
+                    self.normalizer.update(self._flat_observations(observations))
+            return value_metrics
+
+        # A rejected update changes nothing: no critic step, no new normalizer statistics.
+        value_metrics = tf.cond(accepted, critic_and_normalizer, lambda: self._value_metrics(observations, returns))
         return {**policy_metrics, **value_metrics}
 
     def _policy_step(self, observations, actions, advantages):
@@ -508,9 +572,11 @@ class TRPO(keras.Model):
         fvp = ops.fisher_vector_product_fn(mean_kl_on_subsample, variables, self._damping)
         direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
 
-        # 4. Step size from the quadratic model of the KL.
+        # 4. Step size from the quadratic model of the KL. F + damping·I is positive definite by
+        # construction; a CG breakdown (pᵀAp ≤ 0) means the quadratic model cannot be trusted.
         curvature = tf.reduce_sum(direction * fvp(direction))
         well_posed = tf.logical_and(curvature > 0, tf.math.is_finite(curvature))
+        well_posed = tf.logical_and(well_posed, tf.logical_not(cg_info["breakdown"]))
         scale = tf.sqrt(2.0 * max_kl / tf.where(well_posed, curvature, 1.0))
         full_step = scale * direction
 
@@ -550,6 +616,7 @@ class TRPO(keras.Model):
             "rejection_reason": tf.cast(reason, tf.float32),
             "cg_residual": cg_info["residual"],
             "cg_iterations": tf.cast(cg_info["iterations"], tf.float32),
+            "cg_breakdown": tf.cast(cg_info["breakdown"], tf.float32),
             "entropy": tf.reduce_mean(old_dist.entropy()),
         }
 
@@ -582,6 +649,14 @@ class TRPO(keras.Model):
             "explained_variance": explained_variance(values_before, returns),
         }
 
+    def _value_metrics(self, observations, returns):
+        """Critic metrics of the current weights, without training (for a rejected update)."""
+        values = self.value(observations)
+        return {
+            "value_loss": tf.reduce_mean(tf.square(values - returns)),
+            "explained_variance": explained_variance(values, returns),
+        }
+
     def _skipped_update_metrics(self):
         nan = tf.constant(float("nan"))
         zero = tf.constant(0.0)
@@ -595,6 +670,7 @@ class TRPO(keras.Model):
             "rejection_reason": tf.constant(1.0),
             "cg_residual": nan,
             "cg_iterations": zero,
+            "cg_breakdown": zero,
             "entropy": nan,
             "value_loss": nan,
             "explained_variance": nan,

@@ -58,3 +58,41 @@ def test_memory_stays_flat_over_50_iterations():
     growth = max(samples) - before
     assert growth < 50, (before, samples)
     assert np.all(np.isfinite([w for v in model.weights if v.dtype.startswith("float") for w in np.ravel(v.numpy())]))
+
+
+@pytest.mark.slow
+def test_300_iterations_with_a_wide_trust_region_stay_finite_with_flat_memory():
+    """Long-run soak (issue #9): CartPole, max_kl=0.05, 8 envs x 2048 steps, 300 iterations.
+
+    Every iteration: all weights finite. Every 10 iterations: RSS. Memory must be
+    flat after warm-up (tracing, allocator pools, tf.data buffers).
+    """
+
+    def rss_mb():
+        gc.collect()
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    env = gymnasium.make_vec("CartPole-v1", num_envs=8, vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(env, max_kl=0.05, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rollouts = keras_trpo.Rollouts(env, model, steps=2048, seed=0)
+    samples, non_finite = [], []
+
+    class Soak(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if not all(np.isfinite(w.numpy()).all() for w in self.model.weights):
+                non_finite.append(epoch)
+            if epoch % 10 == 9:
+                samples.append(rss_mb())
+
+    history = model.fit(rollouts, epochs=300, verbose=0, callbacks=[Soak()])
+    assert non_finite == []
+    accepted = np.mean(history.history["step_accepted"])
+    assert accepted > 0.9, accepted  # the weights stayed finite while actually moving
+    assert len(samples) == 30
+    settled = np.array(samples[5:])  # from iteration 60 on
+    slope = np.polyfit(np.arange(len(settled)) * 10, settled, 1)[0]  # MB per iteration
+    print(f"RSS every 10 iterations (MB): {np.round(samples, 1).tolist()}; slope {slope:.4f} MB/iteration")
+    assert settled.max() - settled[0] < 30, samples
+    assert slope < 0.05, (slope, samples)

@@ -1,0 +1,159 @@
+"""Interrupting ``fit`` anywhere leaves the pre- or post-update weights, never a partial update.
+
+A seeded uninterrupted run records the complete model state (every weight, the
+update counter, the optimizer's variables) after each update. Runs with the same
+seed are then interrupted at several points, by an exception or a
+``KeyboardInterrupt``, and by ``KeyboardInterrupt``s delivered to the main thread
+at arbitrary times (what Ctrl-C does). The interrupted model must equal,
+byte for byte, the reference state after as many updates as it has done, and
+``fit`` must be able to carry on.
+"""
+
+import _thread
+import threading
+import time
+
+import gymnasium
+import keras
+import numpy as np
+import pytest
+
+import keras_trpo
+
+STEPS = 128
+REFERENCE_EPOCHS = 40
+
+
+class Faulty(gymnasium.Wrapper):
+    """CartPole that raises ``error`` at global step ``at`` (if set) and counts its resets."""
+
+    def __init__(self, at=None, error=None):
+        super().__init__(gymnasium.make("CartPole-v1"))
+        self.count, self.at, self.error, self.resets = 0, at, error, 0
+
+    def step(self, action):
+        self.count += 1
+        if self.count == self.at:
+            raise self.error
+        return self.env.step(action)
+
+    def reset(self, **kwargs):
+        self.resets += 1
+        return self.env.reset(**kwargs)
+
+
+def make_run(at=None, error=None):
+    faulty = Faulty(at, error)
+    env = gymnasium.vector.SyncVectorEnv([lambda: faulty])
+    model = keras_trpo.TRPO.for_env(
+        env, hidden_units=(8,), value_hidden_units=(8,), normalize_observations=True, seed=0
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return faulty, model, keras_trpo.Rollouts(env, model, steps=STEPS, seed=0)
+
+
+def state(model):
+    return [np.array(v.numpy()).tobytes() for v in (*model.weights, *model.optimizer.variables)]
+
+
+class Record(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.states = []
+
+    def on_train_begin(self, logs=None):
+        self.states.append(state(self.model))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.states.append(state(self.model))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    _, model, rollouts = make_run()
+    record = Record()
+    start = time.perf_counter()
+    model.fit(rollouts, epochs=REFERENCE_EPOCHS, verbose=0, callbacks=[record])
+    return record.states, time.perf_counter() - start
+
+
+class RaiseAt(keras.callbacks.Callback):
+    def __init__(self, hook, epoch, error):
+        super().__init__()
+        self.hook, self.epoch, self.error = hook, epoch, error
+
+    def _maybe(self, hook, epoch):
+        if hook == self.hook and epoch == self.epoch:
+            raise self.error
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._maybe("on_epoch_begin", epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._maybe("on_train_batch_begin", self.model.policy_version)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._maybe("on_train_batch_end", self.model.policy_version - 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._maybe("on_epoch_end", epoch)
+
+
+# name: (env fault step, env error, callback hook, epoch, callback error, expected exception, updates done)
+POINTS = {
+    "KeyboardInterrupt in env.step, 3rd batch": (300, KeyboardInterrupt(), None, None, None, KeyboardInterrupt, 2),
+    "RuntimeError in env.step, 3rd batch": (300, RuntimeError("boom"), None, None, None, keras_trpo.RolloutError, 2),
+    "KeyboardInterrupt in env.step, 1st batch": (5, KeyboardInterrupt(), None, None, None, KeyboardInterrupt, 0),
+    "KeyboardInterrupt in on_epoch_begin": (None, None, "on_epoch_begin", 3, KeyboardInterrupt(), KeyboardInterrupt, 3),
+    "KeyboardInterrupt before an update": (
+        None, None, "on_train_batch_begin", 3, KeyboardInterrupt(), KeyboardInterrupt, 3
+    ),
+    "KeyboardInterrupt after an update": (None, None, "on_train_batch_end", 3, KeyboardInterrupt(), KeyboardInterrupt, 4),
+    "ValueError in on_epoch_end": (None, None, "on_epoch_end", 3, ValueError("callback bug"), ValueError, 4),
+}
+
+
+@pytest.mark.parametrize("name", list(POINTS))
+def test_an_interrupted_fit_keeps_whole_updates_and_can_go_on(name, reference):
+    states, _ = reference
+    at, env_error, hook, epoch, callback_error, expected, updates = POINTS[name]
+    faulty, model, rollouts = make_run(at, env_error)
+    callbacks = [] if hook is None else [RaiseAt(hook, epoch, callback_error)]
+    with pytest.raises(expected):
+        model.fit(rollouts, epochs=10, verbose=0, callbacks=callbacks)
+    assert model.policy_version == updates
+    assert state(model) == states[updates]
+    if at is not None:
+        # The env stopped mid-batch: the next batch starts from a reset, not from a stale observation.
+        resets = faulty.resets
+        faulty.at = None
+        history = model.fit(rollouts, epochs=2, verbose=0)
+        assert faulty.resets > resets
+    else:
+        history = model.fit(rollouts, epochs=2, verbose=0)
+    assert history.history["step_accepted"] == [1.0, 1.0]
+    assert model.policy_version == updates + 2
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.45, 0.7])
+def test_ctrl_c_at_an_arbitrary_moment_never_leaves_a_partial_update(fraction, reference):
+    """``_thread.interrupt_main`` is how a SIGINT reaches Python: at the next bytecode of the main thread."""
+    states, duration = reference
+    _, model, rollouts = make_run()
+    record = Record()  # same per-step work as the reference run, so the timing is comparable
+    timer = threading.Timer(fraction * duration, _thread.interrupt_main)
+    interrupted = False
+    try:
+        timer.start()
+        model.fit(rollouts, epochs=10 * REFERENCE_EPOCHS, verbose=0, callbacks=[record])
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        timer.cancel()
+    assert interrupted
+    updates = model.policy_version
+    assert 0 <= updates < len(states), "the interrupt came later than the reference run covers"
+    assert state(model) == states[updates]
+    assert record.states == states[: len(record.states)]
+    history = model.fit(rollouts, epochs=2, verbose=0)
+    assert history.history["step_accepted"] == [1.0, 1.0]
