@@ -356,13 +356,20 @@ def test_model_arguments_of_presets_are_the_keyword_arguments_of_trpo():
         assert set(presets.load_preset(name).model) == keyword_only, name
 
 
-@pytest.mark.parametrize("name", ["Acrobot-v1", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"])
-def test_untuned_presets_say_so_and_build_for_their_env(name, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "name,status,rewards_scaled",
+    [("Acrobot-v1", "untuned", False), ("Hopper-v5", "untuned", False),
+     ("HalfCheetah-v5", "tuned", True), ("Walker2d-v5", "tuned", True)],
+)
+def test_zoo_presets_say_where_they_come_from_and_build_for_their_env(name, status, rewards_scaled, tmp_path,
+                                                                       monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory
     preset = presets.load_preset(name)
-    assert preset.status == "untuned" and "Untuned starting point" in preset.notes and "rl-baselines3-zoo" in preset.notes
-    text = (presets.PRESET_DIR / f"{name}.json").read_text()
-    assert '"status": "untuned"' in text
+    assert preset.status == status and "rl-baselines3-zoo" in preset.notes
+    assert ("Untuned starting point" in preset.notes) == (status == "untuned")
+    assert preset.rollouts["normalize_rewards"] is rewards_scaled
+    if rewards_scaled:
+        assert "docs/benchmarks.md" in preset.notes and "without reward scaling" in preset.notes
     if name != "Acrobot-v1" and importlib.util.find_spec("mujoco") is None:
         pytest.skip("MuJoCo is not installed (pip install 'keras-trpo[mujoco]')")
     env = preset.make_env()
@@ -370,6 +377,7 @@ def test_untuned_presets_say_so_and_build_for_their_env(name, tmp_path, monkeypa
         model = preset.build_model(env, seed=0)
         rollouts = preset.build_rollouts(env, model, seed=0)
         assert rollouts.num_envs == preset.num_envs and model.normalize_observations
+        assert (rollouts.reward_scaler is not None) is rewards_scaled
     finally:
         env.close()
 

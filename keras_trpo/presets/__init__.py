@@ -3,10 +3,10 @@
 The files sit next to this module (``keras_trpo/presets/<name>.json``) and are
 what ``keras-trpo train`` uses; the ``CartPole-v1`` and ``Pendulum-v1`` presets
 are the hyperparameters of ``examples/cartpole.py`` and ``examples/pendulum.py``.
-Presets marked ``"status": "untuned"`` (Acrobot and the MuJoCo locomotion
-tasks) are starting points adapted from rl-baselines3-zoo's TRPO settings, not
-yet measured with keras_trpo. ``default`` holds the library defaults and is used
-for an environment that has no preset of its own.
+Presets marked ``"status": "untuned"`` (Acrobot and Hopper) are rl-baselines3-zoo's
+TRPO settings used as they are; ``"tuned"`` ones were changed here on measured
+evidence (HalfCheetah and Walker2d: reward scaling, docs/benchmarks.md). ``default``
+holds the library defaults and is used for an environment that has no preset of its own.
 
 A preset file holds:
 
