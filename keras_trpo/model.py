@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import keras
@@ -9,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_trpo import ops
+from keras_trpo import distribute, ops
+from keras_trpo.distribute import Replicas
 from keras_trpo.normalization import RunningNormalization
 from keras_trpo.policies import check_observation_space, make_head
 from keras_trpo.spaces import space_from_config, space_to_config
@@ -34,6 +36,12 @@ class UpdateRejectedWarning(RuntimeWarning):
     Silence it with ``warnings.simplefilter("ignore", keras_trpo.UpdateRejectedWarning)``.
     """
 
+
+STALE_BATCH_MESSAGE = (
+    "Stale batch: it was collected by another policy version than the one train_step starts from "
+    "(values below: batch, model). TRPO is on-policy; use one Rollouts batch per epoch and do not set "
+    "steps_per_epoch, workers or use_multiprocessing."
+)
 
 BATCH_KEYS = ("observations", "actions", "advantages", "returns")
 #: Optional scalar batch entries from ``Rollouts`` that ``train_step`` copies into its logs.
@@ -426,7 +434,9 @@ class TRPO(keras.Model):
         An exception raised while a :class:`keras_trpo.Rollouts` batch is
         collected (a ``RolloutError`` from the env, a ``KeyboardInterrupt``)
         reaches the caller as itself, not as the ``tf.errors.UnknownError`` that
-        ``tf.data`` makes of it. The warning (from :class:`keras_trpo.callbacks.RejectedUpdateWarnings`,
+        ``tf.data`` makes of it. Under a ``tf.distribute`` strategy the batches
+        are split over the replicas by :func:`keras_trpo.distribute.distribute_py_dataset`
+        (each worker uses its own rollouts). The warning (from :class:`keras_trpo.callbacks.RejectedUpdateWarnings`,
         added unless one is passed) names the update and the cause from
         :data:`REJECTION_REASONS`; training continues with the next batch.
         """
@@ -435,17 +445,26 @@ class TRPO(keras.Model):
         callbacks = list(callbacks or [])
         if not any(isinstance(c, RejectedUpdateWarnings) for c in callbacks):
             callbacks.append(RejectedUpdateWarnings())
-        if hasattr(x, "pending_error"):
-            x.pending_error = None
+        source = x
+        if hasattr(source, "pending_error"):
+            source.pending_error = None
+        distributed = not distribute.is_default_strategy(self.distribute_strategy)
+        if distributed:
+            x = distribute.distribute_py_dataset(x, self.distribute_strategy)
+            kwargs.setdefault("shuffle", False)
         try:
-            return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
+            with warnings.catch_warnings():
+                if distributed:
+                    # Each epoch's input ends after its one batch: that is how it stays on-policy.
+                    warnings.filterwarnings("ignore", message="Your input ran out of data")
+                return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
         except tf.errors.OpError:
             # A Rollouts batch is collected on a tf.data thread, which reports any Python exception
             # as UnknownError; give the user the original (RolloutError, KeyboardInterrupt, ...).
-            original = getattr(x, "pending_error", None)
+            original = getattr(source, "pending_error", None)
             if original is None:
                 raise
-            x.pending_error = None
+            source.pending_error = None
             raise original from original.__cause__  # keeps its own cause, drops the UnknownError
 
     def train_step(self, data):
@@ -497,14 +516,86 @@ class TRPO(keras.Model):
         self.update_traces += 1
         if "policy_version" in batch:
             tf.debugging.assert_equal(
-                batch["policy_version"],
-                tf.convert_to_tensor(self._policy_version),
-                message="Stale batch: it was collected by another policy version than the one train_step "
-                "starts from (values below: batch, model). TRPO is on-policy; use one Rollouts batch per "
-                "epoch and do not set steps_per_epoch, workers or use_multiprocessing.",
+                batch["policy_version"], tf.convert_to_tensor(self._policy_version), message=STALE_BATCH_MESSAGE
             )
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(batch[k])) for k in _float_keys(batch)])
-        logs = tf.cond(finite, lambda: self._update(batch), self._skipped_update_metrics)
+        if not distribute.is_default_strategy(tf.distribute.get_strategy()):
+            raise RuntimeError(
+                "Under a tf.distribute strategy, TRPO trains through model.fit, which runs the update "
+                "in the cross-replica context (keras_trpo.distribute); train_step is the single-device step."
+            )
+        logs = self._update_all_replicas(tf.distribute.get_strategy(), {key: batch[key] for key in BATCH_KEYS})
+        return {**logs, **{key: batch[key] for key in LOG_KEYS if key in batch}}
+
+    def _distributed_train_step(self, data):
+        """``train_step`` for a multi-replica strategy, in the cross-replica context.
+
+        ``data`` holds each replica's share of the batch (``PerReplica`` values). The
+        shares must be equal in size, so that the mean of the replicas' means is the
+        mean over the whole batch.
+        """
+        replicas = Replicas(self.distribute_strategy)
+        batch = replicas.run(self._validate_batch, data)
+        self.update_traces += 1
+        sizes = replicas.run(lambda o: tf.cast(tf.shape(o)[0], tf.float32), batch["observations"])
+        mean_size = replicas.reduce_mean(sizes)
+        replicas.run(
+            lambda size: tf.debugging.assert_equal(
+                size, mean_size, message="The batch does not split into equal shares over the replicas: use the "
+                "same number of steps on every worker, divisible by the number of local replicas."
+            ),
+            sizes,
+        )
+        if "policy_version" in batch:
+            replicas.run(
+                lambda version: tf.debugging.assert_equal(
+                    version, tf.convert_to_tensor(self._policy_version), message=STALE_BATCH_MESSAGE
+                ),
+                batch["policy_version"],
+            )
+        logs = self._update_all_replicas(self.distribute_strategy, {key: batch[key] for key in BATCH_KEYS})
+        return {**logs, **{key: replicas.reduce_mean(batch[key]) for key in LOG_KEYS if key in batch}}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (TF backend, under a strategy) reads one batch here to build the model
+        # symbolically, and reduces it across replicas, which fails for dict batches under
+        # MultiWorkerMirroredStrategy. TRPO builds its networks in __init__ and the critic's
+        # optimizer in compile, so there is nothing to build.
+        if distribute.is_default_strategy(self.distribute_strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def make_train_function(self, force=False):
+        """Keras' train function; under a multi-replica strategy, one that runs the update cross-replica.
+
+        Keras calls ``train_step`` inside ``strategy.run``, i.e. once per replica.
+        TRPO's conjugate gradient, line search and critic epochs need cross-replica
+        means inside loops, which a replica context does not allow; so with a
+        ``tf.distribute`` strategy the train function reads the per-replica batch
+        and runs :meth:`_distributed_train_step` in the cross-replica context
+        (see :mod:`keras_trpo.distribute`).
+        """
+        if distribute.is_default_strategy(self.distribute_strategy):
+            return super().make_train_function(force)
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.steps_per_execution != 1:
+            raise ValueError(f"TRPO runs one update per step; got steps_per_execution={self.steps_per_execution}.")
+
+        @tf.function(reduce_retracing=True)
+        def train_function(iterator):
+            # Past the last batch of an epoch, get_next raises OutOfRangeError, which ends the epoch.
+            return self._distributed_train_step(iterator.get_next())
+
+        self.train_function = train_function
+        return train_function
+
+    def _update_all_replicas(self, strategy, batch):
+        replicas = Replicas(strategy)
+        float_keys = _float_keys(self.head)
+        all_finite = replicas.mean(
+            lambda *values: tf.cast(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values]), tf.float32),
+            *[batch[k] for k in float_keys],
+        )
+        logs = tf.cond(all_finite >= 1.0, lambda: self._update(replicas, batch), self._skipped_update_metrics)
         # Inside tf.function, stateful ops on different resources are not ordered: without this
         # dependency the increment (and the weight check) may run before the update.
         with tf.control_dependencies(tf.nest.flatten(logs)):
@@ -517,59 +608,85 @@ class TRPO(keras.Model):
         logs["loss"] = tf.where(
             weights_finite, tf.where(tf.math.is_finite(value_loss), value_loss, 0.0), float("nan")
         )
-        return {**logs, **{key: batch[key] for key in LOG_KEYS if key in batch}}
+        return logs
 
-    def _update(self, batch):
+    def _update(self, replicas, batch):
         observations, actions = batch["observations"], batch["actions"]
         advantages, returns = batch["advantages"], batch["returns"]
         if self.normalize_advantages:
-            mean, variance = tf.nn.moments(advantages, axes=[0])
-            advantages = (advantages - mean) / (tf.sqrt(variance) + 1e-8)
-        policy_metrics = self._policy_step(observations, actions, advantages)
+            mean, variance = replicas.moments(advantages)
+            advantages = replicas.run(lambda a: (a - mean) / (tf.sqrt(variance) + 1e-8), advantages)
+        policy_metrics = self._policy_step(replicas, observations, actions, advantages)
         accepted = policy_metrics["step_accepted"] > 0
 
         def critic_and_normalizer():
-            value_metrics = self._critic_step(observations, returns)
+            value_metrics = self._critic_step(replicas, observations, returns)
             if self.normalizer is not None:
                 # After both updates: the "old" policy above is the one that collected the batch.
                 with tf.control_dependencies(tf.nest.flatten(value_metrics)):
-                    self.normalizer.update(self._flat_observations(observations))
+                    flat = replicas.run(lambda o: tf.cast(self._flat_observations(o), tf.float64), observations)
+                    mean, variance = replicas.moments(flat)
+                    count = tf.cast(replicas.local_size(flat) * replicas.count, tf.float64)
+                    self.normalizer.update_from_moments(mean, variance, count)
             return value_metrics
 
         # A rejected update changes nothing: no critic step, no new normalizer statistics.
-        value_metrics = tf.cond(accepted, critic_and_normalizer, lambda: self._value_metrics(observations, returns))
+        value_metrics = tf.cond(
+            accepted, critic_and_normalizer, lambda: self._value_metrics(replicas, observations, returns)
+        )
         return {**policy_metrics, **value_metrics}
 
-    def _policy_step(self, observations, actions, advantages):
+    def _policy_step(self, replicas, observations, actions, advantages):
         variables = self.policy_variables
         max_kl = tf.convert_to_tensor(self._max_kl)
+        head = self.head
 
         # 1. Old distribution: the weights that collected the batch, held constant.
-        old_params = tf.nest.map_structure(tf.stop_gradient, self.distribution_params(observations))
-        old_dist = self.head.distribution(old_params)
-        old_log_prob = old_dist.log_prob(actions)
+        old_params = replicas.run(
+            lambda o: tf.nest.map_structure(tf.stop_gradient, self.distribution_params(o)), observations
+        )
+        old_log_prob = replicas.run(lambda p, a: head.distribution(p).log_prob(a), old_params, actions)
 
-        def surrogate_and_kl():
-            new_dist = self.distribution(observations)
-            ratio = tf.exp(new_dist.log_prob(actions) - old_log_prob)
-            surrogate = tf.reduce_mean(ratio * advantages)
-            kl = tf.reduce_mean(tfd.kl_divergence(old_dist, new_dist))
+        def local_surrogate_and_kl(o, a, adv, p, old_lp):
+            new_dist = self.distribution(o)
+            ratio = tf.exp(new_dist.log_prob(a) - old_lp)
+            surrogate = tf.reduce_mean(ratio * adv)
+            kl = tf.reduce_mean(tfd.kl_divergence(head.distribution(p), new_dist))
             return surrogate, kl
 
+        def surrogate_and_kl():
+            return replicas.mean(local_surrogate_and_kl, observations, actions, advantages, old_params, old_log_prob)
+
         # 2. Surrogate and policy gradient.
-        with tf.GradientTape() as tape:
-            surrogate_old, _ = surrogate_and_kl()
-        g = ops.flat_gradient(tape, surrogate_old, variables)
+        def local_surrogate_and_gradient(*args):
+            with tf.GradientTape() as tape:
+                surrogate, _ = local_surrogate_and_kl(*args)
+            return surrogate, ops.flat_gradient(tape, surrogate, variables)
+
+        surrogate_old, g = replicas.mean(
+            local_surrogate_and_gradient, observations, actions, advantages, old_params, old_log_prob
+        )
 
         # 3. Natural gradient direction by CG on Fisher-vector products.
         stride = max(1, int(round(1.0 / self.fvp_fraction)))
-        fvp_observations = observations[::stride]
-        fvp_old_dist = self.head.distribution(tf.nest.map_structure(lambda p: p[::stride], old_params))
 
-        def mean_kl_on_subsample():
-            return tf.reduce_mean(tfd.kl_divergence(fvp_old_dist, self.distribution(fvp_observations)))
+        def local_kl_fn(o, p):
+            fvp_observations = o[::stride]
+            fvp_old_dist = head.distribution(tf.nest.map_structure(lambda q: q[::stride], p))
+            return lambda: tf.reduce_mean(tfd.kl_divergence(fvp_old_dist, self.distribution(fvp_observations)))
 
-        fvp = ops.fisher_vector_product_fn(mean_kl_on_subsample, variables, self._damping)
+        if replicas.default:
+            # One device: record the FVP tapes once and reuse them in every CG step.
+            fvp = ops.fisher_vector_product_fn(local_kl_fn(observations, old_params), variables, self._damping)
+        else:
+
+            def fvp(vector):
+                return replicas.mean(
+                    lambda o, p: ops.fisher_vector_product(local_kl_fn(o, p), variables, vector, self._damping),
+                    observations,
+                    old_params,
+                )
+
         direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
 
         # 4. Step size from the quadratic model of the KL. F + damping·I is positive definite by
@@ -617,18 +734,23 @@ class TRPO(keras.Model):
             "cg_residual": cg_info["residual"],
             "cg_iterations": tf.cast(cg_info["iterations"], tf.float32),
             "cg_breakdown": tf.cast(cg_info["breakdown"], tf.float32),
-            "entropy": tf.reduce_mean(old_dist.entropy()),
+            "entropy": replicas.mean(lambda p: tf.reduce_mean(head.distribution(p).entropy()), old_params),
         }
 
-    def _critic_step(self, observations, returns):
-        """Regresses V(s) on the returns: ``value_epochs`` shuffled passes of minibatches."""
+    def _critic_step(self, replicas, observations, returns):
+        """Regresses V(s) on the returns: ``value_epochs`` shuffled passes of minibatches.
+
+        With ``R`` replicas each takes ``value_batch_size // R`` samples of its share per
+        minibatch (the same permutation positions on every replica), and the optimizer
+        applies the mean of the replicas' gradients.
+        """
         variables = self.value_variables
-        values_before = self.value(observations)
-        n = tf.shape(observations)[0]
-        batch_size = tf.minimum(self.value_batch_size, n)
+        values_before = replicas.run(self.value, observations)
+        n = replicas.local_size(observations)
+        batch_size = tf.minimum(max(1, self.value_batch_size // replicas.count), n)
         batches_per_epoch = (n + batch_size - 1) // batch_size
         total = self.value_epochs * batches_per_epoch
-        # One independent permutation of the batch per epoch.
+        # One independent permutation of the (local) batch per epoch.
         permutations = tf.argsort(
             keras.random.uniform((self.value_epochs, n), seed=self.seed_generator), axis=-1
         )
@@ -636,25 +758,29 @@ class TRPO(keras.Model):
         def body(k, loss_sum):
             epoch, start = k // batches_per_epoch, (k % batches_per_epoch) * batch_size
             index = permutations[epoch, start : tf.minimum(start + batch_size, n)]
-            with tf.GradientTape() as tape:
-                error = self.value(tf.gather(observations, index)) - tf.gather(returns, index)
-                loss = tf.reduce_mean(tf.square(error))
-            grads = tape.gradient(loss, variables)
-            self.optimizer.apply(grads, variables)
+
+            def local_loss_and_gradients(o, r):
+                with tf.GradientTape() as tape:
+                    error = self.value(tf.gather(o, index)) - tf.gather(r, index)
+                    loss = tf.reduce_mean(tf.square(error))
+                return loss, tape.gradient(loss, variables)
+
+            loss, grads = replicas.mean(local_loss_and_gradients, observations, returns)
+            replicas.apply_gradients(self.optimizer, grads, variables)
             return k + 1, loss_sum + loss
 
         _, loss_sum = tf.while_loop(lambda k, _: k < total, body, (tf.constant(0), tf.constant(0.0)))
         return {
             "value_loss": loss_sum / tf.cast(tf.maximum(total, 1), tf.float32),
-            "explained_variance": explained_variance(values_before, returns),
+            "explained_variance": _explained_variance(replicas, values_before, returns),
         }
 
-    def _value_metrics(self, observations, returns):
+    def _value_metrics(self, replicas, observations, returns):
         """Critic metrics of the current weights, without training (for a rejected update)."""
-        values = self.value(observations)
+        values = replicas.run(self.value, observations)
         return {
-            "value_loss": tf.reduce_mean(tf.square(values - returns)),
-            "explained_variance": explained_variance(values, returns),
+            "value_loss": replicas.mean(lambda v, r: tf.reduce_mean(tf.square(v - r)), values, returns),
+            "explained_variance": _explained_variance(replicas, values, returns),
         }
 
     def _skipped_update_metrics(self):
@@ -737,9 +863,13 @@ class TRPO(keras.Model):
             if key in data:
                 value = data[key]
                 shape = tuple(getattr(value, "shape", ()))
-                if shape not in ((), (1,), (None,)):
-                    raise ValueError(f"batch[{key!r}] must be a scalar or shape [1]; got shape {list(shape)}.")
-                batch[key] = tf.reshape(tf.cast(value, tf.int64 if key == "policy_version" else tf.float32), [])
+                if len(shape) > 1 or shape == (0,):
+                    raise ValueError(
+                        f"batch[{key!r}] must be a scalar or a vector repeating one value ([1] or [N]); "
+                        f"got shape {list(shape)}."
+                    )
+                value = tf.cast(value, tf.int64 if key == "policy_version" else tf.float32)
+                batch[key] = tf.reshape(value, [-1])[0]
         return batch
 
 
@@ -753,9 +883,22 @@ def explained_variance(predictions, targets):
     )
 
 
-def _float_keys(batch):
+def _explained_variance(replicas, predictions, targets):
+    """:func:`explained_variance` over the whole batch of per-replica values."""
+    if replicas.single:
+        return explained_variance(predictions, targets)
+    _, target_variance = replicas.moments(targets)
+    _, residual_variance = replicas.moments(replicas.run(lambda p, t: t - p, predictions, targets))
+    return tf.where(
+        target_variance > 0,
+        1.0 - residual_variance / tf.where(target_variance > 0, target_variance, 1.0),
+        float("nan"),
+    )
+
+
+def _float_keys(head):
     keys = ["observations", "advantages", "returns"]
-    if batch["actions"].dtype.is_floating:
+    if not head.integer_actions:
         keys.append("actions")
     return keys
 

@@ -55,13 +55,17 @@ class RunningNormalization(keras.layers.Layer):
         """Merges the moments of ``x [N, size]`` into the running ones (Chan et al., 1979)."""
         x = tf.cast(tf.reshape(x, [-1, self.size]), tf.float64)
         batch_mean, batch_variance = tf.nn.moments(x, axes=[0])
+        self.update_from_moments(batch_mean, batch_variance, tf.cast(tf.shape(x)[0], tf.float64))
+
+    def update_from_moments(self, batch_mean, batch_variance, batch_count):
+        """Merges a batch given by its float64 moments (``TRPO`` pools them across replicas)."""
         new_mean, new_variance, total = merge_moments(
             tf.cast(self.mean, tf.float64),
             tf.cast(self.variance, tf.float64),
             tf.convert_to_tensor(self.count),
             batch_mean,
             batch_variance,
-            tf.cast(tf.shape(x)[0], tf.float64),
+            batch_count,
         )
         self.mean.assign(tf.cast(new_mean, self.mean.dtype))
         self.variance.assign(tf.cast(new_variance, self.variance.dtype))

@@ -64,10 +64,11 @@ class Rollouts(keras.utils.PyDataset):
             ``episode_returns`` / ``episode_lengths``.
 
     Batch entries: ``observations``, ``actions``, ``advantages``, ``returns``
-    (``[steps, ...]``, time-major over sub-envs), ``policy_version``, and the
-    episode statistics ``episode_return`` / ``episode_length`` (means over the
-    episodes that finished in this batch; NaN when none did), ``episodes``
-    (their count) and ``env_steps`` (transitions collected so far).
+    (``[steps, ...]``, time-major over sub-envs), and ``[steps]`` columns of one
+    repeated value: ``policy_version``, the episode statistics
+    ``episode_return`` / ``episode_length`` (means over the episodes that
+    finished in this batch; NaN when none did), ``episodes`` (their count) and
+    ``env_steps`` (transitions collected so far).
 
     Example:
 
@@ -254,12 +255,13 @@ class Rollouts(keras.utils.PyDataset):
             "actions": act_buf.reshape(n, *head.action_shape),
             "advantages": advantages.reshape(n),
             "returns": returns.reshape(n),
-            # Scalars travel as shape-[1] arrays: Keras datasets need rank >= 1.
-            "policy_version": np.array([policy.version], np.int64),
-            "episode_return": np.array([np.mean(finished_returns) if finished_returns else np.nan], np.float32),
-            "episode_length": np.array([np.mean(finished_lengths) if finished_lengths else np.nan], np.float32),
-            "episodes": np.array([len(finished_returns)], np.float32),
-            "env_steps": np.array([self.env_steps], np.float32),
+            # Scalars travel as [N] columns of one repeated value: Keras datasets need rank >= 1, and
+            # under a tf.distribute strategy every replica's share of the batch then carries them.
+            "policy_version": np.full(n, policy.version, np.int64),
+            "episode_return": np.full(n, np.mean(finished_returns) if finished_returns else np.nan, np.float32),
+            "episode_length": np.full(n, np.mean(finished_lengths) if finished_lengths else np.nan, np.float32),
+            "episodes": np.full(n, len(finished_returns), np.float32),
+            "env_steps": np.full(n, self.env_steps, np.float32),
         }
 
     def close(self):

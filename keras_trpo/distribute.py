@@ -1,0 +1,169 @@
+"""Data-parallel TRPO: batch means computed per replica and averaged across replicas.
+
+Every quantity TRPO needs from a batch is a mean over its samples: the
+surrogate, its gradient, the mean KL and its Fisher-vector products, the
+critic's loss and gradient, the advantage and observation moments. With the
+batch split evenly over ``R`` replicas, the mean over the batch is the mean of
+the ``R`` per-replica means. :class:`Replicas` computes exactly that with a
+``tf.distribute`` strategy: each local mean inside ``strategy.run``, then
+``strategy.reduce(MEAN)``.
+
+``TRPO.train_step`` hands the per-replica batch to the cross-replica context
+once (``ReplicaContext.merge_call``) and runs the whole update there. This is
+what makes the algorithm's control flow possible under ``MirroredStrategy``:
+conjugate gradient, the line search and the critic epochs are ``tf.while_loop``s
+whose bodies need cross-replica means, and a synchronization point inside
+control flow is not allowed in a replica context, while ``strategy.run`` inside
+control flow in the cross-replica context is. Parameters are then assigned in
+the cross-replica context, which updates every replica's copy, so all replicas
+hold the same weights after every step by construction.
+
+Without a strategy (the default strategy, one replica) ``strategy.run(fn)`` is
+``fn()`` and the reduction is the identity, so the single-device update runs
+exactly the same operations as before distribution was added.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def is_default_strategy(strategy) -> bool:
+    """True for TensorFlow's default (no-op, single-device) strategy."""
+    return type(strategy).__name__ == "_DefaultDistributionStrategy"
+
+
+def distribute_py_dataset(py_dataset, strategy):
+    """Splits each batch of a ``PyDataset`` (e.g. :class:`keras_trpo.Rollouts`) over the local replicas.
+
+    Uses ``strategy.distribute_datasets_from_function``: every worker builds its
+    own input pipeline from *its* ``py_dataset`` (each worker collects its own
+    rollouts), and each batch of ``N`` rows becomes ``N / local replicas`` rows
+    per local replica. Nothing is read ahead: a batch is collected only when the
+    train function asks for it, and an epoch ends when the dataset's batches
+    are used up (one per epoch for ``Rollouts``).
+
+    Args:
+        py_dataset: a ``keras.utils.PyDataset`` yielding dicts of arrays with a
+            common first dimension.
+        strategy: the model's ``tf.distribute`` strategy.
+
+    Returns:
+        A ``tf.distribute.DistributedDataset`` for ``keras.Model.fit``.
+
+    Raises:
+        TypeError: ``py_dataset`` is not a ``PyDataset`` of dicts.
+    """
+    if not isinstance(py_dataset, keras.utils.PyDataset):
+        raise TypeError(
+            "Under a tf.distribute strategy, TRPO.fit takes a keras_trpo.Rollouts (or another "
+            f"keras.utils.PyDataset of dict batches); got {type(py_dataset).__name__}."
+        )
+    first = py_dataset[0]  # Rollouts caches it: it is served again as the first batch
+    if not isinstance(first, dict):
+        raise TypeError(f"TRPO batches are dicts of arrays; the dataset yields {type(first).__name__}.")
+    signature = {
+        key: tf.TensorSpec((None, *np.shape(value)[1:]), tf.as_dtype(np.asarray(value).dtype))
+        for key, value in first.items()
+    }
+
+    def dataset_fn(context):
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+
+        def shares():
+            for index in range(len(py_dataset)):
+                batch = py_dataset[index]
+                n = len(batch["observations"])
+                if n % local:
+                    raise ValueError(
+                        f"a batch of {n} steps does not split evenly over {local} local replicas; use steps "
+                        f"divisible by {local}."
+                    )
+                size = n // local
+                for k in range(local):
+                    yield {key: value[k * size : (k + 1) * size] for key, value in batch.items()}
+
+        return tf.data.Dataset.from_generator(shares, output_signature=signature)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+class Replicas:
+    """Per-replica computation and cross-replica means for one ``tf.distribute`` strategy.
+
+    Args:
+        strategy: the strategy in whose cross-replica context the update runs.
+
+    Example:
+
+    ```python
+    replicas = Replicas(tf.distribute.get_strategy())
+    mean_advantage = replicas.mean(tf.reduce_mean, advantages)   # advantages: per-replica values
+    ```
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        self.strategy = strategy
+        self.count = strategy.num_replicas_in_sync
+        #: True for TensorFlow's default strategy: ``run`` is a plain call, ``reduce_mean`` the identity.
+        self.default = is_default_strategy(strategy)
+
+    @property
+    def single(self) -> bool:
+        """True with one replica: means over replicas are the values themselves."""
+        return self.count == 1
+
+    def run(self, fn, *args):
+        """``fn`` on each replica's share of ``args``; returns per-replica values."""
+        if self.default:
+            return fn(*args)
+        return self.strategy.run(fn, args=args)
+
+    def reduce_mean(self, per_replica):
+        """The mean over replicas of per-replica values (any nested structure)."""
+        if self.default or (self.single and not isinstance(per_replica, tf.distribute.DistributedValues)):
+            return per_replica
+        return tf.nest.map_structure(
+            lambda value: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None), per_replica
+        )
+
+    def mean(self, fn, *args):
+        """The mean over replicas of ``fn(*local args)``, for ``fn`` returning local batch means."""
+        return self.reduce_mean(self.run(fn, *args))
+
+    def moments(self, values, axes=(0,)):
+        """Mean and variance over the whole batch of per-replica ``values`` (equal shares).
+
+        Pooled from per-replica ``tf.nn.moments``: ``var = mean_r(var_r + (mean_r − mean)²)``;
+        with one replica this is exactly ``tf.nn.moments``.
+        """
+        local_mean, local_variance = self.run(lambda x: tf.nn.moments(x, axes=list(axes)), values)
+        mean = self.reduce_mean(local_mean)
+        if self.single:
+            return mean, local_variance
+        spread = self.run(lambda m, v: v + tf.square(m - mean), local_mean, local_variance)
+        return mean, self.reduce_mean(spread)
+
+    def local_size(self, values) -> tf.Tensor:
+        """Number of samples on one replica (all replicas hold the same number)."""
+        return tf.shape(self.strategy.experimental_local_results(values)[0])[0]
+
+    def apply_gradients(self, optimizer, gradients, variables):
+        """``optimizer.apply`` of gradients that are already means over all replicas.
+
+        A Keras optimizer must be applied in a replica context under a strategy,
+        where it sums the gradients over replicas; each replica therefore passes
+        ``gradients / R``, so the sum is the mean again.
+        """
+        if self.default:
+            return optimizer.apply(gradients, variables)
+        count = float(self.count)
+
+        def apply_share():
+            # Computed inside the replica function, so each share lives on its replica's device
+            # (the all-reduce in optimizer.apply reduces to the devices of its inputs).
+            return optimizer.apply([tf.identity(g) / count for g in gradients], variables)
+
+        return self.run(apply_share)

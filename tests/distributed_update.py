@@ -1,0 +1,110 @@
+"""Helper for tests/test_distribute.py, run in a fresh process (logical devices are fixed at TF start).
+
+    python tests/distributed_update.py {discrete|box} OUT.json
+
+Makes 2 logical CPU devices, then compares one TRPO update on a fixed batch under
+``MirroredStrategy`` (the batch split over the 2 replicas) with the same update on one
+device, and runs a short on-policy ``fit`` on real CartPole rollouts under the strategy.
+Writes the per-weight maximum absolute differences and the fit's history as JSON.
+"""
+
+import json
+import sys
+
+import tensorflow as tf
+
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import gymnasium  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+
+import keras_trpo  # noqa: E402
+
+OBS = spaces.Box(-np.inf, np.inf, (5,), np.float32)
+ACTIONS = {"discrete": spaces.Discrete(3), "box": spaces.Box(-1.0, 1.0, (2,), np.float32)}
+
+
+class Fixed(keras.utils.PyDataset):
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return self.batch
+
+
+def build(action_space):
+    # Full-batch critic (value_batch_size >= N): minibatches then contain the same samples on
+    # one device and over two replicas; observation and advantage normalization on.
+    model = keras_trpo.TRPO(
+        OBS, action_space, hidden_units=(16,), value_hidden_units=(16,), value_epochs=5,
+        value_batch_size=4096, normalize_observations=True, seed=0,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+def main(kind, out):
+    rng = np.random.default_rng(0)
+    n = 256
+    action_space = ACTIONS[kind]
+    action_space.seed(0)
+    observations = rng.normal(size=(n, 5)).astype(np.float32) * 3 + 1
+    batch = {
+        "observations": observations,
+        "actions": np.stack([action_space.sample() for _ in range(n)]),
+        "advantages": rng.normal(size=n).astype(np.float32),
+        "returns": (observations.sum(axis=1) + rng.normal(size=n)).astype(np.float32),
+    }
+    single = build(action_space)
+    single_history = single.fit(Fixed(batch), epochs=1, verbose=0).history
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = build(action_space)
+    mirrored_history = mirrored.fit(Fixed(batch), epochs=1, verbose=0).history
+    differences = {
+        w.path: float(np.max(np.abs(np.asarray(w.numpy(), np.float64) - np.asarray(v.numpy(), np.float64))))
+        for w, v in zip(single.weights, mirrored.weights)
+    }
+    moved = {
+        w.path: float(np.max(np.abs(w.numpy() - v.numpy())))
+        for w, v in zip(single.weights, build(action_space).weights)
+    }
+
+    # A real on-policy fit under the strategy: Rollouts' batches split over the replicas.
+    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    with strategy.scope():
+        model = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rollouts = keras_trpo.Rollouts(env, model, steps=256, seed=0)
+    history = model.fit(rollouts, epochs=3, verbose=0).history
+    replica_weights_equal = all(
+        all(np.array_equal(component.numpy(), w.value.values[0].numpy()) for component in w.value.values)
+        for w in model.weights
+    )
+    with open(out, "w") as f:
+        json.dump(
+            {
+                "replicas": strategy.num_replicas_in_sync,
+                "differences": differences,
+                "moved": moved,
+                "single_history": single_history,
+                "mirrored_history": mirrored_history,
+                "fit_history": history,
+                "collected": rollouts.env_steps,
+                "policy_version": model.policy_version,
+                "replica_weights_equal": replica_weights_equal,
+            },
+            f,
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
