@@ -17,13 +17,33 @@ progress and exports the SavedModel for TF Serving.
 import argparse
 import json
 import os
+import sys
+import time
 
-import gymnasium
-import keras
-import numpy as np
-import tensorflow as tf
+# examples/ holds mujoco.py: off the import path, or gymnasium's `import mujoco` finds that script.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-import keras_trpo
+import gymnasium  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_trpo  # noqa: E402
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each iteration (collection + update) on this worker."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
 
 
 def main(argv=None):
@@ -47,9 +67,16 @@ def main(argv=None):
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
     # Each worker its own episodes: the seed differs by worker.
     rollouts = keras_trpo.Rollouts(env, model, steps=args.steps, seed=args.seed + 1000 * worker)
-    callbacks = [keras_trpo.callbacks.ProgressLogger(every=1)] if chief else []
+    timer = EpochTimer()
+    callbacks = [timer] + ([keras_trpo.callbacks.ProgressLogger(every=1)] if chief else [])
     model.fit(rollouts, epochs=args.iterations, verbose=0, callbacks=callbacks)
     print(f"worker {worker}: {model.policy_version} updates, {rollouts.env_steps} env steps collected here")
+    if len(timer.seconds) > 1:  # the first iteration includes tracing
+        collect = rollouts.collect_seconds / args.iterations
+        print(
+            f"worker {worker}: mean iteration time after the first: {np.mean(timer.seconds[1:]):.3f} s, "
+            f"of which collection {collect:.3f} s (mean over all iterations)"
+        )
     if args.weights_out:
         np.savez(args.weights_out, *[w.numpy() for w in model.weights])
     if args.export and chief:

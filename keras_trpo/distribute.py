@@ -130,8 +130,29 @@ class Replicas:
         )
 
     def mean(self, fn, *args):
-        """The mean over replicas of ``fn(*local args)``, for ``fn`` returning local batch means."""
-        return self.reduce_mean(self.run(fn, *args))
+        """The mean over replicas of ``fn(*local args)``, for ``fn`` returning local batch means.
+
+        With several replicas the float32 outputs of ``fn`` (a loss and a gradient
+        list, say) are packed into one vector, so each call costs one all-reduce
+        rather than one per tensor: across workers every all-reduce is a network
+        round trip, and the critic makes one call per minibatch.
+        """
+        if self.default:
+            return fn(*args)
+        spec = {}
+
+        def packed(*local_args):
+            out = fn(*local_args)
+            leaves = tf.nest.flatten(out)
+            spec["structure"], spec["shapes"] = out, [leaf.shape for leaf in leaves]
+            if any(leaf.dtype != tf.float32 or not leaf.shape.is_fully_defined() for leaf in leaves):
+                raise TypeError("Replicas.mean packs float32 tensors of static shape")
+            return tf.concat([tf.reshape(leaf, [-1]) for leaf in leaves], axis=0)
+
+        vector = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, self.run(packed, *args), axis=None)
+        sizes = [shape.num_elements() for shape in spec["shapes"]]
+        parts = [tf.reshape(part, shape) for part, shape in zip(tf.split(vector, sizes), spec["shapes"])]
+        return tf.nest.pack_sequence_as(spec["structure"], parts)
 
     def moments(self, values, axes=(0,)):
         """Mean and variance over the whole batch of per-replica ``values`` (equal shares).
@@ -157,7 +178,9 @@ class Replicas:
         where it sums the gradients over replicas; each replica therefore passes
         ``gradients / R``, so the sum is the mean again.
         """
-        if self.default:
+        if self.default or not _needs_merge_call(self.strategy):
+            # MultiWorkerMirroredStrategy's optimizer update needs no merge_call: apply the mean
+            # directly in the cross-replica context, with no second all-reduce.
             return optimizer.apply(gradients, variables)
         count = float(self.count)
 
@@ -167,3 +190,14 @@ class Replicas:
             return optimizer.apply([tf.identity(g) / count for g in gradients], variables)
 
         return self.run(apply_share)
+
+
+def _needs_merge_call(strategy) -> bool:
+    """Whether a Keras optimizer must be applied from a replica context under ``strategy``.
+
+    Keras' TF optimizer goes through ``maybe_merge_call``, which calls
+    ``merge_call`` unless the strategy can do without (collective-op strategies
+    such as ``MultiWorkerMirroredStrategy``); ``MirroredStrategy`` on CPUs needs it.
+    """
+    use_merge_call = getattr(strategy.extended, "_use_merge_call", None)
+    return True if use_merge_call is None else bool(use_merge_call())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 import warnings
 
@@ -132,6 +133,8 @@ class Rollouts(keras.utils.PyDataset):
         self.reward_scaler = RewardScaler(self.num_envs, self.gamma) if normalize_rewards else None
         #: Transitions collected so far (sum over sub-environments).
         self.env_steps = 0
+        #: Wall-clock seconds spent in completed collections (env steps and acting), summed.
+        self.collect_seconds = 0.0
         #: Returns and lengths of every finished episode, in order.
         self.episode_returns: list[float] = []
         self.episode_lengths: list[int] = []
@@ -168,8 +171,11 @@ class Rollouts(keras.utils.PyDataset):
         :attr:`episode_returns`, and the next collection starts from
         ``env.reset()``: the env's state no longer matches the last observation.
         """
+        start = time.perf_counter()
         try:
-            return self._collect()
+            batch = self._collect()
+            self.collect_seconds += time.perf_counter() - start
+            return batch
         except BaseException:
             self._observations = None
             self._episode_return[:] = 0.0

@@ -85,6 +85,11 @@ def main(kind, out):
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
     rollouts = keras_trpo.Rollouts(env, model, steps=256, seed=0)
     history = model.fit(rollouts, epochs=3, verbose=0).history
+    # The strategy-trained model exports an ordinary SavedModel.
+    exported = tf.saved_model.load(model.export(out + ".savedmodel"))
+    probe = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+    served = exported.signatures["serving_default"](observations=tf.constant(probe))["actions"].numpy()
+    export_matches = bool(np.array_equal(served, model(probe).numpy()))
     replica_weights_equal = all(
         all(np.array_equal(component.numpy(), w.value.values[0].numpy()) for component in w.value.values)
         for w in model.weights
@@ -101,6 +106,7 @@ def main(kind, out):
                 "collected": rollouts.env_steps,
                 "policy_version": model.policy_version,
                 "replica_weights_equal": replica_weights_equal,
+                "export_matches": export_matches,
             },
             f,
         )

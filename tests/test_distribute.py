@@ -41,6 +41,7 @@ def test_mirrored_update_over_two_replicas_equals_the_single_device_update(kind,
     assert result["collected"] == 3 * 256 and result["policy_version"] == 3
     assert result["fit_history"]["step_accepted"] == [1.0, 1.0, 1.0]
     assert result["replica_weights_equal"]
+    assert result["export_matches"]  # the SavedModel serves the strategy-trained policy
 
 
 def free_ports(count):
