@@ -29,7 +29,6 @@ REJECTION_REASONS = {
 }
 
 
-
 class UpdateRejectedWarning(RuntimeWarning):
     """Issued by ``TRPO.fit`` for each rejected update; the message names the cause.
 
@@ -435,10 +434,12 @@ class TRPO(keras.Model):
         collected (a ``RolloutError`` from the env, a ``KeyboardInterrupt``)
         reaches the caller as itself, not as the ``tf.errors.UnknownError`` that
         ``tf.data`` makes of it. Under a ``tf.distribute`` strategy the batches
-        are split over the replicas by :func:`keras_trpo.distribute.distribute_py_dataset`
-        (each worker uses its own rollouts). The warning (from :class:`keras_trpo.callbacks.RejectedUpdateWarnings`,
-        added unless one is passed) names the update and the cause from
-        :data:`REJECTION_REASONS`; training continues with the next batch.
+        are split over the replicas by
+        :func:`keras_trpo.distribute.distribute_py_dataset` (each worker uses
+        its own rollouts; docs/scaling.md). The warning (from
+        :class:`keras_trpo.callbacks.RejectedUpdateWarnings`, added unless one
+        is passed) names the update and the cause from :data:`REJECTION_REASONS`;
+        training continues with the next batch.
         """
         from keras_trpo.callbacks import RejectedUpdateWarnings
 

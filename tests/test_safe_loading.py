@@ -60,7 +60,9 @@ def test_a_keras_file_holds_only_json_and_hdf5_no_pickle(saved):
         assert archive.read("model.weights.h5")[:8] == b"\x89HDF\r\n\x1a\n"
 
 
-def test_a_lambda_smuggled_into_the_trpo_config_is_refused_and_never_runs(saved, tmp_path):
+@pytest.fixture
+def lambda_activation(saved, tmp_path):
+    """Our own TRPO file with its ``activation`` replaced by a payload lambda; returns (file, marker)."""
     saved, _ = saved
     marker = tmp_path / "pwned"
 
@@ -68,7 +70,11 @@ def test_a_lambda_smuggled_into_the_trpo_config_is_refused_and_never_runs(saved,
         config["config"]["activation"] = payload_lambda(marker)
         return config
 
-    path = tamper(saved / "model.keras", tmp_path / "tampered.keras", edit)
+    return tamper(saved / "model.keras", tmp_path / "tampered.keras", edit), marker
+
+
+def test_a_lambda_smuggled_into_the_trpo_config_is_refused_and_never_runs(lambda_activation):
+    path, marker = lambda_activation
     with pytest.raises(ValueError, match="safe_mode"):
         keras.models.load_model(path)
     assert not marker.exists()
@@ -95,15 +101,8 @@ def test_a_lambda_layer_model_in_place_of_ours_is_refused_and_never_runs(saved, 
     assert not marker.exists()
 
 
-def test_the_cli_refuses_a_tampered_file_with_one_error_line(saved, tmp_path):
-    saved, _ = saved
-    marker = tmp_path / "pwned"
-
-    def edit(config):
-        config["config"]["activation"] = payload_lambda(marker)
-        return config
-
-    path = tamper(saved / "model.keras", tmp_path / "tampered.keras", edit)
+def test_the_cli_refuses_a_tampered_file_with_one_error_line(lambda_activation):
+    path, marker = lambda_activation
     result = subprocess.run(
         [sys.executable, "-m", "keras_trpo.cli", "info", str(path)], capture_output=True, text=True, timeout=300
     )
