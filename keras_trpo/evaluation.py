@@ -6,7 +6,7 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.rollouts import as_vector_env
+from keras_trpo.rollouts import action_bounds, as_vector_env, autoreset_mode
 
 
 def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[float]:
@@ -36,8 +36,8 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
         env = gymnasium.make_vec(env, num_envs=int(episodes), vectorization_mode="sync")
     env = as_vector_env(env)
     act = tf.function(lambda observations: model(observations), reduce_retracing=True)
-    space = env.single_action_space
-    bounds = (space.low, space.high) if isinstance(space, gymnasium.spaces.Box) else None
+    low, high = action_bounds(env)
+    reset_finished = autoreset_mode(env) != gymnasium.vector.AutoresetMode.SAME_STEP
     quota = np.full(env.num_envs, episodes // env.num_envs)
     quota[: episodes % env.num_envs] += 1
     returns: list[float] = []
@@ -47,8 +47,8 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
     try:
         while (finished < quota).any():
             actions = act(tf.convert_to_tensor(observations, tf.float32)).numpy()
-            if bounds is not None:
-                actions = np.clip(actions, *bounds)
+            if low is not None:
+                actions = np.clip(actions, low, high)
             observations, rewards, terminated, truncated, _ = env.step(actions)
             running += rewards
             done = terminated | truncated
@@ -57,7 +57,7 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
                     returns.append(float(running[i]))
                     finished[i] += 1
             running[done] = 0.0
-            if done.any() and env.metadata.get("autoreset_mode") != gymnasium.vector.AutoresetMode.SAME_STEP:
+            if done.any() and reset_finished:
                 observations, _ = env.reset(options={"reset_mask": done})
     finally:
         if owned:

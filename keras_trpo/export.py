@@ -59,7 +59,6 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo import policies
 from keras_trpo.model import TRPO
 
 SIGNATURE_NAMES = ("serving_default", "sample", "value", "log_prob", "distribution_params")
@@ -218,7 +217,7 @@ class ServingModule(tf.Module):
         @tf.function(input_signature=[obs_spec, seed_spec])
         def sample(observations, seed):
             p = params(observations)
-            actions = _stateless_sample(head, p, seed)
+            actions = head.stateless_sample(p, seed)
             log_probs = head.distribution(p).log_prob(head.cast_actions(actions))
             return {"actions": clip(actions), "log_probs": log_probs}
 
@@ -249,26 +248,3 @@ def _tf_variable(variable):
     """The ``tf.Variable`` behind a Keras 3 variable (its ``value``), so that the module tracks it."""
     return variable if isinstance(variable, tf.Variable) else variable.value
 
-
-def _stateless_sample(head, params, seed):
-    """One action per row from the head's distribution with ``tf.random.stateless_*`` ops.
-
-    Returns actions in the env's convention (``start`` offsets added, unclipped).
-    """
-    if isinstance(head, policies.DiagGaussianHead):
-        mean = params["mean"]
-        noise = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
-        return mean + tf.exp(params["log_std"]) * noise
-    if isinstance(head, policies.CategoricalHead):
-        index = tf.random.stateless_categorical(params["logits"], 1, seed=seed, dtype=tf.int32)[:, 0]
-        return index + head.start
-    if isinstance(head, policies.MultiCategoricalHead):
-        padded = head._padded_logits(params["logits"])  # [N, K, max(nvec)]; padding has probability 0
-        k, width = len(head.nvec), padded.shape[-1]
-        flat = tf.random.stateless_categorical(tf.reshape(padded, [-1, width]), 1, seed=seed, dtype=tf.int32)
-        return tf.reshape(flat, [-1, k]) + tf.constant(head.start, tf.int32)
-    if isinstance(head, policies.BernoulliHead):
-        logits = params["logits"]
-        uniform = tf.random.stateless_uniform(tf.shape(logits), seed=seed, dtype=logits.dtype)
-        return tf.cast(uniform < tf.sigmoid(logits), tf.int32)
-    raise TypeError(f"Cannot export a policy head of type {type(head).__name__}.")

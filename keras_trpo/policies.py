@@ -89,6 +89,14 @@ class PolicyHead:
         """Samples actions with numpy from numpy parameters (fast acting path)."""
         raise NotImplementedError
 
+    def stateless_sample(self, params, seed):
+        """One action per row with ``tf.random.stateless_*`` ops (the exported ``sample`` signature).
+
+        ``seed`` is a shape-[2] int32 tensor; the same seed gives the same actions.
+        Actions are in the env's convention (``start`` offsets added, unclipped).
+        """
+        raise NotImplementedError
+
 
 class CategoricalHead(PolicyHead):
     """``Discrete(n)`` → ``Categorical(logits)``; actions are ``start + index``."""
@@ -109,6 +117,9 @@ class CategoricalHead(PolicyHead):
 
     def numpy_sample(self, params, rng):
         return _numpy_categorical(params["logits"], rng) + self.start
+
+    def stateless_sample(self, params, seed):
+        return tf.random.stateless_categorical(params["logits"], 1, seed=seed, dtype=tf.int32)[:, 0] + self.start
 
 
 class MultiCategoricalHead(PolicyHead):
@@ -161,6 +172,12 @@ class MultiCategoricalHead(PolicyHead):
             offset += n
         return np.stack(parts, axis=-1) + self.start
 
+    def stateless_sample(self, params, seed):
+        padded = self._padded_logits(params["logits"])  # [N, K, max(nvec)]; padding has probability 0
+        k, width = len(self.nvec), padded.shape[-1]
+        flat = tf.random.stateless_categorical(tf.reshape(padded, [-1, width]), 1, seed=seed, dtype=tf.int32)
+        return tf.reshape(flat, [-1, k]) + tf.constant(self.start, tf.int32)
+
 
 class BernoulliHead(PolicyHead):
     """``MultiBinary(n)`` → independent ``Bernoulli(logits)`` over ``n`` bits."""
@@ -187,6 +204,11 @@ class BernoulliHead(PolicyHead):
     def numpy_sample(self, params, rng):
         probs = 1.0 / (1.0 + np.exp(-params["logits"]))
         return (rng.random(probs.shape) < probs).astype(np.int8)
+
+    def stateless_sample(self, params, seed):
+        logits = params["logits"]
+        uniform = tf.random.stateless_uniform(tf.shape(logits), seed=seed, dtype=logits.dtype)
+        return tf.cast(uniform < tf.sigmoid(logits), tf.int32)
 
 
 class DiagGaussianHead(PolicyHead):
@@ -226,6 +248,11 @@ class DiagGaussianHead(PolicyHead):
         mean = params["mean"]
         noise = rng.standard_normal(mean.shape).astype(mean.dtype)
         return mean + np.exp(params["log_std"]) * noise
+
+    def stateless_sample(self, params, seed):
+        mean = params["mean"]
+        noise = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
+        return mean + tf.exp(params["log_std"]) * noise
 
 
 def make_head(action_space) -> PolicyHead:

@@ -120,7 +120,7 @@ class Rollouts(keras.utils.PyDataset):
         self.gamma = float(gamma)
         self.gae_lambda = float(gae_lambda)
         self.seed = seed
-        self.autoreset_mode = self.env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        self.autoreset_mode = autoreset_mode(self.env)
         self._rng = np.random.default_rng(seed)
         self._observations = None
         self._episode_return = np.zeros(self.num_envs)
@@ -199,7 +199,7 @@ class Rollouts(keras.utils.PyDataset):
         terminated = np.zeros((horizon, num_envs), bool)
         truncated = np.zeros((horizon, num_envs), bool)
         first_finished = len(self.episode_returns)
-        low, high = _action_bounds(self.env)
+        low, high = action_bounds(self.env)
 
         observations = self._observations
         for t in range(horizon):
@@ -403,7 +403,18 @@ def as_vector_env(env) -> VectorEnv:
     raise TypeError(f"env must be a gymnasium Env or VectorEnv; got {type(env).__name__}.")
 
 
-def _action_bounds(env):
+def autoreset_mode(env: VectorEnv) -> AutoresetMode:
+    """The vector env's autoreset mode (gymnasium's default, ``NEXT_STEP``, when unset).
+
+    Under ``NEXT_STEP`` and ``DISABLED`` the caller resets finished sub-envs with
+    ``env.reset(options={"reset_mask": done})`` (``Rollouts`` and ``evaluate`` do);
+    under ``SAME_STEP`` the env has already reset them.
+    """
+    return env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+
+
+def action_bounds(env: VectorEnv):
+    """``(low, high)`` of a ``Box`` action space, to clip actions to; ``(None, None)`` otherwise."""
     space = env.single_action_space
     if isinstance(space, gymnasium.spaces.Box):
         return space.low, space.high
