@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_trpo.validation import check_unit_interval
+
 
 def compute_gae(
     rewards,
@@ -69,9 +71,7 @@ def compute_gae(
     truncated = _as_2d("truncated", truncated, bool, shape)
     final_values = _as_2d("final_values", final_values, np.float64, shape)
     autoreset = np.zeros(shape, bool) if autoreset is None else _as_2d("autoreset", autoreset, bool, shape)
-    for name, value in (("gamma", gamma), ("lam", lam)):
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1]; got {value!r}.")
+    gamma, lam = check_unit_interval("gamma", gamma), check_unit_interval("lam", lam)
 
     done = terminated | truncated
     next_values = np.empty_like(values)

@@ -14,6 +14,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.advantages import compute_gae
 from keras_trpo.normalization import RewardScaler
+from keras_trpo.validation import check_unit_interval
 
 
 class Rollouts(keras.utils.PyDataset):
@@ -95,8 +96,8 @@ class Rollouts(keras.utils.PyDataset):
     ):
         # No workers: a batch must never be collected ahead of the update before it.
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=1)
-        _check_range("gamma", gamma, 0.0, 1.0)
-        _check_range("gae_lambda", gae_lambda, 0.0, 1.0)
+        check_unit_interval("gamma", gamma)
+        check_unit_interval("gae_lambda", gae_lambda)
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
             raise TypeError(f"steps must be an integer >= 1; got {steps!r}.")
         if steps < 1:
@@ -433,10 +434,3 @@ def _check_spaces(env, model):
             f"env action space {env.single_action_space} does not match the model's action space "
             f"{model.action_space}."
         )
-
-
-def _check_range(name, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number in [{low}, {high}]; got {value!r}.")
-    if not low <= float(value) <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}]; got {value!r}.")

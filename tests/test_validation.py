@@ -87,10 +87,10 @@ ROLLOUT_CASES = {
     "steps not a multiple of num_envs": (rollouts(steps=30), ValueError,
                                          r"steps must be a multiple of the number of sub-environments \(4\); got 30\. "
                                          r"Use steps=28 or steps=32"),
-    "gamma > 1": (rollouts(gamma=1.01), ValueError, r"gamma must be in \[0.0, 1.0\]; got 1.01"),
-    "gamma < 0": (rollouts(gamma=-0.5), ValueError, r"gamma must be in \[0.0, 1.0\]"),
-    "gae_lambda > 1": (rollouts(gae_lambda=2), ValueError, r"gae_lambda must be in \[0.0, 1.0\]; got 2"),
-    "gae_lambda < 0": (rollouts(gae_lambda=-0.1), ValueError, r"gae_lambda must be in \[0.0, 1.0\]"),
+    "gamma > 1": (rollouts(gamma=1.01), ValueError, r"gamma must be in \[0, 1\]; got 1.01"),
+    "gamma < 0": (rollouts(gamma=-0.5), ValueError, r"gamma must be in \[0, 1\]"),
+    "gae_lambda > 1": (rollouts(gae_lambda=2), ValueError, r"gae_lambda must be in \[0, 1\]; got 2"),
+    "gae_lambda < 0": (rollouts(gae_lambda=-0.1), ValueError, r"gae_lambda must be in \[0, 1\]"),
     "gae_lambda string": (rollouts(gae_lambda="0.9"), TypeError, r"gae_lambda must be a number"),
     "observation space of another env": (rollouts("Acrobot-v1"), ValueError,
                                          r"env observation space Box.*\(6,\).* does not match the model's observation "
@@ -118,6 +118,7 @@ GAE_ARGS = dict(rewards=np.zeros((3, 2)), values=np.zeros((3, 2)), terminated=np
 GAE_CASES = {
     "gamma > 1": ({"gamma": 1.5}, ValueError, r"gamma must be in \[0, 1\]"),
     "lam < 0": ({"lam": -0.1}, ValueError, r"lam must be in \[0, 1\]"),
+    "gamma string": ({"gamma": "0.9"}, TypeError, r"gamma must be a number in \[0, 1\]; got '0.9'"),
     "1-D rewards": ({"rewards": np.zeros(3)}, ValueError, r"rewards must have shape \[T, num_envs\]"),
     "values shape": ({"values": np.zeros((3, 3))}, ValueError, r"values has shape \[3, 3\]; expected \[T, num_envs\] = \[3, 2\]"),
     "float terminated": ({"terminated": np.full((3, 2), 0.5)}, TypeError, r"terminated must be bool"),
