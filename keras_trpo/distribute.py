@@ -64,6 +64,13 @@ def distribute_py_dataset(py_dataset, strategy):
     first = py_dataset[0]  # Rollouts caches it: it is served again as the first batch
     if not isinstance(first, dict):
         raise TypeError(f"TRPO batches are dicts of arrays; the dataset yields {type(first).__name__}.")
+    local_replicas = len(strategy.extended.worker_devices)
+    steps = len(first["observations"])
+    if steps % local_replicas:
+        raise ValueError(
+            f"a batch of {steps} steps does not split evenly over this worker's {local_replicas} replicas; "
+            f"use steps divisible by {local_replicas} (e.g. {steps - steps % local_replicas})."
+        )
     signature = {
         key: tf.TensorSpec((None, *np.shape(value)[1:]), tf.as_dtype(np.asarray(value).dtype))
         for key, value in first.items()

@@ -85,6 +85,14 @@ def main(kind, out):
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
     rollouts = keras_trpo.Rollouts(env, model, steps=256, seed=0)
     history = model.fit(rollouts, epochs=3, verbose=0).history
+    # A batch that does not split evenly over the replicas is refused before any collection or compute.
+    odd = {key: value[:255] for key, value in batch.items()}
+    try:
+        mirrored.fit(Fixed(odd), epochs=1, verbose=0)
+        uneven_error = None
+    except ValueError as error:
+        uneven_error = str(error)
+
     # The strategy-trained model exports an ordinary SavedModel.
     exported = tf.saved_model.load(model.export(out + ".savedmodel"))
     probe = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
@@ -107,6 +115,7 @@ def main(kind, out):
                 "policy_version": model.policy_version,
                 "replica_weights_equal": replica_weights_equal,
                 "export_matches": export_matches,
+                "uneven_error": uneven_error,
             },
             f,
         )

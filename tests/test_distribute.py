@@ -42,6 +42,7 @@ def test_mirrored_update_over_two_replicas_equals_the_single_device_update(kind,
     assert result["fit_history"]["step_accepted"] == [1.0, 1.0, 1.0]
     assert result["replica_weights_equal"]
     assert result["export_matches"]  # the SavedModel serves the strategy-trained policy
+    assert "a batch of 255 steps does not split evenly over this worker's 2 replicas" in result["uneven_error"]
 
 
 def free_ports(count):
