@@ -630,9 +630,10 @@ class ExportBest(keras.callbacks.Callback):
 class RolloutsBackup(keras.callbacks.Callback):
     """Saves the rollouts' state next to BackupAndRestore's files; list it *after* BackupAndRestore.
 
-    Keras reads one batch (to infer the dataset structure) before ``on_train_begin``, i.e. before
-    BackupAndRestore restores the weights: that batch is collected by the fresh, unrestored model
-    and moves the env and RNG. Restoring the rollouts state in ``on_train_begin`` undoes that.
+    On ``on_train_begin`` (after BackupAndRestore has restored the weights) it restores the
+    env, RNG and counters, and drops any batch collected before (on Keras' ``tf.data`` path a
+    batch is read before ``on_train_begin`` to infer the dataset structure, by the unrestored
+    model).
 
     The state file is a Python pickle (the env object is part of the state), and
     unpickling runs code: restore only backup directories you wrote yourself

@@ -430,10 +430,13 @@ class TRPO(keras.Model):
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, **kwargs):
         """``keras.Model.fit``, plus one :class:`UpdateRejectedWarning` per rejected update.
 
-        An exception raised while a :class:`keras_trpo.Rollouts` batch is
-        collected (a ``RolloutError`` from the env, a ``KeyboardInterrupt``)
-        reaches the caller as itself, not as the ``tf.errors.UnknownError`` that
-        ``tf.data`` makes of it. Under a ``tf.distribute`` strategy the batches
+        A ``PyDataset`` with one batch per epoch (:class:`keras_trpo.Rollouts`)
+        is read directly by the train function, right before each update and in
+        this thread: no ``tf.data`` iterator per epoch, nothing prefetched. An
+        exception raised while a batch is collected (a ``RolloutError`` from the
+        env, a ``KeyboardInterrupt``) reaches the caller as itself, also on the
+        ``tf.data`` path (other datasets, strategies), where TensorFlow would
+        report it as ``tf.errors.UnknownError``. Under a ``tf.distribute`` strategy the batches
         are split over the replicas by
         :func:`keras_trpo.distribute.distribute_py_dataset` (each worker uses
         its own rollouts; docs/scaling.md). The warning (from
@@ -453,6 +456,12 @@ class TRPO(keras.Model):
         if distributed:
             x = distribute.distribute_py_dataset(x, self.distribute_strategy)
             kwargs.setdefault("shuffle", False)
+        elif isinstance(x, keras.utils.PyDataset) and len(x) == 1 and kwargs.get("steps_per_epoch") is None:
+            # One batch per epoch (Rollouts): the train function reads it from the PyDataset
+            # itself, in this thread, when the update is about to run. Keras only sees a
+            # one-element placeholder dataset, so no tf.data generator iterator is built per epoch.
+            self._direct_source, x = x, tf.data.Dataset.from_tensors(np.zeros((), np.int8))
+            kwargs.setdefault("shuffle", False)
         try:
             with warnings.catch_warnings():
                 if distributed:
@@ -467,6 +476,8 @@ class TRPO(keras.Model):
                 raise
             source.pending_error = None
             raise original from original.__cause__  # keeps its own cause, drops the UnknownError
+        finally:
+            self._direct_source = None
 
     def train_step(self, data):
         """One TRPO policy update plus critic regression on ``data``.
@@ -575,7 +586,7 @@ class TRPO(keras.Model):
         (see :mod:`keras_trpo.distribute`).
         """
         if distribute.is_default_strategy(self.distribute_strategy):
-            return super().make_train_function(force)
+            return self._make_single_device_train_function(force)
         if self.train_function is not None and not force:
             return self.train_function
         if self.steps_per_execution != 1:
@@ -588,6 +599,45 @@ class TRPO(keras.Model):
 
         self.train_function = train_function
         return train_function
+
+    def _make_single_device_train_function(self, force):
+        """Keras' train function, plus the direct path for one-batch PyDatasets (see ``fit``).
+
+        On the direct path the batch comes from ``self._direct_source[0]`` (for
+        ``Rollouts``: collected now, by the current weights) and goes to one
+        ``tf.function`` of :meth:`train_step`, traced once per batch structure.
+        Keras' placeholder element is not read: its epoch has exactly one step.
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force)
+        keras_train_function = self.train_function
+
+        def train_function(iterator):
+            source = getattr(self, "_direct_source", None)
+            if source is None:
+                return keras_train_function(iterator)
+            batch = source[0]
+            if self.run_eagerly:
+                return self.train_step(batch)
+            return self._direct_step(batch)(batch)
+
+        self.train_function = train_function
+        return train_function
+
+    def _direct_step(self, batch):
+        """The compiled ``train_step`` for batches shaped like ``batch`` (``[None, ...]`` specs)."""
+        if not isinstance(batch, Mapping):
+            return tf.function(self.train_step)  # train_step raises the TypeError with the expected keys
+        spec = {
+            key: tf.TensorSpec((None, *np.shape(value)[1:]), tf.as_dtype(np.asarray(value).dtype))
+            for key, value in batch.items()
+        }
+        key = tuple(sorted((k, tuple(v.shape), v.dtype.name) for k, v in spec.items()))
+        steps = self.__dict__.setdefault("_direct_steps", {})
+        if key not in steps:
+            steps[key] = tf.function(self.train_step, input_signature=[spec], jit_compile=bool(self.jit_compile))
+        return steps[key]
 
     def _update_all_replicas(self, strategy, batch):
         replicas = Replicas(strategy)

@@ -24,10 +24,12 @@ class Rollouts(keras.utils.PyDataset):
     ``steps`` transitions summed over the sub-environments, with GAE(γ, λ)
     advantages and value targets, i.e. one TRPO iteration.
 
-    **On-policy guarantee.** Keras wraps a ``PyDataset`` in ``tf.data`` with
-    prefetching and reads one batch before training to infer its structure.
-    With one batch per epoch nothing is read ahead of an update, and the
-    batch read for the structure is cached and served as the first batch, so no
+    **On-policy guarantee.** ``TRPO.fit`` reads a one-batch ``PyDataset``
+    itself, right before each update, in the calling thread (no ``tf.data``
+    prefetching). Under Keras' usual ``tf.data`` path (``keras.Model.fit`` of
+    another model, or a ``tf.distribute`` strategy) one batch per epoch still
+    means nothing is read ahead of an update, and a batch read early to infer
+    the dataset structure is cached and served as the first batch, so no
     transitions are thrown away. Each batch carries the ``policy_version`` of the
     weights that collected it and ``TRPO.train_step`` fails loudly if it differs
     from the model's (for example with ``steps_per_epoch`` > 1 or worker threads).
