@@ -8,15 +8,16 @@ the ``R`` per-replica means. :class:`Replicas` computes exactly that with a
 ``tf.distribute`` strategy: each local mean inside ``strategy.run``, then
 ``strategy.reduce(MEAN)``.
 
-``TRPO.train_step`` hands the per-replica batch to the cross-replica context
-once (``ReplicaContext.merge_call``) and runs the whole update there. This is
-what makes the algorithm's control flow possible under ``MirroredStrategy``:
-conjugate gradient, the line search and the critic epochs are ``tf.while_loop``s
-whose bodies need cross-replica means, and a synchronization point inside
-control flow is not allowed in a replica context, while ``strategy.run`` inside
-control flow in the cross-replica context is. Parameters are then assigned in
-the cross-replica context, which updates every replica's copy, so all replicas
-hold the same weights after every step by construction.
+Under a strategy, ``TRPO.make_train_function`` reads the per-replica batch and
+runs the whole update in the cross-replica context (Keras would run
+``train_step`` once per replica). This is what makes the algorithm's control
+flow possible under ``MirroredStrategy``: conjugate gradient, the line search
+and the critic epochs are ``tf.while_loop``s whose bodies need cross-replica
+means, and a synchronization point inside control flow is not allowed in a
+replica context, while ``strategy.run`` inside control flow in the
+cross-replica context is. Parameters are then assigned in the cross-replica
+context, which updates every replica's copy, so all replicas hold the same
+weights after every step by construction.
 
 Without a strategy (the default strategy, one replica) ``strategy.run(fn)`` is
 ``fn()`` and the reduction is the identity, so the single-device update runs
