@@ -153,13 +153,14 @@ class Rollouts(keras.utils.PyDataset):
     def __getitem__(self, index):
         version = self.model.policy_version
         if self._cached is not None and self._cached[0] == version:
-            # The batch Keras read to infer the dataset structure: no update has happened since.
+            # Already collected by these weights (on Keras' tf.data path: the batch read to infer
+            # the dataset structure); no update has happened since.
             return self._cached[1]
         try:
             batch = self.collect()
         except BaseException as error:
-            # Inside fit this runs on a tf.data thread, where TensorFlow turns any exception into
-            # an UnknownError; TRPO.fit raises the original one (RolloutError, KeyboardInterrupt).
+            # On Keras' tf.data path this runs on a tf.data thread, where TensorFlow turns any
+            # exception into an UnknownError; TRPO.fit raises the original one from here.
             self.pending_error = error
             raise
         self._cached = (version, batch)
