@@ -23,6 +23,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
+def loopback_cluster(workers):
+    """A TF_CONFIG ``cluster`` of ``workers`` workers on free 127.0.0.1 ports."""
+    ports = []
+    for _ in range(workers):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    return {"worker": [f"127.0.0.1:{p}" for p in ports]}
+
+
 # ---------------------------------------------------------------------------
 # children
 # ---------------------------------------------------------------------------
@@ -114,12 +124,7 @@ def child_update(replicas, batch, repeats):
 
 
 def child_workers(workers, steps, iterations):
-    ports = []
-    for _ in range(workers):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    cluster = loopback_cluster(workers)
     processes = []
     start = time.perf_counter()
     for index in range(workers):
@@ -167,12 +172,7 @@ def child_allreduce_worker(cluster, index, size, count):
 
 
 def child_allreduce(size, count):
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    cluster = loopback_cluster(2)
     processes = [
         subprocess.Popen(
             [sys.executable, __file__, "--child", json.dumps(["allreduce_worker", cluster, index, size, count])],

@@ -11,6 +11,13 @@ import pytest
 import keras_trpo
 
 
+def rss_mb():
+    """Resident set size of this process in MB, after a garbage collection."""
+    gc.collect()
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def _fit(activation, epochs, steps=256):
     env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
     model = keras_trpo.TRPO.for_env(env, seed=0, activation=activation, hidden_units=(32,), value_hidden_units=(32,))
@@ -36,11 +43,6 @@ def test_tensorflow_acting_fallback_traces_once():
 
 @pytest.mark.slow
 def test_memory_stays_flat_over_50_iterations():
-    def rss_mb():
-        gc.collect()
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
     env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
     model = keras_trpo.TRPO.for_env(env, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -67,11 +69,6 @@ def test_300_iterations_with_a_wide_trust_region_stay_finite_with_flat_memory():
     Every iteration: all weights finite. Every 10 iterations: RSS. Memory must be
     flat after warm-up (tracing, allocator pools, tf.data buffers).
     """
-
-    def rss_mb():
-        gc.collect()
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
     env = gymnasium.make_vec("CartPole-v1", num_envs=8, vectorization_mode="sync")
     model = keras_trpo.TRPO.for_env(env, max_kl=0.05, seed=0)
