@@ -1,8 +1,20 @@
-"""Argument checks shared by the modules that take discount-like parameters."""
+"""Argument and batch checks: one clear line naming the argument, what was expected and what came.
+
+A leaf module: it imports nothing from keras_trpo. Every check runs in Python,
+before any TensorFlow computation.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+import tensorflow as tf
+
+#: The arrays of a ``train_step`` batch, each with the batch dimension first.
+BATCH_KEYS = ("observations", "actions", "advantages", "returns")
+#: Optional scalar batch entries from ``Rollouts`` that ``train_step`` copies into its logs.
+LOG_KEYS = ("episode_return", "episode_length", "episodes", "env_steps")
 
 
 def check_unit_interval(name: str, value) -> float:
@@ -17,3 +29,125 @@ def check_unit_interval(name: str, value) -> float:
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1]; got {value!r}.")
     return float(value)
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """Returns ``value`` as an ``int`` if it is an integer ``>= minimum`` (``bool`` is not).
+
+    Raises:
+        ValueError: naming ``name``, the allowed range and the value received.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+_HYPERPARAMETER_RULES = {
+    "max_kl": (lambda v: v > 0, "a number > 0"),
+    "damping": (lambda v: v >= 0, "a number >= 0"),
+    "cg_iterations": (lambda v: v >= 1, "an integer >= 1"),
+    "backtrack_coefficient": (lambda v: 0 < v < 1, "a number in the open interval (0, 1)"),
+    "backtrack_iterations": (lambda v: v >= 1, "an integer >= 1"),
+    "fvp_fraction": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "value_epochs": (lambda v: v >= 0, "an integer >= 0"),
+    "value_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+}
+_INTEGER_HYPERPARAMETERS = {"cg_iterations", "backtrack_iterations", "value_epochs", "value_batch_size"}
+
+
+def check_hyperparameters(**values) -> None:
+    """Raises TypeError/ValueError naming the TRPO hyperparameter and its allowed range."""
+    for name, value in values.items():
+        check, allowed = _HYPERPARAMETER_RULES[name]
+        is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not is_number or (name in _INTEGER_HYPERPARAMETERS and not float(value).is_integer()):
+            raise TypeError(f"{name} must be {allowed}; got {value!r} of type {type(value).__name__}.")
+        if not np.isfinite(value) or not check(value):
+            raise ValueError(f"{name} must be {allowed}; got {value!r}.")
+
+
+def validate_batch(data, spec: Mapping, cast_actions) -> dict:
+    """Checks a ``train_step`` batch against ``spec`` and returns it as tensors.
+
+    Args:
+        data: a dict (or a 1-tuple holding one) with the :data:`BATCH_KEYS`, and
+            optionally ``policy_version`` and the :data:`LOG_KEYS`.
+        spec: ``{key: (per-sample shape, "integer" | "floating" | "float or integer")}``.
+        cast_actions: casts the actions to the dtype of the policy head.
+
+    Returns:
+        The batch: float32 tensors (actions cast by ``cast_actions``), and
+        ``policy_version`` (int64) and the log entries as scalars.
+
+    Raises:
+        TypeError: ``data`` is not a dict.
+        ValueError: a missing key, a wrong shape or dtype, an empty batch, or
+            samples counts that differ between keys.
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 1:
+        data = data[0]
+
+    def describe(key):
+        shape, dtype = spec[key]
+        return f"{key} [N" + "".join(f", {d}" for d in shape) + f"] ({dtype})"
+
+    expected_all = ", ".join(describe(k) for k in BATCH_KEYS)
+    if not isinstance(data, Mapping):
+        raise TypeError(f"train_step expects a dict with {expected_all}; got {type(data).__name__}.")
+    batch, n = {}, None
+    for key in BATCH_KEYS:
+        if key not in data:
+            raise ValueError(f"batch is missing key {key!r}; expected {expected_all}.")
+        value = data[key]
+        if not hasattr(value, "dtype") or not hasattr(value, "shape"):
+            value = np.asarray(value)
+        shape = tuple(value.shape)
+        expected_shape, expected_dtype = spec[key]
+        if len(shape) != 1 + len(expected_shape) or any(
+            s is not None and s != e for s, e in zip(shape[1:], expected_shape)
+        ):
+            raise ValueError(f"batch[{key!r}] has shape {list(shape)}; expected {describe(key)}.")
+        if shape[0] is not None:
+            if n is None:
+                n = shape[0]
+            elif shape[0] != n:
+                raise ValueError(
+                    f"batch[{key!r}] has {shape[0]} samples but batch['observations'] has {n}; "
+                    f"expected {describe(key)} with the same N for every key."
+                )
+        dtype = tf.as_dtype(value.dtype)
+        ok = {
+            "integer": dtype.is_integer or dtype.is_bool,
+            "floating": dtype.is_floating,
+            "float or integer": dtype.is_floating or dtype.is_integer,
+        }[expected_dtype]
+        if not ok:
+            raise ValueError(f"batch[{key!r}] has dtype {dtype.name}; expected {describe(key)}.")
+        batch[key] = cast_actions(value) if key == "actions" else tf.cast(value, tf.float32)
+    if n == 0:
+        raise ValueError(f"batch is empty (N = 0); expected {expected_all} with N >= 1.")
+    for key in ("policy_version", *LOG_KEYS):
+        if key in data:
+            value = data[key]
+            shape = tuple(getattr(value, "shape", ()))
+            if len(shape) > 1 or shape == (0,):
+                raise ValueError(
+                    f"batch[{key!r}] must be a scalar or a vector repeating one value ([1] or [N]); "
+                    f"got shape {list(shape)}."
+                )
+            value = tf.cast(value, tf.int64 if key == "policy_version" else tf.float32)
+            batch[key] = tf.reshape(value, [-1])[0]
+    return batch
+
+
+def batch_version(data):
+    """The ``policy_version`` a batch carries, read on the host, or ``None`` (no key, or symbolic)."""
+    if isinstance(data, (tuple, list)) and len(data) == 1:
+        data = data[0]
+    if not isinstance(data, Mapping) or "policy_version" not in data:
+        return None
+    value = data["policy_version"]
+    if isinstance(value, tf.Tensor) and not hasattr(value, "numpy"):
+        return None  # symbolic: the in-graph check decides
+    flat = np.reshape(np.asarray(value), [-1])
+    return int(flat[0]) if flat.size else None
