@@ -19,14 +19,16 @@ if _keras.backend.backend() != "tensorflow":
 from keras_trpo import callbacks, ops, policies  # noqa: E402
 from keras_trpo.advantages import compute_gae  # noqa: E402
 from keras_trpo.evaluation import evaluate  # noqa: E402
-from keras_trpo.model import REJECTION_REASONS, TRPO, UpdateRejectedWarning  # noqa: E402
+from keras_trpo.errors import REJECTION_REASONS, RolloutError, StaleBatchError, UpdateRejectedWarning  # noqa: E402
+from keras_trpo.model import TRPO  # noqa: E402
 from keras_trpo.normalization import RunningNormalization  # noqa: E402
-from keras_trpo.rollouts import RolloutError, Rollouts  # noqa: E402
+from keras_trpo.rollouts import Rollouts  # noqa: E402
 
 __all__ = [
     "TRPO",
     "Rollouts",
     "RolloutError",
+    "StaleBatchError",
     "compute_gae",
     "evaluate",
     "RunningNormalization",

@@ -53,7 +53,7 @@ class PolicySnapshot:
         self._obs_size = int(np.prod(self._obs_shape))
         activation = NUMPY_ACTIVATIONS.get(model.activation)
         if activation is None:
-            self._tf = compiled_forward(model)
+            self._tf = model.acting_function()
             return
         self._tf = None
         self._normalize = None if model.normalizer is None else model.normalizer.numpy_transform()
@@ -100,21 +100,3 @@ class PolicySnapshot:
         outputs, values = self.outputs_and_values(observations)
         return self.head.numpy_sample(self.head.numpy_params(outputs, self.log_std), rng), values
 
-
-def compiled_forward(model):
-    """The model's ``(policy outputs, values)`` as one ``tf.function``, built once per model.
-
-    Its input signature has a free batch dimension, so it traces once;
-    ``model.acting_traces`` counts the traces.
-    """
-    forward = getattr(model, "_acting_forward", None)
-    if forward is None:
-        model.acting_traces = 0
-
-        @tf.function(input_signature=[tf.TensorSpec([None, *model.observation_shape], tf.float32)])
-        def forward(observations):
-            model.acting_traces += 1
-            return model.policy_outputs(observations), model.value(observations)
-
-        model._acting_forward = forward
-    return forward

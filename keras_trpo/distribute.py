@@ -19,9 +19,9 @@ cross-replica context is. Parameters are then assigned in the cross-replica
 context, which updates every replica's copy, so all replicas hold the same
 weights after every step by construction.
 
-Without a strategy (the default strategy, one replica) ``strategy.run(fn)`` is
-``fn()`` and the reduction is the identity, so the single-device update runs
-exactly the same operations as before distribution was added.
+Without a strategy, ``Replicas(None)`` makes ``run(fn)`` a plain ``fn()`` and
+the reduction the identity, so the single-device update is the same code and
+runs exactly the same operations as before distribution was added.
 """
 
 from __future__ import annotations
@@ -30,10 +30,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_trpo import errors
 
-def is_default_strategy(strategy) -> bool:
-    """True for TensorFlow's default (no-op, single-device) strategy."""
-    return type(strategy).__name__ == "_DefaultDistributionStrategy"
+
+def check_even_split(steps: int, local_replicas: int) -> None:
+    """Raises ValueError unless a batch of ``steps`` rows splits evenly over ``local_replicas``.
+
+    Every batch quantity is the mean of the replicas' means, which is the batch
+    mean only when every replica holds the same number of rows.
+    """
+    if steps % local_replicas:
+        raise ValueError(errors.uneven_split_message(steps, local_replicas))
 
 
 def distribute_py_dataset(py_dataset, strategy):
@@ -65,13 +72,7 @@ def distribute_py_dataset(py_dataset, strategy):
     first = py_dataset[0]  # Rollouts caches it: it is served again as the first batch
     if not isinstance(first, dict):
         raise TypeError(f"TRPO batches are dicts of arrays; the dataset yields {type(first).__name__}.")
-    local_replicas = len(strategy.extended.worker_devices)
-    steps = len(first["observations"])
-    if steps % local_replicas:
-        raise ValueError(
-            f"a batch of {steps} steps does not split evenly over this worker's {local_replicas} replicas; "
-            f"use steps divisible by {local_replicas} (e.g. {steps - steps % local_replicas})."
-        )
+    check_even_split(len(first["observations"]), len(strategy.extended.worker_devices))
     signature = {
         key: tf.TensorSpec((None, *np.shape(value)[1:]), tf.as_dtype(np.asarray(value).dtype))
         for key, value in first.items()
@@ -84,11 +85,7 @@ def distribute_py_dataset(py_dataset, strategy):
             for index in range(len(py_dataset)):
                 batch = py_dataset[index]
                 n = len(batch["observations"])
-                if n % local:
-                    raise ValueError(
-                        f"a batch of {n} steps does not split evenly over {local} local replicas; use steps "
-                        f"divisible by {local}."
-                    )
+                check_even_split(n, local)
                 size = n // local
                 for k in range(local):
                     yield {key: value[k * size : (k + 1) * size] for key, value in batch.items()}
@@ -102,21 +99,22 @@ class Replicas:
     """Per-replica computation and cross-replica means for one ``tf.distribute`` strategy.
 
     Args:
-        strategy: the strategy in whose cross-replica context the update runs.
+        strategy: the strategy in whose cross-replica context the update runs, or
+            ``None`` for one device (then every method is a plain computation).
 
     Example:
 
     ```python
-    replicas = Replicas(tf.distribute.get_strategy())
+    replicas = Replicas(strategy)
     mean_advantage = replicas.mean(tf.reduce_mean, advantages)   # advantages: per-replica values
     ```
     """
 
-    def __init__(self, strategy: tf.distribute.Strategy):
+    def __init__(self, strategy: tf.distribute.Strategy | None = None):
         self.strategy = strategy
-        self.count = strategy.num_replicas_in_sync
-        #: True for TensorFlow's default strategy: ``run`` is a plain call, ``reduce_mean`` the identity.
-        self.default = is_default_strategy(strategy)
+        self.count = 1 if strategy is None else strategy.num_replicas_in_sync
+        #: True without a strategy: ``run`` is a plain call, ``reduce_mean`` the identity.
+        self.default = strategy is None
 
     @property
     def single(self) -> bool:
@@ -177,6 +175,8 @@ class Replicas:
 
     def local_size(self, values) -> tf.Tensor:
         """Number of samples on one replica (all replicas hold the same number)."""
+        if self.default:
+            return tf.shape(values)[0]
         return tf.shape(self.strategy.experimental_local_results(values)[0])[0]
 
     def apply_gradients(self, optimizer, gradients, variables):
@@ -206,6 +206,9 @@ def _needs_merge_call(strategy) -> bool:
     Keras' TF optimizer goes through ``maybe_merge_call``, which calls
     ``merge_call`` unless the strategy can do without (collective-op strategies
     such as ``MultiWorkerMirroredStrategy``); ``MirroredStrategy`` on CPUs needs it.
+
+    Private attribute: ``StrategyExtended._use_merge_call`` is the very test
+    Keras' ``maybe_merge_call`` makes, and TensorFlow has no public equivalent.
+    ``tests/test_architecture.py`` fails if it disappears.
     """
-    use_merge_call = getattr(strategy.extended, "_use_merge_call", None)
-    return True if use_merge_call is None else bool(use_merge_call())
+    return bool(strategy.extended._use_merge_call())

@@ -45,9 +45,9 @@ def stale_batch_message(batch_version, model_version) -> str:
 
 
 def uneven_split_message(steps, replicas) -> str:
-    """The one-line explanation of a batch that does not split evenly over the replicas."""
+    """The one-line explanation of a batch that does not split evenly over a worker's replicas."""
     lower = max(replicas, steps - steps % replicas)
     return (
-        f"a batch of {steps} steps does not split evenly over {replicas} replicas; use the same number "
-        f"of steps on every worker, divisible by {replicas} (e.g. {lower})."
+        f"a batch of {steps} steps does not split evenly over this worker's {replicas} replicas; "
+        f"use steps divisible by {replicas} (e.g. {lower}), the same on every worker."
     )

@@ -59,7 +59,6 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.model import TRPO
 
 SIGNATURE_NAMES = ("serving_default", "sample", "value", "log_prob", "distribution_params")
 
@@ -155,7 +154,8 @@ def resolve_version_dir(filepath, *, overwrite: bool = False) -> str:
 
 
 def _check_model(model):
-    if not isinstance(model, TRPO):
+    # Duck-typed, so that this module need not import keras_trpo.model (which imports it for TRPO.export).
+    if not all(hasattr(model, name) for name in ("head", "policy_outputs", "value", "observation_shape")):
         raise TypeError(f"model must be a keras_trpo.TRPO; got {type(model).__name__}.")
     layers = [*model.policy_layers, model.policy_output, *model.value_layers, model.value_output]
     if model.normalizer is not None:

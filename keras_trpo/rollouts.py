@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.advantages import compute_gae
+from keras_trpo.errors import RolloutError
 from keras_trpo.normalization import RewardScaler
 from keras_trpo.validation import check_unit_interval
 
@@ -358,10 +359,6 @@ class Rollouts(keras.utils.PyDataset):
         return result
 
 
-class RolloutError(RuntimeError):
-    """An environment failed during collection (the message says which and when)."""
-
-
 def run_env_checker(env):
     """Runs gymnasium's ``check_env`` on ``env`` or, for a vector env, on one sub-environment."""
     from gymnasium.utils.env_checker import check_env
@@ -383,7 +380,13 @@ def run_env_checker(env):
 
 
 def _failing_sub_env(error):
-    """The index of the sub-env that raised, read from gymnasium's vector env frames."""
+    """The index of the sub-env that raised, read from gymnasium's vector env frames.
+
+    Gymnasium's own locals, on purpose: ``SyncVectorEnv.step``/``reset`` loop over
+    sub-envs with ``i`` and ``AsyncVectorEnv._raise_if_errors`` holds ``index``, and
+    neither exception says which sub-env failed. ``tests/test_env_faults.py`` checks
+    the index for both, so a gymnasium change fails loudly there.
+    """
     for frame, _ in traceback.walk_tb(error.__traceback__):
         name, local = frame.f_code.co_name, frame.f_locals
         if name in ("step", "reset") and isinstance(local.get("self"), gymnasium.vector.SyncVectorEnv):

@@ -139,15 +139,3 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
             batch[key] = tf.reshape(value, [-1])[0]
     return batch
 
-
-def batch_version(data):
-    """The ``policy_version`` a batch carries, read on the host, or ``None`` (no key, or symbolic)."""
-    if isinstance(data, (tuple, list)) and len(data) == 1:
-        data = data[0]
-    if not isinstance(data, Mapping) or "policy_version" not in data:
-        return None
-    value = data["policy_version"]
-    if isinstance(value, tf.Tensor) and not hasattr(value, "numpy"):
-        return None  # symbolic: the in-graph check decides
-    flat = np.reshape(np.asarray(value), [-1])
-    return int(flat[0]) if flat.size else None

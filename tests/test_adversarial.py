@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import keras_trpo
-from keras_trpo.model import REJECTION_REASONS
+from keras_trpo.errors import REJECTION_REASONS
 
 CLEAN_KEYS = ("observations", "actions", "advantages", "returns")
 

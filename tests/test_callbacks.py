@@ -193,7 +193,7 @@ def test_trust_region_schedule_sets_max_kl_per_epoch_without_retracing():
     history = model.fit(rollouts, epochs=3, verbose=0, callbacks=[TrustRegionSchedule(lambda epoch: values[epoch])])
     assert history.history["max_kl"] == pytest.approx(values)
     assert model.max_kl == pytest.approx(values[-1])
-    assert model.update_traces == 1  # max_kl is a variable: one trace for all three values
+    assert model.train_function.tracing_count() == 1  # max_kl is a variable: one trace for all three values
     for kl, max_kl in zip(history.history["kl"], values):
         assert 0 < kl <= max_kl * (1 + 1e-5)
     assert history.history["kl"][1] > values[0] * 2  # the larger radius was really used

@@ -29,16 +29,16 @@ def _fit(activation, epochs, steps=256):
 def test_numpy_acting_path_never_traces_and_the_update_traces_once():
     model, _, history = _fit("tanh", epochs=5)
     assert len(history.history["kl"]) == 5
-    assert model.update_traces == 1
-    assert getattr(model, "acting_traces", 0) == 0  # numpy forward: no TensorFlow in collection
+    assert model.train_function.tracing_count() == 1
+    assert model.acting_function().experimental_get_tracing_count() == 0  # numpy forward: no TF in collection
 
 
 def test_tensorflow_acting_fallback_traces_once():
     # gelu has no numpy twin: collection uses one compiled TF call per vector step.
     model, _, history = _fit("gelu", epochs=5)
     assert len(history.history["kl"]) == 5
-    assert model.update_traces == 1
-    assert model.acting_traces == 1
+    assert model.train_function.tracing_count() == 1
+    assert model.acting_function().experimental_get_tracing_count() == 1
 
 
 @pytest.mark.slow

@@ -1,0 +1,198 @@
+"""The Keras plumbing of TRPO: ``compile``, ``fit`` and the one train function, for every kind of input.
+
+:class:`Trainer` is the ``keras.Model`` base of :class:`keras_trpo.TRPO`, as
+Keras' own ``TensorFlowTrainer`` is of ``keras.Model``; ``TRPO`` itself holds
+the networks and ``train_step``. ``make_train_function`` returns a
+:class:`TrainFunction`; Keras calls it
+with its epoch iterator. One call is one update:
+
+1. the batch: read from a one-batch ``PyDataset`` (``Rollouts``) right now, in
+   this thread, when ``TRPO.fit`` has set :attr:`TrainFunction.source`;
+   otherwise the next element of Keras' iterator (a ``tf.data`` dataset, or
+   the per-replica batch under a ``tf.distribute`` strategy);
+2. the stale-batch check, on the host, before any compute;
+3. ``train_step`` compiled once per batch structure (``tf.function``, with
+   XLA when the model was compiled with ``jit_compile=True``), or eagerly
+   under ``run_eagerly=True``; under a strategy it runs in the cross-replica
+   context (see :mod:`keras_trpo.distribute`);
+4. one :class:`~keras_trpo.errors.UpdateRejectedWarning` if the update was rejected.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_trpo import distribute, errors
+
+
+class Trainer(keras.Model):
+    """``compile``, ``fit`` and ``make_train_function`` of :class:`keras_trpo.TRPO`.
+
+    Subclasses provide ``train_step``, ``value_variables``, ``policy_version``
+    and ``_replicas`` (a :class:`~keras_trpo.distribute.Replicas`).
+    """
+
+    # .keras files and weight checkpoints (BackupAndRestore): TRPO overrides compile(), so
+    # Keras will not recompile it on load unless these two are defined; without the
+    # optimizer its state (Adam moments, iterations) would not be restored either.
+    def get_compile_config(self):
+        if getattr(self, "optimizer", None) is None:
+            return {}
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+
+    def compile_from_config(self, config):
+        config = dict(config or {})
+        if config.get("optimizer") is None:
+            return
+        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
+
+    def compile(self, optimizer="adam", **kwargs):
+        """Configures the critic optimizer (the policy is moved by the TRPO step only).
+
+        ``loss`` and ``metrics`` are not used by TRPO and are rejected.
+        """
+        for unused in ("loss", "metrics", "weighted_metrics", "loss_weights"):
+            if kwargs.get(unused) is not None:
+                raise ValueError(
+                    f"TRPO.compile() got {unused}={kwargs[unused]!r}; TRPO defines its own policy "
+                    "and critic objectives. Pass only optimizer= (it trains the value network)."
+                )
+        super().compile(optimizer=optimizer, **kwargs)
+        # Build the optimizer state for the value network only.
+        self.optimizer.build(self.value_variables)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, **kwargs):
+        """``keras.Model.fit``: one epoch of :class:`keras_trpo.Rollouts` is one TRPO iteration.
+
+        A one-batch ``PyDataset`` is read by the train function itself, right before
+        each update, in this thread (:mod:`keras_trpo.trainer`): nothing is prefetched,
+        and an exception raised while collecting (``RolloutError``, ``KeyboardInterrupt``)
+        reaches the caller as itself. Under a ``tf.distribute`` strategy the batches are
+        split over the replicas (:func:`keras_trpo.distribute.distribute_py_dataset`).
+        Each rejected update issues one :class:`keras_trpo.UpdateRejectedWarning`.
+        """
+        train_function, source = self.make_train_function(), x
+        if not self._replicas.default:
+            x = distribute.distribute_py_dataset(x, self._replicas.strategy)
+            kwargs.setdefault("shuffle", False)
+        elif isinstance(x, keras.utils.PyDataset) and len(x) == 1 and kwargs.get("steps_per_epoch") is None:
+            # Keras gets a one-element placeholder, so its epoch has exactly one step; the train
+            # function reads the real batch from the PyDataset (no tf.data generator per epoch).
+            train_function.source, x = x, tf.data.Dataset.from_tensors(np.zeros((), np.int8))
+            kwargs.setdefault("shuffle", False)
+        if hasattr(source, "pending_error"):
+            source.pending_error = None
+        try:
+            with warnings.catch_warnings():
+                # Each epoch's input ends after its one batch: that is how it stays on-policy.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
+        except tf.errors.OpError:
+            # Under a strategy a Rollouts batch is collected on a tf.data thread, which reports any
+            # Python exception as UnknownError; give the user the original one (RolloutError, ...).
+            original = getattr(source, "pending_error", None)
+            if original is None:
+                raise
+            source.pending_error = None
+            raise original from original.__cause__
+        finally:
+            train_function.source = None
+
+    def make_train_function(self, force=False):
+        """The one train function for every input and strategy: a :class:`TrainFunction`."""
+        if self.steps_per_execution != 1:
+            raise ValueError(f"TRPO runs one update per step; got steps_per_execution={self.steps_per_execution}.")
+        if self.train_function is None or force:
+            self.train_function = TrainFunction(self)
+        return self.train_function
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Private Keras hook, overridden on purpose: under a strategy Keras reads one batch here to
+        # build the model symbolically and reduces it across replicas, which fails for dict batches
+        # under MultiWorkerMirroredStrategy. TRPO builds its networks in __init__ and the critic's
+        # optimizer in compile, so there is nothing to build. tests/test_architecture.py fails if
+        # Keras renames it.
+        if self._replicas.default:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+class TrainFunction:
+    """``train_function(iterator) -> logs`` for ``keras.Model.fit``; see the module docstring.
+
+    Attributes:
+        source: the one-batch ``PyDataset`` read directly by each call, or ``None``
+            to read Keras' iterator.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.source = None
+        self._compiled = {}
+
+    def __call__(self, iterator):
+        model = self.model
+        batch = self.source[0] if self.source is not None else next(iterator)
+        check_fresh(model, batch)
+        logs = model.train_step(batch) if model.run_eagerly else self._step_for(batch)(batch)
+        if float(logs["step_accepted"]) < 0.5:
+            reason = int(round(float(logs["rejection_reason"])))
+            warnings.warn(
+                f"TRPO update at policy_version {model.policy_version - 1} rejected (reason {reason}): "
+                f"{errors.REJECTION_REASONS.get(reason, 'unknown')}. Policy, critic and normalizer are "
+                "unchanged; training continues with the next batch.",
+                errors.UpdateRejectedWarning,
+                stacklevel=2,
+            )
+        return logs
+
+    def _step_for(self, batch):
+        """The compiled ``train_step`` for batches shaped like ``batch`` (free batch dimension)."""
+        if not isinstance(batch, Mapping):
+            return tf.function(self.model.train_step)  # train_step raises the TypeError naming the keys
+        if any(isinstance(value, tf.distribute.DistributedValues) for value in batch.values()):
+            key = "per-replica"  # specs come from the distributed values themselves
+            signature = None
+        else:
+            signature = [
+                {
+                    key: tf.TensorSpec((None, *np.shape(value)[1:]), tf.as_dtype(np.asarray(value).dtype))
+                    for key, value in batch.items()
+                }
+            ]
+            key = tuple(sorted((k, tuple(v.shape), v.dtype.name) for k, v in signature[0].items()))
+        if key not in self._compiled:
+            self._compiled[key] = tf.function(
+                self.model.train_step, input_signature=signature, jit_compile=bool(self.model.jit_compile)
+            )
+        return self._compiled[key]
+
+    def tracing_count(self) -> int:
+        """How many times ``train_step`` was traced by this function (1 per batch structure)."""
+        return sum(function.experimental_get_tracing_count() for function in self._compiled.values())
+
+
+def check_fresh(model, batch) -> None:
+    """Raises :class:`~keras_trpo.errors.StaleBatchError` if ``batch`` was collected by other weights.
+
+    Reads ``batch["policy_version"]`` on the host: a numpy array, an eager
+    tensor, or a per-replica value. Symbolic values (inside ``tf.function``)
+    are left to the in-graph check of ``train_step``, which rejects a stale
+    batch (``rejection_reason`` 4) even where XLA drops assertions.
+    """
+    if isinstance(batch, (tuple, list)) and len(batch) == 1:
+        batch = batch[0]
+    if not isinstance(batch, Mapping) or "policy_version" not in batch:
+        return
+    value = batch["policy_version"]
+    if isinstance(value, tf.distribute.DistributedValues):
+        value = model.distribute_strategy.experimental_local_results(value)[0]
+    if tf.is_tensor(value) and tf.is_symbolic_tensor(value):
+        return
+    versions = np.reshape(np.asarray(value), [-1])
+    if versions.size and int(versions[0]) != model.policy_version:
+        raise errors.StaleBatchError(errors.stale_batch_message(int(versions[0]), model.policy_version))
