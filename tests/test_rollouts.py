@@ -311,3 +311,53 @@ def test_reward_normalization_scales_the_batch_but_not_the_reported_returns():
     assert scaled_rollouts.reward_scaler.scale > 10  # Pendulum returns have a std far above 1
     assert np.abs(scaled["returns"]).max() < np.abs(raw["returns"]).max() / 5
     assert scaled_rollouts.reward_scaler.count == pytest.approx(800 + 1e-4)  # every step, every sub-env
+
+
+class NarrowBoxEnv(gymnasium.Env):
+    """Actions in Box(-0.1, 0.1, (2,)); records every action ``step`` receives. Truncates every 7 steps."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = spaces.Box(-0.1, 0.1, (2,), np.float32)
+
+    def __init__(self):
+        self.received, self.t = [], 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        self.received.append(np.array(action, copy=True))
+        self.t += 1
+        return np.full(3, 0.1 * self.t, np.float32), 0.0, False, self.t >= 7, {}
+
+
+def test_box_batches_store_the_unclipped_sample_and_the_env_gets_it_clipped():
+    """Catches: Rollouts storing the clipped action (``act_buf[t] = env_actions``) instead of the sample.
+
+    The update uses the stored action's log-prob, which must be that of the sample.
+
+    σ = e ≈ 2.7 against bounds ±0.1: most samples are out of bounds. Each batch row
+    t·num_envs + e must be the raw sample, and sub-env e must have received exactly
+    that sample clipped to the bounds at its step t.
+    """
+    envs = [NarrowBoxEnv() for _ in range(3)]
+    vector_env = gymnasium.vector.SyncVectorEnv([lambda env=env: env for env in envs])
+    model = keras_trpo.TRPO.for_env(
+        vector_env, hidden_units=(8,), value_hidden_units=(8,), log_std_init=1.0, seed=0
+    )
+    horizon = 10
+    rollouts = keras_trpo.Rollouts(vector_env, model, steps=3 * horizon, seed=0)
+    low, high = NarrowBoxEnv.action_space.low, NarrowBoxEnv.action_space.high
+    for _ in range(2):  # a second batch too: rows restart at 0, the env records go on
+        already = [len(env.received) for env in envs]
+        actions = rollouts.collect()["actions"]
+        assert actions.shape == (3 * horizon, 2)
+        assert np.any((actions < low) | (actions > high)), (
+            "no stored action is out of bounds (σ ≈ 2.7, bounds ±0.1): the batch holds clipped actions"
+        )
+        for e, env in enumerate(envs):
+            received = np.array(env.received[already[e] :], np.float32)
+            assert received.shape == (horizon, 2)
+            np.testing.assert_array_equal(received, np.clip(actions[e::3], low, high), err_msg=f"sub-env {e}")
