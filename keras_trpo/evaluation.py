@@ -6,7 +6,7 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.rollouts import action_bounds, as_vector_env, autoreset_mode
+from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode
 
 
 def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[float]:

@@ -19,30 +19,18 @@ from keras_trpo.policies import check_observation_space, make_head
 from keras_trpo.spaces import space_from_config, space_to_config
 
 tfd = tfp.distributions
+Constant = keras.initializers.Constant
 
 
 @keras.saving.register_keras_serializable(package="keras_trpo")
 class TRPO(trainer.Trainer):
     """Trust Region Policy Optimization as a Keras model (Schulman et al., 2015).
 
-    The model holds a policy network (a distribution head chosen by the action
-    space, see :mod:`keras_trpo.policies`) and a value network. One call of
-    :meth:`train_step` is one TRPO iteration on a batch of on-policy data:
-
-    1. the old distribution: the current policy on the batch, stop-gradient;
-    2. the surrogate ``L(θ) = mean(π_θ(a|s) / π_old(a|s) · Â)`` and ``g = ∇L``;
-    3. conjugate gradient on ``(F + damping·I) s = g`` with Fisher-vector
-       products of the mean KL(old‖new) (:func:`keras_trpo.ops.fisher_vector_product`);
-    4. the full step ``√(2δ / sᵀFs) · s`` with ``δ = max_kl``;
-    5. backtracking line search: the first step ``coefficient**j`` times the full
-       step with mean KL ≤ δ and a positive surrogate improvement is kept;
-       otherwise the policy weights are restored bit-for-bit;
-    6. critic regression on the returns with the optimizer given to ``compile``
-       (skipped when the policy step was rejected: a rejected update changes
-       nothing, and ``fit`` warns with :class:`UpdateRejectedWarning`).
-
-    The compiled optimizer trains the value network only; the policy moves only
-    by the trust-region step.
+    A policy network with a distribution head chosen by the action space
+    (:mod:`keras_trpo.policies`) and a value network. :meth:`train_step` is one
+    TRPO iteration on a batch of on-policy data, its six steps in order. The
+    optimizer given to ``compile`` trains the value network only; the policy
+    moves only by the trust-region step, and a rejected update changes nothing.
 
     Args:
         observation_space: a gymnasium ``Box`` (any shape; flattened).
@@ -55,9 +43,8 @@ class TRPO(trainer.Trainer):
         cg_iterations: maximum conjugate-gradient steps.
         backtrack_coefficient: line-search shrink factor, in (0, 1).
         backtrack_iterations: line-search trials before giving up.
-        fvp_fraction: fraction of the batch used for Fisher-vector products. The
-            subsample is every ``round(1/fvp_fraction)``-th sample (the paper
-            uses 10%, OpenAI baselines every 5th sample).
+        fvp_fraction: fraction of the batch used for Fisher-vector products: a
+            fresh random subset of rows each update (the paper uses 10%).
         normalize_advantages: standardize advantages per batch.
         value_epochs: passes over the batch for the critic.
         value_batch_size: critic minibatch size.
@@ -107,14 +94,9 @@ class TRPO(trainer.Trainer):
         self.observation_shape = check_observation_space(self.observation_space)
         self.head = make_head(self.action_space)
         validation.check_hyperparameters(
-            max_kl=max_kl,
-            damping=damping,
-            cg_iterations=cg_iterations,
-            backtrack_coefficient=backtrack_coefficient,
-            backtrack_iterations=backtrack_iterations,
-            fvp_fraction=fvp_fraction,
-            value_epochs=value_epochs,
-            value_batch_size=value_batch_size,
+            max_kl=max_kl, damping=damping, cg_iterations=cg_iterations, fvp_fraction=fvp_fraction,
+            backtrack_coefficient=backtrack_coefficient, backtrack_iterations=backtrack_iterations,
+            value_epochs=value_epochs, value_batch_size=value_batch_size,
         )
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.value_hidden_units = tuple(int(u) for u in value_hidden_units)
@@ -143,21 +125,13 @@ class TRPO(trainer.Trainer):
         )
         # Trust-region hyperparameters live in variables so that callbacks can
         # change them between iterations without retracing train_step.
-        self._max_kl = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(max_kl), trainable=False, name="max_kl"
-        )
-        self._damping = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(damping), trainable=False, name="damping"
-        )
+        self._max_kl = self.add_weight(shape=(), initializer=Constant(max_kl), trainable=False, name="max_kl")
+        self._damping = self.add_weight(shape=(), initializer=Constant(damping), trainable=False, name="damping")
+        self.log_std = None
         if self.head.has_log_std:
             self.log_std = self.add_weight(
-                shape=(self.head.num_outputs,),
-                initializer=keras.initializers.Constant(self.log_std_init),
-                trainable=True,
-                name="log_std",
+                shape=(self.head.num_outputs,), initializer=Constant(self.log_std_init), trainable=True, name="log_std"
             )
-        else:
-            self.log_std = None
         self.normalizer = (
             RunningNormalization(int(np.prod(self.observation_shape)), name="observation_normalizer")
             if self.normalize_observations
@@ -239,24 +213,7 @@ class TRPO(trainer.Trainer):
             print(f"Saved the TRPO policy for TF Serving at {path}")
         return path
 
-    # The critic-shuffle SeedGenerator state is not a Keras weight: store it alongside the
-    # model's own variables so that a restored model continues the same random stream.
-    _SEED_KEY = "critic_shuffle_seed_state"
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        store[self._SEED_KEY] = self.seed_generator.state.numpy()
-
-    def load_own_variables(self, store):
-        keys = list(store.keys())
-        if self._SEED_KEY in keys:
-            self.seed_generator.state.assign(store[self._SEED_KEY])
-            store = {key: store[key] for key in keys if key != self._SEED_KEY}
-        super().load_own_variables(store)
-
-    # ------------------------------------------------------------------
-    # Hyperparameters that may change between iterations
-    # ------------------------------------------------------------------
+    # Hyperparameters that may change between iterations.
     @property
     def max_kl(self) -> float:
         return float(self._max_kl.numpy())
@@ -370,6 +327,7 @@ class TRPO(trainer.Trainer):
         batch = replicas.run(self._validated_batch, data)
         observations, actions, returns = batch["observations"], batch["actions"], batch["returns"]
         refused = update.rejection_before_update(replicas, batch, self._float_keys(), self._policy_version)
+        max_kl = tf.convert_to_tensor(self._max_kl)
 
         def iteration():
             advantages = batch["advantages"]
@@ -384,18 +342,14 @@ class TRPO(trainer.Trainer):
             fvp = objective.fisher_vector_product(rows, self._damping)
             direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
             # 4. The full step √(2δ / sᵀ(F + λI)s) · s.
-            step, well_posed = update.full_step(fvp, direction, cg_info, tf.convert_to_tensor(self._max_kl))
+            step, well_posed = update.full_step(fvp, direction, cg_info, max_kl)
             # 5. Backtracking line search: KL ≤ δ and a positive improvement, else restore θ_old.
-            search = (self.backtrack_coefficient, self.backtrack_iterations)
-            accepted, shrinks = update.line_search(
-                objective, step, surrogate_old, tf.convert_to_tensor(self._max_kl), well_posed, *search
-            )
-            policy = update.policy_metrics(
-                objective, g, step, surrogate_old, cg_info, well_posed, accepted, shrinks, *search
+            policy = update.line_search(
+                objective, g, step, surrogate_old, max_kl, well_posed, cg_info, *self._line_search
             )
             # 6. Critic regression, only after an accepted policy step.
             critic = tf.cond(
-                accepted,
+                policy["step_accepted"] > 0,
                 lambda: self._train_critic(replicas, observations, returns),
                 lambda: update.value_metrics(self, replicas, observations, returns),
             )
@@ -413,6 +367,10 @@ class TRPO(trainer.Trainer):
         logs["loss"] = tf.where(weights_finite, tf.where(tf.math.is_finite(value_loss), value_loss, 0.0), np.nan)
         return {**logs, **{key: replicas.reduce_mean(batch[key]) for key in validation.LOG_KEYS if key in batch}}
 
+    @property
+    def _line_search(self):
+        return self.backtrack_coefficient, self.backtrack_iterations
+
     def _train_critic(self, replicas, observations, returns):
         metrics = update.critic_step(
             self, replicas, observations, returns, self.value_epochs, self.value_batch_size, self.seed_generator
@@ -426,9 +384,6 @@ class TRPO(trainer.Trainer):
                 self.normalizer.update_from_moments(mean, variance, count)
         return metrics
 
-    # ------------------------------------------------------------------
-    # Batch validation (Python, before any TensorFlow computation)
-    # ------------------------------------------------------------------
     def batch_spec(self) -> dict:
         """``{key: (per-sample shape, dtype description)}`` of a valid ``train_step`` batch."""
         return {

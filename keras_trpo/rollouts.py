@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
 import time
-import traceback
 import warnings
 
 import gymnasium
 import keras
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AutoresetMode
 
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.advantages import compute_gae
+from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode, failing_sub_env, raised_in, run_env_checker
 from keras_trpo.errors import RolloutError
 from keras_trpo.normalization import RewardScaler
 from keras_trpo.validation import check_unit_interval
@@ -290,8 +291,6 @@ class Rollouts(keras.utils.PyDataset):
         current observations and running episode statistics, the action-sampling
         RNG, and the counters. ``policy_version`` records which weights it belongs to.
         """
-        import pickle
-
         return {
             "policy_version": self.model.policy_version,
             "rng": self._rng.bit_generator.state,
@@ -308,8 +307,6 @@ class Rollouts(keras.utils.PyDataset):
 
     def set_state(self, state: dict) -> None:
         """Restores :meth:`get_state`; a batch collected before the restore is never served."""
-        import pickle
-
         if state["policy_version"] != self.model.policy_version:
             raise ValueError(
                 f"rollouts state belongs to policy_version {state['policy_version']} but the model is at "
@@ -333,13 +330,13 @@ class Rollouts(keras.utils.PyDataset):
         try:
             result = call()
         except Exception as error:  # noqa: BLE001 - re-raised with context
-            index = _failing_sub_env(error)
+            index = failing_sub_env(error)
             where = "a sub-environment" if index is None else f"sub-environment {index}"
             message = (
                 f"{where} raised {type(error).__name__} in {what} at step {t} of this batch "
                 f"(after {self.env_steps + t * self.num_envs} env steps in all): {error}"
             )
-            if _raised_in(error, "concatenate"):
+            if raised_in(error, "concatenate"):
                 message += (
                     f". Its observation does not fit the observation space "
                     f"{self.env.single_observation_space}."
@@ -357,75 +354,6 @@ class Rollouts(keras.utils.PyDataset):
                 f"{self.env.single_observation_space}."
             )
         return result
-
-
-def run_env_checker(env):
-    """Runs gymnasium's ``check_env`` on ``env`` or, for a vector env, on one sub-environment."""
-    from gymnasium.utils.env_checker import check_env
-
-    if isinstance(env, VectorEnv):
-        if hasattr(env, "envs"):
-            single = env.envs[0]
-        elif env.spec is not None:
-            single = gymnasium.make(env.spec.id)  # the spec's kwargs are the vector env's
-        else:
-            raise ValueError(
-                "check_env=True needs a gymnasium Env, a SyncVectorEnv, or a vector env created with "
-                "gymnasium.make_vec (so its spec can be re-made); got "
-                f"{type(env).__name__} without a spec."
-            )
-    else:
-        single = env
-    check_env(single.unwrapped, skip_render_check=True)
-
-
-def _failing_sub_env(error):
-    """The index of the sub-env that raised, read from gymnasium's vector env frames.
-
-    Gymnasium's own locals, on purpose: ``SyncVectorEnv.step``/``reset`` loop over
-    sub-envs with ``i`` and ``AsyncVectorEnv._raise_if_errors`` holds ``index``, and
-    neither exception says which sub-env failed. ``tests/test_env_faults.py`` checks
-    the index for both, so a gymnasium change fails loudly there.
-    """
-    for frame, _ in traceback.walk_tb(error.__traceback__):
-        name, local = frame.f_code.co_name, frame.f_locals
-        if name in ("step", "reset") and isinstance(local.get("self"), gymnasium.vector.SyncVectorEnv):
-            if isinstance(local.get("i"), (int, np.integer)):
-                return int(local["i"])
-        if name == "_raise_if_errors" and isinstance(local.get("index"), (int, np.integer)):
-            return int(local["index"])
-    return None
-
-
-def _raised_in(error, function_name):
-    return any(function_name in frame.f_code.co_name for frame, _ in traceback.walk_tb(error.__traceback__))
-
-
-def as_vector_env(env) -> VectorEnv:
-    """Returns ``env`` if it is a ``VectorEnv``, else a one-env ``SyncVectorEnv`` around it."""
-    if isinstance(env, VectorEnv):
-        return env
-    if isinstance(env, gymnasium.Env):
-        return gymnasium.vector.SyncVectorEnv([lambda: env])
-    raise TypeError(f"env must be a gymnasium Env or VectorEnv; got {type(env).__name__}.")
-
-
-def autoreset_mode(env: VectorEnv) -> AutoresetMode:
-    """The vector env's autoreset mode (gymnasium's default, ``NEXT_STEP``, when unset).
-
-    Under ``NEXT_STEP`` and ``DISABLED`` the caller resets finished sub-envs with
-    ``env.reset(options={"reset_mask": done})`` (``Rollouts`` and ``evaluate`` do);
-    under ``SAME_STEP`` the env has already reset them.
-    """
-    return env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
-
-
-def action_bounds(env: VectorEnv):
-    """``(low, high)`` of a ``Box`` action space, to clip actions to; ``(None, None)`` otherwise."""
-    space = env.single_action_space
-    if isinstance(space, gymnasium.spaces.Box):
-        return space.low, space.high
-    return None, None
 
 
 def _check_spaces(env, model):

@@ -33,8 +33,8 @@ from keras_trpo import distribute, errors
 class Trainer(keras.Model):
     """``compile``, ``fit`` and ``make_train_function`` of :class:`keras_trpo.TRPO`.
 
-    Subclasses provide ``train_step``, ``value_variables``, ``policy_version``
-    and ``_replicas`` (a :class:`~keras_trpo.distribute.Replicas`).
+    Subclasses provide ``train_step``, ``value_variables``, ``policy_version``,
+    ``seed_generator`` and ``_replicas`` (a :class:`~keras_trpo.distribute.Replicas`).
     """
 
     # .keras files and weight checkpoints (BackupAndRestore): TRPO overrides compile(), so
@@ -50,6 +50,21 @@ class Trainer(keras.Model):
         if config.get("optimizer") is None:
             return
         self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
+
+    # The critic-shuffle SeedGenerator state is not a Keras weight: store it alongside the
+    # model's own variables so that a restored model continues the same random stream.
+    _SEED_KEY = "critic_shuffle_seed_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._SEED_KEY] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if self._SEED_KEY in keys:
+            self.seed_generator.state.assign(store[self._SEED_KEY])
+            store = {key: store[key] for key in keys if key != self._SEED_KEY}
+        super().load_own_variables(store)
 
     def compile(self, optimizer="adam", **kwargs):
         """Configures the critic optimizer (the policy is moved by the TRPO step only).

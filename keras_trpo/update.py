@@ -171,12 +171,11 @@ def full_step(fvp, direction, cg_info, max_kl):
     return scale * direction, well_posed
 
 
-def line_search(objective, step, surrogate_old, max_kl, well_posed, coefficient, iterations):
+def line_search(objective, g, step, surrogate_old, max_kl, well_posed, cg_info, coefficient, iterations):
     """Step 5: the first ``coefficient**j · step`` with mean KL ≤ δ and ``L − L_old > 0``.
 
     The accepted trial's weights stay in place; otherwise ``θ_old`` is restored
-    bit for bit. Returns ``(accepted, shrinks)``; ``shrinks`` is ``iterations``
-    when nothing was accepted.
+    bit for bit. Returns the policy step's metrics (:func:`policy_metrics`).
     """
     variables = objective.model.policy_variables
     theta_old = ops.flatten(variables)
@@ -193,11 +192,16 @@ def line_search(objective, step, surrogate_old, max_kl, well_posed, coefficient,
         lambda: (tf.constant(False), tf.constant(iterations)),
     )
     tf.cond(accepted, lambda: None, lambda: ops.assign_flat(variables, theta_old))
-    return accepted, shrinks
+    return policy_metrics(
+        objective, g, step, surrogate_old, cg_info, well_posed, accepted, shrinks, coefficient, iterations
+    )
 
 
 def policy_metrics(objective, g, step, surrogate_old, cg_info, well_posed, accepted, shrinks, coefficient, iterations):
-    """The logged outcome of steps 1–5 (``kl`` and the improvement at the weights now in place)."""
+    """The logged outcome of steps 1–5 (``kl`` and the improvement at the weights now in place).
+
+    ``shrinks`` is the number of line-search shrinks, ``iterations`` when nothing was accepted.
+    """
     surrogate_new, kl_new = objective.surrogate_and_kl()
     last_tried = tf.pow(
         tf.constant(coefficient, tf.float32), tf.cast(tf.minimum(shrinks, iterations - 1), tf.float32)

@@ -1,0 +1,85 @@
+"""Gymnasium vector-env helpers shared by collection and evaluation.
+
+* :func:`as_vector_env`, :func:`autoreset_mode`, :func:`action_bounds`;
+* :func:`run_env_checker`: gymnasium's ``check_env`` on one sub-environment;
+* :func:`failing_sub_env`, :func:`raised_in`: which sub-env raised, for ``RolloutError`` messages.
+
+Imports nothing from keras_trpo.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import gymnasium
+import numpy as np
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+
+def run_env_checker(env):
+    """Runs gymnasium's ``check_env`` on ``env`` or, for a vector env, on one sub-environment."""
+    if isinstance(env, VectorEnv):
+        if hasattr(env, "envs"):
+            single = env.envs[0]
+        elif env.spec is not None:
+            single = gymnasium.make(env.spec.id)  # the spec's kwargs are the vector env's
+        else:
+            raise ValueError(
+                "check_env=True needs a gymnasium Env, a SyncVectorEnv, or a vector env created with "
+                "gymnasium.make_vec (so its spec can be re-made); got "
+                f"{type(env).__name__} without a spec."
+            )
+    else:
+        single = env
+    check_env(single.unwrapped, skip_render_check=True)
+
+
+def failing_sub_env(error):
+    """The index of the sub-env that raised, read from gymnasium's vector env frames.
+
+    Gymnasium's own locals, on purpose: ``SyncVectorEnv.step``/``reset`` loop over
+    sub-envs with ``i`` and ``AsyncVectorEnv._raise_if_errors`` holds ``index``, and
+    neither exception says which sub-env failed. ``tests/test_env_faults.py`` checks
+    the index for both, so a gymnasium change fails loudly there.
+    """
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        name, local = frame.f_code.co_name, frame.f_locals
+        if name in ("step", "reset") and isinstance(local.get("self"), gymnasium.vector.SyncVectorEnv):
+            if isinstance(local.get("i"), (int, np.integer)):
+                return int(local["i"])
+        if name == "_raise_if_errors" and isinstance(local.get("index"), (int, np.integer)):
+            return int(local["index"])
+    return None
+
+
+def raised_in(error, function_name) -> bool:
+    """Whether ``error`` passed through a function whose name contains ``function_name``."""
+    return any(function_name in frame.f_code.co_name for frame, _ in traceback.walk_tb(error.__traceback__))
+
+
+def as_vector_env(env) -> VectorEnv:
+    """Returns ``env`` if it is a ``VectorEnv``, else a one-env ``SyncVectorEnv`` around it."""
+    if isinstance(env, VectorEnv):
+        return env
+    if isinstance(env, gymnasium.Env):
+        return gymnasium.vector.SyncVectorEnv([lambda: env])
+    raise TypeError(f"env must be a gymnasium Env or VectorEnv; got {type(env).__name__}.")
+
+
+def autoreset_mode(env: VectorEnv) -> AutoresetMode:
+    """The vector env's autoreset mode (gymnasium's default, ``NEXT_STEP``, when unset).
+
+    Under ``NEXT_STEP`` and ``DISABLED`` the caller resets finished sub-envs with
+    ``env.reset(options={"reset_mask": done})`` (``Rollouts`` and ``evaluate`` do);
+    under ``SAME_STEP`` the env has already reset them.
+    """
+    return env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+
+
+def action_bounds(env: VectorEnv):
+    """``(low, high)`` of a ``Box`` action space, to clip actions to; ``(None, None)`` otherwise."""
+    space = env.single_action_space
+    if isinstance(space, gymnasium.spaces.Box):
+        return space.low, space.high
+    return None, None
