@@ -1,0 +1,193 @@
+"""The ``keras-trpo`` command line: its argument parser and ``main``, which runs a command and turns
+errors into one line on stderr. The commands live in train.py, models.py (evaluate, export, info),
+plot.py and presets.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+from keras_trpo.cli.common import PROG, CLIError
+from keras_trpo.cli.models import cmd_evaluate, cmd_export, cmd_info
+from keras_trpo.cli.plot import cmd_plot
+from keras_trpo.cli.presets import cmd_presets
+from keras_trpo.cli.train import cmd_train
+from keras_trpo.presets import PresetError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) so that bad input reads as one message."""
+
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_at_least(minimum, described):
+    """An argparse type: an integer >= ``minimum``, with a one-line error otherwise."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {described}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {described}; got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
+_seed = _non_negative_int
+
+
+def _assignment(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. model.max_kl=0.01); got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value  # a bare string such as relu
+    return key.strip(), parsed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Trust Region Policy Optimization with Keras: train, evaluate, export, plot, inspect.",
+        epilog="Run 'keras-trpo COMMAND --help' for the options of a command. Docs: README.md, section 'Command line'.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks of unexpected errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_parser = commands.add_parser
+
+    def add_parser(*args, **kwargs):
+        sub = _add_parser(*args, **kwargs)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return sub
+
+    commands.add_parser = add_parser
+
+    train = commands.add_parser(
+        "train",
+        help="train a policy; writes a run directory",
+        description="Train TRPO on a gymnasium environment with a hyperparameter preset. Writes a run "
+        "directory: config.json (resolved configuration), metrics.csv (per-iteration metrics), "
+        "tensorboard/ (TensorBoard logs), model.keras (Keras checkpoint), saved_model/1 (SavedModel "
+        "for TF Serving) and results.json (final deterministic evaluation).",
+    )
+    train.add_argument("env_id", metavar="ENV_ID", help="gymnasium environment id, e.g. CartPole-v1")
+    train.add_argument("--preset", metavar="NAME", help="preset name or JSON file (default: the preset named "
+                       "after ENV_ID, else 'default'); see 'keras-trpo presets'")
+    train.add_argument("--steps", type=_positive_int, metavar="N", help="total env steps (default: the preset's)")
+    train.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed (default 0)")
+    train.add_argument("--num-envs", type=_positive_int, metavar="K", help="parallel envs (default: the preset's)")
+    train.add_argument("--batch", type=_positive_int, metavar="N",
+                       help="env steps per TRPO iteration, a multiple of --num-envs (default: the preset's)")
+    train.add_argument("--set", type=_assignment, action="append", default=[], metavar="KEY=VALUE",
+                       help="override a preset value, e.g. --set model.max_kl=0.01 --set model.hidden_units=[32,32]")
+    train.add_argument("--out", metavar="DIR", help="run directory to create (default: runs/ENV_ID-PRESET-seedS-TIME)")
+    train.add_argument("--eval-episodes", type=_positive_int, metavar="N", help="episodes of the final evaluation")
+    train.add_argument("--eval-every", type=_non_negative_int, default=0, metavar="N",
+                       help="also evaluate every N iterations during training, log eval_return and export the "
+                       "best policy to DIR/best_saved_model (default 0: only after training)")
+    train.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+                       help="save model.keras every N iterations (default: a tenth of the run)")
+    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
+                       help="0: one progress line per tenth of the run (default); 1: Keras progress bar; "
+                       "2: one Keras line per iteration")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a SavedModel or .keras policy deterministically",
+        description="Run the deterministic policy of a SavedModel (its serving_default signature), a .keras "
+        "file or a run directory on ENV_ID and print the episode returns.",
+    )
+    evaluate.add_argument("path", metavar="PATH", help="SavedModel directory (or its base directory), .keras file or run directory")
+    evaluate.add_argument("env_id", metavar="ENV_ID")
+    evaluate.add_argument("--episodes", type=_positive_int, default=10, metavar="N", help="episodes (default 10)")
+    evaluate.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the first reset (default 0)")
+    evaluate.add_argument("--video", metavar="FILE",
+                          help="record the first episode to this .mp4 (gymnasium RecordVideo; needs moviepy)")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    export = commands.add_parser(
+        "export",
+        help="export a .keras checkpoint as a TF Serving SavedModel",
+        description="Export CHECKPOINT (a .keras file or a run directory) as a SavedModel. OUT is a model base "
+        "directory (the next integer version is created in it) or a version directory such as out/1.",
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT")
+    export.add_argument("out", metavar="OUT")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    export.set_defaults(func=cmd_export)
+
+    plot = commands.add_parser(
+        "plot",
+        help="plot learning curves of run directories",
+        description="Plot return against env steps from the metrics.csv of each run: one line per run, or the "
+        "mean with a min-max band when several runs share a label (env id, preset and overrides: runs that "
+        "differ only in their seed).",
+    )
+    plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs")
+    plot.add_argument("-o", "--output", required=True, metavar="FILE", help="image to write (.png, .svg, .pdf)")
+    plot.add_argument("--metric", default="episode_return", help="metrics.csv column to plot (default episode_return)")
+    plot.add_argument("--smooth", type=_positive_int, default=1, metavar="K", help="moving average over K iterations")
+    plot.add_argument("--title", help="figure title")
+    plot.set_defaults(func=cmd_plot)
+
+    info = commands.add_parser(
+        "info",
+        help="list the signatures of a SavedModel (or describe a .keras model)",
+        description="For a SavedModel: every signature with its input and output names, dtypes and shapes. "
+        "For a .keras file: spaces, hyperparameters and weights. For a run directory: its configuration "
+        "and its SavedModel.",
+    )
+    info.add_argument("path", metavar="PATH")
+    info.set_defaults(func=cmd_info)
+
+    presets = commands.add_parser("presets", help="list the hyperparameter presets, or show one")
+    presets.add_argument("name", nargs="?", metavar="NAME", help="show this preset as JSON")
+    presets.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Console-script entry point: returns the exit status."""
+    parser = build_parser()
+    argv = [os.fspath(a) for a in (sys.argv[1:] if argv is None else argv)]
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        status = args.func(args)
+    except CLIError as error:
+        _fail(str(error))
+        return 1
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line instead of a traceback; --debug re-raises
+        if args.debug:
+            raise
+        if isinstance(error, PresetError):
+            _fail(str(error))
+        else:
+            _fail(f"{type(error).__name__}: {error} (run with --debug for the traceback)")
+        return 1
+    return int(status or 0)
+
+
+def _fail(message: str):
+    one_line = re.sub(r"\s+", " ", str(message)).strip()
+    if len(one_line) > 600:
+        one_line = one_line[:597] + "..."
+    sys.stdout.flush()
+    print(f"{PROG}: error: {one_line}", file=sys.stderr)
