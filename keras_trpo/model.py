@@ -338,15 +338,15 @@ class TRPO(trainer.Trainer):
             # 2. The surrogate mean(ratio · Â) and its gradient g.
             surrogate_old, g = objective.surrogate_and_gradient()
             # 3. Conjugate gradient on (F + λI) s = g, F by double backprop through the mean KL(old‖new).
-            rows = update.fvp_rows(replicas, observations, self.fvp_fraction, self.seed_generator)
+            fvp_seed = tf.stack([tf.constant(self.seed or 0, tf.int64), tf.convert_to_tensor(self._policy_version)])
+            rows = update.fvp_rows(replicas, observations, self.fvp_fraction, fvp_seed)
             fvp = objective.fisher_vector_product(rows, self._damping)
             direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
             # 4. The full step √(2δ / sᵀ(F + λI)s) · s.
             step, well_posed = update.full_step(fvp, direction, cg_info, max_kl)
             # 5. Backtracking line search: KL ≤ δ and a positive improvement, else restore θ_old.
-            policy = update.line_search(
-                objective, g, step, surrogate_old, max_kl, well_posed, cg_info, *self._line_search
-            )
+            policy = update.line_search(objective, g, step, surrogate_old, max_kl, well_posed, cg_info,
+                                        self.backtrack_coefficient, self.backtrack_iterations)
             # 6. Critic regression, only after an accepted policy step.
             critic = tf.cond(
                 policy["step_accepted"] > 0,
@@ -366,10 +366,6 @@ class TRPO(trainer.Trainer):
         value_loss = logs["value_loss"]
         logs["loss"] = tf.where(weights_finite, tf.where(tf.math.is_finite(value_loss), value_loss, 0.0), np.nan)
         return {**logs, **{key: replicas.reduce_mean(batch[key]) for key in validation.LOG_KEYS if key in batch}}
-
-    @property
-    def _line_search(self):
-        return self.backtrack_coefficient, self.backtrack_iterations
 
     def _train_critic(self, replicas, observations, returns):
         metrics = update.critic_step(

@@ -139,20 +139,22 @@ class Objective:
         return product
 
 
-def fvp_rows(replicas, observations, fraction, seed_generator):
+def fvp_rows(replicas, observations, fraction, seed):
     """The rows of each replica's share used for Fisher-vector products, or ``None`` for all.
 
-    A fresh uniformly random subset of ``max(1, round(fraction·n))`` rows per
-    update, drawn from ``seed_generator``. The TRPO paper (section 6) estimates
-    the Fisher on about 10% of the batch. A strided subsample would not do: a
-    batch is time-major over sub-environments, so every ``k``-th row comes from
-    the same ``num_envs / k`` sub-environments whenever ``k`` divides ``num_envs``.
+    A uniformly random subset of ``max(1, round(fraction·n))`` rows, drawn
+    statelessly from ``seed`` (int64 ``[2]``; ``TRPO`` passes its seed and the
+    policy version, so each update draws afresh and a rejected update consumes no
+    random state). The TRPO paper (section 6) estimates the Fisher on about 10% of
+    the batch. A strided subsample would not do: a batch is time-major over
+    sub-environments, so every ``k``-th row comes from the same ``num_envs / k``
+    sub-environments whenever ``k`` divides ``num_envs``.
     """
     if fraction >= 1.0:
         return None
     n = replicas.local_size(observations)
     count = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(n, tf.float32)), tf.int32))
-    return tf.argsort(keras.random.uniform((n,), seed=seed_generator))[:count]
+    return tf.argsort(tf.random.stateless_uniform((n,), seed))[:count]
 
 
 # --------------------------------------------------------------------------

@@ -246,3 +246,22 @@ def test_fisher_vector_products_use_a_fresh_random_subsample_across_sub_envs():
     sub_envs = [sorted({row % ENVS for row in rows}) for rows in identified]
     assert len(set(identified)) > 1, f"the same FVP rows {identified[0]} were used in every update"
     assert any(len(envs) > 1 for envs in sub_envs), f"every FVP subset lies in one sub-env: {identified}"
+
+
+def test_a_rejected_update_with_an_fvp_subsample_consumes_no_random_state():
+    """Catches: FVP rows drawn from the model's SeedGenerator (a rejected update would then advance it).
+
+    "A rejected update changes nothing" includes the random stream that shuffles the
+    critic's minibatches, which is saved with the model.
+    """
+    model = _model(spaces.Box(-1, 1, (2,), np.float32), spaces.Discrete(3), hidden_units=(), fvp_fraction=0.25)
+    rng = np.random.default_rng(0)
+    batch = _batch(rng.normal(size=(16, 2)), rng.integers(0, 3, 16), rng.normal(size=16))
+    model.damping = -1e3  # negative-definite F + λI: CG breaks down, the update is rejected (reason 2)
+    seed_state = np.array(model.seed_generator.state.numpy())
+    weights = [np.array(w) for w in model.weights if w.name != "policy_version"]
+    logs = model.train_step(batch)
+    assert float(logs["rejection_reason"]) == 2.0
+    np.testing.assert_array_equal(model.seed_generator.state.numpy(), seed_state)
+    for before, after in zip(weights, [w for w in model.weights if w.name != "policy_version"]):
+        np.testing.assert_array_equal(before, np.array(after))
