@@ -12,7 +12,7 @@ iteration, max_kl 0.02, gamma 0.99, GAE lambda 0.97, critic Adam(1e-3) with 10 e
 
 import sys
 
-from keras_trpo.presets import run_example
+from keras_trpo.cli.example import run_example
 
 
 def main(argv=None):

@@ -17,7 +17,7 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-from keras_trpo.presets import run_example  # noqa: E402
+from keras_trpo.cli.example import run_example  # noqa: E402
 
 ENVS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
 

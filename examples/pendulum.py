@@ -13,7 +13,7 @@ max_kl 0.03. This example's own evaluation: -115.7 / -138.4 / -156.2 for seeds 0
 
 import sys
 
-from keras_trpo.presets import run_example
+from keras_trpo.cli.example import run_example
 
 
 def main(argv=None):

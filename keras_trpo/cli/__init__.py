@@ -16,8 +16,9 @@ without a Python traceback; ``--debug`` shows the traceback of unexpected errors
 See the "Command line" section of README.md.
 
 Modules: ``parser`` (arguments and :func:`main`), ``common`` (what the commands share),
-``train``, ``models`` (evaluate, export, info), ``plot`` and ``presets``. TensorFlow is
-imported when a command that needs it runs.
+``train``, ``models`` (evaluate, export, info), ``plot``, ``presets``, and ``example``
+(the command line of ``examples/*.py``, not part of ``keras-trpo``). Training itself is
+:func:`keras_trpo.training.train`. TensorFlow is imported when a command that needs it runs.
 """
 
 from keras_trpo.cli.common import CLIError

@@ -1,8 +1,9 @@
-"""``keras-trpo train``: trains a preset and writes a run directory.
+"""``keras-trpo train``: :func:`keras_trpo.training.train` plus a run directory around it.
 
-The run directory holds config.json, metrics.csv and tensorboard/ (written by callbacks during
-training), model.keras (every tenth of the run and at the end), saved_model/ and results.json
-(the final evaluation). TensorFlow is imported when the command runs, not with this module.
+The run directory holds config.json (written before the first iteration), metrics.csv and
+tensorboard/ (written by callbacks during training), model.keras (every tenth of the run and
+at the end), saved_model/ (at the end) and results.json (the final evaluation). TensorFlow is
+imported when the command runs, not with this module.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import datetime
 import json
 import os
 import shlex
-import time
 
 from keras_trpo import presets
 from keras_trpo.cli.common import (
@@ -31,6 +31,39 @@ from keras_trpo.cli.common import (
 
 def cmd_train(args) -> int:
     check_env_id(args.env_id)
+    preset, overrides = _preset(args)
+    out = args.out or os.path.join(
+        "runs", f"{args.env_id}-{preset.name}-seed{args.seed}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    )
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise CLIError(f"output directory {out!r} already exists and is not empty; pass another --out")
+
+    from keras_trpo import training
+
+    if preset.env_id not in (None, args.env_id):
+        print(f"Note: preset {preset.name!r} was made for {preset.env_id}; training on {args.env_id}.")
+    if args.steps is not None and args.steps < preset.rollouts["steps"]:
+        print(f"Note: --steps {args.steps} is less than one iteration; training 1 iteration of "
+              f"{preset.rollouts['steps']} env steps.")
+    run = _RunDirectory(os.path.abspath(out), args, preset, overrides)
+    try:
+        result = training.train(
+            preset, args.env_id, seed=args.seed, callbacks=run.callbacks(), verbose=args.verbose,
+            before_fit=run.start, after_fit=run.save, on_interrupt=run.interrupted,
+        )  # fmt: skip
+    except training.EnvCreationError as error:
+        raise CLIError(f"cannot create {args.env_id!r}: {error}") from None
+    except training.ModelBuildError as error:
+        with_overrides = f" with the overrides {overrides}" if overrides else ""
+        raise CLIError(
+            f"cannot build TRPO for {args.env_id} from preset {preset.name!r}{with_overrides}: {error}"
+        ) from None
+    run.finish(result)
+    return 130 if result.interrupted else 0
+
+
+def _preset(args):
+    """The preset with the command line's overrides applied, and those overrides (the values that differ)."""
     preset = presets.load_preset(args.preset) if args.preset else presets.preset_for_env(args.env_id)
     overrides = dict(args.set)
     if args.num_envs is not None:
@@ -45,138 +78,120 @@ def cmd_train(args) -> int:
     # Record only what differs from the preset: runs that differ only in their seed share a plot label.
     overrides = {key: value for key, value in overrides.items() if _dotted_get(base, key) != value}
     try:
-        preset = preset.override(overrides)
+        return preset.override(overrides), overrides
     except presets.PresetError as error:
         hint = " (use --batch to pick a batch size divisible by --num-envs)" if "multiple of num_envs" in str(error) else ""
         raise CLIError(f"{error}{hint}") from None
-    iterations = preset.iterations()
 
-    out = args.out or os.path.join(
-        "runs", f"{args.env_id}-{preset.name}-seed{args.seed}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    )
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise CLIError(f"output directory {out!r} already exists and is not empty; pass another --out")
 
-    import gymnasium
-    import keras
-    import numpy as np
+class _RunDirectory:
+    """The outputs of one ``keras-trpo train`` run in ``out`` (an absolute path), created only once
+    the model is built, so that invalid hyperparameters leave no directory behind."""
 
-    import keras_trpo
-    from keras_trpo import callbacks as trpo_callbacks
+    def __init__(self, out, args, preset, overrides):
+        self.out, self.args, self.preset, self.overrides = out, args, preset, overrides
+        self.iterations = preset.iterations()
+        self.saved_model = None
 
-    if preset.env_id not in (None, args.env_id):
-        print(f"Note: preset {preset.name!r} was made for {preset.env_id}; training on {args.env_id}.")
-    if args.steps is not None and args.steps < preset.rollouts["steps"]:
-        print(f"Note: --steps {args.steps} is less than one iteration; training 1 iteration of "
-              f"{preset.rollouts['steps']} env steps.")
-    keras.utils.set_random_seed(args.seed)
-    try:
-        env = preset.make_env(env_id=args.env_id)
-    except gymnasium.error.Error as error:
-        raise CLIError(f"cannot create {args.env_id!r}: {error}") from None
-    try:
-        model = preset.build_model(env, seed=args.seed)
-        rollouts = preset.build_rollouts(env, model, seed=args.seed)
-    except (ValueError, TypeError) as error:
-        env.close()
-        with_overrides = f" with the overrides {overrides}" if overrides else ""
-        raise CLIError(
-            f"cannot build TRPO for {args.env_id} from preset {preset.name!r}{with_overrides}: {error}"
-        ) from None
-    os.makedirs(out, exist_ok=True)
-    out = os.path.abspath(out)
+    def path(self, name):
+        return os.path.join(self.out, name)
 
-    config = {
-        "command": " ".join(shlex.quote(a) for a in [PROG, *args.argv]),
-        "env_id": args.env_id,
-        "preset": preset.name,
-        "preset_status": preset.status,
-        "preset_source": preset.source,
-        "overrides": overrides,
-        "seed": args.seed,
-        "iterations": iterations,
-        "planned_env_steps": iterations * preset.rollouts["steps"],
-        **{k: v for k, v in preset.to_dict().items() if k not in ("name", "source", "env_id", "notes", "status")},
-        "eval_every": args.eval_every,
-        "trpo_config": _jsonable(model.get_config()),
-        "versions": _versions(),
-        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-    with open(os.path.join(out, CONFIG_FILE), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
+    def callbacks(self) -> list:
+        """The fit callbacks: those that add to the logs, the progress report, then those that write them."""
+        import keras
 
-    checkpoint_every = args.checkpoint_every or max(1, iterations // 10)
-    callback_list = [trpo_callbacks.LineSearchMonitor(patience=5)]
-    if args.eval_every:
-        callback_list += [
-            trpo_callbacks.Evaluation(args.env_id, episodes=preset.eval_episodes, every=args.eval_every,
-                                      seed=args.seed + 20_000),
-            trpo_callbacks.ExportBest(os.path.join(out, BEST_DIR), max_to_keep=1),
+        from keras_trpo import callbacks, training
+
+        iterations = self.iterations
+        checkpoint_every = self.args.checkpoint_every or max(1, iterations // 10)
+        callback_list = [callbacks.LineSearchMonitor(patience=5)]
+        if self.args.eval_every:
+            callback_list += [
+                callbacks.Evaluation(self.args.env_id, episodes=self.preset.eval_episodes,
+                                     every=self.args.eval_every, seed=self.args.seed + 20_000),
+                callbacks.ExportBest(self.path(BEST_DIR), max_to_keep=1),
+            ]
+        return callback_list + [
+            training.progress_callback(iterations, self.args.verbose),
+            _CSVLogger(self.path(METRICS_FILE)),
+            keras.callbacks.TensorBoard(self.path(TENSORBOARD_DIR), write_graph=False),
+            keras.callbacks.ModelCheckpoint(self.path(KERAS_FILE), save_freq=checkpoint_every),
         ]
-    if args.verbose == 0:
-        callback_list.append(trpo_callbacks.ProgressLogger(every=max(1, iterations // 10)))
-    else:
-        callback_list.append(trpo_callbacks.StepsPerSecond())
-    callback_list += [
-        _CSVLogger(os.path.join(out, METRICS_FILE)),
-        keras.callbacks.TensorBoard(os.path.join(out, TENSORBOARD_DIR), write_graph=False),
-        keras.callbacks.ModelCheckpoint(os.path.join(out, KERAS_FILE), save_freq=checkpoint_every),
-    ]
 
-    print(
-        f"Training TRPO on {args.env_id} with preset {preset.name} ({preset.status}): {iterations} iterations x "
-        f"{preset.rollouts['steps']} env steps, {preset.num_envs} envs, seed {args.seed}",
-        flush=True,
-    )
-    print(f"Run directory: {out}", flush=True)
-    interrupted = False
-    start = time.perf_counter()
-    try:
-        model.fit(rollouts, epochs=iterations, verbose=args.verbose, callbacks=callback_list)
-    except KeyboardInterrupt:
-        interrupted = True
-        print(f"\nInterrupted after {rollouts.env_steps} env steps; saving what was trained.", flush=True)
-    train_seconds = time.perf_counter() - start
-    env.close()
+    def start(self, model):
+        """Before the first iteration: creates the directory, writes config.json, says what runs where."""
+        args, preset, iterations = self.args, self.preset, self.iterations
+        os.makedirs(self.out, exist_ok=True)
+        config = {
+            "command": " ".join(shlex.quote(a) for a in [PROG, *args.argv]),
+            "env_id": args.env_id,
+            "preset": preset.name,
+            "preset_status": preset.status,
+            "preset_source": preset.source,
+            "overrides": self.overrides,
+            "seed": args.seed,
+            "iterations": iterations,
+            "planned_env_steps": iterations * preset.rollouts["steps"],
+            **{k: v for k, v in preset.to_dict().items() if k not in ("name", "source", "env_id", "notes", "status")},
+            "eval_every": args.eval_every,
+            "trpo_config": _jsonable(model.get_config()),
+            "versions": _versions(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        _write_json(self.path(CONFIG_FILE), config)
+        print(
+            f"Training TRPO on {args.env_id} with preset {preset.name} ({preset.status}): {iterations} iterations x "
+            f"{preset.rollouts['steps']} env steps, {preset.num_envs} envs, seed {args.seed}",
+            flush=True,
+        )
+        print(f"Run directory: {self.out}", flush=True)
 
-    model.save(os.path.join(out, KERAS_FILE))
-    saved_model = model.export(os.path.join(out, SAVED_MODEL_DIR))
-    returns = keras_trpo.evaluate(model, args.env_id, episodes=preset.eval_episodes, seed=args.seed + 10_000)
-    results = {
-        "env_steps": int(rollouts.env_steps),
-        "iterations": int(model.policy_version),
-        "train_seconds": round(train_seconds, 3),
-        "interrupted": interrupted,
-        "eval_episodes": len(returns),
-        "eval_seed": args.seed + 10_000,
-        "eval_returns": returns,
-        "eval_mean": float(np.mean(returns)),
-        "eval_std": float(np.std(returns)),
-        "keras_model": os.path.join(out, KERAS_FILE),
-        "saved_model": saved_model,
-    }
-    with open(os.path.join(out, RESULTS_FILE), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    def interrupted(self, env_steps):
+        print(f"\nInterrupted after {env_steps} env steps; saving what was trained.", flush=True)
+
+    def save(self, model):
+        """After training, before the final evaluation: model.keras and the SavedModel."""
+        model.save(self.path(KERAS_FILE))
+        self.saved_model = model.export(self.path(SAVED_MODEL_DIR))
+
+    def finish(self, result):
+        """results.json, and what was written."""
+        import numpy as np
+
+        results = {
+            "env_steps": result.env_steps,
+            "iterations": int(result.model.policy_version),
+            "train_seconds": round(result.train_seconds, 3),
+            "interrupted": result.interrupted,
+            "eval_episodes": len(result.returns),
+            "eval_seed": result.eval_seed,
+            "eval_returns": result.returns,
+            "eval_mean": result.mean,
+            "eval_std": float(np.std(result.returns)),
+            "keras_model": self.path(KERAS_FILE),
+            "saved_model": self.saved_model,
+        }
+        _write_json(self.path(RESULTS_FILE), results)
+        print(result.message(returns_summary(result.returns)))
+        print(f"Wrote {self.out}:")
+        rows = [
+            (CONFIG_FILE, "resolved configuration"),
+            (METRICS_FILE, "per-iteration metrics (keras.callbacks.CSVLogger)"),
+            (TENSORBOARD_DIR + "/", f"TensorBoard logs: tensorboard --logdir {self.path(TENSORBOARD_DIR)}"),
+            (KERAS_FILE, "Keras checkpoint: keras.models.load_model"),
+            (os.path.relpath(self.saved_model, self.out) + "/", "SavedModel for TF Serving"),
+            (RESULTS_FILE, "final evaluation"),
+        ]
+        if self.args.eval_every:
+            rows.insert(5, (BEST_DIR + "/", "SavedModel of the best eval_return during training"))
+        for name, what in rows:
+            print(f"  {name:<22} {what}")
+
+
+def _write_json(path, data):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
         f.write("\n")
-    print(
-        f"Trained {rollouts.env_steps} env steps in {train_seconds:.1f} s. Deterministic evaluation over "
-        f"{len(returns)} episodes: {returns_summary(returns)}"
-    )
-    print(f"Wrote {out}:")
-    rows = [
-        (CONFIG_FILE, "resolved configuration"),
-        (METRICS_FILE, "per-iteration metrics (keras.callbacks.CSVLogger)"),
-        (TENSORBOARD_DIR + "/", f"TensorBoard logs: tensorboard --logdir {os.path.join(out, TENSORBOARD_DIR)}"),
-        (KERAS_FILE, "Keras checkpoint: keras.models.load_model"),
-        (os.path.relpath(saved_model, out) + "/", "SavedModel for TF Serving"),
-        (RESULTS_FILE, "final evaluation"),
-    ]
-    if args.eval_every:
-        rows.insert(5, (BEST_DIR + "/", "SavedModel of the best eval_return during training"))
-    for name, what in rows:
-        print(f"  {name:<22} {what}")
-    return 130 if interrupted else 0
 
 
 def _dotted_get(data, dotted):
@@ -228,4 +243,3 @@ def _versions() -> dict:
         "gymnasium": gymnasium.__version__,
         "python": platform.python_version(),
     }
-

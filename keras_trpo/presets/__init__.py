@@ -31,6 +31,9 @@ model = preset.build_model(env, seed=0)            # compiled keras_trpo.TRPO
 rollouts = preset.build_rollouts(env, model, seed=0)
 model.fit(rollouts, epochs=preset.iterations())
 ```
+
+:func:`keras_trpo.training.train` runs that flow (seeding, fit, final evaluation) for
+``keras-trpo train`` and the examples.
 """
 
 from __future__ import annotations
@@ -253,64 +256,6 @@ class Preset:
         from keras_trpo.rollouts import Rollouts
 
         return Rollouts(env, model, **self.rollouts, seed=seed)
-
-
-def run_example(env_id, argv=None, description=None):
-    """The examples' command line: train ``env_id`` with its preset through ``model.fit``.
-
-    Options ``--steps``, ``--seed``, ``--num-envs``, ``--batch``, ``--max-kl``,
-    ``--eval-episodes`` and ``--export DIR``. Prints a progress line every tenth of the run
-    and a deterministic evaluation on a separate env; returns its mean return.
-    """
-    import argparse
-    import time
-
-    import keras
-    import numpy as np
-
-    from keras_trpo.callbacks import ProgressLogger
-    from keras_trpo.evaluation import evaluate
-
-    preset = load_preset(env_id)
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=preset.total_steps, help=f"total env steps ({preset.total_steps})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-envs", type=int, default=preset.num_envs)
-    parser.add_argument("--batch", type=int, default=preset.rollouts["steps"], help="env steps per TRPO iteration")
-    parser.add_argument("--max-kl", type=float, default=preset.model["max_kl"])
-    parser.add_argument("--eval-episodes", type=int, default=preset.eval_episodes)
-    parser.add_argument(
-        "--export",
-        metavar="DIR",
-        help="after training, write a TF Serving SavedModel to DIR/<next version> (e.g. saved_models/cartpole)",
-    )
-    args = parser.parse_args(argv)
-    preset = preset.override(
-        {"num_envs": args.num_envs, "rollouts.steps": args.batch, "model.max_kl": args.max_kl}
-    )
-
-    keras.utils.set_random_seed(args.seed)
-    env = preset.make_env()
-    model = preset.build_model(env, seed=args.seed)
-    rollouts = preset.build_rollouts(env, model, seed=args.seed)
-    iterations = preset.iterations(args.steps)
-    print(
-        f"Training TRPO on {env_id}: {iterations} iterations x {args.batch} steps on {args.num_envs} envs, "
-        f"seed {args.seed}"
-    )
-    start = time.perf_counter()
-    model.fit(rollouts, epochs=iterations, verbose=0, callbacks=[ProgressLogger(every=max(1, iterations // 10))])
-    train_time = time.perf_counter() - start
-    returns = evaluate(model, env_id, episodes=args.eval_episodes, seed=args.seed + 10_000)
-    print(
-        f"Trained {rollouts.env_steps} env steps in {train_time:.1f} s. Deterministic evaluation over "
-        f"{len(returns)} episodes: mean return {np.mean(returns):.1f} (min {np.min(returns):.0f}, "
-        f"max {np.max(returns):.0f})"
-    )
-    if args.export:
-        print(f"Exported the policy for TF Serving to {model.export(args.export)}")
-    env.close()
-    return float(np.mean(returns))
 
 
 #: Keyword arguments of :class:`keras_trpo.TRPO` a preset may set (``seed`` comes from the caller).

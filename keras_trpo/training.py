@@ -1,0 +1,157 @@
+"""One training run of a preset: the flow that ``keras-trpo train`` and ``examples/*.py`` share.
+
+```python
+from keras_trpo import presets, training
+
+result = training.train(presets.load_preset("CartPole-v1"), seed=0)
+print(result.message(f"mean return {result.mean:.1f}"))
+```
+
+:func:`train` seeds Python, NumPy and TensorFlow (``keras.utils.set_random_seed``), builds the
+vector env, the compiled :class:`~keras_trpo.TRPO` and its :class:`~keras_trpo.Rollouts` from the
+preset, fits ``preset.iterations(total_steps)`` TRPO iterations (one ``fit`` epoch each), closes
+the env and evaluates the deterministic policy on a fresh copy of the environment seeded with
+``seed + 10_000``, episodes the training never saw. The callers add what is theirs around it:
+``keras-trpo train`` its run directory (config.json before the first iteration, model.keras and the
+SavedModel after the last, results.json at the end), the examples their command line and ``--export``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import gymnasium
+import keras
+import numpy as np
+
+from keras_trpo.callbacks import ProgressLogger, StepsPerSecond
+from keras_trpo.evaluation import evaluate
+from keras_trpo.presets import Preset
+
+#: The final evaluation is seeded with the training seed plus this.
+EVAL_SEED_OFFSET = 10_000
+
+
+class EnvCreationError(gymnasium.error.Error):
+    """gymnasium cannot create the training environment (its error is the cause and the message)."""
+
+
+class ModelBuildError(ValueError):
+    """The preset's TRPO or Rollouts cannot be built for the environment (their error is the cause and the message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingResult:
+    """What :func:`train` returns."""
+
+    model: keras.Model  #: the trained keras_trpo.TRPO
+    env_id: str
+    seed: int
+    iterations: int  #: TRPO iterations planned (fewer ran if interrupted)
+    env_steps: int  #: env steps collected and trained on
+    train_seconds: float  #: wall time of ``fit``
+    interrupted: bool  #: Ctrl-C ended ``fit`` early (only with ``on_interrupt``)
+    eval_seed: int
+    returns: list  #: undiscounted return of each final evaluation episode
+
+    @property
+    def mean(self) -> float:
+        """Mean return of the final evaluation."""
+        return float(np.mean(self.returns))
+
+    def message(self, returns_summary: str) -> str:
+        """``Trained N env steps in T s. Deterministic evaluation over K episodes: <returns_summary>``."""
+        return (
+            f"Trained {self.env_steps} env steps in {self.train_seconds:.1f} s. Deterministic evaluation over "
+            f"{len(self.returns)} episodes: {returns_summary}"
+        )
+
+
+def progress_callback(iterations: int, verbose: int = 0) -> keras.callbacks.Callback:
+    """How a run reports progress: for ``verbose=0`` a :class:`ProgressLogger` line every tenth of the
+    ``iterations``; otherwise Keras prints and :class:`StepsPerSecond` adds ``steps_per_second`` to its lines."""
+    if verbose == 0:
+        return ProgressLogger(every=max(1, iterations // 10))
+    return StepsPerSecond()
+
+
+def train(
+    preset: Preset,
+    env_id: str | None = None,
+    *,
+    seed: int,
+    total_steps: int | None = None,
+    callbacks: list | None = None,
+    verbose: int = 0,
+    before_fit: Callable | None = None,
+    after_fit: Callable | None = None,
+    on_interrupt: Callable | None = None,
+) -> TrainingResult:
+    """Trains TRPO on ``env_id`` with ``preset`` through ``model.fit``, then evaluates the deterministic policy.
+
+    Args:
+        preset: the hyperparameters (overrides already applied).
+        env_id: the environment; the preset's by default.
+        seed: seeds Python, NumPy and TensorFlow, the model and the rollouts; the final evaluation
+            uses ``seed + EVAL_SEED_OFFSET``.
+        total_steps: env steps to train (the preset's by default); at least one iteration runs.
+        callbacks: the ``fit`` callbacks, in order; by default ``[progress_callback(iterations, verbose)]``.
+            Callers that pass their own include that one where it belongs (after the callbacks
+            that add to the logs, before those that write them).
+        verbose: ``fit``'s verbosity.
+        before_fit: called with the model once the env, model and rollouts exist, before the first iteration.
+        after_fit: called with the model after training (and after the env is closed), before the evaluation.
+        on_interrupt: with it, Ctrl-C during ``fit`` ends training instead of raising: it is called
+            with the env steps trained and the run goes on (``after_fit``, the evaluation) with
+            ``interrupted=True``. Without it the KeyboardInterrupt propagates.
+
+    Raises:
+        EnvCreationError: gymnasium cannot create ``env_id``.
+        ModelBuildError: the preset's model or rollouts do not build for it (e.g. an invalid hyperparameter).
+    """
+    env_id = env_id or preset.env_id
+    iterations = preset.iterations(total_steps)
+    if callbacks is None:
+        callbacks = [progress_callback(iterations, verbose)]
+    keras.utils.set_random_seed(seed)
+    try:
+        env = preset.make_env(env_id=env_id)
+    except gymnasium.error.Error as error:
+        raise EnvCreationError(str(error)) from error
+    try:
+        try:
+            model = preset.build_model(env, seed=seed)
+            rollouts = preset.build_rollouts(env, model, seed=seed)
+        except (ValueError, TypeError) as error:
+            raise ModelBuildError(str(error)) from error
+        if before_fit is not None:
+            before_fit(model)
+        interrupted = False
+        start = time.perf_counter()
+        try:
+            model.fit(rollouts, epochs=iterations, verbose=verbose, callbacks=callbacks)
+        except KeyboardInterrupt:
+            if on_interrupt is None:
+                raise
+            interrupted = True
+            on_interrupt(rollouts.env_steps)
+        train_seconds = time.perf_counter() - start
+    finally:
+        env.close()
+    if after_fit is not None:
+        after_fit(model)
+    eval_seed = seed + EVAL_SEED_OFFSET
+    returns = evaluate(model, env_id, episodes=preset.eval_episodes, seed=eval_seed)
+    return TrainingResult(
+        model=model,
+        env_id=env_id,
+        seed=seed,
+        iterations=iterations,
+        env_steps=int(rollouts.env_steps),
+        train_seconds=train_seconds,
+        interrupted=interrupted,
+        eval_seed=eval_seed,
+        returns=returns,
+    )
