@@ -297,7 +297,7 @@ class TRPO(trainer.Trainer):
             spec = tf.TensorSpec([None, *self.observation_shape], tf.float32)
             self._acting_function = tf.function(
                 lambda observations: (self.policy_outputs(observations), self.value(observations)),
-                input_signature=[spec],
+                input_signature=[spec], autograph=False,
             )
         return self._acting_function
 
