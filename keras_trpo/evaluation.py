@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode
+from keras_trpo.validation import check_int
 
 
 def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[float]:
@@ -29,8 +30,7 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
     returns = keras_trpo.evaluate(model, "CartPole-v1", episodes=10, seed=123)
     ```
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
-        raise ValueError(f"episodes must be an integer >= 1; got {episodes!r}.")
+    episodes = check_int("episodes", episodes)
     owned = isinstance(env, str)
     if owned:
         env = gymnasium.make_vec(env, num_envs=int(episodes), vectorization_mode="sync")
