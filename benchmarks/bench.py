@@ -116,7 +116,7 @@ def keras_update(cfg):
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     batch = keras_trpo.Rollouts(env, model, steps=cfg["samples"], seed=0).collect()
     batch = {k: tf.constant(batch[k]) for k in ("observations", "actions", "advantages", "returns")}
-    step = tf.function(model.train_step)  # what fit compiles
+    step = tf.function(model.train_step, autograph=False)  # as fit compiles it (trainer.TrainFunction)
     times = []
     for i in range(cfg["repeats"] + 3):
         start = time.perf_counter()

@@ -8,8 +8,8 @@ the ``R`` per-replica means. :class:`Replicas` computes exactly that with a
 ``tf.distribute`` strategy: each local mean inside ``strategy.run``, then
 ``strategy.reduce(MEAN)``.
 
-Under a strategy, ``TRPO.make_train_function`` reads the per-replica batch and
-runs the whole update in the cross-replica context (Keras would run
+Under a strategy, the train function (:class:`keras_trpo.trainer.TrainFunction`)
+reads the per-replica batch and runs the whole update in the cross-replica context (Keras would run
 ``train_step`` once per replica). This is what makes the algorithm's control
 flow possible under ``MirroredStrategy``: conjugate gradient, the line search
 and the critic epochs are ``tf.while_loop``s whose bodies need cross-replica
@@ -27,10 +27,9 @@ runs exactly the same operations as before distribution was added.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_trpo import errors
+from keras_trpo import errors, validation
 
 
 def check_even_split(steps: int, local_replicas: int) -> None:
@@ -73,10 +72,7 @@ def distribute_py_dataset(py_dataset, strategy):
     if not isinstance(first, dict):
         raise TypeError(f"TRPO batches are dicts of arrays; the dataset yields {type(first).__name__}.")
     check_even_split(len(first["observations"]), len(strategy.extended.worker_devices))
-    signature = {
-        key: tf.TensorSpec((None, *np.shape(value)[1:]), tf.as_dtype(np.asarray(value).dtype))
-        for key, value in first.items()
-    }
+    signature = validation.batch_signature(first)
 
     def dataset_fn(context):
         local = context.num_replicas_in_sync // context.num_input_pipelines
@@ -93,6 +89,11 @@ def distribute_py_dataset(py_dataset, strategy):
         return tf.data.Dataset.from_generator(shares, output_signature=signature)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def is_per_replica(value) -> bool:
+    """Whether ``value`` holds one share per replica (a ``tf.distribute.DistributedValues``)."""
+    return isinstance(value, tf.distribute.DistributedValues)
 
 
 class Replicas:
@@ -173,6 +174,25 @@ class Replicas:
         spread = self.run(lambda m, v: v + tf.square(m - mean), local_mean, local_variance)
         return mean, self.reduce_mean(spread)
 
+    def assert_equal_shares(self, values):
+        """Fails unless every replica (on every worker) holds as many rows of ``values`` as the others.
+
+        Every batch quantity is a mean of the replicas' means, which is the batch
+        mean only for equal shares. ``check_even_split`` checks one worker's split
+        on the host; this checks across workers, in the graph.
+        """
+        if self.single:
+            return
+        sizes = self.run(lambda v: tf.cast(tf.shape(v)[0], tf.float32), values)
+        mean_size = self.reduce_mean(sizes)
+        self.run(
+            lambda size: tf.debugging.assert_equal(
+                size, mean_size, message="The batch does not split into equal shares over the replicas: use the "
+                "same number of steps on every worker, divisible by the number of local replicas."
+            ),
+            sizes,
+        )
+
     def local_size(self, values) -> tf.Tensor:
         """Number of samples on one replica (all replicas hold the same number)."""
         if self.default:
@@ -209,6 +229,6 @@ def _needs_merge_call(strategy) -> bool:
 
     Private attribute: ``StrategyExtended._use_merge_call`` is the very test
     Keras' ``maybe_merge_call`` makes, and TensorFlow has no public equivalent.
-    ``tests/test_architecture.py`` fails if it disappears.
+    ``tests/test_trainer.py`` fails if it disappears.
     """
     return bool(strategy.extended._use_merge_call())

@@ -155,7 +155,9 @@ def resolve_version_dir(filepath, *, overwrite: bool = False) -> str:
 
 def _check_model(model):
     # Duck-typed, so that this module need not import keras_trpo.model (which imports it for TRPO.export).
-    if not all(hasattr(model, name) for name in ("head", "policy_outputs", "value", "observation_shape")):
+    needed = ("head", "policy_outputs", "value", "observation_shape", "policy_layers", "policy_output",
+              "value_layers", "value_output", "normalizer", "log_std", "action_space")
+    if not all(hasattr(model, name) for name in needed):
         raise TypeError(f"model must be a keras_trpo.TRPO; got {type(model).__name__}.")
     layers = [*model.policy_layers, model.policy_output, *model.value_layers, model.value_output]
     if model.normalizer is not None:

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_trpo import export, networks, ops, trainer, update, validation
+from keras_trpo import distribute, export, networks, ops, trainer, update, validation
 from keras_trpo.distribute import Replicas
 from keras_trpo.normalization import RunningNormalization
 from keras_trpo.policies import check_observation_space, make_head
@@ -320,11 +320,13 @@ class TRPO(trainer.Trainer):
         """
         if getattr(self, "optimizer", None) is None:
             raise RuntimeError("Call model.compile(optimizer=...) before train_step; it trains the critic.")
-        if tf.distribute.has_strategy() and tf.distribute.get_replica_context() is not None:
-            raise RuntimeError("TRPO.train_step runs in the cross-replica context; use model.fit under a strategy.")
-        trainer.check_fresh(self, data)
         replicas = self._replicas
+        if not replicas.default and not any(map(distribute.is_per_replica, tf.nest.flatten(data))):
+            raise RuntimeError("Under a tf.distribute strategy, TRPO trains through model.fit, which splits each "
+                               "batch over the replicas and runs the update cross-replica (keras_trpo.distribute).")
         batch = replicas.run(self._validated_batch, data)
+        trainer.check_fresh(self, data)
+        replicas.assert_equal_shares(batch["observations"])
         observations, actions, returns = batch["observations"], batch["actions"], batch["returns"]
         refused = update.rejection_before_update(replicas, batch, self._float_keys(), self._policy_version)
         max_kl = tf.convert_to_tensor(self._max_kl)
@@ -338,8 +340,7 @@ class TRPO(trainer.Trainer):
             # 2. The surrogate mean(ratio · Â) and its gradient g.
             surrogate_old, g = objective.surrogate_and_gradient()
             # 3. Conjugate gradient on (F + λI) s = g, F by double backprop through the mean KL(old‖new).
-            fvp_seed = tf.stack([tf.constant(self.seed or 0, tf.int64), tf.convert_to_tensor(self._policy_version)])
-            rows = update.fvp_rows(replicas, observations, self.fvp_fraction, fvp_seed)
+            rows = update.fvp_rows(replicas, observations, self.fvp_fraction, self.seed_generator, self._policy_version)
             fvp = objective.fisher_vector_product(rows, self._damping)
             direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
             # 4. The full step √(2δ / sᵀ(F + λI)s) · s.

@@ -33,8 +33,9 @@ class Rollouts(keras.utils.PyDataset):
     means nothing is read ahead of an update, and a batch read early to infer
     the dataset structure is cached and served as the first batch, so no
     transitions are thrown away. Each batch carries the ``policy_version`` of the
-    weights that collected it and ``TRPO.train_step`` fails loudly if it differs
-    from the model's (for example with ``steps_per_epoch`` > 1 or worker threads).
+    weights that collected it; ``fit`` and ``train_step`` raise ``StaleBatchError``
+    if it differs from the model's (for example with ``steps_per_epoch`` > 1 or
+    worker threads), and a compiled ``train_step`` rejects the batch (reason 4).
 
     **Environments.** A gymnasium ``Env`` is wrapped in a one-env
     ``SyncVectorEnv``; a ``VectorEnv`` (sync or async) is used as is. All three

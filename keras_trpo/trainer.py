@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo import distribute, errors
+from keras_trpo import distribute, errors, validation
 
 
 class Trainer(keras.Model):
@@ -104,8 +104,9 @@ class Trainer(keras.Model):
             source.pending_error = None
         try:
             with warnings.catch_warnings():
-                # Each epoch's input ends after its one batch: that is how it stays on-policy.
-                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                if not self._replicas.default:
+                    # Each epoch's input ends after its one batch: that is how it stays on-policy.
+                    warnings.filterwarnings("ignore", message="Your input ran out of data")
                 return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
         except tf.errors.OpError:
             # Under a strategy a Rollouts batch is collected on a tf.data thread, which reports any
@@ -130,8 +131,8 @@ class Trainer(keras.Model):
         # Private Keras hook, overridden on purpose: under a strategy Keras reads one batch here to
         # build the model symbolically and reduces it across replicas, which fails for dict batches
         # under MultiWorkerMirroredStrategy. TRPO builds its networks in __init__ and the critic's
-        # optimizer in compile, so there is nothing to build. tests/test_architecture.py fails if
-        # Keras renames it.
+        # optimizer in compile, so there is nothing to build. tests/test_trainer.py fails if
+        # Keras renames it or stops calling it.
         if self._replicas.default:
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
@@ -151,11 +152,12 @@ class TrainFunction:
 
     def __call__(self, iterator):
         model = self.model
-        batch = self.source[0] if self.source is not None else next(iterator)
+        batch = validation.unwrap(self.source[0] if self.source is not None else next(iterator))
         check_fresh(model, batch)
-        logs = model.train_step(batch) if model.run_eagerly else self._step_for(batch)(batch)
-        if float(logs["step_accepted"]) < 0.5:
-            reason = int(round(float(logs["rejection_reason"])))
+        eager = model.run_eagerly and model._replicas.default  # a strategy's update is always compiled
+        logs = model.train_step(batch) if eager else self._step_for(batch)(batch)
+        if "step_accepted" in logs and float(logs["step_accepted"]) < 0.5:
+            reason = int(round(float(logs.get("rejection_reason", errors.NON_FINITE))))
             warnings.warn(
                 f"TRPO update at policy_version {model.policy_version - 1} rejected (reason {reason}): "
                 f"{errors.REJECTION_REASONS.get(reason, 'unknown')}. Policy, critic and normalizer are "
@@ -167,30 +169,23 @@ class TrainFunction:
 
     def _step_for(self, batch):
         """The compiled ``train_step`` for batches shaped like ``batch`` (free batch dimension)."""
+        options = {"jit_compile": bool(self.model.jit_compile), "input_signature": None}
         if not isinstance(batch, Mapping):
-            return tf.function(self.model.train_step)  # train_step raises the TypeError naming the keys
-        if any(isinstance(value, tf.distribute.DistributedValues) for value in batch.values()):
-            key = "per-replica"  # specs come from the distributed values themselves
-            signature = None
+            key = "not a dict"  # train_step raises the TypeError naming the expected keys
+        elif any(map(distribute.is_per_replica, batch.values())):
+            # Specs come from the per-replica values themselves. No XLA: the update's all-reduces
+            # run inside strategy.run, which XLA does not compile.
+            key, options = "per-replica", {"jit_compile": False, "reduce_retracing": True}
         else:
-            signature = [
-                {
-                    key: tf.TensorSpec((None, *np.shape(value)[1:]), tf.as_dtype(np.asarray(value).dtype))
-                    for key, value in batch.items()
-                }
-            ]
-            key = tuple(sorted((k, tuple(v.shape), v.dtype.name) for k, v in signature[0].items()))
+            signature = validation.batch_signature(batch)
+            key = tuple(sorted((k, tuple(v.shape), v.dtype.name) for k, v in signature.items()))
+            options["input_signature"] = [signature]
         if key not in self._compiled:
             # No autograph: the update's loops are explicit tf.while_loop/tf.cond and every Python
             # branch is on static values, so conversion would change nothing but costs ~3 s of
             # tracing (3.5 s -> 0.6 s for the 64x64 CartPole model). Keras' own train function
             # opts out too (do_not_convert in backend/tensorflow/trainer.py).
-            self._compiled[key] = tf.function(
-                self.model.train_step,
-                input_signature=signature,
-                jit_compile=bool(self.model.jit_compile),
-                autograph=False,
-            )
+            self._compiled[key] = tf.function(self.model.train_step, autograph=False, **options)
         return self._compiled[key]
 
     def tracing_count(self) -> int:
@@ -206,12 +201,11 @@ def check_fresh(model, batch) -> None:
     are left to the in-graph check of ``train_step``, which rejects a stale
     batch (``rejection_reason`` 4) even where XLA drops assertions.
     """
-    if isinstance(batch, (tuple, list)) and len(batch) == 1:
-        batch = batch[0]
+    batch = validation.unwrap(batch)
     if not isinstance(batch, Mapping) or "policy_version" not in batch:
         return
     value = batch["policy_version"]
-    if isinstance(value, tf.distribute.DistributedValues):
+    if distribute.is_per_replica(value):
         value = model.distribute_strategy.experimental_local_results(value)[0]
     if tf.is_tensor(value) and tf.is_symbolic_tensor(value):
         return

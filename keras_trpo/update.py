@@ -1,8 +1,8 @@
 """The TRPO update as functions: the policy step (steps 1–5), the critic step (6) and their metrics.
 
 ``TRPO.train_step`` calls these in order; each takes the model (any object with
-``head``, ``distribution``, ``value``, ``policy_variables`` and
-``value_variables``) and a :class:`~keras_trpo.distribute.Replicas`. With one
+``head``, ``distribution_params``, ``distribution``, ``value``, ``policy_variables``,
+``value_variables`` and ``optimizer``) and a :class:`~keras_trpo.distribute.Replicas`. With one
 device, ``Replicas`` runs every function as a plain call, so the single-device
 and the data-parallel update are the same code.
 
@@ -20,6 +20,9 @@ import tensorflow_probability as tfp
 from keras_trpo import errors, ops
 
 tfd = tfp.distributions
+
+#: Folded into the FVP subsample's seed, so that its draws differ from the critic's shuffles.
+FVP_SEED_SALT = 0x46565052  # "FVPR"
 
 #: The metrics of ``train_step``, in this order.
 METRICS = (
@@ -139,21 +142,24 @@ class Objective:
         return product
 
 
-def fvp_rows(replicas, observations, fraction, seed):
+def fvp_rows(replicas, observations, fraction, seed_generator, policy_version):
     """The rows of each replica's share used for Fisher-vector products, or ``None`` for all.
 
     A uniformly random subset of ``max(1, round(fraction·n))`` rows, drawn
-    statelessly from ``seed`` (int64 ``[2]``; ``TRPO`` passes its seed and the
-    policy version, so each update draws afresh and a rejected update consumes no
-    random state). The TRPO paper (section 6) estimates the Fisher on about 10% of
-    the batch. A strided subsample would not do: a batch is time-major over
-    sub-environments, so every ``k``-th row comes from the same ``num_envs / k``
-    sub-environments whenever ``k`` divides ``num_envs``.
+    statelessly from the model's seed (``seed_generator.state[0]``: checkpointed,
+    random when ``seed=None``) folded with ``policy_version`` and a salt, so each
+    update draws afresh, the draws differ from the critic's shuffles, and a
+    rejected update consumes no random state. The TRPO paper (section 6)
+    estimates the Fisher on about 10% of the batch. A strided subsample would not
+    do: a batch is time-major over sub-environments, so every ``k``-th row comes
+    from the same ``num_envs / k`` sub-environments whenever ``k`` divides ``num_envs``.
     """
     if fraction >= 1.0:
         return None
     n = replicas.local_size(observations)
     count = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(n, tf.float32)), tf.int32))
+    base = tf.stack([tf.cast(seed_generator.state[0], tf.int64), tf.cast(policy_version, tf.int64)])
+    seed = tf.random.experimental.stateless_fold_in(base, FVP_SEED_SALT)
     return tf.argsort(tf.random.stateless_uniform((n,), seed))[:count]
 
 

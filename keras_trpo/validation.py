@@ -66,6 +66,21 @@ def check_hyperparameters(**values) -> None:
             raise ValueError(f"{name} must be {allowed}; got {value!r}.")
 
 
+def unwrap(data):
+    """``data``, or the dict inside a 1-tuple (as ``fit`` may pass a batch)."""
+    if isinstance(data, (tuple, list)) and len(data) == 1:
+        return data[0]
+    return data
+
+
+def batch_signature(batch: Mapping) -> dict:
+    """``{key: tf.TensorSpec([None, *per-sample shape], dtype)}`` of a dict of arrays or tensors."""
+    return {
+        key: tf.TensorSpec((None, *tuple(value.shape)[1:]), tf.as_dtype(value.dtype))
+        for key, value in ((key, value if hasattr(value, "dtype") else np.asarray(value)) for key, value in batch.items())
+    }
+
+
 def validate_batch(data, spec: Mapping, cast_actions) -> dict:
     """Checks a ``train_step`` batch against ``spec`` and returns it as tensors.
 
@@ -84,8 +99,7 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
         ValueError: a missing key, a wrong shape or dtype, an empty batch, or
             samples counts that differ between keys.
     """
-    if isinstance(data, (tuple, list)) and len(data) == 1:
-        data = data[0]
+    data = unwrap(data)
 
     def describe(key):
         shape, dtype = spec[key]
