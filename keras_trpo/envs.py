@@ -1,6 +1,6 @@
 """Gymnasium vector-env helpers shared by collection and evaluation.
 
-* :func:`as_vector_env`, :func:`autoreset_mode`, :func:`action_bounds`;
+* :func:`as_vector_env`, :func:`autoreset_mode`, :func:`action_bounds`, :func:`check_spaces`;
 * :func:`run_env_checker`: gymnasium's ``check_env`` on one sub-environment;
 * :func:`failing_sub_env`, :func:`raised_in`: which sub-env raised, for ``RolloutError`` messages.
 
@@ -83,3 +83,18 @@ def action_bounds(env: VectorEnv):
     if isinstance(space, gymnasium.spaces.Box):
         return space.low, space.high
     return None, None
+
+
+def check_spaces(env: VectorEnv, model) -> None:
+    """Raises ValueError unless the vector env's spaces are the model's (``observation_space``, ``action_space``)."""
+    obs_space = env.single_observation_space
+    if not isinstance(obs_space, gymnasium.spaces.Box) or tuple(obs_space.shape) != tuple(model.observation_shape):
+        raise ValueError(
+            f"env observation space {obs_space} does not match the model's observation space "
+            f"{model.observation_space} (expected a Box of shape {model.observation_shape})."
+        )
+    if env.single_action_space != model.action_space:
+        raise ValueError(
+            f"env action space {env.single_action_space} does not match the model's action space "
+            f"{model.action_space}."
+        )

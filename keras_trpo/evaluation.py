@@ -6,7 +6,7 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode
+from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode, check_spaces
 from keras_trpo.validation import check_int
 
 
@@ -35,6 +35,12 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
     if owned:
         env = gymnasium.make_vec(env, num_envs=int(episodes), vectorization_mode="sync")
     env = as_vector_env(env)
+    try:
+        check_spaces(env, model)
+    except ValueError:
+        if owned:
+            env.close()
+        raise
     act = tf.function(lambda observations: model(observations), reduce_retracing=True)
     low, high = action_bounds(env)
     reset_finished = autoreset_mode(env) != gymnasium.vector.AutoresetMode.SAME_STEP

@@ -88,6 +88,7 @@ class TRPO(trainer.Trainer):
         seed=None,
         **kwargs,
     ):
+        validation.check_float32_policy(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.observation_space = space_from_config(observation_space)
         self.action_space = space_from_config(action_space)
@@ -255,6 +256,7 @@ class TRPO(trainer.Trainer):
         return [w for layer in (*self.value_layers, self.value_output) for w in layer.trainable_weights]
 
     def _flat_observations(self, observations):
+        validation.check_observations(observations, self.observation_shape, self.observation_space)
         return tf.reshape(tf.cast(observations, tf.float32), [-1, int(np.prod(self.observation_shape))])
 
     def _features(self, observations):

@@ -6,14 +6,15 @@ import pickle
 import time
 import warnings
 
-import gymnasium
 import keras
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.advantages import compute_gae
-from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode, failing_sub_env, raised_in, run_env_checker
+from keras_trpo.envs import (
+    action_bounds, as_vector_env, autoreset_mode, check_spaces, failing_sub_env, raised_in, run_env_checker,
+)
 from keras_trpo.errors import RolloutError
 from keras_trpo.normalization import RewardScaler
 from keras_trpo.validation import check_unit_interval
@@ -113,7 +114,7 @@ class Rollouts(keras.utils.PyDataset):
             run_env_checker(env)
         self.env = as_vector_env(env)
         self.model = model
-        _check_spaces(self.env, model)
+        check_spaces(self.env, model)
         self.num_envs = int(self.env.num_envs)
         if steps % self.num_envs:
             lower = max(self.num_envs, steps - steps % self.num_envs)
@@ -355,17 +356,3 @@ class Rollouts(keras.utils.PyDataset):
                 f"{self.env.single_observation_space}."
             )
         return result
-
-
-def _check_spaces(env, model):
-    obs_space = env.single_observation_space
-    if not isinstance(obs_space, gymnasium.spaces.Box) or tuple(obs_space.shape) != model.observation_shape:
-        raise ValueError(
-            f"env observation space {obs_space} does not match the model's observation space "
-            f"{model.observation_space} (expected a Box of shape {model.observation_shape})."
-        )
-    if env.single_action_space != model.action_space:
-        raise ValueError(
-            f"env action space {env.single_action_space} does not match the model's action space "
-            f"{model.action_space}."
-        )

@@ -23,11 +23,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
+import gymnasium
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_trpo import distribute, errors, validation
+from keras_trpo.progbar import ProgressBar
 
 
 class Trainer(keras.Model):
@@ -91,6 +93,9 @@ class Trainer(keras.Model):
         split over the replicas (:func:`keras_trpo.distribute.distribute_py_dataset`).
         Each rejected update issues one :class:`keras_trpo.UpdateRejectedWarning`.
         """
+        _check_fit_arguments(x, y, kwargs)
+        if verbose != 0 and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks or []):
+            callbacks = [*(callbacks or []), ProgressBar()]  # Keras then adds no bar of its own
         train_function, source = self.make_train_function(), x
         if not self._replicas.default:
             x = distribute.distribute_py_dataset(x, self._replicas.strategy)
@@ -119,6 +124,14 @@ class Trainer(keras.Model):
         finally:
             train_function.source = None
 
+    def evaluate(self, *args, **kwargs):
+        """Not Keras' supervised ``evaluate``: TRPO has no labelled data to score."""
+        raise TypeError(
+            "TRPO has no loss to evaluate on data. Evaluate the policy on an environment with "
+            "keras_trpo.evaluate(model, 'CartPole-v1', episodes=10), or during fit with "
+            "keras_trpo.callbacks.Evaluation(env, every=10)."
+        )
+
     def make_train_function(self, force=False):
         """The one train function for every input and strategy: a :class:`TrainFunction`."""
         if self.steps_per_execution != 1:
@@ -135,6 +148,33 @@ class Trainer(keras.Model):
         # Keras renames it or stops calling it.
         if self._replicas.default:
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def _check_fit_arguments(x, y, kwargs) -> None:
+    """Refuses what ``fit`` cannot do for TRPO, with one line saying what to do instead."""
+    usage = "model.fit(keras_trpo.Rollouts(env, model, steps=2048), epochs=N)"
+    if isinstance(x, (gymnasium.Env, gymnasium.vector.VectorEnv)):
+        raise TypeError(f"TRPO.fit takes rollouts, not an environment: {usage} (1 epoch = 1 TRPO iteration).")
+    if x is None or isinstance(x, (np.ndarray, list, tuple)) or tf.is_tensor(x):
+        raise TypeError(
+            f"TRPO.fit takes on-policy rollouts, not {type(x).__name__}: {usage}. (A tf.data.Dataset or "
+            "PyDataset of dict batches with observations, actions, advantages and returns also works.)"
+        )
+    if y is not None:
+        raise ValueError(f"TRPO.fit takes no targets (y); the batches carry advantages and returns: {usage}.")
+    given = [name for name in ("validation_data", "validation_steps") if kwargs.get(name) is not None]
+    given += ["validation_split"] if kwargs.get("validation_split") else []
+    if given:
+        raise ValueError(
+            f"TRPO.fit does not take {given[0]}: TRPO has no loss to validate. Evaluate the policy with "
+            "callbacks=[keras_trpo.callbacks.Evaluation(env, every=10)] (logs eval_return)."
+        )
+    if kwargs.get("steps_per_epoch") is not None and isinstance(x, keras.utils.PyDataset) and len(x) == 1:
+        raise ValueError(
+            f"TRPO.fit got steps_per_epoch={kwargs['steps_per_epoch']}: one epoch of {type(x).__name__} is one TRPO "
+            "iteration on one fresh batch. Use epochs= for the number of iterations and Rollouts(steps=) for "
+            "the env steps per iteration."
+        )
 
 
 class TrainFunction:

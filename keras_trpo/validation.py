@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -64,6 +65,32 @@ def check_hyperparameters(**values) -> None:
             raise TypeError(f"{name} must be {allowed}; got {value!r} of type {type(value).__name__}.")
         if not np.isfinite(value) or not check(value):
             raise ValueError(f"{name} must be {allowed}; got {value!r}.")
+
+
+def check_observations(observations, expected_shape, space) -> None:
+    """Raises ValueError unless ``observations`` is ``[N, *expected_shape]`` (``None`` dims pass).
+
+    At the model's boundary (``call``, ``distribution``, ``value``, ``predict``): a wrong
+    width is never reshaped into extra rows (8 features on a 4-feature model would
+    otherwise give 2 actions per observation).
+    """
+    shape = getattr(observations, "shape", None)
+    shape = tuple(np.shape(observations) if shape is None else shape)
+    if len(shape) != 1 + len(expected_shape) or any(s is not None and s != e for s, e in zip(shape[1:], expected_shape)):
+        expected = ", ".join(str(d) for d in ("N", *expected_shape))
+        raise ValueError(f"observations have shape {list(shape)}; expected [{expected}] for the model's "
+                         f"observation space {space}.")
+
+
+def check_float32_policy(dtype=None) -> None:
+    """Raises ValueError unless ``dtype`` (or the global Keras dtype policy) computes in float32.
+
+    TRPO's KL, Fisher-vector products, conjugate gradient and line search need float32.
+    """
+    policy = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
+    if (policy.compute_dtype, policy.variable_dtype) != ("float32", "float32"):
+        raise ValueError(f"TRPO needs float32; the dtype policy is {policy.name!r}. Its KL, Fisher-vector products and "
+                         "line search need float32: call keras.config.set_dtype_policy('float32') first.")
 
 
 def unwrap(data):
