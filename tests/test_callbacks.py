@@ -20,6 +20,7 @@ from keras_trpo.callbacks import (
     LineSearchMonitor,
     ProgressLogger,
     StepsPerSecond,
+    TensorBoard,
     TrustRegionSchedule,
 )
 
@@ -30,6 +31,17 @@ def cartpole(num_envs=2, steps=128, seed=0, **model_kwargs):
     model = keras_trpo.TRPO.for_env(env, **kwargs)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model, keras_trpo.Rollouts(env, model, steps=steps, seed=seed)
+
+
+def read_scalars(log_dir):
+    """{tag: {step: value}} from the one TensorBoard event file in ``log_dir``."""
+    (event_file,) = glob.glob(f"{log_dir}/events.out.tfevents.*")
+    scalars = {}
+    for record in tf.data.TFRecordDataset(event_file):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return scalars
 
 
 class Recorder(keras.callbacks.Callback):
@@ -312,12 +324,7 @@ def builtin_run(tmp_path_factory):
 
 def test_tensorboard_event_file_holds_the_trpo_scalars(builtin_run):
     directory, _, history, _ = builtin_run
-    (event_file,) = glob.glob(str(directory / "tb" / "train" / "events.out.tfevents.*"))
-    scalars = {}
-    for record in tf.data.TFRecordDataset(event_file):
-        event = tf.compat.v1.Event.FromString(record.numpy())
-        for value in event.summary.value:
-            scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    scalars = read_scalars(directory / "tb" / "train")
     for key in ("episode_return", "kl", "line_search_steps", "value_loss", "env_steps", "steps_per_second"):
         assert sorted(scalars[f"epoch_{key}"]) == [0, 1, 2, 3], key
         np.testing.assert_allclose(
@@ -431,3 +438,30 @@ def test_backup_and_restore_resumes_an_interrupted_run(tmp_path):
     assert resumed_recorder.epochs == [2, 3] and len(history.history["kl"]) == 2
     assert resumed.policy_version == 4
     assert not os.path.exists(backup)  # removed after the run completed
+
+
+# --------------------------------------------------------------------------
+# keras_trpo.callbacks.TensorBoard: env steps on the x-axis
+# --------------------------------------------------------------------------
+def test_tensorboard_writes_every_logged_scalar_at_env_steps(tmp_path):
+    model, rollouts = cartpole(num_envs=2, steps=64, hidden_units=(8,), value_hidden_units=(8,))
+    history = model.fit(rollouts, epochs=3, verbose=0, callbacks=[StepsPerSecond(), TensorBoard(tmp_path / "tb")])
+    scalars = read_scalars(tmp_path / "tb")
+    assert history.history["env_steps"] == [64, 128, 192]
+    # Every key of History, at env steps 64, 128, 192; a NaN (no episode finished) is left out.
+    for key, values in history.history.items():
+        finite = {step: value for step, value in zip((64, 128, 192), values) if math.isfinite(value)}
+        assert scalars.get(key, {}) == pytest.approx(finite, rel=1e-6), key
+    for key in ("kl", "value_loss", "line_search_steps", "steps_per_second", "env_steps"):
+        assert sorted(scalars[key]) == [64, 128, 192], key
+    assert scalars["learning_rate"] == pytest.approx({64: 1e-3, 128: 1e-3, 192: 1e-3})
+
+
+def test_tensorboard_leaves_out_nan_and_refuses_logs_without_env_steps(tmp_path):
+    board = TensorBoard(tmp_path)
+    board.on_train_begin()
+    board.on_epoch_end(0, {"env_steps": 100.0, "episode_return": float("nan"), "kl": np.float32(0.01)})
+    with pytest.raises(ValueError, match="needs env_steps in the logs.*keras.callbacks.TensorBoard"):
+        board.on_epoch_end(1, {"kl": 0.02})
+    board.on_train_end()
+    assert read_scalars(tmp_path) == {"env_steps": {100: 100.0}, "kl": {100: pytest.approx(0.01)}}

@@ -19,7 +19,8 @@ This package adds:
   ``keras.callbacks.LearningRateScheduler``;
 - :class:`Evaluation`: periodic deterministic evaluation on a separate env, adds ``eval_return``;
 - :class:`ExportBest`: exports a SavedModel whenever ``eval_return`` improves;
-- :class:`RolloutsBackup`: saves the rollouts' state next to ``BackupAndRestore``'s files.
+- :class:`RolloutsBackup`: saves the rollouts' state next to ``BackupAndRestore``'s files;
+- :class:`TensorBoard`: every logged scalar with env steps (not iterations) as the step.
 
 Callbacks run in list order and share one ``logs`` dict per epoch, so put the
 callbacks that *add* keys (``Evaluation``, ``StepsPerSecond``,
@@ -43,6 +44,7 @@ model.fit(
         callbacks.ExportBest("saved_models/cartpole"),
         keras.callbacks.EarlyStopping(monitor="eval_return", mode="max", patience=3),
         keras.callbacks.CSVLogger("metrics.csv"),
+        callbacks.TensorBoard("logs/run"),                                        # x-axis: env steps
     ],
 )
 ```
@@ -54,6 +56,7 @@ from keras_trpo.callbacks.line_search_monitor import REJECTION_HINTS, LineSearch
 from keras_trpo.callbacks.progress_logger import ProgressLogger
 from keras_trpo.callbacks.rollouts_backup import RolloutsBackup
 from keras_trpo.callbacks.steps_per_second import StepsPerSecond
+from keras_trpo.callbacks.tensorboard import TensorBoard
 from keras_trpo.callbacks.trust_region_schedule import TrustRegionSchedule
 
 __all__ = [
@@ -64,5 +67,6 @@ __all__ = [
     "Evaluation",
     "ExportBest",
     "RolloutsBackup",
+    "TensorBoard",
     "REJECTION_HINTS",
 ]
