@@ -4,6 +4,8 @@ import csv
 import glob
 import math
 import os
+import subprocess
+import sys
 import warnings
 
 import gymnasium
@@ -438,6 +440,109 @@ def test_backup_and_restore_resumes_an_interrupted_run(tmp_path):
     assert resumed_recorder.epochs == [2, 3] and len(history.history["kl"]) == 2
     assert resumed.policy_version == 4
     assert not os.path.exists(backup)  # removed after the run completed
+
+
+# --------------------------------------------------------------------------
+# The README's "For Keras users" example; EarlyStopping and ModelCheckpoint on eval_return
+# --------------------------------------------------------------------------
+README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+
+
+def readme_for_keras_users_example() -> str:
+    with open(README, encoding="utf-8") as f:
+        section = f.read().split("## For Keras users", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_for_keras_users_example_runs_without_warnings(tmp_path, monkeypatch, capsys):
+    code = readme_for_keras_users_example()
+    # As printed, with fewer env steps: 3 iterations of 64 steps; Evaluation(every=10) evaluates
+    # iterations 1 and 3 only, so iteration 2 has no eval_return.
+    for printed, small in [("num_envs=8", "num_envs=2"), ("steps=1024", "steps=64"), ("epochs=97", "epochs=3")]:
+        assert code.count(printed) == 1, printed
+        code = code.replace(printed, small)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(compile(code, "README.md", "exec"), namespace)
+    # Python shows a DeprecationWarning only when the warned-about line is the user's own code
+    # (here Keras's saving code raises some about numpy 2); everything else would be printed.
+    shown = [w for w in caught if not (issubclass(w.category, DeprecationWarning) and w.filename != "README.md")]
+    assert [f"{w.category.__name__}: {w.message}" for w in shown] == []
+    history = namespace["history"].history
+    assert len(history["kl"]) == 3 and len(history["eval_return"]) == 2
+    assert os.path.isfile("cartpole.keras") and os.path.isfile("cartpole.csv") and os.listdir("saved_models/cartpole")
+    assert glob.glob("logs/cartpole/events.out.tfevents.*")
+
+
+def test_keras_early_stopping_warns_on_iterations_without_eval_return_and_ours_does_not():
+    model, _ = cartpole()
+    logs = [{"eval_return": 10.0}, {}, {}, {"eval_return": 50.0}, {}, {}, {"eval_return": 40.0}, {}, {}, {"eval_return": 45.0}]
+
+    def run(stopper):
+        stopper.set_model(model)
+        model.stop_training = False
+        stopper.on_train_begin()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for epoch, epoch_logs in enumerate(logs):
+                stopper.on_epoch_end(epoch, {"kl": 0.01, **epoch_logs})
+                if model.stop_training:
+                    break
+            stopper.on_train_end()
+        return [str(w.message) for w in caught]
+
+    keras_messages = run(keras.callbacks.EarlyStopping(monitor="eval_return", mode="max", patience=2))
+    assert len(keras_messages) == 6 and "`eval_return` which is not available" in keras_messages[0]
+    stopper = keras_trpo.callbacks.EarlyStopping(patience=2)  # defaults: eval_return, max
+    assert run(stopper) == []
+    # Patience counts evaluations: 50 at epoch 3, then 40 and 45 without improvement -> stop at epoch 9.
+    assert stopper.stopped_epoch == 9 and stopper.best == 50.0 and model.stop_training
+    never = keras_trpo.callbacks.EarlyStopping(patience=2)
+    never.set_model(model)
+    never.on_train_begin()
+    never.on_epoch_end(0, {"kl": 0.01})
+    with pytest.warns(UserWarning, match=r"EarlyStopping never found 'eval_return'.*Put keras_trpo.callbacks.Evaluation before it"):
+        never.on_train_end()
+
+
+def test_model_checkpoint_on_eval_return_keeps_the_best_evaluated_iteration(tmp_path):
+    model, rollouts = cartpole(seed=4)
+    evaluation = Evaluation("CartPole-v1", episodes=3, every=3, seed=7)  # iterations 1, 3, 6
+    recorder = Recorder()
+    checkpoint = keras_trpo.callbacks.ModelCheckpoint(tmp_path / "best.keras")  # eval_return, max, best only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # Keras's warns "Can save best model only with eval_return available"
+        model.fit(rollouts, epochs=6, verbose=0, callbacks=[evaluation, recorder, checkpoint])
+    means = [r["mean"] for r in evaluation.results]
+    assert [r["epoch"] for r in evaluation.results] == [0, 2, 5]
+    best_epoch = evaluation.results[int(np.argmax(means))]["epoch"]  # first of equals: later ones are no improvement
+    # Not the last iteration: keras.callbacks.ModelCheckpoint would have overwritten it at the unevaluated ones after it.
+    assert best_epoch != 5
+    restored = keras.models.load_model(tmp_path / "best.keras")
+    for saved, variable in zip(recorder.weights[best_epoch], restored.policy_variables):
+        np.testing.assert_array_equal(saved, variable.numpy())
+    assert checkpoint.best == max(means)
+
+
+def test_a_keras_file_loads_in_a_fresh_process_after_import_keras_trpo(tmp_path):
+    code = readme_for_keras_users_example()
+    (save_line,) = [line for line in code.splitlines() if "model.save(" in line]
+    assert "import keras_trpo" in save_line and "keras.models.load_model" in save_line
+    model, _ = cartpole()
+    path = str(tmp_path / "cartpole.keras")
+    model.save(path)
+    load = f"import keras; print(type(keras.models.load_model({path!r})).__name__)"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    without = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, env=env, timeout=300)
+    assert without.returncode != 0 and "Could not locate class 'TRPO'" in without.stderr
+    assert "'registered_name': 'keras_trpo>TRPO'" in without.stderr  # the only hint Keras's message gives
+    # As the README says: import keras_trpo, then load (whether Keras was imported before or after it).
+    for imports in ("import keras_trpo; ", "import keras, keras_trpo; "):
+        loaded = subprocess.run([sys.executable, "-c", imports + load], capture_output=True, text=True, env=env, timeout=300)
+        assert loaded.returncode == 0, imports + loaded.stderr[-1000:]
+        assert loaded.stdout.strip().splitlines()[-1] == "TRPO"
 
 
 # --------------------------------------------------------------------------

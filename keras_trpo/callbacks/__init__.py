@@ -19,6 +19,9 @@ This package adds:
   ``keras.callbacks.LearningRateScheduler``;
 - :class:`Evaluation`: periodic deterministic evaluation on a separate env, adds ``eval_return``;
 - :class:`ExportBest`: exports a SavedModel whenever ``eval_return`` improves;
+- :class:`EarlyStopping`, :class:`ModelCheckpoint`: Keras's, for ``eval_return``: the
+  iterations without an evaluation are skipped without a warning (Keras warns on each, and its
+  ``ModelCheckpoint(save_best_only=True)`` saves them as if they were the best);
 - :class:`RolloutsBackup`: saves the rollouts' state next to ``BackupAndRestore``'s files;
 - :class:`TensorBoard`: every logged scalar with env steps (not iterations) as the step.
 
@@ -42,7 +45,7 @@ model.fit(
         callbacks.LineSearchMonitor(patience=3),
         callbacks.Evaluation("CartPole-v1", episodes=10, every=10, seed=0),
         callbacks.ExportBest("saved_models/cartpole"),
-        keras.callbacks.EarlyStopping(monitor="eval_return", mode="max", patience=3),
+        callbacks.EarlyStopping(monitor="eval_return", mode="max", patience=3),  # 3 evaluations
         keras.callbacks.CSVLogger("metrics.csv"),
         callbacks.TensorBoard("logs/run"),                                        # x-axis: env steps
     ],
@@ -50,9 +53,11 @@ model.fit(
 ```
 """
 
+from keras_trpo.callbacks.early_stopping import EarlyStopping
 from keras_trpo.callbacks.evaluation import Evaluation
 from keras_trpo.callbacks.export_best import ExportBest
 from keras_trpo.callbacks.line_search_monitor import REJECTION_HINTS, LineSearchMonitor
+from keras_trpo.callbacks.model_checkpoint import ModelCheckpoint
 from keras_trpo.callbacks.progress_logger import ProgressLogger
 from keras_trpo.callbacks.rollouts_backup import RolloutsBackup
 from keras_trpo.callbacks.steps_per_second import StepsPerSecond
@@ -66,6 +71,8 @@ __all__ = [
     "TrustRegionSchedule",
     "Evaluation",
     "ExportBest",
+    "EarlyStopping",
+    "ModelCheckpoint",
     "RolloutsBackup",
     "TensorBoard",
     "REJECTION_HINTS",

@@ -23,10 +23,13 @@ class Evaluation(keras.callbacks.Callback):
     (``CSVLogger``) an ``eval_return`` column. Every result is kept in
     :attr:`results`.
 
-    Put it *before* the callbacks that read ``eval_return`` (``EarlyStopping``,
-    ``ModelCheckpoint``, :class:`ExportBest`, ``CSVLogger``, ``TensorBoard``):
-    callbacks share one ``logs`` dict in list order. They ignore (with a
-    warning from Keras) the iterations without an evaluation.
+    Put it *before* the callbacks that read ``eval_return`` (:class:`EarlyStopping`,
+    :class:`ModelCheckpoint`, :class:`ExportBest`, ``CSVLogger``, :class:`TensorBoard`):
+    callbacks share one ``logs`` dict in list order. To monitor ``eval_return``
+    use this package's :class:`EarlyStopping` and :class:`ModelCheckpoint`,
+    which skip the iterations without an evaluation: Keras's own warn on each
+    of them, and ``keras.callbacks.ModelCheckpoint(save_best_only=True)`` saves
+    them as if they were the best.
 
     Args:
         env: an env id (``episodes`` sync copies are made at the start of
@@ -43,7 +46,7 @@ class Evaluation(keras.callbacks.Callback):
 
     ```python
     evaluation = keras_trpo.callbacks.Evaluation("CartPole-v1", episodes=10, every=10, seed=0)
-    stop = keras.callbacks.EarlyStopping("eval_return", mode="max", patience=3, restore_best_weights=True)
+    stop = keras_trpo.callbacks.EarlyStopping("eval_return", mode="max", patience=3, restore_best_weights=True)
     model.fit(rollouts, epochs=100, callbacks=[evaluation, stop])  # evaluation first: it adds eval_return
     ```
     """

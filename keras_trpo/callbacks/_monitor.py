@@ -1,0 +1,48 @@
+"""Keras callbacks that monitor a key only some iterations log (``eval_return``): skip the others quietly."""
+
+from __future__ import annotations
+
+import warnings
+
+
+class SkipsIterationsWithoutMonitor:
+    """Mixin for a ``keras.callbacks.MonitorCallback`` subclass: ``on_epoch_end`` runs only when ``monitor`` is logged.
+
+    Keras's ``EarlyStopping`` warns on every epoch without its ``monitor``, and
+    ``ModelCheckpoint(save_best_only=True)`` warns and then *saves* that epoch's
+    model as if it were the best. With :class:`~keras_trpo.callbacks.Evaluation`
+    adding ``eval_return`` every ``every`` iterations, the iterations in between
+    are simply not evaluated: this mixin skips them, as Keras treats epochs
+    without validation. If the key never appears during a ``fit``, one warning
+    at its end says so.
+    """
+
+    def monitors_this_fit(self) -> bool:
+        """False when the callback does not depend on ``monitor`` (it then runs every iteration)."""
+        return True
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._monitor_seen = False
+        self._logged_keys = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitors_this_fit() and (not logs or logs.get(self.monitor) is None):
+            self._logged_keys = sorted(logs or {})
+            return
+        self._monitor_seen = True
+        super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self.monitors_this_fit() and not getattr(self, "_monitor_seen", True):
+            hint = (
+                "Put keras_trpo.callbacks.Evaluation before it in the callbacks list."
+                if self.monitor == "eval_return"
+                else f"Logged keys: {', '.join(self._logged_keys)}."
+            )
+            warnings.warn(
+                f"{type(self).__name__} never found {self.monitor!r} in the logs of this fit, so it did nothing. {hint}",
+                UserWarning,
+                stacklevel=2,
+            )
