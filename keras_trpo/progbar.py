@@ -2,7 +2,7 @@
 
 Keras' own bar prints every logged value, about 800 characters a line for TRPO's 19.
 :class:`ProgressBar` is a ``keras.callbacks.ProgbarLogger`` that shows the episode
-return, the KL, the line-search shrinks, the critic's loss and env steps per second;
+return, the KL, the line-search shrinks, the critic's loss, env steps done and per second;
 ``History``, ``CSVLogger`` and ``TensorBoard`` still get every value. Pass your own
 ``keras.callbacks.ProgbarLogger()`` in ``callbacks`` to see them all on the bar.
 
@@ -22,11 +22,15 @@ import time
 import keras
 
 #: The metrics on the bar, in order.
-SHOWN = ("episode_return", "kl", "line_search_steps", "value_loss", "env_steps_per_second")
+SHOWN = ("episode_return", "kl", "line_search_steps", "value_loss", "env_steps", "steps_per_second")
 
 
 class ProgressBar(keras.callbacks.ProgbarLogger):
-    """``ProgbarLogger`` showing only :data:`SHOWN` (``env_steps_per_second`` computed here)."""
+    """``ProgbarLogger`` showing only :data:`SHOWN`.
+
+    ``steps_per_second`` (env steps per second of wall time) is computed here from
+    ``env_steps`` unless a ``callbacks.StepsPerSecond`` already put it in the logs.
+    """
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -35,8 +39,9 @@ class ProgressBar(keras.callbacks.ProgbarLogger):
     def _shown(self, logs):
         logs = dict(logs or {})
         now, steps = time.perf_counter(), logs.get("env_steps")
-        if steps is not None and self._last is not None and float(steps) > self._last[1]:
-            logs["env_steps_per_second"] = (float(steps) - self._last[1]) / max(now - self._last[0], 1e-9)
+        if "steps_per_second" not in logs and steps is not None and self._last is not None:
+            if float(steps) > self._last[1]:
+                logs["steps_per_second"] = (float(steps) - self._last[1]) / max(now - self._last[0], 1e-9)
         return {key: logs[key] for key in SHOWN if key in logs}
 
     def on_train_batch_end(self, batch, logs=None):

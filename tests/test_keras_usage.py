@@ -109,7 +109,7 @@ def test_the_progress_bar_shows_a_few_metrics_and_history_keeps_all(cartpole, ca
     for line in bar:
         assert "episode_return" in line and "line_search_steps" in line and "value_loss" in line
         assert "cg_residual" not in line and "explained_variance" not in line
-    assert "env_steps_per_second" in out  # from the second epoch on
+    assert "steps_per_second" in out  # env steps per second, from the second epoch on
     assert {"cg_residual", "explained_variance", "entropy", "env_steps"} <= set(history.history)
     visible = [re.sub(r"\x1b\[[0-9;]*m|.\x08", "", line).split("\r")[-1] for line in out.splitlines()]
     assert max(len(line) for line in visible) < 200, visible
