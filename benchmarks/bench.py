@@ -110,7 +110,7 @@ def keras_update(cfg):
 
     import keras_trpo
 
-    env = gymnasium.make_vec(cfg["env"], num_envs=1)
+    env = gymnasium.make_vec(cfg["env"], num_envs=1, vectorization_mode="sync")
     model = keras_trpo.TRPO.for_env(env, cg_iterations=cfg["cg_iterations"], value_epochs=cfg["critic_epochs"],
                                     value_batch_size=cfg["critic_batch"], seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))

@@ -1,6 +1,7 @@
 """Gymnasium vector-env helpers shared by collection and evaluation.
 
-* :func:`as_vector_env`, :func:`autoreset_mode`, :func:`action_bounds`, :func:`check_spaces`;
+* :func:`as_vector_env`, :func:`autoreset_mode`, :func:`action_bounds`, :func:`check_spaces`,
+  :func:`check_partial_reset`;
 * :func:`run_env_checker`: gymnasium's ``check_env`` on one sub-environment;
 * :func:`failing_sub_env`, :func:`raised_in`: which sub-env raised, for ``RolloutError`` messages.
 
@@ -83,6 +84,31 @@ def action_bounds(env: VectorEnv):
     if isinstance(space, gymnasium.spaces.Box):
         return space.low, space.high
     return None, None
+
+
+def check_partial_reset(env: VectorEnv) -> None:
+    """Raises ValueError for a vector env that cannot reset only its finished sub-envs.
+
+    Under the ``NEXT_STEP`` and ``DISABLED`` autoreset modes, ``Rollouts`` and
+    ``evaluate`` reset the finished sub-envs at once with
+    ``env.reset(options={"reset_mask": done})``. gymnasium's ``SyncVectorEnv`` and
+    ``AsyncVectorEnv`` honour the mask; gymnasium's own vectorized implementations
+    (``make_vec``'s default mode for CartPole-v1, e.g. ``CartPoleVectorEnv``) ignore
+    it and restart every sub-env, so the episodes still running would be cut
+    without a ``done`` and the batch would silently hold wrong transitions.
+    ``SAME_STEP`` envs are never reset by the caller.
+    """
+    base = env.unwrapped
+    if autoreset_mode(env) == AutoresetMode.SAME_STEP or isinstance(
+        base, (gymnasium.vector.SyncVectorEnv, gymnasium.vector.AsyncVectorEnv)
+    ):
+        return
+    make = f"gymnasium.make_vec({env.spec.id!r}, num_envs={env.num_envs}, " if env.spec is not None else "gymnasium.make_vec(..., "
+    raise ValueError(
+        f"{type(base).__name__} cannot reset only its finished sub-environments (reset ignores "
+        f"options['reset_mask']), so every running episode would be cut short; use {make}"
+        "vectorization_mode='sync') or 'async'."
+    )
 
 
 def check_spaces(env: VectorEnv, model) -> None:

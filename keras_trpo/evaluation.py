@@ -6,7 +6,7 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode, check_spaces
+from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode, check_partial_reset, check_spaces
 from keras_trpo.validation import check_int
 
 
@@ -37,6 +37,7 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
     env = as_vector_env(env)
     try:
         check_spaces(env, model)
+        check_partial_reset(env)
     except ValueError:
         if owned:
             env.close()

@@ -13,7 +13,8 @@ from gymnasium.vector import AutoresetMode
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.advantages import compute_gae
 from keras_trpo.envs import (
-    action_bounds, as_vector_env, autoreset_mode, check_spaces, failing_sub_env, raised_in, run_env_checker,
+    action_bounds, as_vector_env, autoreset_mode, check_partial_reset, check_spaces, failing_sub_env, raised_in,
+    run_env_checker,
 )
 from keras_trpo.errors import RolloutError
 from keras_trpo.normalization import RewardScaler
@@ -81,7 +82,7 @@ class Rollouts(keras.utils.PyDataset):
     Example:
 
     ```python
-    env = gymnasium.make_vec("CartPole-v1", num_envs=8)
+    env = gymnasium.make_vec("CartPole-v1", num_envs=8, vectorization_mode="sync")
     model = keras_trpo.TRPO.for_env(env)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(keras_trpo.Rollouts(env, model, steps=2048), epochs=50)
@@ -115,6 +116,7 @@ class Rollouts(keras.utils.PyDataset):
         self.env = as_vector_env(env)
         self.model = model
         check_spaces(self.env, model)
+        check_partial_reset(self.env)
         self.num_envs = int(self.env.num_envs)
         if steps % self.num_envs:
             lower = max(self.num_envs, steps - steps % self.num_envs)

@@ -113,3 +113,23 @@ def test_the_progress_bar_shows_a_few_metrics_and_history_keeps_all(cartpole, ca
     assert {"cg_residual", "explained_variance", "entropy", "env_steps"} <= set(history.history)
     visible = [re.sub(r"\x1b\[[0-9;]*m|.\x08", "", line).split("\r")[-1] for line in out.splitlines()]
     assert max(len(line) for line in visible) < 200, visible
+
+
+# --------------------------------------------------------------------------
+# A vector env that cannot reset one sub-env would corrupt every batch
+# --------------------------------------------------------------------------
+def test_a_vector_env_that_ignores_reset_mask_is_refused(cartpole):
+    """Before: make_vec('CartPole-v1') (gymnasium's CartPoleVectorEnv) restarted every sub-env whenever one
+    finished, so running episodes were cut without a done: episode_return reached 2914 on CartPole (max 500)."""
+    model, _ = cartpole
+    native = gymnasium.make_vec("CartPole-v1", num_envs=2)  # make_vec's default: the vectorized implementation
+    assert not isinstance(native.unwrapped, gymnasium.vector.SyncVectorEnv)
+    message = r"CartPoleVectorEnv cannot reset only its finished sub-environments.*vectorization_mode='sync'"
+    with pytest.raises(ValueError, match=message):
+        keras_trpo.Rollouts(native, model, steps=64)
+    with pytest.raises(ValueError, match=message):
+        keras_trpo.evaluate(model, native, episodes=2)
+    native.close()
+    same_step = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync",
+                                   vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP})
+    keras_trpo.Rollouts(same_step, model, steps=64)  # never reset by the caller: accepted
