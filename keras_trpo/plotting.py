@@ -1,9 +1,12 @@
 """Learning curves from ``keras-trpo train`` run directories (``metrics.csv`` + ``config.json``).
 
-Runs that share a label (env id, preset name and any hyperparameter overrides,
-from each run's ``config.json``; so runs that differ only in their seed) are
-drawn as their mean with a band from the lowest to the highest run at each
-step; a label with a single run is drawn as a plain line.
+Runs that share a label (env id, preset name, planned env steps and any
+hyperparameter overrides, from each run's ``config.json``; so runs that differ
+only in their seed) are drawn as their mean with a band from the lowest to the
+highest run at each step, over every step that some run reaches: where a run
+has ended early (interrupted) the mean is over the others and the line is
+dashed. A label with a single run is drawn as a plain line (a dot for a single
+iteration).
 
 Example:
 
@@ -20,6 +23,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -95,19 +99,38 @@ def load_run(path) -> Run:
                columns={k: np.asarray(v, float) for k, v in columns.items()})
 
 
-#: Overrides that do not change the learning curve's hyperparameters (the budget, the final evaluation).
+#: Overrides that do not change the learning curve's hyperparameters. The budget (``total_steps``,
+#: ``--steps``) is in the label as the run's planned env steps instead.
 _NEUTRAL_OVERRIDES = ("total_steps", "eval_episodes")
 
 
 def run_label(config: dict) -> str:
-    """``"ENV_ID (preset NAME[, overrides])"``: runs that differ only in their seed share a label."""
+    """``"ENV_ID (preset NAME, N env steps[, overrides])"``: runs that differ only in their seed share a label.
+
+    ``N`` is the run's planned length (iterations x env steps per iteration), so that a short run
+    (``--steps 100``) is not averaged with full ones.
+    """
     env_id = config.get("env_id", "unknown env")
     preset = config.get("preset")
     if not preset:
         return str(env_id)
     overrides = {k: v for k, v in (config.get("overrides") or {}).items() if k not in _NEUTRAL_OVERRIDES}
     extra = "".join(f", {key}={json.dumps(value)}" for key, value in sorted(overrides.items()))
-    return f"{env_id} (preset {preset}{extra})"
+    steps = planned_env_steps(config)
+    length = f", {steps:,} env steps" if steps else ""
+    return f"{env_id} (preset {preset}{length}{extra})"
+
+
+def planned_env_steps(config: dict) -> int | None:
+    """The env steps a run was started for, from its ``config.json`` (None if it does not say)."""
+    planned = config.get("planned_env_steps")
+    if isinstance(planned, int):
+        return planned
+    iterations, steps = config.get("iterations"), (config.get("rollouts") or {}).get("steps")
+    if isinstance(iterations, int) and isinstance(steps, int):
+        return iterations * steps
+    total = config.get("total_steps")
+    return total if isinstance(total, int) else None
 
 
 def _to_float(text) -> float:
@@ -128,13 +151,35 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     return sums / counts
 
 
-def group_curves(runs, metric="episode_return", smooth=1):
-    """Groups runs by label; returns ``[(label, x, mean, low, high, n_runs)]`` in first-seen order.
+class Curve(NamedTuple):
+    """What is drawn for one label: its runs' ``metric`` against env steps ``x``.
 
-    Several runs of one label are interpolated onto the union of their env
-    steps, within the range that all of them cover; ``low`` and ``high`` are
-    the minimum and maximum over the runs there. A label with one run has
-    ``low = high = None``.
+    With several runs, ``mean``, ``low`` and ``high`` are the mean, minimum and maximum at each
+    ``x`` over the runs that reach it, and ``counts`` says how many do (fewer than ``n_runs`` where
+    a run starts later or ends earlier); with one run, ``mean`` is that run and ``low``/``high`` are None.
+    """
+
+    label: str
+    x: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray | None
+    high: np.ndarray | None
+    n_runs: int
+    counts: np.ndarray
+    env_id: str | None = None
+    ends: tuple = ()  # the last env steps of each run
+
+    def early_ends(self) -> list[float]:
+        """The last env steps of the runs that end before the longest one, in order."""
+        return sorted(end for end in self.ends if end < self.x[-1])
+
+
+def group_curves(runs, metric="episode_return", smooth=1) -> list[Curve]:
+    """Groups runs by label; returns one :class:`Curve` per label, in first-seen order.
+
+    Several runs of one label are interpolated onto the union of their env steps; each point
+    uses the runs whose range covers it, so the curve spans every run (a run that stopped early
+    does not cut the others short).
     """
     groups: dict[str, list[Run]] = {}
     for run in runs:
@@ -148,18 +193,101 @@ def group_curves(runs, metric="episode_return", smooth=1):
                 series.append((x, _smooth(y, smooth)))
         if not series:
             raise RunError(f"no finite {metric!r} value in the runs labelled {label!r}")
+        env_id = members[0].config.get("env_id")
+        ends = tuple(float(x[-1]) for x, _ in series)
         if len(series) == 1:
             x, y = series[0]
-            curves.append((label, x, y, None, None, 1))
+            curves.append(Curve(label, x, y, None, None, 1, np.ones(len(x), int), env_id, ends))
             continue
-        low = max(x[0] for x, _ in series)
-        high = min(x[-1] for x, _ in series)
         grid = np.unique(np.concatenate([x for x, _ in series]))
-        grid = grid[(grid >= low) & (grid <= high)]
-        if len(grid) == 0:
-            raise RunError(f"the runs labelled {label!r} cover no common range of env steps")
-        stacked = np.stack([np.interp(grid, x, y) for x, y in series])
-        curves.append((label, grid, stacked.mean(axis=0), stacked.min(axis=0), stacked.max(axis=0), len(series)))
+        stacked = np.full((len(series), len(grid)), np.nan)
+        for row, (x, y) in enumerate(series):
+            covered = (grid >= x[0]) & (grid <= x[-1])
+            stacked[row, covered] = np.interp(grid[covered], x, y)
+        counts = np.sum(np.isfinite(stacked), axis=0)  # >= 1: every grid point is some run's
+        curves.append(Curve(label, grid, np.nanmean(stacked, axis=0), np.nanmin(stacked, axis=0),
+                            np.nanmax(stacked, axis=0), len(series), counts, env_id, ends))
+    return curves
+
+
+def describe(curve: Curve) -> str:
+    """``LABEL: 3 runs (mean, min-max band), 1,024-99,328 env steps[; 1 run ends at 1,024]``."""
+    runs = f"{curve.n_runs} run{'s' if curve.n_runs > 1 else ''}"
+    if curve.n_runs > 1:
+        runs += " (mean, min-max band)"
+    span = f"{curve.x[0]:,.0f}-{curve.x[-1]:,.0f} env steps" if len(curve.x) > 1 else f"{curve.x[0]:,.0f} env steps"
+    text = f"{curve.label}: {runs}, {span}"
+    early = curve.early_ends()
+    if early:
+        text += (f"; {len(early)} run{'s end' if len(early) > 1 else ' ends'} early (at "
+                 + ", ".join(f"{end:,.0f}" for end in early) + "), dashed where not every run is averaged")
+    return text
+
+
+def draw(curves, *, metric: str = "episode_return", smooth: int = 1, title: str | None = None, dpi: int = 120):
+    """A matplotlib Figure of ``curves`` (from :func:`group_curves`); close it with ``plt.close``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    figure, axes = plt.subplots(figsize=(7.0, 4.2), dpi=dpi, layout="constrained")
+    envs = list(dict.fromkeys(str(curve.env_id) for curve in curves if curve.env_id))
+    for index, curve in enumerate(curves):
+        color = f"C{index % 10}"
+        marker = "o" if len(curve.x) < 2 else None  # a single point draws no line without one
+        name = curve.label
+        if len(envs) == 1 and name.startswith(f"{envs[0]} (") and name.endswith(")"):
+            name = name[len(envs[0]) + 2 : -1]  # the title names the env
+        if curve.low is None:
+            axes.plot(curve.x, curve.mean, color=color, linewidth=1.6, marker=marker, label=_wrap(name))
+            continue
+        axes.fill_between(curve.x, curve.low, curve.high, color=color, alpha=0.25, linewidth=0)
+        full = curve.counts == curve.n_runs
+        label = f"{name}: mean of {curve.n_runs} runs, band min–max"
+        if full.all():
+            axes.plot(curve.x, curve.mean, color=color, linewidth=1.8, marker=marker, label=_wrap(label))
+            continue
+        # Solid where every run is averaged, dashed where some have not started or have ended.
+        # A dashed segment includes its solid neighbours so that the line is continuous.
+        near_partial = ~full | np.convolve(~full, np.ones(3), mode="same").astype(bool)
+        axes.plot(curve.x, np.where(full, curve.mean, np.nan), color=color, linewidth=1.8, marker=marker,
+                  label=_wrap(label + " (dashed: fewer runs)"))
+        axes.plot(curve.x, np.where(near_partial, curve.mean, np.nan), color=color, linewidth=1.8,
+                  linestyle="--", marker=marker)
+    axes.set_xlabel("environment steps")
+    pretty = {
+        "episode_return": "episode return (training batches)",
+        "eval_return": "deterministic evaluation return",
+    }.get(metric, metric)
+    axes.set_ylabel(pretty + (f", {smooth}-iteration mean" if smooth > 1 else ""))
+    n_runs = sum(curve.n_runs for curve in curves)
+    default = f"TRPO learning curve{'s' if n_runs > 1 else ''} ({n_runs} run{'s' if n_runs != 1 else ''})"
+    axes.set_title(title or (f"{', '.join(envs)}: {default}" if envs else default))
+    axes.grid(True, alpha=0.3)
+    figure.legend(loc="outside lower center", fontsize="small")  # below the axes: never over a curve
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    return figure
+
+
+def _wrap(label: str, width: int = 100) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, width)) or label
+
+
+def write_plot(runs, output, *, metric="episode_return", smooth=1, title=None, dpi=120) -> list[Curve]:
+    """Draws ``runs`` (:class:`Run` objects) into ``output``; returns the curves drawn."""
+    import matplotlib.pyplot as plt
+
+    curves = group_curves(runs, metric=metric, smooth=smooth)
+    figure = draw(curves, metric=metric, smooth=smooth, title=title, dpi=dpi)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        figure.savefig(output)
+    finally:
+        plt.close(figure)
     return curves
 
 
@@ -179,43 +307,12 @@ def plot_runs(
         output: image path; the format follows its extension.
         metric: a ``metrics.csv`` column (``episode_return``, ``eval_return``, ``kl``, ...).
         smooth: trailing moving-average window in iterations (1: none).
-        title: figure title (default: the metric name and the run count).
+        title: figure title (default: the env ids and the run count).
         dpi: resolution of raster images.
 
     Returns:
         ``output``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
     runs = [load_run(path) for path in find_runs(run_dirs)]
-    curves = group_curves(runs, metric=metric, smooth=smooth)
-    figure, axes = plt.subplots(figsize=(7.0, 4.2), dpi=dpi)
-    try:
-        for index, (label, x, mean, low, high, n) in enumerate(curves):
-            color = f"C{index % 10}"
-            if low is None:
-                axes.plot(x, mean, color=color, linewidth=1.6, label=label)
-            else:
-                axes.plot(x, mean, color=color, linewidth=1.8, label=f"{label}: mean of {n} runs, band min–max")
-                axes.fill_between(x, low, high, color=color, alpha=0.25, linewidth=0)
-        axes.set_xlabel("environment steps")
-        pretty = {
-            "episode_return": "episode return (training batches)",
-            "eval_return": "deterministic evaluation return",
-        }.get(metric, metric)
-        axes.set_ylabel(pretty + (f", {smooth}-iteration mean" if smooth > 1 else ""))
-        axes.set_title(title or f"TRPO learning curve{'s' if len(runs) > 1 else ''} ({len(runs)} run{'s' if len(runs) != 1 else ''})")
-        axes.grid(True, alpha=0.3)
-        axes.legend(loc="best", fontsize="small")
-        axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
-        figure.tight_layout()
-        directory = os.path.dirname(os.path.abspath(output))
-        os.makedirs(directory, exist_ok=True)
-        figure.savefig(output)
-    finally:
-        plt.close(figure)
+    write_plot(runs, output, metric=metric, smooth=smooth, title=title, dpi=dpi)
     return os.fspath(output)

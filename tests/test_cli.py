@@ -226,14 +226,17 @@ def test_plot_draws_a_mean_with_a_band_for_runs_sharing_a_label(run_dir, tmp_pat
     _copy_run(directory, tmp_path / "seed2", shift=-20.0)
     _copy_run(directory, tmp_path / "other", preset="my-preset", shift=200.0)
     image = tmp_path / "plots" / "curve.png"
-    # --steps does not split runs into labels; hyperparameter overrides do.
-    overrides = ', model.hidden_units=[16], model.value_hidden_units=[16], rollouts.steps=256'
+    # The planned env steps (--steps) and hyperparameter overrides split runs into labels.
+    overrides = ', 2,048 env steps, model.hidden_units=[16], model.value_hidden_units=[16], rollouts.steps=256'
     assert plotting.run_label(json.loads((directory / "config.json").read_text())) == f"CartPole-v1 (preset CartPole-v1{overrides})"
     result = run("plot", directory, tmp_path / "seed1", tmp_path / "seed2", tmp_path / "other", "-o", image)
     assert_ok(result)
+    with open(directory / "metrics.csv", newline="") as f:
+        finite = [float(r["env_steps"]) for r in csv.DictReader(f) if np.isfinite(float(r["episode_return"]))]
+    span = f"{finite[0]:,.0f}-{finite[-1]:,.0f} env steps"
     assert result.stdout.strip() == (
         f"Wrote {image}: episode_return against env steps for CartPole-v1 (preset CartPole-v1{overrides}): "
-        f"3 runs (mean, min-max band); CartPole-v1 (preset my-preset{overrides}): 1 run"
+        f"3 runs (mean, min-max band), {span}; CartPole-v1 (preset my-preset{overrides}): 1 run, {span}"
     )
     with Image.open(image) as png:
         assert png.format == "PNG" and png.size == (840, 504)
@@ -248,27 +251,6 @@ def test_plot_draws_a_mean_with_a_band_for_runs_sharing_a_label(run_dir, tmp_pat
     assert share((31, 119, 180)) > 0.001  # the mean line (matplotlib C0)
     assert share((199, 221, 236)) > 0.01  # its min-max band: C0 at alpha 0.25 over white (a lone line: < 0.001)
     assert share((255, 127, 14)) > 0.0005  # the single run of the other label (C1)
-
-
-def test_group_curves_interpolates_runs_of_one_label_onto_common_steps():
-    def fake(label, steps, returns):
-        return plotting.Run(path=label, label=label, config={}, columns={
-            "env_steps": np.asarray(steps, float), "episode_return": np.asarray(returns, float)})
-
-    runs = [
-        fake("a", [100, 200, 300, 400], [1.0, np.nan, 3.0, 4.0]),  # NaN: no episode finished
-        fake("a", [100, 200, 300], [3.0, 4.0, 5.0]),
-        fake("b", [100, 200], [7.0, 8.0]),
-    ]
-    (label_a, x, mean, low, high, n), (label_b, xb, yb, lowb, highb, nb) = plotting.group_curves(runs)
-    assert (label_a, n, label_b, nb, lowb, highb) == ("a", 2, "b", 1, None, None)
-    np.testing.assert_array_equal(x, [100, 200, 300])  # the range both runs cover
-    np.testing.assert_allclose(mean, [2.0, 3.0, 4.0])  # run 1 interpolated at 200: 2.0
-    np.testing.assert_allclose(low, [1.0, 2.0, 3.0])
-    np.testing.assert_allclose(high, [3.0, 4.0, 5.0])
-    np.testing.assert_array_equal(yb, [7.0, 8.0])
-    _, _, smoothed, _, _, _ = plotting.group_curves(runs[2:], smooth=2)[0]
-    np.testing.assert_allclose(smoothed, [7.0, 7.5])
 
 
 # --------------------------------------------------------------------------

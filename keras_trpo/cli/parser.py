@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         "plot",
         help="plot learning curves of run directories",
         description="Plot return against env steps from the metrics.csv of each run: one line per run, or the "
-        "mean with a min-max band when several runs share a label (env id, preset and overrides: runs that "
-        "differ only in their seed).",
+        "mean with a min-max band when several runs share a label (env id, preset, planned env steps and "
+        "overrides: runs that differ only in their seed). Where a run of a label ends early, the others "
+        "go on (dashed line).",
     )
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs")
     plot.add_argument("-o", "--output", required=True, metavar="FILE", help="image to write (.png, .svg, .pdf)")
