@@ -19,6 +19,7 @@ from PIL import Image
 
 import keras_trpo
 from keras_trpo import cli, plotting, presets
+from keras_trpo.cli import common as cli_common
 
 # TensorFlow's C++ runtime logs these lines to stderr while it loads, before any keras_trpo code
 # runs (importing keras_trpo imports TensorFlow); everything else on stderr comes from keras-trpo.
@@ -85,7 +86,10 @@ def run_dir(tmp_path_factory):
 def test_train_writes_a_complete_run_directory(run_dir):
     directory, result = run_dir
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("Training TRPO on CartPole-v1 with preset CartPole-v1 (tuned): 8 iterations x 256 env steps, 8 envs, seed 0")
+    assert lines[0] == (
+        "Training TRPO on CartPole-v1 with preset CartPole-v1 (tuned): 8 iterations x 256 env steps = 2,048 env steps, "
+        "8 envs, seed 0"
+    )
     progress = [line for line in lines if line.startswith("iteration ")]
     assert len(progress) == 8 and "env steps     2048" in progress[-1] and "steps/s" in progress[-1]
     assert any(line.startswith("Trained 2048 env steps in ") and "Deterministic evaluation over 3 episodes" in line for line in lines)
@@ -328,6 +332,20 @@ def test_presets_command_lists_every_preset(capsys):
         assert re.search(rf"^{re.escape(name)} +(tuned|untuned) ", out, re.MULTILINE), name
     assert cli.main(["presets", "Pendulum-v1"]) == 0
     assert json.loads(capsys.readouterr().out)["rollouts"]["gamma"] == 0.95
+
+
+def test_presets_count_iterations_and_env_steps_like_train(capsys):
+    """Issue 15, item 11: presets said "8 envs x 128 steps/iteration" (steps per env) and "1 envs" where train
+    says "97 iterations x 1024 env steps". Now both: iterations x env steps per iteration = env steps, envs."""
+    assert cli.main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^CartPole-v1 +tuned +97 iterations x 1,024 env steps = 99,328 env steps, 8 envs, max_kl 0.02$",
+                     out, re.MULTILINE), out
+    assert re.search(r"^default +untuned +488 iterations x 2,048 env steps = 999,424 env steps, 1 env, max_kl 0.01$",
+                     out, re.MULTILINE), out
+    assert "steps/iteration" not in out and "1 envs" not in out
+    # The same words in train's first line (the run_dir fixture checks it) and in info.
+    assert cli_common.describe_budget(1, 1024, 1) == "1 iteration x 1,024 env steps = 1,024 env steps, 1 env"
 
 
 def test_model_arguments_of_presets_are_the_keyword_arguments_of_trpo():

@@ -1,5 +1,6 @@
 """What several ``keras-trpo`` commands share: the program name, the run-directory file names, the error
-that prints as one line, the environment check and the summary of evaluation returns.
+that prints as one line, the environment check, the training budget in one unit (iterations x env
+steps per iteration = env steps) and the summary of evaluation returns.
 
 Imports neither TensorFlow nor gymnasium at module level (``keras-trpo --help`` needs neither).
 """
@@ -30,6 +31,20 @@ def check_env_id(env_id: str):
         gymnasium.spec(env_id)
     except gymnasium.error.Error as error:
         raise CLIError(f"unknown environment {env_id!r}: {error}") from None
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 env``, ``8 envs``, ``1,024 env steps``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def describe_budget(iterations: int, steps_per_iteration: int, num_envs: int) -> str:
+    """``97 iterations x 1,024 env steps = 99,328 env steps, 8 envs``: the unit of ``train``,
+    ``presets`` and ``info`` (an iteration is ``steps_per_iteration`` env steps over all envs)."""
+    return (
+        f"{plural(iterations, 'iteration')} x {plural(steps_per_iteration, 'env step')} = "
+        f"{plural(iterations * steps_per_iteration, 'env step')}, {plural(num_envs, 'env')}"
+    )
 
 
 def returns_summary(returns) -> str:

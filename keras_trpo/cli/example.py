@@ -11,6 +11,7 @@ import argparse
 
 import numpy as np
 
+from keras_trpo.cli.common import describe_budget
 from keras_trpo.presets import load_preset
 from keras_trpo.training import train
 
@@ -41,10 +42,8 @@ def run_example(env_id, argv=None, description=None) -> float:
     )
 
     def announce(model):
-        print(
-            f"Training TRPO on {env_id}: {preset.iterations(args.steps)} iterations x {args.batch} steps on "
-            f"{args.num_envs} envs, seed {args.seed}"
-        )
+        budget = describe_budget(preset.iterations(args.steps), args.batch, args.num_envs)
+        print(f"Training TRPO on {env_id}: {budget}, seed {args.seed}")
 
     result = train(preset, env_id, seed=args.seed, total_steps=args.steps, before_fit=announce)
     returns = result.returns

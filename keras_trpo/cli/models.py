@@ -17,6 +17,7 @@ from keras_trpo.cli.common import (
     SAVED_MODEL_DIR,
     CLIError,
     check_env_id,
+    describe_budget,
     returns_summary,
 )
 
@@ -171,14 +172,15 @@ def cmd_info(args) -> int:
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_FILE)):
         with open(os.path.join(path, CONFIG_FILE), encoding="utf-8") as f:
             config = json.load(f)
-        print(f"Run {path}: {config.get('env_id')} with preset {config.get('preset')}, seed {config.get('seed')}, "
-              f"{config.get('iterations')} iterations x {config.get('rollouts', {}).get('steps')} env steps")
+        budget = (config.get("iterations"), config.get("rollouts", {}).get("steps"), config.get("num_envs"))
+        budget = describe_budget(*budget) if all(isinstance(n, int) for n in budget) else "budget unknown"
+        print(f"Run {path}: {config.get('env_id')} with preset {config.get('preset')}, seed {config.get('seed')}, {budget}")
         results_path = os.path.join(path, RESULTS_FILE)
         if os.path.isfile(results_path):
             with open(results_path, encoding="utf-8") as f:
                 results = json.load(f)
             print(f"  final evaluation: mean return {results['eval_mean']:.1f} over {results['eval_episodes']} episodes; "
-                  f"{results['env_steps']} env steps in {results['train_seconds']:.1f} s")
+                  f"{results['env_steps']:,} env steps in {results['train_seconds']:.1f} s")
     kind, resolved = _resolve_model(path)
     if kind == "saved_model":
         _info_saved_model(resolved)

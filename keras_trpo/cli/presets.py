@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from keras_trpo.cli.common import describe_budget
 from keras_trpo.presets import load_preset, preset_names
 
 
@@ -11,9 +12,12 @@ def cmd_presets(args) -> int:
     if args.name:
         print(json.dumps(load_preset(args.name).to_dict(), indent=2))
         return 0
+    rows = []
     for name in preset_names():
         preset = load_preset(name)
-        steps = preset.rollouts["steps"]
-        print(f"{name:<16} {preset.status:<8} {preset.total_steps:>9,} steps, {preset.num_envs} envs x "
-              f"{steps // preset.num_envs} steps/iteration, max_kl {preset.model.get('max_kl', 0.01)}")
+        budget = describe_budget(preset.iterations(), preset.rollouts["steps"], preset.num_envs)
+        rows.append((name, preset.status, *budget.split(" ", 1), preset.model.get("max_kl", 0.01)))
+    width = max(len(row[2]) for row in rows)  # iterations, right-aligned
+    for name, status, iterations, budget, max_kl in rows:
+        print(f"{name:<16} {status:<8} {iterations:>{width}} {budget}, max_kl {max_kl}")
     return 0

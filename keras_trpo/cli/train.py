@@ -25,6 +25,7 @@ from keras_trpo.cli.common import (
     TENSORBOARD_DIR,
     CLIError,
     check_env_id,
+    describe_budget,
     returns_summary,
 )
 
@@ -43,8 +44,8 @@ def cmd_train(args) -> int:
     if preset.env_id not in (None, args.env_id):
         print(f"Note: preset {preset.name!r} was made for {preset.env_id}; training on {args.env_id}.")
     if args.steps is not None and args.steps < preset.rollouts["steps"]:
-        print(f"Note: --steps {args.steps} is less than one iteration; training 1 iteration of "
-              f"{preset.rollouts['steps']} env steps.")
+        print(f"Note: --steps {args.steps:,} is less than one iteration; training 1 iteration of "
+              f"{preset.rollouts['steps']:,} env steps.")
     run = _RunDirectory(os.path.abspath(out), args, preset, overrides)
     try:
         result = training.train(
@@ -140,8 +141,8 @@ class _RunDirectory:
         }
         _write_json(self.path(CONFIG_FILE), config)
         print(
-            f"Training TRPO on {args.env_id} with preset {preset.name} ({preset.status}): {iterations} iterations x "
-            f"{preset.rollouts['steps']} env steps, {preset.num_envs} envs, seed {args.seed}",
+            f"Training TRPO on {args.env_id} with preset {preset.name} ({preset.status}): "
+            f"{describe_budget(iterations, preset.rollouts['steps'], preset.num_envs)}, seed {args.seed}",
             flush=True,
         )
         print(f"Run directory: {self.out}", flush=True)

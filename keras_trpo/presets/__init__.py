@@ -14,7 +14,7 @@ A preset file holds:
 - ``status`` (``tuned`` / ``untuned``) and ``notes`` (where the values come from);
 - ``total_steps``: the training budget in env steps;
 - ``num_envs`` and ``vectorization_mode``: the ``gymnasium.make_vec`` arguments;
-- ``rollouts``: ``steps`` (transitions per iteration), ``gamma``, ``gae_lambda``,
+- ``rollouts``: ``steps`` (env steps per iteration, over all ``num_envs`` envs), ``gamma``, ``gae_lambda``,
   ``normalize_rewards`` (optional, ``false`` when absent);
 - ``model``: keyword arguments of :class:`keras_trpo.TRPO`;
 - ``optimizer``: the critic optimizer, as ``keras.optimizers.get`` takes it;
@@ -222,7 +222,10 @@ class Preset:
         return Preset.from_dict(data, name=self.name, source=self.source)
 
     def iterations(self, total_steps: int | None = None) -> int:
-        """TRPO iterations (``fit`` epochs) for ``total_steps`` env steps (the preset's by default); at least 1."""
+        """TRPO iterations (``fit`` epochs) for ``total_steps`` env steps (the preset's by default); at least 1.
+
+        ``iterations() * rollouts["steps"]`` env steps are trained: ``total_steps`` rounded down to whole
+        iterations, the total that ``keras-trpo presets`` and ``train`` show)."""
         total = self.total_steps if total_steps is None else int(total_steps)
         return max(1, total // int(self.rollouts["steps"]))
 
