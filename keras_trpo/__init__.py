@@ -6,24 +6,23 @@ env = gymnasium.make_vec("CartPole-v1", num_envs=8)
 model = keras_trpo.TRPO.for_env(env, max_kl=0.01)
 model.compile(optimizer=keras.optimizers.Adam(1e-3))   # trains the critic
 ```
+
+``import keras_trpo`` imports Keras and TensorFlow and registers :class:`TRPO` for
+``keras.models.load_model``, whether Keras was imported before or after it. One process
+differs: the ``keras-trpo`` command (or ``python -m keras_trpo.cli``), where the public names
+are imported when first used (PEP 562 module ``__getattr__``), so that ``keras-trpo --help``,
+``presets`` and ``plot`` start without TensorFlow; its other commands load it first
+(``keras_trpo.cli.startup``).
 """
 
-import keras as _keras
+from __future__ import annotations
 
-if _keras.backend.backend() != "tensorflow":
-    raise ImportError(
-        "keras_trpo needs the TensorFlow Keras backend; KERAS_BACKEND is "
-        f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
-    )
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING
 
-from keras_trpo import callbacks, ops, policies  # noqa: E402
-from keras_trpo.advantages import compute_gae  # noqa: E402
-from keras_trpo.evaluation import evaluate  # noqa: E402
-from keras_trpo.errors import REJECTION_REASONS, RolloutError, StaleBatchError, UpdateRejectedWarning  # noqa: E402
-from keras_trpo.model import TRPO  # noqa: E402
-from keras_trpo.normalization import RunningNormalization  # noqa: E402
-from keras_trpo.rollouts import Rollouts  # noqa: E402
-
+__version__ = "0.1.0"
 __all__ = [
     "TRPO",
     "Rollouts",
@@ -38,4 +37,78 @@ __all__ = [
     "ops",
     "policies",
 ]
-__version__ = "0.1.0"
+_SUBMODULES = ("callbacks", "ops", "policies")
+
+if TYPE_CHECKING:  # what the public names are, for type checkers and readers
+    from keras_trpo import callbacks, ops, policies
+    from keras_trpo.advantages import compute_gae
+    from keras_trpo.errors import REJECTION_REASONS, RolloutError, StaleBatchError, UpdateRejectedWarning
+    from keras_trpo.evaluation import evaluate
+    from keras_trpo.model import TRPO
+    from keras_trpo.normalization import RunningNormalization
+    from keras_trpo.rollouts import Rollouts
+
+
+def _backend_error(backend) -> ImportError:
+    return ImportError(
+        f"keras_trpo needs the TensorFlow Keras backend; KERAS_BACKEND is {backend!r}. Set KERAS_BACKEND=tensorflow."
+    )
+
+
+def _check_backend():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise _backend_error(keras.backend.backend())
+
+
+def _load_public_api():
+    """Imports Keras (after checking its backend) and the public names into this module."""
+    _check_backend()
+    from keras_trpo.advantages import compute_gae
+    from keras_trpo.errors import REJECTION_REASONS, RolloutError, StaleBatchError, UpdateRejectedWarning
+    from keras_trpo.evaluation import evaluate
+    from keras_trpo.model import TRPO
+    from keras_trpo.normalization import RunningNormalization
+    from keras_trpo.rollouts import Rollouts
+
+    public = dict(
+        TRPO=TRPO, Rollouts=Rollouts, RolloutError=RolloutError, StaleBatchError=StaleBatchError,
+        compute_gae=compute_gae, evaluate=evaluate, RunningNormalization=RunningNormalization,
+        REJECTION_REASONS=REJECTION_REASONS, UpdateRejectedWarning=UpdateRejectedWarning,
+    )  # fmt: skip
+    public.update({name: importlib.import_module(f"{__name__}.{name}") for name in _SUBMODULES})
+    globals().update(public)
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        # Only that submodule: keras_trpo.model runs "from keras_trpo import ops" while it loads.
+        _check_backend()
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in __all__:
+        _load_public_api()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+def _running_the_command_line() -> bool:
+    """Whether this process is ``keras-trpo`` (the console script) or ``python -m keras_trpo.cli``."""
+    script = os.path.basename(sys.argv[0] if sys.argv else "")
+    if script in ("keras-trpo", "keras-trpo.exe", "keras-trpo-script.py"):
+        return True
+    argv = getattr(sys, "orig_argv", [])  # while -m locates the module, sys.argv[0] is "-m"
+    return any(flag == "-m" and module in ("keras_trpo.cli", "keras_trpo.cli.__main__")
+               for flag, module in zip(argv, argv[1:]))
+
+
+# The environment variable is checked at import even when Keras is not imported yet (the
+# keras.json setting is checked when it is).
+if os.environ.get("KERAS_BACKEND") not in (None, "", "tensorflow"):
+    raise _backend_error(os.environ["KERAS_BACKEND"])
+if "keras" in sys.modules or not _running_the_command_line():
+    _load_public_api()

@@ -16,9 +16,11 @@ without a Python traceback; ``--debug`` shows the traceback of unexpected errors
 See the "Command line" section of README.md.
 
 Modules: ``parser`` (arguments and :func:`main`), ``common`` (what the commands share),
-``train``, ``models`` (evaluate, export, info), ``plot``, ``presets``, and ``example``
+``startup`` (loads TensorFlow without its C++ start-up log on the terminal; ``--tf-logs``
+shows it), ``train``, ``models`` (evaluate, export, info), ``plot``, ``presets``, and ``example``
 (the command line of ``examples/*.py``, not part of ``keras-trpo``). Training itself is
-:func:`keras_trpo.training.train`. TensorFlow is imported when a command that needs it runs.
+:func:`keras_trpo.training.train`. TensorFlow is imported when a command that needs it runs:
+``keras-trpo --help``, ``presets`` and ``plot`` never import it.
 """
 
 from keras_trpo.cli.common import CLIError

@@ -20,6 +20,7 @@ from keras_trpo.cli.common import (
     describe_budget,
     returns_summary,
 )
+from keras_trpo.cli.startup import load_tensorflow
 
 
 # ----------------------------------------------------------------------
@@ -36,6 +37,7 @@ def cmd_evaluate(args) -> int:
         if not args.video.endswith(".mp4"):
             raise CLIError(f"--video must name an .mp4 file; got {args.video!r}")
 
+    load_tensorflow(args.tf_logs)
     import gymnasium
     import numpy as np
     import tensorflow as tf
@@ -155,6 +157,7 @@ def cmd_export(args) -> int:
             f"{args.checkpoint!r} is already a SavedModel; export takes a .keras checkpoint (or a run directory "
             "holding model.keras)"
         )
+    load_tensorflow(args.tf_logs)
     model = _load_keras(path)
     try:
         written = model.export(args.out, overwrite=args.overwrite)
@@ -182,6 +185,7 @@ def cmd_info(args) -> int:
             print(f"  final evaluation: mean return {results['eval_mean']:.1f} over {results['eval_episodes']} episodes; "
                   f"{results['env_steps']:,} env steps in {results['train_seconds']:.1f} s")
     kind, resolved = _resolve_model(path)
+    load_tensorflow(args.tf_logs)
     if kind == "saved_model":
         _info_saved_model(resolved)
     else:
@@ -272,7 +276,7 @@ def _resolve_model(path: str, prefer: str = "saved_model") -> tuple[str, str]:
 def _load_keras(path: str):
     import keras
 
-    import keras_trpo  # noqa: F401 - registers TRPO for deserialization
+    from keras_trpo.model import TRPO  # noqa: F401 - registers TRPO for deserialization
 
     try:
         return keras.models.load_model(path, compile=False)

@@ -57,6 +57,10 @@ def _assignment(text):
     return key.strip(), parsed
 
 
+_TF_LOGS_HELP = ("show TensorFlow's start-up log (C++ lines such as 'oneDNN custom operations are on' and, "
+                 "without a GPU, 'failed call to cuInit'), hidden by default")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -64,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'keras-trpo COMMAND --help' for the options of a command. Docs: README.md, section 'Command line'.",
     )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks of unexpected errors")
+    parser.add_argument("--tf-logs", action="store_true", help=_TF_LOGS_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_parser = commands.add_parser
 
@@ -73,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     commands.add_parser = add_parser
+
+    def tf_logs(sub):  # the commands that load TensorFlow
+        sub.add_argument("--tf-logs", action="store_true", default=argparse.SUPPRESS, help=_TF_LOGS_HELP)
 
     train = commands.add_parser(
         "train",
@@ -102,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                        help="0: one progress line per tenth of the run (default); 1: Keras progress bar; "
                        "2: one Keras line per iteration")
+    tf_logs(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser(
@@ -117,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--video", metavar="FILE",
                           help="record the first episode to this .mp4 (gymnasium RecordVideo; needs moviepy)")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    tf_logs(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     export = commands.add_parser(
@@ -128,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", metavar="CHECKPOINT")
     export.add_argument("out", metavar="OUT")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    tf_logs(export)
     export.set_defaults(func=cmd_export)
 
     plot = commands.add_parser(
@@ -153,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and its SavedModel.",
     )
     info.add_argument("path", metavar="PATH")
+    tf_logs(info)
     info.set_defaults(func=cmd_info)
 
     presets = commands.add_parser("presets", help="list the hyperparameter presets, or show one")

@@ -28,6 +28,7 @@ from keras_trpo.cli.common import (
     describe_budget,
     returns_summary,
 )
+from keras_trpo.cli.startup import load_tensorflow
 
 
 def cmd_train(args) -> int:
@@ -39,6 +40,7 @@ def cmd_train(args) -> int:
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise CLIError(f"output directory {out!r} already exists and is not empty; pass another --out")
 
+    load_tensorflow(args.tf_logs)
     from keras_trpo import training
 
     if preset.env_id not in (None, args.env_id):

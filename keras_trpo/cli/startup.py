@@ -1,0 +1,53 @@
+"""Loading TensorFlow for the commands that need it (train, evaluate, export, info) without its
+C++ start-up log on the terminal.
+
+While it loads and looks for a GPU, TensorFlow 2.21 writes 7-10 lines to the process's stderr
+from C++ (absl logging, before ``TF_CPP_MIN_LOG_LEVEL`` applies): "oneDNN custom operations are
+on", "Could not find cuda drivers", the CPU-instructions note and, on a machine without a GPU,
+``E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)``: TensorFlow probing for a CUDA GPU,
+harmless on a CPU-only machine. :func:`load_tensorflow` points file descriptor 2 at a temporary
+file while TensorFlow, Keras and keras_trpo load and the devices are listed, then restores it, so
+Python warnings and errors after start-up reach stderr as usual. If loading fails, the captured
+lines are written to stderr before the error. ``--tf-logs`` leaves stderr alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+
+def load_tensorflow(show_logs: bool = False) -> None:
+    """Imports TensorFlow, lists its devices and loads keras_trpo's model; hides their C++ log
+    lines unless ``show_logs``. Nothing is hidden once TensorFlow is imported (in-process callers)."""
+    if show_logs or "tensorflow" in sys.modules:
+        _load()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    captured = tempfile.TemporaryFile()
+    loaded = False
+    try:
+        os.dup2(captured.fileno(), 2)
+        _load()
+        loaded = True
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not loaded:  # show what TensorFlow said before the error that follows
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", errors="replace"))
+            sys.stderr.flush()
+        captured.close()
+
+
+def _load():
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here
+    import keras_trpo
+
+    keras_trpo.TRPO  # noqa: B018 - Keras, TensorFlow Probability and the model (registers TRPO for load_model)
