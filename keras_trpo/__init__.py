@@ -2,7 +2,7 @@
 
 ```python
 import gymnasium, keras, keras_trpo
-env = gymnasium.make_vec("CartPole-v1", num_envs=8)
+env = gymnasium.make_vec("CartPole-v1", num_envs=8, vectorization_mode="sync")
 model = keras_trpo.TRPO.for_env(env, max_kl=0.01)
 model.compile(optimizer=keras.optimizers.Adam(1e-3))   # trains the critic
 ```

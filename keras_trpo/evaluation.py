@@ -36,7 +36,8 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
         env = gymnasium.make_vec(env, num_envs=int(episodes), vectorization_mode="sync")
     env = as_vector_env(env)
     try:
-        check_spaces(env, model)
+        if hasattr(model, "observation_space"):  # a TRPO model; the CLI also passes a SavedModel's function
+            check_spaces(env, model)
         check_partial_reset(env)
     except ValueError:
         if owned:
