@@ -214,7 +214,6 @@ class TRPO(trainer.Trainer):
             print(f"Saved the TRPO policy for TF Serving at {path}")
         return path
 
-    # Hyperparameters that may change between iterations.
     @property
     def max_kl(self) -> float:
         return float(self._max_kl.numpy())
@@ -285,6 +284,11 @@ class TRPO(trainer.Trainer):
             x = layer(x)
         return tf.squeeze(self.value_output(x), axis=-1)
 
+    def __call__(self, observations, *args, **kwargs):
+        # Checked before Keras' __call__, which would wrap the error in a multi-line report.
+        validation.check_observations(observations, self.observation_shape, self.observation_space)
+        return super().__call__(observations, *args, **kwargs)
+
     def call(self, observations):
         """Deterministic action (the distribution's mode), ``[N, *action_shape]``."""
         return self.head.mode(self.distribution_params(observations))
@@ -330,7 +334,7 @@ class TRPO(trainer.Trainer):
         trainer.check_fresh(self, data)
         replicas.assert_equal_shares(batch["observations"])
         observations, actions, returns = batch["observations"], batch["actions"], batch["returns"]
-        refused = update.rejection_before_update(replicas, batch, self._float_keys(), self._policy_version)
+        refused = update.rejection_before_update(replicas, batch, self.head, self._policy_version)
         max_kl = tf.convert_to_tensor(self._max_kl)
 
         def iteration():
@@ -394,6 +398,3 @@ class TRPO(trainer.Trainer):
 
     def _validated_batch(self, data) -> dict:
         return validation.validate_batch(data, self.batch_spec(), self.head.cast_actions)
-
-    def _float_keys(self):
-        return [key for key in validation.BATCH_KEYS if key != "actions" or not self.head.integer_actions]

@@ -45,7 +45,7 @@ METRICS = (
 # --------------------------------------------------------------------------
 # Before the update: is the batch usable at all?
 # --------------------------------------------------------------------------
-def rejection_before_update(replicas, batch, float_keys, model_version) -> tf.Tensor:
+def rejection_before_update(replicas, batch, head, model_version) -> tf.Tensor:
     """``rejection_reason`` decided before any compute: 0, non-finite (1) or stale (4).
 
     The stale check is also made on the host before the step (``trainer``); this
@@ -54,7 +54,8 @@ def rejection_before_update(replicas, batch, float_keys, model_version) -> tf.Te
     """
     finite = replicas.mean(
         lambda *values: tf.cast(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values]), tf.float32),
-        *[batch[key] for key in float_keys],
+        *[batch[key] for key in ("observations", "advantages", "returns")],
+        *([] if head.integer_actions else [batch["actions"]]),
     )
     fresh = tf.constant(1.0)
     if "policy_version" in batch:
