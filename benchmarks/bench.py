@@ -2,7 +2,8 @@
 
     pip install -e ".[bench]"
     python benchmarks/bench.py                 # (a) CartPole, (b) update, (c) collection, (e) RSS
-    python benchmarks/bench.py --hopper-1m     # also (d): Hopper-v5 for 1M steps (~10+ minutes)
+    python benchmarks/bench.py --hopper-1m     # also (d): Hopper-v5 for 1M steps (~14 minutes a seed)
+    python benchmarks/bench.py --only hopper --hopper-seeds 3   # (d) on seeds 0, 1, 2 (~40 minutes)
     python benchmarks/bench.py --only update   # one benchmark
 
 Every measurement runs in its own child process (``bench.py _child FRAMEWORK TASK``), so the
@@ -41,9 +42,13 @@ CARTPOLE = dict(env="CartPole-v1", num_envs=8, steps_per_iteration=1024, total_s
                 gamma=0.99, gae_lambda=0.97, cg_iterations=10, critic_epochs=10, critic_batch=128)
 # (b) one update at equal work: sb3-contrib's defaults.
 UPDATE = dict(env="Hopper-v5", samples=2048, cg_iterations=15, critic_epochs=10, critic_batch=128, repeats=25)
-# (d) Hopper-v5, 1M steps.
+# (d) Hopper-v5, 1M steps, in matched KL units: sb3-contrib's target_kl is a mean over samples *and*
+# action dimensions (stable-baselines3's kl_divergence is per dimension for a diagonal Gaussian), so
+# for d action dimensions keras_trpo takes max_kl = d * target_kl and damping = d * cg_damping; one
+# update from the same weights and batch is then the same step (cosine 1.000000).
 HOPPER = dict(env="Hopper-v5", num_envs=1, steps_per_iteration=2048, total_steps=1_000_000, max_kl=0.01,
-              gamma=0.99, gae_lambda=0.95, cg_iterations=15, critic_epochs=10, critic_batch=128)
+              gamma=0.99, gae_lambda=0.95, cg_iterations=15, critic_epochs=10, critic_batch=128,
+              matched_kl_units=True)
 
 
 # --------------------------------------------------------------------------
@@ -62,9 +67,11 @@ def keras_train(cfg, seed=0):
 
     keras.utils.set_random_seed(seed)
     env = gymnasium.make_vec(cfg["env"], num_envs=cfg["num_envs"], vectorization_mode="sync")
+    # sb3-contrib's KL units (see HOPPER): d action dimensions scale the trust region and the damping.
+    d = int(np.prod(env.single_action_space.shape)) if cfg.get("matched_kl_units") else 1
     model = keras_trpo.TRPO.for_env(
-        env, max_kl=cfg["max_kl"], cg_iterations=cfg["cg_iterations"], value_epochs=cfg["critic_epochs"],
-        value_batch_size=cfg["critic_batch"], seed=seed,
+        env, max_kl=d * cfg["max_kl"], damping=d * 0.1, cg_iterations=cfg["cg_iterations"],
+        value_epochs=cfg["critic_epochs"], value_batch_size=cfg["critic_batch"], seed=seed,
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     rollouts = keras_trpo.Rollouts(env, model, steps=cfg["steps_per_iteration"], gamma=cfg["gamma"],
@@ -210,19 +217,20 @@ TASKS = {
     ("sb3", "collect1"): lambda: sb3_collect("Hopper-v5", 1),
     ("keras", "collect8"): lambda: keras_collect("Hopper-v5", 8),
     ("sb3", "collect8"): lambda: sb3_collect("Hopper-v5", 8),
-    ("keras", "hopper"): lambda: keras_train(HOPPER),
-    ("sb3", "hopper"): lambda: sb3_train(HOPPER),
+    ("keras", "hopper"): lambda seed: keras_train(HOPPER, seed),
+    ("sb3", "hopper"): lambda seed: sb3_train(HOPPER, seed),
 }
 
 
-def child(framework, task):
+def child(framework, task, seed=None):
     if framework == "sb3":
         import torch
 
         # PyTorch's default here (2 OpenMP threads on 2 cores) ran a 2048x64 matmul+tanh 25x
         # slower than 1 thread whenever the other core was busy; give sb3 its best setting.
         torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "1")))
-    result = TASKS[(framework, task)]()
+    task_fn = TASKS[(framework, task)]
+    result = task_fn() if seed is None else task_fn(int(seed))
     result["peak_rss_mb"] = _peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -230,10 +238,10 @@ def child(framework, task):
 # --------------------------------------------------------------------------
 # Parent: run the children, print the table
 # --------------------------------------------------------------------------
-def run_child(framework, task):
+def run_child(framework, task, seed=None):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "_child", framework, task],
+        [sys.executable, os.path.abspath(__file__), "_child", framework, task, *([] if seed is None else [str(seed)])],
         capture_output=True, text=True, env=env, check=False,
     )
     for line in proc.stdout.splitlines():
@@ -266,21 +274,23 @@ def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "_child":
-        return child(argv[1], argv[2])
+        return child(*argv[1:4])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["cartpole", "update", "collect", "hopper"], action="append")
     parser.add_argument("--hopper-1m", action="store_true", help="also run (d), Hopper-v5 for 1M steps")
+    parser.add_argument("--hopper-seeds", type=int, default=1, metavar="N", help="(d) on seeds 0..N-1 (default 1)")
     args = parser.parse_args(argv)
     selected = args.only or ["cartpole", "update", "collect"] + (["hopper"] if args.hopper_1m else [])
     print(f"{time.strftime('%Y-%m-%d')} | {machine()}", flush=True)
     rows, rss = [], {}
 
-    def both(task):
+    def both(task, seed=None):
         results = {}
         for framework in ("keras", "sb3"):
-            results[framework] = run_child(framework, task)
+            results[framework] = run_child(framework, task, seed)
             rss.setdefault(framework, []).append(results[framework]["peak_rss_mb"])
-            print(f"  {framework:5s} {task:9s} {json.dumps(results[framework])}", flush=True)
+            print(f"  {framework:5s} {task:9s} {'' if seed is None else f'seed {seed} '}"
+                  f"{json.dumps(results[framework])}", flush=True)
         return results["keras"], results["sb3"]
 
     if "cartpole" in selected:
@@ -301,10 +311,18 @@ def main(argv=None):
                          f"raw {k['raw_steps_per_s']:,.0f}/s", k["steps_per_s"] / k["raw_steps_per_s"],
                          ">= 0.8" if n == 8 else ""))
     if "hopper" in selected:
-        k, s = both("hopper")
-        rows.append(("(d) Hopper-v5 1M wall time", f"{k['wall_s']:.0f} s", f"{s['wall_s']:.0f} s",
-                     k["wall_s"] / s["wall_s"], "<= 0.5"))
-        rows.append(("(d) Hopper-v5 eval return", f"{k['eval_return']:.0f}", f"{s['eval_return']:.0f}", None, ">= sb3"))
+        runs = [both("hopper", seed) for seed in range(args.hopper_seeds)]
+        for seed, (k, s) in enumerate(runs):
+            rows.append((f"(d) Hopper-v5 1M seed {seed}: wall time", f"{k['wall_s']:.0f} s", f"{s['wall_s']:.0f} s",
+                         k["wall_s"] / s["wall_s"], ""))
+            rows.append((f"(d) Hopper-v5 1M seed {seed}: eval return", f"{k['eval_return']:.0f}",
+                         f"{s['eval_return']:.0f}", None, ""))
+        k_wall, s_wall = (sum(r[i]["wall_s"] for r in runs) for i in (0, 1))
+        k_ret, s_ret = (statistics.mean(r[i]["eval_return"] for r in runs) for i in (0, 1))
+        rows.append((f"(d) Hopper-v5 1M, {len(runs)} seed(s): total wall time", f"{k_wall:.0f} s", f"{s_wall:.0f} s",
+                     k_wall / s_wall, "<= 0.5"))
+        rows.append((f"(d) Hopper-v5 1M, {len(runs)} seed(s): mean eval return", f"{k_ret:.0f}", f"{s_ret:.0f}", None,
+                     ">= sb3"))
     rows.append(("(e) peak RSS (max over tasks)", f"{max(rss['keras']):.0f} MB", f"{max(rss['sb3']):.0f} MB",
                  max(rss["keras"]) / max(rss["sb3"]), ""))
 
