@@ -38,7 +38,9 @@ class TRPO(trainer.Trainer):
         hidden_units: policy MLP widths.
         value_hidden_units: value MLP widths.
         activation: hidden activation of both MLPs.
-        max_kl: trust-region radius δ on the mean KL(old‖new).
+        max_kl: trust-region radius δ on the mean KL(old‖new), the KL summed over action
+            dimensions. sb3-contrib's ``target_kl`` is a mean over them: for ``d`` action
+            dimensions the same step is ``max_kl = d·target_kl``, ``damping = d·cg_damping``.
         damping: λ in ``F + λI``; keeps conjugate gradient well posed.
         cg_iterations: maximum conjugate-gradient steps.
         backtrack_coefficient: line-search shrink factor, in (0, 1).
@@ -198,12 +200,7 @@ class TRPO(trainer.Trainer):
         needs TensorFlow only. A ``filepath`` ending in an integer is written as that
         version (a non-empty one needs ``overwrite=True``); otherwise it is the base
         directory and the next version is created in it. See :mod:`keras_trpo.export`.
-
-        Example:
-
-        ```python
-        path = model.export("saved_models/cartpole")   # -> ".../saved_models/cartpole/1"
-        ```
+        Example: ``model.export("saved_models/cartpole")`` → ``".../saved_models/cartpole/1"``.
         """
         if format != "tf_saved_model":
             raise ValueError(f"format must be 'tf_saved_model' (TF Serving); got {format!r}.")
