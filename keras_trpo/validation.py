@@ -102,10 +102,11 @@ def unwrap(data):
 
 def batch_signature(batch: Mapping) -> dict:
     """``{key: tf.TensorSpec([None, *per-sample shape], dtype)}`` of a dict of arrays or tensors."""
-    return {
-        key: tf.TensorSpec((None, *tuple(value.shape)[1:]), tf.as_dtype(value.dtype))
-        for key, value in ((key, value if hasattr(value, "dtype") else np.asarray(value)) for key, value in batch.items())
-    }
+    signature = {}
+    for key, value in batch.items():
+        value = value if hasattr(value, "dtype") else np.asarray(value)
+        signature[key] = tf.TensorSpec((None, *tuple(value.shape)[1:]), tf.as_dtype(value.dtype))
+    return signature
 
 
 def validate_batch(data, spec: Mapping, cast_actions) -> dict:
