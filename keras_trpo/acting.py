@@ -8,14 +8,19 @@ in numpy, batched over sub-environments. This is safe for TRPO: the
 log-probabilities used by the update are recomputed in TensorFlow from the
 stored actions, so only the sampling happens here.
 
-Activations without a numpy twin fall back to one compiled TensorFlow call per
-vector step; the result is the same, only slower.
+Custom networks (``TRPO(policy_network=...)``), non-``Box`` observations and
+activations without a numpy twin act through one compiled TensorFlow function
+(``TRPO.acting_function``), called once per vector step on all sub-environments'
+observations in their own dtypes and traced once per run; the result is the same,
+only slower.
 """
 
 from __future__ import annotations
 
+import gymnasium
 import numpy as np
-import tensorflow as tf
+
+from keras_trpo import actor_critic
 
 
 def _sigmoid(x):
@@ -49,21 +54,17 @@ class PolicySnapshot:
         self.head = model.head
         self.version = model.policy_version
         self.log_std = None if model.log_std is None else model.log_std.numpy()
-        self._obs_shape = tuple(model.observation_shape)
-        self._obs_size = int(np.prod(self._obs_shape))
+        self._spec = model.observation_spec
         activation = NUMPY_ACTIVATIONS.get(model.activation)
-        if activation is None:
+        box = not self._spec.structured and isinstance(self._spec.space, gymnasium.spaces.Box)
+        if activation is None or not box or any(model.custom_networks):
             self._tf = model.acting_function()
             return
         self._tf = None
+        self._obs_size = self._spec.flat_size
         self._normalize = None if model.normalizer is None else model.normalizer.numpy_transform()
-
-        def layers(hidden, output):
-            weights = [(layer.kernel.numpy(), layer.bias.numpy(), activation) for layer in hidden]
-            return weights + [(output.kernel.numpy(), output.bias.numpy(), None)]
-
-        self._policy = layers(model.policy_layers, model.policy_output)
-        self._value = layers(model.value_layers, model.value_output)
+        self._policy = actor_critic.numpy_mlp(model.policy_layers, model.policy_output, activation)
+        self._value = actor_critic.numpy_mlp(model.value_layers, model.value_output, activation)
 
     def _features(self, observations):
         x = np.asarray(observations, dtype=np.float32).reshape(-1, self._obs_size)
@@ -80,7 +81,7 @@ class PolicySnapshot:
     def outputs_and_values(self, observations):
         """Raw policy outputs ``[n, num_outputs]`` and values ``[n]``."""
         if self._tf is not None:
-            outputs, values = self._tf(tf.reshape(tf.cast(observations, tf.float32), [-1, *self._obs_shape]))
+            outputs, values = self._tf(self._spec.numpy(observations))
             return outputs.numpy(), values.numpy()
         x = self._features(observations)
         return self._mlp(self._policy, x), self._mlp(self._value, x)[:, 0]

@@ -71,7 +71,7 @@ def distribute_py_dataset(py_dataset, strategy):
     first = py_dataset[0]  # Rollouts caches it: it is served again as the first batch
     if not isinstance(first, dict):
         raise TypeError(f"TRPO batches are dicts of arrays; the dataset yields {type(first).__name__}.")
-    check_even_split(len(first["observations"]), len(strategy.extended.worker_devices))
+    check_even_split(validation.batch_size(first), len(strategy.extended.worker_devices))
     signature = validation.batch_signature(first)
 
     def dataset_fn(context):
@@ -80,11 +80,12 @@ def distribute_py_dataset(py_dataset, strategy):
         def shares():
             for index in range(len(py_dataset)):
                 batch = py_dataset[index]
-                n = len(batch["observations"])
+                n = validation.batch_size(batch)
                 check_even_split(n, local)
                 size = n // local
                 for k in range(local):
-                    yield {key: value[k * size : (k + 1) * size] for key, value in batch.items()}
+                    # tf.nest: the observations of a Dict space are a dict of arrays.
+                    yield tf.nest.map_structure(lambda value: value[k * size : (k + 1) * size], batch)
 
         return tf.data.Dataset.from_generator(shares, output_signature=signature)
 

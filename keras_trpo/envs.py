@@ -59,6 +59,17 @@ def raised_in(error, function_name) -> bool:
     return any(function_name in frame.f_code.co_name for frame, _ in traceback.walk_tb(error.__traceback__))
 
 
+def spaces_of(env) -> tuple:
+    """``(observation_space, action_space)`` of a gymnasium ``Env`` or ``VectorEnv`` (its ``single_*`` spaces)."""
+    observation_space = getattr(env, "single_observation_space", None) or getattr(env, "observation_space", None)
+    action_space = getattr(env, "single_action_space", None) or getattr(env, "action_space", None)
+    if observation_space is None or action_space is None:
+        raise TypeError(
+            f"env must be a gymnasium Env or VectorEnv with observation and action spaces; got {type(env).__name__}."
+        )
+    return observation_space, action_space
+
+
 def as_vector_env(env) -> VectorEnv:
     """Returns ``env`` if it is a ``VectorEnv``, else a one-env ``SyncVectorEnv`` around it."""
     if isinstance(env, VectorEnv):
@@ -114,10 +125,10 @@ def check_partial_reset(env: VectorEnv) -> None:
 def check_spaces(env: VectorEnv, model) -> None:
     """Raises ValueError unless the vector env's spaces are the model's (``observation_space``, ``action_space``)."""
     obs_space = env.single_observation_space
-    if not isinstance(obs_space, gymnasium.spaces.Box) or tuple(obs_space.shape) != tuple(model.observation_shape):
+    if not model.observation_spec.matches(obs_space):
         raise ValueError(
             f"env observation space {obs_space} does not match the model's observation space "
-            f"{model.observation_space} (expected a Box of shape {model.observation_shape})."
+            f"{model.observation_space} (expected observations {model.observation_spec.describe()})."
         )
     if env.single_action_space != model.action_space:
         raise ValueError(

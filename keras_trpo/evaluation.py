@@ -44,6 +44,8 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
             env.close()
         raise
     act = tf.function(lambda observations: model(observations), reduce_retracing=True)
+    spec = getattr(model, "observation_spec", None)  # a TRPO model: observations keep their dtypes
+    prepare = (lambda o: tf.convert_to_tensor(o, tf.float32)) if spec is None else spec.numpy
     low, high = action_bounds(env)
     reset_finished = autoreset_mode(env) != gymnasium.vector.AutoresetMode.SAME_STEP
     quota = np.full(env.num_envs, episodes // env.num_envs)
@@ -54,7 +56,7 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
     observations, _ = env.reset(seed=seed)
     try:
         while (finished < quota).any():
-            actions = act(tf.convert_to_tensor(observations, tf.float32)).numpy()
+            actions = act(prepare(observations)).numpy()
             if low is not None:
                 actions = np.clip(actions, low, high)
             observations, rewards, terminated, truncated, _ = env.step(actions)

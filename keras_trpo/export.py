@@ -6,13 +6,17 @@ tensors; ``N`` is the batch size and may vary from call to call.
 
 | signature               | inputs                                   | outputs                            |
 |-------------------------|------------------------------------------|------------------------------------|
-| ``serving_default``     | ``observations`` float32 ``[N, *obs]``   | ``actions`` ``[N, *action_shape]`` |
+| ``serving_default``     | ``observations`` ``[N, *obs]``           | ``actions`` ``[N, *action_shape]`` |
 | ``sample``              | ``observations``, ``seed`` int32 ``[2]`` | ``actions``, ``log_probs`` ``[N]`` |
 | ``value``               | ``observations``                         | ``values`` float32 ``[N]``         |
 | ``log_prob``            | ``observations``, ``actions``            | ``log_probs`` float32 ``[N]``      |
 | ``distribution_params`` | ``observations``                         | ``mean`` and ``log_std`` (Box) or  |
 |                         |                                          | ``logits`` (other spaces)          |
 
+- Observations keep the observation space's dtype: float32 for a float ``Box``, the
+  integer dtype otherwise (``uint8`` images are sent as ``uint8``; ``Discrete`` as int64).
+  For a ``Dict`` observation space there is one input per key instead of
+  ``observations`` (``image`` uint8 ``[N, 7, 7, 3]``, ``direction`` int64 ``[N]``, ...).
 - ``serving_default`` is the deterministic action (the mode of the policy): the
   argmax for ``Discrete`` / ``MultiDiscrete``, ``logits > 0`` for ``MultiBinary``,
   the mean for ``Box``.
@@ -65,7 +69,7 @@ SIGNATURE_NAMES = ("serving_default", "sample", "value", "log_prob", "distributi
 _VERSION = re.compile(r"^\d+$")
 
 
-def export_saved_model(model, filepath, *, overwrite: bool = False) -> str:
+def export_saved_model(model, filepath, *, format="tf_saved_model", overwrite=False, verbose=False, **kwargs) -> str:
     """Writes ``model`` as a TF Serving SavedModel and returns the version directory.
 
     Args:
@@ -85,6 +89,10 @@ def export_saved_model(model, filepath, *, overwrite: bool = False) -> str:
         FileExistsError: the version directory exists, is not empty and
             ``overwrite`` is False.
     """
+    if format != "tf_saved_model":
+        raise ValueError(f"format must be 'tf_saved_model' (TF Serving); got {format!r}.")
+    if kwargs:
+        raise TypeError(f"TRPO.export() got unexpected arguments {sorted(kwargs)}; it takes overwrite=.")
     _check_model(model)
     if not isinstance(filepath, (str, os.PathLike)):
         raise TypeError(
@@ -109,6 +117,8 @@ def export_saved_model(model, filepath, *, overwrite: bool = False) -> str:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if verbose:
+        print(f"Saved the TRPO policy for TF Serving at {target}")
     return target
 
 
@@ -155,7 +165,7 @@ def resolve_version_dir(filepath, *, overwrite: bool = False) -> str:
 
 def _check_model(model):
     # Duck-typed, so that this module need not import keras_trpo.model (which imports it for TRPO.export).
-    needed = ("head", "policy_outputs", "value", "observation_shape", "policy_layers", "policy_output",
+    needed = ("head", "policy_outputs", "value", "observation_spec", "policy_layers", "policy_output",
               "value_layers", "value_output", "normalizer", "log_std", "action_space")
     if not all(hasattr(model, name) for name in needed):
         raise TypeError(f"model must be a keras_trpo.TRPO; got {type(model).__name__}.")
@@ -167,10 +177,9 @@ def _check_model(model):
         detail = f" (unbuilt layers: {unbuilt})" if unbuilt else ""
         raise ValueError(
             f"Cannot export model {model.name!r}: it is not built{detail}, so it has no weights to save. "
-            f"Build it with model.build((None, {', '.join(map(str, model.observation_shape))})) or call it "
-            "on a batch of observations, e.g. model(np.zeros((1, *model.observation_shape), 'float32')), "
-            "then train or load weights before exporting. TRPO(...) and TRPO.for_env(...) build the "
-            "model in their constructor; a subclass that overrides build() must call super().build()."
+            f"Call it on a batch of observations ({model.observation_spec.describe()}), e.g. "
+            "model(model.observation_spec.zeros(1)), then train or load weights before exporting. TRPO(...) "
+            "and TRPO.for_env(...) build the model in their constructor; a subclass that overrides build() must call super().build()."
         )
 
 
@@ -181,12 +190,21 @@ class ServingModule(tf.Module):
     ``head.params``, ``head.mode``, ``value``, the head's distribution for
     ``log_prob``), traced once per signature into plain TensorFlow graphs.
     Sampling uses ``tf.random.stateless_*`` on the distribution parameters.
+
+    Every signature is built by :func:`_named_function` from a flat dict of named
+    input specs: ``observations`` (one input, in the observation space's dtype) or,
+    for a ``Dict`` space, one input per key (``image`` uint8, ``direction`` int64, ...),
+    plus ``seed`` or ``actions`` where the signature takes them.
     """
 
     def __init__(self, model):
         super().__init__(name="keras_trpo_policy")
-        head = model.head
-        obs_spec = tf.TensorSpec([None, *model.observation_shape], tf.float32, name="observations")
+        head, spec = model.head, model.observation_spec
+        observation_inputs = {s.name: s for s in tf.nest.flatten(spec.tensor_specs())}
+        clash = sorted(set(observation_inputs) & {"seed", "actions"})
+        if clash:
+            raise ValueError(f"cannot export: observation keys {clash} clash with the signature inputs 'seed' and "
+                             "'actions'; rename them in the env (e.g. a gymnasium.ObservationWrapper).")
         action_dtype = tf.float32 if not head.integer_actions else tf.int32
         action_spec = tf.TensorSpec([None, *head.action_shape], action_dtype, name="actions")
         seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
@@ -199,51 +217,57 @@ class ServingModule(tf.Module):
             clip = lambda a: a  # noqa: E731
         # The model's weights as tf.Variables tracked by this module: the functions capture them.
         self.model_variables = [_tf_variable(v) for v in model.weights]
-
-        obs_shape = [None, *model.observation_shape]
         act_shape = [None, *head.action_shape]
 
         # Signature calls (TF Serving, ``loaded.signatures[...]``) do not check shapes against
         # the TensorSpecs: without these checks a wrong observation width would fail deep in
         # the graph, or be silently reshaped. ensure_shape fails with a clear message instead.
-        def checked(observations):
-            return tf.ensure_shape(observations, obs_shape, name="check_observations_shape")
+        def observations(inputs):
+            checked = [tf.ensure_shape(inputs[s.name], s.shape, name=f"check_{s.name}_shape")
+                       for s in observation_inputs.values()]
+            return spec.structure(checked)
 
-        def params(observations):
-            return head.params(model.policy_outputs(checked(observations)), model.log_std)
+        def params(inputs):
+            return head.params(model.policy_outputs(observations(inputs)), model.log_std)
 
-        @tf.function(input_signature=[obs_spec])
-        def serving_default(observations):
-            return {"actions": clip(head.mode(params(observations)))}
+        def serving_default(inputs):
+            return {"actions": clip(head.mode(params(inputs)))}
 
-        @tf.function(input_signature=[obs_spec, seed_spec])
-        def sample(observations, seed):
-            p = params(observations)
-            actions = head.stateless_sample(p, seed)
+        def sample(inputs):
+            p = params(inputs)
+            actions = head.stateless_sample(p, inputs["seed"])
             log_probs = head.distribution(p).log_prob(head.cast_actions(actions))
             return {"actions": clip(actions), "log_probs": log_probs}
 
-        @tf.function(input_signature=[obs_spec])
-        def value(observations):
-            return {"values": model.value(checked(observations))}
+        def value(inputs):
+            return {"values": model.value(observations(inputs))}
 
-        @tf.function(input_signature=[obs_spec, action_spec])
-        def log_prob(observations, actions):
-            actions = tf.ensure_shape(actions, act_shape, name="check_actions_shape")
-            return {"log_probs": head.distribution(params(observations)).log_prob(head.cast_actions(actions))}
+        def log_prob(inputs):
+            actions = tf.ensure_shape(inputs["actions"], act_shape, name="check_actions_shape")
+            return {"log_probs": head.distribution(params(inputs)).log_prob(head.cast_actions(actions))}
 
-        @tf.function(input_signature=[obs_spec])
-        def distribution_params(observations):
-            return dict(params(observations))
+        def distribution_params(inputs):
+            return dict(params(inputs))
 
-        self.serving_default = serving_default
-        self.sample = sample
-        self.value = value
-        self.log_prob = log_prob
-        self.distribution_params = distribution_params
+        self.serving_default = _named_function(serving_default, observation_inputs)
+        self.sample = _named_function(sample, {**observation_inputs, "seed": seed_spec})
+        self.value = _named_function(value, observation_inputs)
+        self.log_prob = _named_function(log_prob, {**observation_inputs, "actions": action_spec})
+        self.distribution_params = _named_function(distribution_params, observation_inputs)
 
     def signatures(self) -> dict:
         return {name: getattr(self, name).get_concrete_function() for name in SIGNATURE_NAMES}
+
+
+def _named_function(fn, specs: dict):
+    """A ``tf.function`` of positional inputs named by ``specs`` (in order) that calls ``fn({name: tensor})``.
+
+    The SignatureDef inputs take the spec names (what TF Serving's REST ``inputs`` and
+    gRPC ``PredictRequest.inputs`` use); the saved function also takes them positionally.
+    """
+    names = list(specs)
+    return tf.function(lambda *args: fn(dict(zip(names, args))), input_signature=list(specs.values()),
+                       autograph=False)
 
 
 def _tf_variable(variable):

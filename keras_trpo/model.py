@@ -12,10 +12,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_trpo import distribute, export, networks, ops, trainer, update, validation
+from keras_trpo import actor_critic, distribute, envs, export, networks, ops, trainer, update, validation
 from keras_trpo.distribute import Replicas
-from keras_trpo.normalization import RunningNormalization
-from keras_trpo.policies import check_observation_space, make_head
+from keras_trpo.observations import ObservationSpec
+from keras_trpo.policies import make_head
 from keras_trpo.spaces import space_from_config, space_to_config
 
 tfd = tfp.distributions
@@ -33,11 +33,18 @@ class TRPO(trainer.Trainer):
     moves only by the trust-region step, and a rejected update changes nothing.
 
     Args:
-        observation_space: a gymnasium ``Box`` (any shape; flattened).
+        observation_space: a gymnasium ``Box`` (any shape), ``Discrete``, ``MultiBinary``, or a
+            ``Dict`` of those (:mod:`keras_trpo.observations`: how each reaches the networks).
         action_space: ``Discrete``, ``Box``, ``MultiDiscrete`` or ``MultiBinary``.
-        hidden_units: policy MLP widths.
-        value_hidden_units: value MLP widths.
-        activation: hidden activation of both MLPs.
+        policy_network: any Keras layer or model mapping a batch of observations to
+            features ``[N, F]`` (or a name: ``"nature_cnn"``, ``"minigrid_cnn"``, ``"mlp"``);
+            the distribution head is appended (:mod:`keras_trpo.actor_critic`). ``None``:
+            the default MLP on flattened observations (``hidden_units``, ``activation``).
+        value_network: the same for the critic (``Dense(1)`` appended). It must not share
+            weights with ``policy_network``.
+        hidden_units: default policy MLP widths (``(64, 64)``); not with ``policy_network``.
+        value_hidden_units: default value MLP widths (``(64, 64)``); not with ``value_network``.
+        activation: hidden activation of the default MLPs.
         max_kl: trust-region radius δ on the mean KL(old‖new), the KL summed over action
             dimensions. sb3-contrib's ``target_kl`` is a mean over them: for ``d`` action
             dimensions the same step is ``max_kl = d·target_kl``, ``damping = d·cg_damping``.
@@ -73,8 +80,10 @@ class TRPO(trainer.Trainer):
         observation_space,
         action_space,
         *,
-        hidden_units=(64, 64),
-        value_hidden_units=(64, 64),
+        policy_network=None,
+        value_network=None,
+        hidden_units=None,
+        value_hidden_units=None,
         activation="tanh",
         max_kl=0.01,
         damping=0.1,
@@ -94,15 +103,17 @@ class TRPO(trainer.Trainer):
         super().__init__(**kwargs)
         self.observation_space = space_from_config(observation_space)
         self.action_space = space_from_config(action_space)
-        self.observation_shape = check_observation_space(self.observation_space)
+        self.observation_spec = ObservationSpec(self.observation_space)
         self.head = make_head(self.action_space)
         validation.check_hyperparameters(
             max_kl=max_kl, damping=damping, cg_iterations=cg_iterations, fvp_fraction=fvp_fraction,
             backtrack_coefficient=backtrack_coefficient, backtrack_iterations=backtrack_iterations,
             value_epochs=value_epochs, value_batch_size=value_batch_size,
         )
-        self.hidden_units = tuple(int(u) for u in hidden_units)
-        self.value_hidden_units = tuple(int(u) for u in value_hidden_units)
+        self.hidden_units = None if hidden_units is None else tuple(int(u) for u in hidden_units)
+        self.value_hidden_units = None if value_hidden_units is None else tuple(int(u) for u in value_hidden_units)
+        # What the constructor got (a name, a layer or None).
+        self._networks = (networks.deserialize(policy_network), networks.deserialize(value_network))
         self.activation = activation
         self.cg_iterations = int(cg_iterations)
         self.backtrack_coefficient = float(backtrack_coefficient)
@@ -119,12 +130,10 @@ class TRPO(trainer.Trainer):
         self._replicas = Replicas(tf.distribute.get_strategy() if tf.distribute.has_strategy() else None)
         self._acting_function = None
 
-        seed_ = None if seed is None else int(seed)
-        self.policy_layers, self.policy_output, seed_ = networks.dense_stack(
-            self.hidden_units, activation, self.head.num_outputs, output_gain=0.01, prefix="policy", seed=seed_
-        )
-        self.value_layers, self.value_output, _ = networks.dense_stack(
-            self.value_hidden_units, activation, 1, output_gain=1.0, prefix="value", seed=seed_
+        self.policy_layers, self.policy_output, self.value_layers, self.value_output = actor_critic.make(
+            self.observation_spec, self.head.num_outputs, policy_network=self._networks[0],
+            value_network=self._networks[1], hidden_units=hidden_units, value_hidden_units=value_hidden_units,
+            activation=activation, seed=None if seed is None else int(seed),
         )
         # Trust-region hyperparameters live in variables so that callbacks can
         # change them between iterations without retracing train_step.
@@ -135,18 +144,14 @@ class TRPO(trainer.Trainer):
             self.log_std = self.add_weight(
                 shape=(self.head.num_outputs,), initializer=Constant(self.log_std_init), trainable=True, name="log_std"
             )
-        self.normalizer = (
-            RunningNormalization(int(np.prod(self.observation_shape)), name="observation_normalizer")
-            if self.normalize_observations
-            else None
-        )
+        self.normalizer = actor_critic.make_normalizer(self.observation_spec) if self.normalize_observations else None
         # Incremented by every train_step: Rollouts stamps each batch with the
         # version that collected it, and train_step refuses a stale batch.
         self._policy_version = self.add_weight(
             shape=(), dtype="int64", initializer="zeros", trainable=False, name="policy_version"
         )
         self.seed_generator = keras.random.SeedGenerator(seed, name="critic_shuffle_seed")
-        self.build((None, *self.observation_shape))
+        self.build(self.observation_spec.structure((None, *leaf.shape) for leaf in self.observation_spec.leaves))
 
     # ------------------------------------------------------------------
     # Construction and serialization
@@ -154,24 +159,24 @@ class TRPO(trainer.Trainer):
     @classmethod
     def for_env(cls, env, **kwargs) -> "TRPO":
         """Builds a model for a gymnasium ``Env`` or ``VectorEnv`` (its ``single_*`` spaces)."""
-        observation_space = getattr(env, "single_observation_space", None) or getattr(
-            env, "observation_space", None
-        )
-        action_space = getattr(env, "single_action_space", None) or getattr(env, "action_space", None)
-        if observation_space is None or action_space is None:
-            raise TypeError(
-                f"env must be a gymnasium Env or VectorEnv with observation and action spaces; "
-                f"got {type(env).__name__}."
-            )
-        return cls(observation_space, action_space, **kwargs)
+        return cls(*envs.spaces_of(env), **kwargs)
 
     def build(self, input_shape):
-        flat = int(np.prod(self.observation_shape))
         if self.normalizer is not None:
-            self.normalizer.build((None, flat))
-        networks.build_stack([*self.policy_layers, self.policy_output], flat)
-        networks.build_stack([*self.value_layers, self.value_output], flat)
+            self.normalizer.build((None, self.observation_spec.float_size))
+        actor_critic.build(self.observation_spec, *self.custom_networks,
+                           (self.policy_layers, self.policy_output), (self.value_layers, self.value_output))
         self.built = True
+
+    @property
+    def custom_networks(self) -> tuple:
+        """``(policy, value)``: whether each is a given network rather than the default MLP."""
+        return tuple(network is not None for network in self._networks)
+
+    @property
+    def observation_shape(self):
+        """Per-sample shape of the observations (``{key: shape}`` for a ``Dict`` space)."""
+        return self.observation_spec.structure(leaf.shape for leaf in self.observation_spec.leaves)
 
     _CONFIG_KEYS = (
         "hidden_units", "value_hidden_units", "activation", "max_kl", "damping", "cg_iterations",
@@ -181,7 +186,9 @@ class TRPO(trainer.Trainer):
 
     def get_config(self):
         config = {name: getattr(self, name) for name in self._CONFIG_KEYS}
-        config["hidden_units"], config["value_hidden_units"] = list(self.hidden_units), list(self.value_hidden_units)
+        for key in ("hidden_units", "value_hidden_units"):
+            config[key] = None if config[key] is None else list(config[key])
+        config["policy_network"], config["value_network"] = map(networks.serialize, self._networks)
         return {
             "observation_space": space_to_config(self.observation_space),
             "action_space": space_to_config(self.action_space),
@@ -202,14 +209,7 @@ class TRPO(trainer.Trainer):
         directory and the next version is created in it. See :mod:`keras_trpo.export`.
         Example: ``model.export("saved_models/cartpole")`` → ``".../saved_models/cartpole/1"``.
         """
-        if format != "tf_saved_model":
-            raise ValueError(f"format must be 'tf_saved_model' (TF Serving); got {format!r}.")
-        if kwargs:
-            raise TypeError(f"TRPO.export() got unexpected arguments {sorted(kwargs)}; it takes overwrite=.")
-        path = export.export_saved_model(self, filepath, overwrite=overwrite)
-        if verbose:
-            print(f"Saved the TRPO policy for TF Serving at {path}")
-        return path
+        return export.export_saved_model(self, filepath, format=format, overwrite=overwrite, verbose=verbose, **kwargs)
 
     @property
     def max_kl(self) -> float:
@@ -251,17 +251,17 @@ class TRPO(trainer.Trainer):
         """Trainable weights of the critic (the compiled optimizer's only targets)."""
         return [w for layer in (*self.value_layers, self.value_output) for w in layer.trainable_weights]
 
-    def _flat_observations(self, observations):
-        validation.check_observations(observations, self.observation_shape, self.observation_space)
-        return tf.reshape(tf.cast(observations, tf.float32), [-1, int(np.prod(self.observation_shape))])
-
-    def _features(self, observations):
-        x = self._flat_observations(observations)
-        return x if self.normalizer is None else self.normalizer(x)
+    def _inputs(self, observations, custom: bool):
+        """The input of a network: flat features for the default MLP, structured ones for a custom network."""
+        spec = self.observation_spec
+        spec.check(observations)
+        if custom:
+            return spec.network_inputs(observations, self.normalizer)
+        return spec.flat_features(observations, self.normalizer)
 
     def policy_outputs(self, observations) -> tf.Tensor:
         """Raw outputs of the policy network, ``[N, head.num_outputs]``."""
-        x = self._features(observations)
+        x = self._inputs(observations, self.custom_networks[0])
         for layer in self.policy_layers:
             x = layer(x)
         return self.policy_output(x)
@@ -276,14 +276,14 @@ class TRPO(trainer.Trainer):
 
     def value(self, observations) -> tf.Tensor:
         """State values ``V(s)``, shape ``[N]``."""
-        x = self._features(observations)
+        x = self._inputs(observations, self.custom_networks[1])
         for layer in self.value_layers:
             x = layer(x)
         return tf.squeeze(self.value_output(x), axis=-1)
 
     def __call__(self, observations, *args, **kwargs):
         # Checked before Keras' __call__, which would wrap the error in a multi-line report.
-        validation.check_observations(observations, self.observation_shape, self.observation_space)
+        self.observation_spec.check(observations)
         return super().__call__(observations, *args, **kwargs)
 
     def call(self, observations):
@@ -294,13 +294,13 @@ class TRPO(trainer.Trainer):
         """``observations -> (policy outputs, values)`` as one ``tf.function``, traced once.
 
         Collection uses it for networks without a numpy twin (:mod:`keras_trpo.acting`);
-        its input signature has a free batch dimension.
+        its input signature has a free batch dimension and the observations' own dtypes
+        (a ``uint8`` image is cast inside).
         """
         if self._acting_function is None:
-            spec = tf.TensorSpec([None, *self.observation_shape], tf.float32)
             self._acting_function = tf.function(
                 lambda observations: (self.policy_outputs(observations), self.value(observations)),
-                input_signature=[spec], autograph=False,
+                input_signature=[self.observation_spec.tensor_specs()], autograph=False,
             )
         return self._acting_function
 
@@ -329,7 +329,7 @@ class TRPO(trainer.Trainer):
                                "batch over the replicas and runs the update cross-replica (keras_trpo.distribute).")
         batch = replicas.run(self._validated_batch, data)
         trainer.check_fresh(self, data)
-        replicas.assert_equal_shares(batch["observations"])
+        replicas.assert_equal_shares(batch["returns"])
         observations, actions, returns = batch["observations"], batch["actions"], batch["returns"]
         refused = update.rejection_before_update(replicas, batch, self.head, self._policy_version)
         max_kl = tf.convert_to_tensor(self._max_kl)
@@ -343,7 +343,7 @@ class TRPO(trainer.Trainer):
             # 2. The surrogate mean(ratio · Â) and its gradient g.
             surrogate_old, g = objective.surrogate_and_gradient()
             # 3. Conjugate gradient on (F + λI) s = g, F by double backprop through the mean KL(old‖new).
-            rows = update.fvp_rows(replicas, observations, self.fvp_fraction, self.seed_generator, self._policy_version)
+            rows = update.fvp_rows(replicas, returns, self.fvp_fraction, self.seed_generator, self._policy_version)
             fvp = objective.fisher_vector_product(rows, self._damping)
             direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
             # 4. The full step √(2δ / sᵀ(F + λI)s) · s.
@@ -378,16 +378,13 @@ class TRPO(trainer.Trainer):
         if self.normalizer is not None:
             # After both updates: the "old" policy of this update was the one that collected the batch.
             with tf.control_dependencies(tf.nest.flatten(metrics)):
-                flat = replicas.run(lambda o: tf.cast(self._flat_observations(o), tf.float64), observations)
-                mean, variance = replicas.moments(flat)
-                count = tf.cast(replicas.local_size(flat) * replicas.count, tf.float64)
-                self.normalizer.update_from_moments(mean, variance, count)
+                update.normalizer_step(self.normalizer, replicas, observations, self.observation_spec)
         return metrics
 
     def batch_spec(self) -> dict:
         """``{key: (per-sample shape, dtype description)}`` of a valid ``train_step`` batch."""
         return {
-            "observations": (self.observation_shape, "float or integer"),
+            "observations": self.observation_spec,
             "actions": (self.head.action_shape, "integer" if self.head.integer_actions else "floating"),
             "advantages": ((), "floating"),
             "returns": ((), "floating"),

@@ -1,6 +1,19 @@
-"""The default networks: MLPs with orthogonal initialization, as plain Keras layers.
+"""Networks for TRPO's policy and value: plain Keras models mapping observations to features ``[N, F]``.
 
 A leaf module: it imports nothing from keras_trpo.
+
+``TRPO(policy_network=..., value_network=...)`` takes any Keras layer or model
+(Sequential, Functional or subclassed) that maps a batch of observations to
+features ``[N, F]``; the model appends the distribution head and the value head
+``Dense(1)``. What a network receives is described in :mod:`keras_trpo.observations`
+(float32, shaped like the space; a dict of tensors for a ``Dict`` space). The
+builders here are ready-made ones, also usable by name (``policy_network="nature_cnn"``,
+``keras-trpo train ... --set model.policy_network=nature_cnn``):
+
+- :func:`mlp`: the default when no network is given (64×64 tanh in the default MLP);
+- :func:`nature_cnn`: Mnih et al. 2015, "Human-level control through deep reinforcement learning";
+- :func:`minigrid_cnn`: a small CNN for MiniGrid's 7×7×3 partial views;
+- :class:`Combined`: one encoder per ``Dict`` entry, concatenated (sb3's ``CombinedExtractor``).
 
 Orthogonal initialization with a small policy output layer (sb3; Engstrom et
 al. 2020, "Implementation Matters in Deep Policy Gradients"): initial actions are
@@ -22,6 +35,10 @@ import keras
 HIDDEN_GAIN = math.sqrt(2.0)
 
 
+def _orthogonal(gain, seed):
+    return keras.initializers.Orthogonal(gain=gain, seed=seed)
+
+
 def dense_stack(units, activation, output_units, *, output_gain, prefix, seed=None):
     """Hidden ``Dense`` layers of widths ``units`` and an output ``Dense(output_units)``.
 
@@ -36,7 +53,7 @@ def dense_stack(units, activation, output_units, *, output_gain, prefix, seed=No
 
     def dense(width, gain, act, name):
         nonlocal seed
-        kernel = keras.initializers.Orthogonal(gain=gain, seed=seed)
+        kernel = _orthogonal(gain, seed)
         if seed is not None:
             seed += 1
         return keras.layers.Dense(width, activation=act, kernel_initializer=kernel, name=name)
@@ -51,3 +68,198 @@ def build_stack(layers, input_width: int) -> None:
     for layer in layers:
         layer.build((None, input_width))
         input_width = layer.units
+
+
+def mlp(units=(64, 64), activation="tanh", *, seed=None, name="mlp"):
+    """A ``keras.Sequential`` of ``Flatten`` and ``Dense`` layers (orthogonal, gain √2).
+
+    Example:
+
+    >>> net = mlp((32, 32), "relu", seed=0)
+    >>> net(keras.ops.zeros((5, 4))).shape
+    (5, 32)
+    """
+    layers = [keras.layers.Flatten()]
+    for i, width in enumerate(units):
+        kernel = _orthogonal(HIDDEN_GAIN, None if seed is None else seed + i)
+        layers.append(keras.layers.Dense(int(width), activation=activation, kernel_initializer=kernel))
+    return keras.Sequential(layers, name=name)
+
+
+def nature_cnn(features=512, *, channels_first=False, scale=1.0 / 255.0, seed=None, name="nature_cnn"):
+    """The DQN CNN of Mnih et al. 2015: 32×8×8/4, 64×4×4/2, 64×3×3/1 (ReLU), then ``Dense(features)``.
+
+    Args:
+        features: width of the last layer (512 in the paper).
+        channels_first: observations are ``[N, C, H, W]`` (gymnasium's
+            ``FrameStackObservation`` of grey frames gives ``[N, 4, 84, 84]``); a ``Permute``
+            makes them channels-last, which TensorFlow's CPU convolutions need.
+        scale: a ``Rescaling`` applied first (``uint8`` pixels become [0, 1]); the network owns
+            the scaling, so batches stay ``uint8``.
+        seed: seeds the orthogonal kernels (gain √2, as sb3's ``NatureCNN``).
+
+    Example:
+
+    >>> net = nature_cnn(seed=0)
+    >>> net(keras.ops.zeros((2, 84, 84, 4))).shape
+    (2, 512)
+    """
+    def kernel(i):
+        return _orthogonal(HIDDEN_GAIN, None if seed is None else seed + i)
+
+    layers = [keras.layers.Permute((2, 3, 1))] if channels_first else []
+    layers += [
+        keras.layers.Rescaling(scale),
+        keras.layers.Conv2D(32, 8, strides=4, activation="relu", kernel_initializer=kernel(0)),
+        keras.layers.Conv2D(64, 4, strides=2, activation="relu", kernel_initializer=kernel(1)),
+        keras.layers.Conv2D(64, 3, strides=1, activation="relu", kernel_initializer=kernel(2)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(features, activation="relu", kernel_initializer=kernel(3)),
+    ]
+    return keras.Sequential(layers, name=name)
+
+
+def minigrid_cnn(features=64, *, seed=None, name="minigrid_cnn"):
+    """A small CNN for MiniGrid's 7×7×3 egocentric view (the one of Farama's rl-starter-files).
+
+    Conv 16×2×2, max-pool 2×2, Conv 32×2×2, Conv 64×2×2 (ReLU), flattened (64 features for a
+    7×7 view), then ``Dense(features, tanh)``. MiniGrid's cells hold small integer codes
+    (object, colour, state), fed unscaled.
+
+    Example:
+
+    >>> net = minigrid_cnn(seed=0)
+    >>> net(keras.ops.zeros((3, 7, 7, 3))).shape
+    (3, 64)
+    """
+    def kernel(i):
+        return _orthogonal(HIDDEN_GAIN, None if seed is None else seed + i)
+
+    return keras.Sequential(
+        [
+            keras.layers.Conv2D(16, 2, activation="relu", kernel_initializer=kernel(0)),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(32, 2, activation="relu", kernel_initializer=kernel(1)),
+            keras.layers.Conv2D(64, 2, activation="relu", kernel_initializer=kernel(2)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(features, activation="tanh", kernel_initializer=kernel(3)),
+        ],
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_trpo")
+class Combined(keras.layers.Layer):
+    """Encodes each entry of a dict of observations and concatenates the features.
+
+    Entries without an encoder are flattened. The counterpart of sb3's
+    ``CombinedExtractor`` (``MultiInputPolicy``).
+
+    Args:
+        encoders: ``{key: Keras layer}`` for the entries that need one (an image: a CNN).
+
+    Example:
+
+    >>> net = Combined({"image": minigrid_cnn(seed=0)})
+    >>> net({"image": keras.ops.zeros((2, 7, 7, 3)), "direction": keras.ops.zeros((2, 4))}).shape
+    (2, 68)
+    """
+
+    def __init__(self, encoders, **kwargs):
+        super().__init__(**kwargs)
+        self.encoders = dict(encoders)
+        self.flatten = keras.layers.Flatten()
+
+    def build(self, input_shape):
+        for key, encoder in self.encoders.items():
+            if not encoder.built:
+                encoder.build(input_shape[key])
+        self.built = True
+
+    def call(self, inputs):
+        parts = [self.encoders[key](inputs[key]) if key in self.encoders else self.flatten(inputs[key])
+                 for key in sorted(inputs)]
+        return keras.ops.concatenate(parts, axis=-1)
+
+    def get_config(self):
+        encoders = {key: keras.saving.serialize_keras_object(layer) for key, layer in self.encoders.items()}
+        return {**super().get_config(), "encoders": encoders}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoders"] = {k: keras.saving.deserialize_keras_object(v) for k, v in config["encoders"].items()}
+        return cls(**config)
+
+
+#: The builders usable by name.
+BUILDERS = {"mlp": mlp, "nature_cnn": nature_cnn, "minigrid_cnn": minigrid_cnn}
+
+
+def from_name(name: str, input_shapes, *, seed=None):
+    """Builds the network called ``name`` for inputs of per-sample shapes ``input_shapes``.
+
+    ``input_shapes`` is one shape, or ``{key: shape}`` for a ``Dict`` space: then the CNN
+    encodes the image entries (rank 3) and the other entries are flattened (:class:`Combined`).
+    ``nature_cnn`` takes channels-first frames when the first dimension is the smallest.
+
+    Raises:
+        ValueError: an unknown name, or a CNN for a space without an image.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"unknown network {name!r}; networks by name: {sorted(BUILDERS)}, or pass a Keras layer.")
+    builder = BUILDERS[name]
+    if name == "mlp":
+        return builder(seed=seed)
+
+    def cnn(shape, offset=0):
+        sub_seed = None if seed is None else seed + offset
+        if name == "nature_cnn":
+            return builder(channels_first=shape[0] < shape[-1], seed=sub_seed)
+        return builder(seed=sub_seed)
+
+    if isinstance(input_shapes, dict):
+        images = sorted(key for key, shape in input_shapes.items() if len(shape) == 3)
+        if not images:
+            raise ValueError(f"network {name!r} needs an image entry (a Box of rank 3); the observation entries "
+                             f"have shapes {input_shapes}.")
+        return Combined({key: cnn(input_shapes[key], 10 * i) for i, key in enumerate(images)}, name=f"combined_{name}")
+    if len(input_shapes) != 3:
+        raise ValueError(f"network {name!r} needs image observations (a Box of rank 3); they have shape "
+                         f"{tuple(input_shapes)}.")
+    return cnn(input_shapes)
+
+
+def serialize(network):
+    """A network as stored in ``TRPO.get_config``: its name, or ``keras.saving.serialize_keras_object``.
+
+    Raises:
+        ValueError: the network could not be rebuilt from what is stored (e.g. a subclassed
+            model that is not registered with ``keras.saving.register_keras_serializable``),
+            so a ``.keras`` file would be written that cannot be loaded.
+    """
+    if network is None or isinstance(network, str):
+        return network
+    config = keras.saving.serialize_keras_object(network)
+    try:
+        keras.saving.deserialize_keras_object(config)
+    except Exception as error:  # noqa: BLE001 - re-raised with the fix
+        raise ValueError(
+            f"the network {network.name!r} ({type(network).__name__}) cannot be saved: it cannot be rebuilt "
+            f"from its config ({type(error).__name__}: {_first_sentence(error)}). "
+            "Decorate its class with @keras.saving.register_keras_serializable() and give it a get_config() "
+            "returning its __init__ arguments, or use a Sequential or Functional model."
+        ) from error
+    return config
+
+
+def deserialize(config):
+    """Inverse of :func:`serialize` (a name stays a name)."""
+    if config is None or isinstance(config, str) or isinstance(config, keras.layers.Layer):
+        return config
+    return keras.saving.deserialize_keras_object(config)
+
+
+def _first_sentence(error) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text.split(". ")[0].rstrip(".")

@@ -200,8 +200,9 @@ class Rollouts(keras.utils.PyDataset):
             seed = None if self._was_reset else self.seed
             self._observations, _ = self._call_env(lambda: env.reset(seed=seed), "reset", 0)
             self._was_reset = True
-        head = self.model.head
-        obs_buf = np.empty((horizon, num_envs, *self.model.observation_shape), np.float32)
+        head, spec = self.model.head, self.model.observation_spec
+        # In the space's dtypes: uint8 images stay uint8 (a quarter of float32's memory).
+        obs_buf = spec.buffer(horizon, num_envs)
         act_buf = np.empty((horizon, num_envs, *head.action_shape), np.float32 if not head.integer_actions else np.int64)
         rewards = np.zeros((horizon, num_envs))
         values = np.zeros((horizon, num_envs))
@@ -214,7 +215,7 @@ class Rollouts(keras.utils.PyDataset):
         observations = self._observations
         for t in range(horizon):
             actions, values[t] = policy.act(observations, self._rng)
-            obs_buf[t] = observations
+            spec.map(lambda _, buffer, o: buffer.__setitem__(t, o), obs_buf, observations)
             act_buf[t] = actions
             env_actions = actions if low is None else np.clip(actions, low, high)
             observations, rewards[t], terminated[t], truncated[t], info = self._call_env(
@@ -240,14 +241,15 @@ class Rollouts(keras.utils.PyDataset):
                 self._episode_return[done] = 0.0
                 self._episode_length[done] = 0
                 if self.autoreset_mode == AutoresetMode.SAME_STEP:
-                    last_observations = np.array(observations, copy=True)
+                    last_observations = spec.map(lambda _, o: np.array(o, copy=True), observations)
                     for i in np.flatnonzero(done):
-                        last_observations[i] = info["final_obs"][i]
+                        spec.map(lambda _, last, final: last.__setitem__(i, final), last_observations,
+                                 info["final_obs"][i])
                 else:
                     last_observations = observations
                 cut = truncated[t]
                 if cut.any():
-                    final_values[t, cut] = policy.values(last_observations[cut])
+                    final_values[t, cut] = policy.values(spec.map(lambda _, o: o[cut], last_observations))
                 if self.autoreset_mode != AutoresetMode.SAME_STEP:
                     observations, _ = self._call_env(
                         lambda: env.reset(options={"reset_mask": done}), "reset", t
@@ -255,7 +257,7 @@ class Rollouts(keras.utils.PyDataset):
         # Bootstrap whatever continues into the next batch from the current observation.
         running = ~(terminated[-1] | truncated[-1])
         if running.any():
-            final_values[-1, running] = policy.values(observations[running])
+            final_values[-1, running] = policy.values(spec.map(lambda _, o: o[running], observations))
         self._observations = observations
         self.env_steps += self.steps
 
@@ -267,7 +269,7 @@ class Rollouts(keras.utils.PyDataset):
         finished_returns = self.episode_returns[first_finished:]
         finished_lengths = self.episode_lengths[first_finished:]
         return {
-            "observations": obs_buf.reshape(n, *self.model.observation_shape),
+            "observations": spec.map(lambda leaf, o: o.reshape(n, *leaf.shape), obs_buf),
             "actions": act_buf.reshape(n, *head.action_shape),
             "advantages": advantages.reshape(n),
             "returns": returns.reshape(n),
@@ -299,7 +301,8 @@ class Rollouts(keras.utils.PyDataset):
             "policy_version": self.model.policy_version,
             "rng": self._rng.bit_generator.state,
             "env": pickle.dumps(self.env),
-            "observations": None if self._observations is None else np.array(self._observations),
+            "observations": None if self._observations is None else self.model.observation_spec.numpy(
+                self._observations),
             "was_reset": self._was_reset,
             "episode_return": self._episode_return.copy(),
             "episode_length": self._episode_length.copy(),
@@ -346,15 +349,12 @@ class Rollouts(keras.utils.PyDataset):
                     f"{self.env.single_observation_space}."
                 )
             raise RolloutError(message) from error
-        observations = result[0]
-        expected = (self.num_envs, *self.model.observation_shape)
-        if getattr(observations, "shape", None) != expected or not np.issubdtype(
-            np.asarray(observations).dtype, np.number
-        ):
-            raise RolloutError(
-                f"env.{what} returned observations of shape {getattr(observations, 'shape', None)} and dtype "
-                f"{getattr(observations, 'dtype', type(observations).__name__)}; expected shape {expected} "
-                f"(num_envs, *observation space shape) of the observation space "
-                f"{self.env.single_observation_space}."
-            )
+        try:
+            self.model.observation_spec.check(result[0], what=f"env.{what}'s observations")
+            rows = {np.shape(o)[0] for o in self.model.observation_spec.flatten(result[0])}
+            if rows != {self.num_envs}:
+                raise ValueError(f"env.{what}'s observations have {sorted(rows)} rows; expected num_envs = "
+                                 f"{self.num_envs} rows")
+        except (ValueError, KeyError, TypeError) as error:
+            raise RolloutError(f"{error} (env observation space {self.env.single_observation_space})") from None
         return result

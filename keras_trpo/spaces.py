@@ -33,9 +33,11 @@ def space_to_config(space) -> dict:
     if isinstance(space, _SPACES.MultiBinary):
         n = space.n
         return {"class_name": "MultiBinary", "n": n if isinstance(n, int) else list(n)}
+    if isinstance(space, _SPACES.Dict):
+        return {"class_name": "Dict", "spaces": {key: space_to_config(sub) for key, sub in space.spaces.items()}}
     raise TypeError(
         f"Cannot serialize space {type(space).__name__}; supported: Box, Discrete, "
-        "MultiDiscrete, MultiBinary."
+        "MultiDiscrete, MultiBinary, and a Dict of those."
     )
 
 
@@ -59,4 +61,6 @@ def space_from_config(config):
         return _SPACES.MultiDiscrete(config["nvec"], start=config.get("start"))
     if name == "MultiBinary":
         return _SPACES.MultiBinary(config["n"])
+    if name == "Dict":
+        return _SPACES.Dict({key: space_from_config(sub) for key, sub in config["spaces"].items()})
     raise ValueError(f"Unknown space class_name {name!r} in config.")

@@ -53,6 +53,14 @@ class Trainer(keras.Model):
             return
         self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
 
+    def save(self, filepath, *args, **kwargs):
+        """``keras.Model.save``, after checking that the config serializes (custom networks).
+
+        Keras would otherwise leave a partly written file behind when ``get_config`` fails.
+        """
+        self.get_config()
+        return super().save(filepath, *args, **kwargs)
+
     # The critic-shuffle SeedGenerator state is not a Keras weight: store it alongside the
     # model's own variables so that a restored model continues the same random stream.
     _SEED_KEY = "critic_shuffle_seed_state"
@@ -218,7 +226,7 @@ class TrainFunction:
             key, options = "per-replica", {"jit_compile": False, "reduce_retracing": True}
         else:
             signature = validation.batch_signature(batch)
-            key = tuple(sorted((k, tuple(v.shape), v.dtype.name) for k, v in signature.items()))
+            key = repr(tf.nest.map_structure(lambda v: (tuple(v.shape), v.dtype.name), signature))
             options["input_signature"] = [signature]
         if key not in self._compiled:
             # No autograph: the update's loops are explicit tf.while_loop/tf.cond and every Python

@@ -54,7 +54,9 @@ def rejection_before_update(replicas, batch, head, model_version) -> tf.Tensor:
     """
     finite = replicas.mean(
         lambda *values: tf.cast(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values]), tf.float32),
-        *[batch[key] for key in ("observations", "advantages", "returns")],
+        # Integer observations (a uint8 image, a Discrete entry) are always finite.
+        *[v for v in tf.nest.flatten(batch["observations"]) if v.dtype.is_floating],
+        *[batch[key] for key in ("advantages", "returns")],
         *([] if head.integer_actions else [batch["actions"]]),
     )
     fresh = tf.constant(1.0)
@@ -126,7 +128,7 @@ class Objective:
 
         def local_kl_fn(o, p):
             if rows is not None:
-                o, p = tf.gather(o, rows), tf.nest.map_structure(lambda q: tf.gather(q, rows), p)
+                o, p = tf.nest.map_structure(lambda q: tf.gather(q, rows), (o, p))
             return lambda: tf.reduce_mean(tfd.kl_divergence(head.distribution(p), model.distribution(o)))
 
         if self.replicas.default:
@@ -143,7 +145,7 @@ class Objective:
         return product
 
 
-def fvp_rows(replicas, observations, fraction, seed_generator, policy_version):
+def fvp_rows(replicas, column, fraction, seed_generator, policy_version):
     """The rows of each replica's share used for Fisher-vector products, or ``None`` for all.
 
     A uniformly random subset of ``max(1, round(fraction·n))`` rows, drawn
@@ -157,7 +159,7 @@ def fvp_rows(replicas, observations, fraction, seed_generator, policy_version):
     """
     if fraction >= 1.0:
         return None
-    n = replicas.local_size(observations)
+    n = replicas.local_size(column)  # any [N] column of the batch
     count = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(n, tf.float32)), tf.int32))
     base = tf.stack([tf.cast(seed_generator.state[0], tf.int64), tf.cast(policy_version, tf.int64)])
     seed = tf.random.experimental.stateless_fold_in(base, FVP_SEED_SALT)
@@ -244,7 +246,7 @@ def critic_step(model, replicas, observations, returns, epochs, batch_size, seed
     """
     variables = model.value_variables
     values_before = replicas.run(model.value, observations)
-    n = replicas.local_size(observations)
+    n = replicas.local_size(returns)
     batch_size = tf.minimum(max(1, batch_size // replicas.count), n)
     batches_per_epoch = (n + batch_size - 1) // batch_size
     total = epochs * batches_per_epoch
@@ -257,7 +259,8 @@ def critic_step(model, replicas, observations, returns, epochs, batch_size, seed
 
         def local_loss_and_gradients(o, r):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.square(model.value(tf.gather(o, index)) - tf.gather(r, index)))
+                minibatch = tf.nest.map_structure(lambda x: tf.gather(x, index), o)  # a dict for Dict spaces
+                loss = tf.reduce_mean(tf.square(model.value(minibatch) - tf.gather(r, index)))
             return loss, tape.gradient(loss, variables)
 
         loss, grads = replicas.mean(local_loss_and_gradients, observations, returns)
@@ -269,6 +272,13 @@ def critic_step(model, replicas, observations, returns, epochs, batch_size, seed
         "value_loss": loss_sum / tf.cast(tf.maximum(total, 1), tf.float32),
         "explained_variance": explained_variance(replicas, values_before, returns),
     }
+
+
+def normalizer_step(normalizer, replicas, observations, spec):
+    """Merges the batch's float observation moments (over all replicas) into the running normalization."""
+    flat = replicas.run(lambda o: tf.cast(spec.float_features(o), tf.float64), observations)
+    mean, variance = replicas.moments(flat)
+    normalizer.update_from_moments(mean, variance, tf.cast(replicas.local_size(flat) * replicas.count, tf.float64))
 
 
 def value_metrics(model, replicas, observations, returns):

@@ -67,21 +67,6 @@ def check_hyperparameters(**values) -> None:
             raise ValueError(f"{name} must be {allowed}; got {value!r}.")
 
 
-def check_observations(observations, expected_shape, space) -> None:
-    """Raises ValueError unless ``observations`` is ``[N, *expected_shape]`` (``None`` dims pass).
-
-    At the model's boundary (``call``, ``distribution``, ``value``, ``predict``): a wrong
-    width is never reshaped into extra rows (8 features on a 4-feature model would
-    otherwise give 2 actions per observation).
-    """
-    shape = getattr(observations, "shape", None)
-    shape = tuple(np.shape(observations) if shape is None else shape)
-    if len(shape) != 1 + len(expected_shape) or any(s is not None and s != e for s, e in zip(shape[1:], expected_shape)):
-        expected = ", ".join(str(d) for d in ("N", *expected_shape))
-        raise ValueError(f"observations have shape {list(shape)}; expected [{expected}] for the model's "
-                         f"observation space {space}.")
-
-
 def check_float32_policy(dtype=None) -> None:
     """Raises ValueError unless ``dtype`` (or the global Keras dtype policy) computes in float32.
 
@@ -101,12 +86,23 @@ def unwrap(data):
 
 
 def batch_signature(batch: Mapping) -> dict:
-    """``{key: tf.TensorSpec([None, *per-sample shape], dtype)}`` of a dict of arrays or tensors."""
+    """``{key: tf.TensorSpec([None, *per-sample shape], dtype)}`` of a dict of arrays or tensors.
+
+    A dict entry (the observations of a ``Dict`` space) gets a dict of specs.
+    """
     signature = {}
     for key, value in batch.items():
+        if isinstance(value, Mapping):
+            signature[key] = batch_signature(value)
+            continue
         value = value if hasattr(value, "dtype") else np.asarray(value)
         signature[key] = tf.TensorSpec((None, *tuple(value.shape)[1:]), tf.as_dtype(value.dtype))
     return signature
+
+
+def batch_size(batch: Mapping):
+    """Rows of a batch (its ``advantages``: every entry has as many)."""
+    return len(batch["advantages"])
 
 
 def validate_batch(data, spec: Mapping, cast_actions) -> dict:
@@ -115,11 +111,14 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
     Args:
         data: a dict (or a 1-tuple holding one) with the :data:`BATCH_KEYS`, and
             optionally ``policy_version`` and the :data:`LOG_KEYS`.
-        spec: ``{key: (per-sample shape, "integer" | "floating" | "float or integer")}``.
+        spec: ``{key: (per-sample shape, "integer" | "floating" | "float or integer")}``;
+            ``spec["observations"]`` is the model's :class:`~keras_trpo.observations.ObservationSpec`,
+            which checks the observations' structure and keeps their dtypes (``uint8`` stays ``uint8``).
         cast_actions: casts the actions to the dtype of the policy head.
 
     Returns:
-        The batch: float32 tensors (actions cast by ``cast_actions``), and
+        The batch: float32 tensors (actions cast by ``cast_actions``, observations in the
+        observation space's dtypes), and
         ``policy_version`` (int64) and the log entries as scalars.
 
     Raises:
@@ -130,6 +129,8 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
     data = unwrap(data)
 
     def describe(key):
+        if key == "observations":
+            return f"observations {spec[key].describe()}"
         shape, dtype = spec[key]
         return f"{key} [N" + "".join(f", {d}" for d in shape) + f"] ({dtype})"
 
@@ -141,6 +142,12 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
         if key not in data:
             raise ValueError(f"batch is missing key {key!r}; expected {expected_all}.")
         value = data[key]
+        if key == "observations":
+            spec[key].check(value, what="batch['observations']")
+            first = spec[key].flatten(value)[0]
+            n = tuple(getattr(first, "shape", np.shape(first)))[0]
+            batch[key] = spec[key].tensors(value)
+            continue
         if not hasattr(value, "dtype") or not hasattr(value, "shape"):
             value = np.asarray(value)
         shape = tuple(value.shape)

@@ -26,6 +26,7 @@ LEAVES = {
     "keras_trpo.policies": {"keras_trpo.errors", "keras_trpo.validation"},
     "keras_trpo.spaces": {"keras_trpo.errors", "keras_trpo.validation"},
     "keras_trpo.networks": {"keras_trpo.errors", "keras_trpo.validation"},
+    "keras_trpo.observations": {"keras_trpo.errors", "keras_trpo.validation"},
 }
 
 

@@ -45,10 +45,10 @@ TRPO_CASES = {
                               r"Unsupported action space Sequence"),
     "integer Box actions": (lambda: keras_trpo.TRPO(OBS, spaces.Box(0, 3, (2,), np.int64)), TypeError,
                             r"Box action spaces must have a floating dtype"),
-    "observation space Dict": (lambda: keras_trpo.TRPO(spaces.Dict({"o": OBS}), spaces.Discrete(2)), TypeError,
-                               r"Unsupported observation space Dict .*Supported observation spaces: Box"),
-    "observation space Discrete": (lambda: keras_trpo.TRPO(spaces.Discrete(4), spaces.Discrete(2)), TypeError,
-                                   r"Unsupported observation space Discrete"),
+    "observation space Tuple": (lambda: keras_trpo.TRPO(spaces.Tuple((OBS, OBS)), spaces.Discrete(2)), TypeError,
+                                r"Unsupported observation space: Tuple .*Supported: Box \(any shape\), Discrete"),
+    "observation space Text": (lambda: keras_trpo.TRPO(spaces.Text(5), spaces.Discrete(2)), TypeError,
+                               r"Unsupported observation space: Text"),
     "for_env on a non-env": (lambda: keras_trpo.TRPO.for_env(object()), TypeError,
                              r"env must be a gymnasium Env or VectorEnv"),
 }
@@ -94,7 +94,7 @@ ROLLOUT_CASES = {
     "gae_lambda string": (rollouts(gae_lambda="0.9"), TypeError, r"gae_lambda must be a number"),
     "observation space of another env": (rollouts("Acrobot-v1"), ValueError,
                                          r"env observation space Box.*\(6,\).* does not match the model's observation "
-                                         r"space .*expected a Box of shape \(4,\)"),
+                                         r"space .*expected observations \[N, 4\] float32"),
     "action space of another env": (
         rollouts(model=keras_trpo.TRPO(spaces.Box(-1.0, 1.0, (4,), np.float32), spaces.Discrete(3))),
         ValueError, r"env action space Discrete\(2\) does not match the model's action space Discrete\(3\)"),

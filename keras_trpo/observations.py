@@ -1,0 +1,273 @@
+"""The observation spaces a TRPO model accepts, and observations as structures of arrays.
+
+A leaf module: it imports nothing from keras_trpo.
+
+An observation batch is one array ``[N, *shape]`` for a ``Box``, ``Discrete`` or
+``MultiBinary`` space, and a dict of such arrays, keyed like the space, for a
+``Dict`` space (its entries ``Box``, ``Discrete`` or ``MultiBinary``). Batches keep
+the space's dtype (a ``uint8`` image stays ``uint8``: 2048 frames of 84×84×4 are 58 MB,
+not 231 MB as float32); the model casts inside. What a network sees
+(:meth:`ObservationSpec.network_inputs`):
+
+| space / entry   | batch array           | network input                          |
+|-----------------|-----------------------|----------------------------------------|
+| ``Box`` float   | float32 ``[N, *shape]`` | float32 ``[N, *shape]`` (normalized if asked) |
+| ``Box`` integer | its dtype, e.g. uint8 | float32 ``[N, *shape]``, unscaled       |
+| ``Discrete(n)`` | int64 ``[N]``         | float32 one-hot ``[N, n]``              |
+| ``MultiBinary`` | int8 ``[N, *shape]``  | float32 ``[N, *shape]``                 |
+
+The default MLP gets all of it flattened and concatenated (:meth:`ObservationSpec.flat_features`).
+
+Example:
+
+>>> import gymnasium
+>>> spec = ObservationSpec(gymnasium.spaces.Dict({
+...     "image": gymnasium.spaces.Box(0, 255, (7, 7, 3), "uint8"), "direction": gymnasium.spaces.Discrete(4)}))
+>>> [(leaf.key, leaf.shape, leaf.dtype.name) for leaf in spec.leaves]
+[('direction', (), 'int64'), ('image', (7, 7, 3), 'uint8')]
+>>> spec.flat_size
+151
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import gymnasium
+import numpy as np
+import tensorflow as tf
+
+_SPACES = gymnasium.spaces
+_LEAF_SPACES = (_SPACES.Box, _SPACES.Discrete, _SPACES.MultiBinary)
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One array of an observation: ``key`` (``None`` unless in a ``Dict``), its space, shape and dtype."""
+
+    key: str | None
+    space: gymnasium.Space
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def name(self) -> str:
+        """How messages name it: ``observations`` or ``observations['image']``."""
+        return "observations" if self.key is None else f"observations[{self.key!r}]"
+
+    @property
+    def is_float(self) -> bool:
+        """A float ``Box``: the entries that observation normalization applies to."""
+        return isinstance(self.space, _SPACES.Box) and np.issubdtype(self.dtype, np.floating)
+
+    @property
+    def feature_shape(self) -> tuple:
+        """Per-sample shape of the network input (``(n,)`` for a one-hot ``Discrete``)."""
+        return (int(self.space.n),) if isinstance(self.space, _SPACES.Discrete) else self.shape
+
+    @property
+    def feature_size(self) -> int:
+        return int(np.prod(self.feature_shape))
+
+    def features(self, x) -> tf.Tensor:
+        """The network input (float32) of a batch of this leaf."""
+        if isinstance(self.space, _SPACES.Discrete):
+            return tf.one_hot(tf.cast(x, tf.int64) - int(self.space.start), int(self.space.n), dtype=tf.float32)
+        return tf.cast(x, tf.float32)
+
+
+def _leaf(key, space) -> Leaf:
+    where = "observation space" if key is None else f"observation space entry {key!r}"
+    if not isinstance(space, _LEAF_SPACES):
+        hint = (
+            " Drop it with gymnasium.wrappers.FilterObservation(env, filter_keys=[...]) (e.g. MiniGrid's Text "
+            "'mission'), or encode it as a Box."
+            if key is not None
+            else " Wrap the env with gymnasium.wrappers.FlattenObservation, or give it a Box or Dict space."
+        )
+        raise TypeError(
+            f"Unsupported {where}: {type(space).__name__} ({space!r}). Supported: Box (any shape), Discrete, "
+            f"MultiBinary{', and a Dict of those' if key is None else ''}.{hint}"
+        )
+    if isinstance(space, _SPACES.Discrete):
+        return Leaf(key, space, (), np.dtype(np.int64))
+    if isinstance(space, _SPACES.MultiBinary):
+        return Leaf(key, space, tuple(space.shape), np.dtype(np.int8))
+    dtype = np.dtype(space.dtype)
+    if np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(np.float32)
+    elif not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+        raise TypeError(f"Unsupported {where}: a Box of dtype {dtype.name}; expected a float or integer Box.")
+    return Leaf(key, space, tuple(space.shape), dtype)
+
+
+class ObservationSpec:
+    """The arrays of one observation space, and the operations the model needs on batches of them.
+
+    Args:
+        space: a gymnasium ``Box``, ``Discrete``, ``MultiBinary``, or ``Dict`` of those.
+
+    Raises:
+        TypeError: any other space, or a ``Dict`` entry of another space (named by its key).
+    """
+
+    def __init__(self, space):
+        self.space = space
+        if isinstance(space, _SPACES.Dict):
+            if not space.spaces:
+                raise TypeError("Unsupported observation space: an empty Dict.")
+            # Sorted like tf.nest flattens a dict, so leaves and flattened tensors line up.
+            self.leaves = tuple(_leaf(key, space.spaces[key]) for key in sorted(space.spaces))
+        else:
+            self.leaves = (_leaf(None, space),)
+        #: True for a ``Dict`` space: batches are dicts of arrays.
+        self.structured = isinstance(space, _SPACES.Dict)
+
+    # -- describing ---------------------------------------------------------
+    @property
+    def keys(self) -> tuple:
+        return tuple(leaf.key for leaf in self.leaves)
+
+    @property
+    def flat_size(self) -> int:
+        """Features of the default MLP's input (:meth:`flat_features`)."""
+        return sum(leaf.feature_size for leaf in self.leaves)
+
+    @property
+    def float_size(self) -> int:
+        """Scalars in the float ``Box`` entries (what observation normalization sees)."""
+        return sum(leaf.feature_size for leaf in self.leaves if leaf.is_float)
+
+    def structure(self, values):
+        """``values`` (one per leaf, in order) arranged like a batch: a dict for ``Dict`` spaces."""
+        values = list(values)
+        return dict(zip(self.keys, values)) if self.structured else values[0]
+
+    def flatten(self, observations) -> list:
+        """The arrays of a batch in leaf order."""
+        if self.structured:
+            return [observations[key] for key in self.keys]
+        return [observations]
+
+    def map(self, fn, *batches):
+        """``fn`` applied leaf by leaf to batches of this structure (``fn(leaf, *arrays)``)."""
+        flat = [self.flatten(batch) for batch in batches]
+        return self.structure(fn(leaf, *arrays) for leaf, *arrays in zip(self.leaves, *flat))
+
+    def tensor_specs(self, batch=None):
+        """``tf.TensorSpec`` per leaf with a free (or given) batch dimension, named ``observations`` or by key."""
+        return self.structure(
+            tf.TensorSpec([batch, *leaf.shape], tf.as_dtype(leaf.dtype), name=leaf.key or "observations")
+            for leaf in self.leaves
+        )
+
+    def zeros(self, n: int = 1):
+        """A batch of ``n`` zero observations (to build networks)."""
+        return self.structure(np.zeros((n, *leaf.shape), leaf.dtype) for leaf in self.leaves)
+
+    def buffer(self, *leading):
+        """Uninitialized numpy storage of shape ``[*leading, *shape]`` per leaf, in the leaf dtypes."""
+        return self.structure(np.empty((*leading, *leaf.shape), leaf.dtype) for leaf in self.leaves)
+
+    def describe(self) -> str:
+        """``[N, 4] float32`` or ``{'direction': [N] int64, 'image': [N, 7, 7, 3] uint8}``."""
+
+        def one(leaf):
+            return "[" + ", ".join(str(d) for d in ("N", *leaf.shape)) + f"] {leaf.dtype.name}"
+
+        if not self.structured:
+            return one(self.leaves[0])
+        return "{" + ", ".join(f"{leaf.key!r}: {one(leaf)}" for leaf in self.leaves) + "}"
+
+    def matches(self, space) -> bool:
+        """Whether an environment's observation space gives batches of this structure."""
+        try:
+            other = ObservationSpec(space)
+        except TypeError:
+            return False
+        return [(l.key, l.shape, l.dtype, type(l.space)) for l in other.leaves] == [
+            (l.key, l.shape, l.dtype, type(l.space)) for l in self.leaves
+        ]
+
+    # -- checking -----------------------------------------------------------
+    def check(self, observations, what="observations") -> None:
+        """Raises ValueError unless ``observations`` has this structure and ``[N, *shape]`` per leaf.
+
+        Never reshapes: a wrong width would otherwise become extra rows. ``None`` dims pass
+        (symbolic tensors); the batch dimension must agree between the entries of a dict.
+        """
+        expected = f"expected {self.describe()} for the model's observation space {self.space}"
+        if self.structured:
+            if not isinstance(observations, Mapping):
+                raise ValueError(f"{what} is a {type(observations).__name__}; {expected}.")
+            missing = [k for k in self.keys if k not in observations]
+            extra = sorted(str(k) for k in observations if k not in self.keys)
+            if missing or extra:
+                raise ValueError(f"{what} has keys {sorted(map(str, observations))} (missing {missing}, "
+                                 f"unexpected {extra}); {expected}.")
+        elif isinstance(observations, Mapping):
+            raise ValueError(f"{what} is a dict with keys {sorted(map(str, observations))}; {expected}.")
+        n = None
+        for leaf, value in zip(self.leaves, self.flatten(observations)):
+            shape = getattr(value, "shape", None)
+            shape = tuple(np.shape(value) if shape is None else shape)
+            name = what if leaf.key is None else f"{what}[{leaf.key!r}]"
+            if len(shape) != 1 + len(leaf.shape) or any(
+                s is not None and s != e for s, e in zip(shape[1:], leaf.shape)
+            ):
+                raise ValueError(f"{name} has shape {list(shape)}; {expected}.")
+            if shape[0] is not None:
+                if n is not None and shape[0] != n:
+                    raise ValueError(f"{name} has {shape[0]} rows but other entries have {n}; {expected}.")
+                n = shape[0]
+            dtype = getattr(value, "dtype", None)
+            dtype = np.asarray(value).dtype if dtype is None else tf.as_dtype(dtype).as_numpy_dtype
+            if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+                raise ValueError(f"{name} has dtype {np.dtype(dtype).name}; {expected}.")
+
+    # -- converting ---------------------------------------------------------
+    def numpy(self, observations):
+        """A batch as numpy arrays in the leaf dtypes (what acting and the batches hold)."""
+        return self.map(lambda leaf, x: np.asarray(x, leaf.dtype), observations)
+
+    def tensors(self, observations):
+        """A batch as tensors in the leaf dtypes (float Box entries float32, the rest as collected)."""
+        return self.map(lambda leaf, x: tf.cast(x, tf.as_dtype(leaf.dtype)), observations)
+
+    def network_inputs(self, observations, normalize=None):
+        """What a custom network receives: float32 tensors shaped like the space (see module docstring).
+
+        ``normalize`` maps ``[N, float_size]`` to ``[N, float_size]`` (the running normalization).
+        """
+        features = [leaf.features(x) for leaf, x in zip(self.leaves, self.flatten(observations))]
+        if normalize is not None:
+            features = self._replace_float(features, normalize)
+        return self.structure(features)
+
+    def flat_features(self, observations, normalize=None) -> tf.Tensor:
+        """The default MLP's input ``[N, flat_size]``: every leaf's features flattened, in key order."""
+        features = [leaf.features(x) for leaf, x in zip(self.leaves, self.flatten(observations))]
+        if normalize is not None:
+            features = self._replace_float(features, normalize)
+        flat = [tf.reshape(f, [-1, leaf.feature_size]) for leaf, f in zip(self.leaves, features)]
+        return flat[0] if len(flat) == 1 else tf.concat(flat, axis=-1)
+
+    def float_features(self, observations) -> tf.Tensor:
+        """The float ``Box`` entries flattened and concatenated, ``[N, float_size]`` (normalization's input)."""
+        floats = [
+            tf.reshape(tf.cast(x, tf.float32), [-1, leaf.feature_size])
+            for leaf, x in zip(self.leaves, self.flatten(observations))
+            if leaf.is_float
+        ]
+        return floats[0] if len(floats) == 1 else tf.concat(floats, axis=-1)
+
+    def _replace_float(self, features, normalize):
+        floats = [(i, leaf) for i, leaf in enumerate(self.leaves) if leaf.is_float]
+        flat = [tf.reshape(features[i], [-1, leaf.feature_size]) for i, leaf in floats]
+        normalized = normalize(flat[0] if len(flat) == 1 else tf.concat(flat, axis=-1))
+        parts = tf.split(normalized, [leaf.feature_size for _, leaf in floats], axis=-1) if len(flat) > 1 else [normalized]
+        features = list(features)
+        for (i, leaf), part in zip(floats, parts):
+            features[i] = tf.reshape(part, [-1, *leaf.feature_shape])
+        return features
