@@ -255,9 +255,9 @@ def serialize(network):
 
 def deserialize(config):
     """Inverse of :func:`serialize` (a name stays a name)."""
-    if config is None or isinstance(config, str) or isinstance(config, keras.layers.Layer):
-        return config
-    return keras.saving.deserialize_keras_object(config)
+    if isinstance(config, dict):
+        return keras.saving.deserialize_keras_object(config)
+    return config  # a name, a layer, None (or a wrong type, which TRPO reports)
 
 
 def _first_sentence(error) -> str:
