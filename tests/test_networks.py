@@ -153,8 +153,10 @@ def test_custom_networks_act_through_one_compiled_function_traced_once():
     env = dict_env()
     model = compiled(keras_trpo.TRPO.for_env(env, policy_network=dict_network("p"), value_network=dict_network("v"),
                                              seed=0))
+    acting = model.acting_function()
     model.fit(keras_trpo.Rollouts(env, model, steps=40, seed=0), epochs=3, verbose=0)
-    assert model.acting_function().experimental_get_tracing_count() == 1
+    assert model.acting_function() is acting
+    assert acting.experimental_get_tracing_count() == 1
 
 
 def test_uint8_images_are_refused_for_observation_normalization():
