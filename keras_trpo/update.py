@@ -53,9 +53,11 @@ def rejection_before_update(replicas, batch, head, model_version) -> tf.Tensor:
     function, where XLA drops ``tf.debugging`` assertions.
     """
     finite = replicas.mean(
-        lambda *values: tf.cast(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values]), tf.float32),
         # Integer observations (a uint8 image, a Discrete entry) are always finite.
-        *[v for v in tf.nest.flatten(batch["observations"]) if v.dtype.is_floating],
+        lambda *values: tf.cast(
+            tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values if v.dtype.is_floating]), tf.float32
+        ),
+        *tf.nest.flatten(batch["observations"]),
         *[batch[key] for key in ("advantages", "returns")],
         *([] if head.integer_actions else [batch["actions"]]),
     )

@@ -1,6 +1,6 @@
 """Helper for tests/test_distribute.py, run in a fresh process (logical devices are fixed at TF start).
 
-    python tests/distributed_update.py {discrete|box} OUT.json
+    python tests/distributed_update.py {discrete|box|dict} OUT.json
 
 Makes 2 logical CPU devices, then compares one TRPO update on a fixed batch under
 ``MirroredStrategy`` (the batch split over the 2 replicas) with the same update on one
@@ -24,7 +24,9 @@ from gymnasium import spaces  # noqa: E402
 import keras_trpo  # noqa: E402
 
 OBS = spaces.Box(-np.inf, np.inf, (5,), np.float32)
-ACTIONS = {"discrete": spaces.Discrete(3), "box": spaces.Box(-1.0, 1.0, (2,), np.float32)}
+ACTIONS = {"discrete": spaces.Discrete(3), "box": spaces.Box(-1.0, 1.0, (2,), np.float32), "dict": spaces.Discrete(3)}
+# "dict": a uint8 image and a float vector through a named CNN (keras_trpo.networks.Combined), seeded by the model.
+DICT_OBS = spaces.Dict({"image": spaces.Box(0, 9, (7, 7, 3), np.uint8), "vector": OBS})
 
 
 class Fixed(keras.utils.PyDataset):
@@ -39,11 +41,15 @@ class Fixed(keras.utils.PyDataset):
         return self.batch
 
 
-def build(action_space):
+def build(action_space, kind):
     # Full-batch critic (value_batch_size >= N): minibatches then contain the same samples on
     # one device and over two replicas; observation and advantage normalization on.
+    networks = (
+        {"policy_network": "minigrid_cnn", "value_network": "minigrid_cnn"} if kind == "dict"
+        else {"hidden_units": (16,), "value_hidden_units": (16,)}
+    )
     model = keras_trpo.TRPO(
-        OBS, action_space, hidden_units=(16,), value_hidden_units=(16,), value_epochs=5,
+        DICT_OBS if kind == "dict" else OBS, action_space, **networks, value_epochs=5,
         value_batch_size=4096, normalize_observations=True, seed=0,
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -57,17 +63,18 @@ def main(kind, out):
     action_space.seed(0)
     observations = rng.normal(size=(n, 5)).astype(np.float32) * 3 + 1
     batch = {
-        "observations": observations,
+        "observations": observations if kind != "dict" else {
+            "image": rng.integers(0, 10, (n, 7, 7, 3)).astype(np.uint8), "vector": observations},
         "actions": np.stack([action_space.sample() for _ in range(n)]),
         "advantages": rng.normal(size=n).astype(np.float32),
         "returns": (observations.sum(axis=1) + rng.normal(size=n)).astype(np.float32),
     }
-    single = build(action_space)
+    single = build(action_space, kind)
     single_history = single.fit(Fixed(batch), epochs=1, verbose=0).history
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        mirrored = build(action_space)
+        mirrored = build(action_space, kind)
     mirrored_history = mirrored.fit(Fixed(batch), epochs=1, verbose=0).history
     differences = {
         w.path: float(np.max(np.abs(np.asarray(w.numpy(), np.float64) - np.asarray(v.numpy(), np.float64))))
@@ -75,7 +82,7 @@ def main(kind, out):
     }
     moved = {
         w.path: float(np.max(np.abs(w.numpy() - v.numpy())))
-        for w, v in zip(single.weights, build(action_space).weights)
+        for w, v in zip(single.weights, build(action_space, kind).weights)
     }
 
     # A real on-policy fit under the strategy: Rollouts' batches split over the replicas.
@@ -86,7 +93,7 @@ def main(kind, out):
     rollouts = keras_trpo.Rollouts(env, model, steps=256, seed=0)
     history = model.fit(rollouts, epochs=3, verbose=0).history
     # A batch that does not split evenly over the replicas is refused before any collection or compute.
-    odd = {key: value[:255] for key, value in batch.items()}
+    odd = tf.nest.map_structure(lambda value: value[:255], batch)
     try:
         mirrored.fit(Fixed(odd), epochs=1, verbose=0)
         uneven_error = None

@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("kind", ["discrete", "box"])
+@pytest.mark.parametrize("kind", ["discrete", "box", "dict"])
 def test_mirrored_update_over_two_replicas_equals_the_single_device_update(kind, tmp_path):
     out = tmp_path / "result.json"
     subprocess.run(
@@ -28,13 +28,16 @@ def test_mirrored_update_over_two_replicas_equals_the_single_device_update(kind,
     assert result["replicas"] == 2
     # One update on a batch split over 2 replicas: every weight (policy, critic, normalizer
     # statistics, counters) within 1e-5 of the single-device run on the whole batch.
+    # The dict/CNN case (~40k policy weights) goes through conjugate gradient with float32 sums taken
+    # in another order (two halves, then the mean): 8e-5 against moves of 7e-2 was measured.
     worst = max(result["differences"].values())
-    assert worst <= 1e-5, result["differences"]
+    assert worst <= (1e-5 if kind != "dict" else 2e-4), result["differences"]
     # ...and the comparison is not vacuous: the update moved the policy and the critic.
     assert max(v for k, v in result["moved"].items() if "policy_output" in k) > 1e-3
     assert max(v for k, v in result["moved"].items() if "value_output" in k) > 1e-3
     for key in ("kl", "surrogate_improvement", "value_loss", "explained_variance", "entropy"):
-        np.testing.assert_allclose(result["mirrored_history"][key], result["single_history"][key], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(result["mirrored_history"][key], result["single_history"][key],
+                                   rtol=1e-4 if kind != "dict" else 1e-3, atol=1e-6)
     assert result["mirrored_history"]["step_accepted"] == [1.0]
     # A real fit on CartPole rollouts under the strategy: one collection per update, on-policy
     # (train_step refuses a batch from other weights), replicas' copies identical.
