@@ -49,7 +49,9 @@ class Rollouts(keras.utils.PyDataset):
     true last observation.
 
     **Acting.** Actions are sampled with a numpy copy of the current weights
-    (:class:`keras_trpo.acting.PolicySnapshot`), batched over sub-environments.
+    (:class:`keras_trpo.acting.PolicySnapshot`; custom networks: one compiled TF function),
+    batched over sub-environments. Observations are stored in the observation space's
+    dtypes, a dict of arrays for a ``Dict`` space (:mod:`keras_trpo.observations`).
     ``Box`` actions are clipped to the action bounds before ``env.step``; the
     batch stores the unclipped sample, whose log-probability the update uses.
 
