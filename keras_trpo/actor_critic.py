@@ -58,7 +58,8 @@ def make(spec, num_outputs, *, policy_network, value_network, hidden_units, valu
                                                         seed=seed)
         else:
             if isinstance(network, str):
-                network = networks.from_name(network, _input_shapes(spec), seed=None if seed is None else seed + 1000)
+                network = networks.from_name(network, _input_shapes(spec), seed=None if seed is None else seed + 1000,
+                                             prefix=f"{prefix}_")
             _, output, seed = networks.dense_stack((), activation, outputs, output_gain=gain, prefix=prefix, seed=seed)
             hidden = [network]
         parts += [hidden, output]

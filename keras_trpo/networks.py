@@ -196,12 +196,13 @@ class Combined(keras.layers.Layer):
 BUILDERS = {"mlp": mlp, "nature_cnn": nature_cnn, "minigrid_cnn": minigrid_cnn}
 
 
-def from_name(name: str, input_shapes, *, seed=None):
+def from_name(name: str, input_shapes, *, seed=None, prefix=""):
     """Builds the network called ``name`` for inputs of per-sample shapes ``input_shapes``.
 
     ``input_shapes`` is one shape, or ``{key: shape}`` for a ``Dict`` space: then the CNN
     encodes the image entries (rank 3) and the other entries are flattened (:class:`Combined`).
     ``nature_cnn`` takes channels-first frames when the first dimension is the smallest.
+    The network is named ``prefix + name`` (``policy_nature_cnn``).
 
     Raises:
         ValueError: an unknown name, or a CNN for a space without an image.
@@ -210,20 +211,21 @@ def from_name(name: str, input_shapes, *, seed=None):
         raise ValueError(f"unknown network {name!r}; networks by name: {sorted(BUILDERS)}, or pass a Keras layer.")
     builder = BUILDERS[name]
     if name == "mlp":
-        return builder(seed=seed)
+        return builder(seed=seed, name=prefix + name)
 
-    def cnn(shape, offset=0):
+    def cnn(shape, offset=0, full_name=prefix + name):
         sub_seed = None if seed is None else seed + offset
         if name == "nature_cnn":
-            return builder(channels_first=shape[0] < shape[-1], seed=sub_seed)
-        return builder(seed=sub_seed)
+            return builder(channels_first=shape[0] < shape[-1], seed=sub_seed, name=full_name)
+        return builder(seed=sub_seed, name=full_name)
 
     if isinstance(input_shapes, dict):
         images = sorted(key for key, shape in input_shapes.items() if len(shape) == 3)
         if not images:
             raise ValueError(f"network {name!r} needs an image entry (a Box of rank 3); the observation entries "
                              f"have shapes {input_shapes}.")
-        return Combined({key: cnn(input_shapes[key], 10 * i) for i, key in enumerate(images)}, name=f"combined_{name}")
+        encoders = {key: cnn(input_shapes[key], 10 * i, f"{prefix}{key}_{name}") for i, key in enumerate(images)}
+        return Combined(encoders, name=f"{prefix}combined_{name}")
     if len(input_shapes) != 3:
         raise ValueError(f"network {name!r} needs image observations (a Box of rank 3); they have shape "
                          f"{tuple(input_shapes)}.")
