@@ -11,7 +11,8 @@ print(result.message(f"mean return {result.mean:.1f}"))
 vector env, the compiled :class:`~keras_trpo.TRPO` and its :class:`~keras_trpo.Rollouts` from the
 preset, fits ``preset.iterations(total_steps)`` TRPO iterations (one ``fit`` epoch each), closes
 the env and evaluates the deterministic policy on a fresh copy of the environment seeded with
-``seed + 10_000``, episodes the training never saw. The callers add what is theirs around it:
+``seed + 10_000``, episodes the training never saw. Both envs come from :meth:`Preset.make_env`, so the
+evaluation sees what training saw (the preset's ``env_kwargs`` and ``wrappers``). The callers add what is theirs around it:
 ``keras-trpo train`` its run directory (config.json before the first iteration, model.keras and the
 SavedModel after the last, results.json at the end), the examples their command line and ``--export``.
 """
@@ -69,6 +70,15 @@ class TrainingResult:
         )
 
 
+def make_env(preset: Preset, env_id: str | None = None, **kwargs):
+    """``preset.make_env(env_id, **kwargs)`` with gymnasium's errors (and the ``TypeError`` of an
+    environment argument it does not take) as :class:`EnvCreationError`."""
+    try:
+        return preset.make_env(env_id=env_id, **kwargs)
+    except (gymnasium.error.Error, TypeError) as error:
+        raise EnvCreationError(str(error)) from error
+
+
 def progress_callback(iterations: int, verbose: int = 0) -> keras.callbacks.Callback:
     """How a run reports progress: for ``verbose=0`` a :class:`ProgressLogger` line every tenth of the
     ``iterations``; otherwise Keras prints and :class:`StepsPerSecond` adds ``steps_per_second`` to its lines."""
@@ -108,18 +118,16 @@ def train(
             ``interrupted=True``. Without it the KeyboardInterrupt propagates.
 
     Raises:
-        EnvCreationError: gymnasium cannot create ``env_id``.
+        EnvCreationError: gymnasium cannot create ``env_id`` (or the environment rejects an ``env_kwargs`` entry).
         ModelBuildError: the preset's model or rollouts do not build for it (e.g. an invalid hyperparameter).
+        PresetError: a module or wrapper class the preset names cannot be imported.
     """
     env_id = env_id or preset.env_id
     iterations = preset.iterations(total_steps)
     if callbacks is None:
         callbacks = [progress_callback(iterations, verbose)]
     keras.utils.set_random_seed(seed)
-    try:
-        env = preset.make_env(env_id=env_id)
-    except gymnasium.error.Error as error:
-        raise EnvCreationError(str(error)) from error
+    env = make_env(preset, env_id)
     try:
         try:
             model = preset.build_model(env, seed=seed)
@@ -143,7 +151,11 @@ def train(
     if after_fit is not None:
         after_fit(model)
     eval_seed = seed + EVAL_SEED_OFFSET
-    returns = evaluate(model, env_id, episodes=preset.eval_episodes, seed=eval_seed)
+    eval_env = make_env(preset, env_id, num_envs=preset.eval_episodes, vectorization_mode="sync")
+    try:
+        returns = evaluate(model, eval_env, episodes=preset.eval_episodes, seed=eval_seed)
+    finally:
+        eval_env.close()
     return TrainingResult(
         model=model,
         env_id=env_id,
