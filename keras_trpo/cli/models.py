@@ -2,6 +2,11 @@
 
 Each takes a SavedModel (directory or base directory), a .keras file or a run directory
 (see _resolve_model). TensorFlow and gymnasium are imported when a command runs.
+
+``evaluate`` makes the environment as training did: with the ``env_modules``, ``env_kwargs`` and
+``wrappers`` of ``--preset``, else of the run directory the model comes from (its config.json), else
+of the preset of ENV_ID (see _env_preset). A SavedModel's ``serving_default`` takes one input per
+observation array (``observations``, or one per ``Dict`` key) in the observation space's dtype.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import json
 import os
 import shlex
 
+from keras_trpo import presets
 from keras_trpo.cli.common import (
     CONFIG_FILE,
     KERAS_FILE,
@@ -27,6 +33,8 @@ from keras_trpo.cli.startup import load_tensorflow
 # evaluate
 # ----------------------------------------------------------------------
 def cmd_evaluate(args) -> int:
+    env_preset, env_source = _env_preset(args)
+    env_preset.load_env_dependencies()  # registers the env ids of minigrid, ale_py, ...
     check_env_id(args.env_id)
     kind, path = _resolve_model(args.path)
     if args.video:
@@ -40,7 +48,6 @@ def cmd_evaluate(args) -> int:
     load_tensorflow(args.tf_logs)
     import gymnasium
     import numpy as np
-    import tensorflow as tf
 
     import keras_trpo
 
@@ -50,40 +57,35 @@ def cmd_evaluate(args) -> int:
             raise CLIError(f"the SavedModel {path!r} has no serving_default signature")
         serving = loaded.signatures["serving_default"]
         inputs, outputs = _signature_specs(serving)
-        if list(inputs) != ["observations"] or "actions" not in outputs:
+        if "actions" not in outputs or not inputs or any(k in inputs for k in ("seed", "actions")):
             raise CLIError(
                 f"the serving_default signature of {path!r} takes {sorted(inputs)} and returns {sorted(outputs)}; "
                 "expected observations -> actions (a SavedModel written by TRPO.export)"
             )
-        observation_shape = tuple(inputs["observations"].shape.as_list()[1:])
-
-        def policy(observations):
-            return serving(observations=tf.cast(observations, tf.float32))["actions"]
-
         described = f"SavedModel {path} (serving_default)"
     else:
         policy = _load_keras(path)
-        observation_shape = tuple(policy.observation_shape)
         described = f"Keras model {path}"
 
     env = (
-        _make_video_env(args.env_id, args.video)
+        _make_video_env(env_preset, args.env_id, args.video)
         if args.video
-        else _make_vec_env(args.env_id, num_envs=args.episodes)
+        else _make_vec_env(env_preset, args.env_id, num_envs=args.episodes)
     )
     try:
         env_space = getattr(env, "single_observation_space", None) or env.observation_space
         env_actions = getattr(env, "single_action_space", None) or env.action_space
-        if kind == "keras" and env_actions != policy.action_space:
+        if kind == "saved_model":
+            policy = _ServingPolicy(serving, inputs, outputs["actions"], env_space, env_actions, args.env_id)
+        elif env_actions != policy.action_space:
             raise CLIError(
                 f"the policy acts in {policy.action_space} but {args.env_id} has actions {env_actions}; "
                 "evaluate it on the environment it was trained on"
             )
-        if tuple(env_space.shape) != observation_shape:
-            raise CLIError(
-                f"the policy takes observations of shape {list(observation_shape)} but {args.env_id} has "
-                f"{list(env_space.shape)}; evaluate it on the environment it was trained on"
-            )
+        elif not policy.observation_spec.matches(env_space):
+            spec = policy.observation_spec
+            shape = None if spec.structured else list(spec.leaves[0].shape)
+            raise CLIError(_observation_mismatch(spec.describe(), shape, env_space, args.env_id))
         try:
             returns = keras_trpo.evaluate(policy, env, episodes=args.episodes, seed=args.seed)
         except gymnasium.error.DependencyNotInstalled as error:
@@ -99,12 +101,135 @@ def cmd_evaluate(args) -> int:
             f"{args.env_id}: {len(returns)} episodes with the deterministic policy of {described}: {returns_summary(returns)}"
         )
         print("returns: " + " ".join(f"{r:.1f}" for r in returns))
+        if env_preset.env_kwargs or env_preset.wrappers:
+            print(f"environment: {_describe_env(env_preset)} ({env_source})")
         if args.video:
             print(f"video of the first episode: {args.video}")
     return 0
 
 
-def _make_video_env(env_id, video_path):
+class _ServingPolicy:
+    """The ``serving_default`` signature of a SavedModel, called the way :func:`keras_trpo.evaluate` calls
+    a TRPO model: it has the ``observation_spec`` and spaces of the environment (checked against the
+    signature here, once) and feeds each observation array to its input, cast to the input's dtype."""
+
+    def __init__(self, serving, inputs, actions, env_space, env_actions, env_id):
+        from keras_trpo.observations import ObservationSpec
+
+        try:
+            spec = ObservationSpec(env_space)
+        except TypeError as error:
+            raise CLIError(f"{env_id} has observations that a keras_trpo policy cannot take: {error}") from None
+        names = list(spec.keys) if spec.structured else ["observations"]
+        taken = _describe_inputs(inputs)
+        shape = inputs["observations"].shape.as_list()[1:] if list(inputs) == ["observations"] else None
+        if sorted(inputs) != sorted(names):
+            raise CLIError(_observation_mismatch(taken, shape, env_space, env_id))
+        for name, leaf in zip(names, spec.leaves):
+            wanted = inputs[name]
+            integer_input = wanted.dtype.is_integer or wanted.dtype.is_bool
+            if wanted.shape.as_list()[1:] != list(leaf.shape) or (integer_input and leaf.is_float):
+                raise CLIError(_observation_mismatch(taken, shape, env_space, env_id))
+        if not _actions_match(actions, env_actions):
+            raise CLIError(f"the policy returns actions {_spec_text(actions)} but {env_id} has actions {env_actions}; "
+                           "evaluate it on the environment it was trained on")
+        self.serving, self.inputs, self.names = serving, inputs, names
+        self.observation_spec, self.observation_space, self.action_space = spec, env_space, env_actions
+
+    def __call__(self, observations):
+        import tensorflow as tf
+
+        arrays = self.observation_spec.flatten(observations)
+        feed = {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
+        return self.serving(**feed)["actions"]
+
+
+def _describe_inputs(inputs) -> str:
+    """A signature's observation inputs as ObservationSpec.describe() writes a space: ``[N, 4] float32``
+    or ``{'direction': [N] int64, 'image': [N, 7, 7, 3] uint8}``."""
+
+    def one(spec):
+        return "[" + ", ".join(["N"] + ["?" if d is None else str(d) for d in spec.shape.as_list()[1:]]) + \
+            f"] {spec.dtype.name}"
+
+    if list(inputs) == ["observations"]:
+        return one(inputs["observations"])
+    return "{" + ", ".join(f"{key!r}: {one(inputs[key])}" for key in sorted(inputs)) + "}"
+
+
+def _observation_mismatch(taken: str, taken_shape, env_space, env_id) -> str:
+    """One line: what the policy takes (``taken``; ``taken_shape`` when it is one array), what the env gives."""
+    from keras_trpo.observations import ObservationSpec
+
+    hint = "evaluate it on the environment it was trained on (with the wrappers of its preset: --preset)"
+    try:
+        spec = ObservationSpec(env_space)
+    except TypeError:
+        return f"the policy takes observations {taken} but {env_id} has {env_space}; {hint}"
+    if taken_shape is not None and not spec.structured and list(taken_shape) != list(spec.leaves[0].shape):
+        return (f"the policy takes observations of shape {list(taken_shape)} but {env_id} has "
+                f"{list(spec.leaves[0].shape)}; {hint}")
+    return f"the policy takes observations {taken} but {env_id} has {spec.describe()}; {hint}"
+
+
+def _actions_match(spec, space) -> bool:
+    """Whether a signature's ``actions`` output (float32 for Box, int32 otherwise) fits the action space."""
+    import gymnasium
+
+    shape = spec.shape.as_list()[1:]
+    if isinstance(space, gymnasium.spaces.Box):
+        return spec.dtype.is_floating and shape == list(space.shape)
+    if isinstance(space, gymnasium.spaces.Discrete):
+        return spec.dtype.is_integer and shape == []
+    if isinstance(space, (gymnasium.spaces.MultiDiscrete, gymnasium.spaces.MultiBinary)):
+        return spec.dtype.is_integer and shape == list(space.shape)
+    return True  # keras_trpo.evaluate reports what it cannot run
+
+
+def _env_preset(args):
+    """``(preset, where it comes from)``: the preset whose env settings make ENV_ID for ``evaluate``.
+
+    ``--preset``; else the run directory holding the model (its config.json records the settings
+    it trained with); else the preset of ENV_ID (:func:`keras_trpo.presets.preset_for_env`).
+    """
+    if getattr(args, "preset", None):
+        preset = presets.load_preset(args.preset)
+        return preset, f"preset {preset.name}"
+    run = _run_directory_of(args.path)
+    if run is not None:
+        with open(os.path.join(run, CONFIG_FILE), encoding="utf-8") as f:
+            config = json.load(f)
+        settings = {key: config.get(key, value) for key, value in
+                    (("env_modules", []), ("env_kwargs", {}), ("wrappers", []))}
+        preset = presets.load_preset(presets.DEFAULT_PRESET).override(settings)
+        return preset, f"the settings of the run directory {run}"
+    preset = presets.preset_for_env(args.env_id)
+    return preset, f"preset {preset.name}"
+
+
+def _run_directory_of(path):
+    """The run directory (config.json and model.keras) that ``path`` is or lies in (two levels deep at most), if any."""
+    if not os.path.exists(path):
+        return None
+    candidates = [os.path.abspath(path)]
+    for _ in range(2):  # run/model.keras, run/saved_model, run/saved_model/1, run/best_saved_model/1
+        candidates.append(os.path.dirname(candidates[-1]))
+    for directory in candidates:
+        config = os.path.join(directory, CONFIG_FILE)
+        if os.path.isfile(config) and os.path.isfile(os.path.join(directory, KERAS_FILE)):
+            return directory
+    return None
+
+
+def _describe_env(preset) -> str:
+    wrappers = ", ".join(w["class"].rpartition(".")[2] + (f"({w['kwargs']})" if w.get("kwargs") else "")
+                         for w in preset.wrappers)
+    parts = ([f"env_kwargs {preset.env_kwargs}"] if preset.env_kwargs else []) + \
+        ([f"wrappers {wrappers}"] if wrappers else [])
+    return "; ".join(parts)
+
+
+def _make_video_env(env_preset, env_id, video_path):
     import tempfile
 
     import gymnasium
@@ -116,9 +241,11 @@ def _make_video_env(env_id, video_path):
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     try:
-        env = gymnasium.make(env_id, render_mode="rgb_array")
-    except gymnasium.error.Error as error:
+        env = gymnasium.make(env_id, render_mode="rgb_array", **env_preset.env_kwargs)
+    except (gymnasium.error.Error, TypeError) as error:
         raise CLIError(f"cannot render {env_id!r} for --video: {error}") from None
+    for wrapper in env_preset.load_env_dependencies():
+        env = wrapper(env)
     env = RecordVideo(env, video_folder=folder, episode_trigger=lambda episode: episode == 0,
                       name_prefix="episode", disable_logger=True)
     env.keras_trpo_video_folder = folder
@@ -138,12 +265,12 @@ def _collect_video(env, video_path):
     shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
 
 
-def _make_vec_env(env_id, num_envs, mode="sync"):
+def _make_vec_env(env_preset, env_id, num_envs, mode="sync"):
     import gymnasium
 
     try:
-        return gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
-    except gymnasium.error.DependencyNotInstalled as error:
+        return env_preset.make_env(env_id, num_envs=num_envs, vectorization_mode=mode)
+    except (gymnasium.error.Error, TypeError) as error:
         raise CLIError(f"cannot create {env_id!r}: {error}") from None
 
 
@@ -225,8 +352,10 @@ def _info_keras(path):
     print(f"Keras model {path}: {type(model).__name__} {model.name!r}")
     print(f"  observation space: {model.observation_space}")
     print(f"  action space:      {model.action_space} ({type(model.head).__name__})")
-    print(f"  policy network:    {list(model.hidden_units)} {model.activation}; value network: "
-          f"{list(model.value_hidden_units)} {model.activation}")
+    structured = model.observation_spec.structured
+    for which, units in (("policy", model.hidden_units), ("value", model.value_hidden_units)):
+        described = _describe_network(config.get(f"{which}_network"), units, model.activation, structured)
+        print(f"  {which + ' network:':<18} {described}")
     policy = sum(int(np.prod(v.shape)) for v in model.policy_variables)
     value = sum(int(np.prod(v.shape)) for v in model.value_variables)
     print(f"  parameters:        policy {policy:,}, value {value:,}; {model.policy_version} TRPO iterations so far")
@@ -235,6 +364,22 @@ def _info_keras(path):
                                      "normalize_observations") if k in config}
     print("  hyperparameters:   " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in hyper.items()))
     print("  export it for TF Serving with: keras-trpo export " + shlex.quote(path) + " OUT")
+
+
+def _describe_network(network, units, activation, structured=False) -> str:
+    """A network as TRPO's config stores it: ``None`` (the default MLP), a name, or a serialized Keras object."""
+    if network is None:
+        from keras_trpo.actor_critic import DEFAULT_UNITS
+
+        widths = ", ".join(str(u) for u in (DEFAULT_UNITS if units is None else units))
+        return f"default MLP ({widths} {activation})"
+    if isinstance(network, str):
+        # A name builds networks.Combined for a Dict space: the CNN on each image entry.
+        return f"{network} (networks.Combined: {network} on the image entries)" if structured else network
+    if isinstance(network, dict):
+        name = (network.get("config") or {}).get("name")
+        return f"{network.get('class_name', 'unknown class')} {name!r}" if name else str(network.get("class_name"))
+    return str(network)
 
 
 # ----------------------------------------------------------------------

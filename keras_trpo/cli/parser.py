@@ -90,16 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         "tensorboard/ (TensorBoard logs), model.keras (Keras checkpoint), saved_model/1 (SavedModel "
         "for TF Serving) and results.json (final deterministic evaluation).",
     )
-    train.add_argument("env_id", metavar="ENV_ID", help="gymnasium environment id, e.g. CartPole-v1")
+    train.add_argument("env_id", metavar="ENV_ID", help="gymnasium environment id, e.g. CartPole-v1, "
+                       "MiniGrid-Empty-8x8-v0, ALE/Pong-v5")
     train.add_argument("--preset", metavar="NAME", help="preset name or JSON file (default: the preset named "
-                       "after ENV_ID, else 'default'); see 'keras-trpo presets'")
+                       "after ENV_ID or made for it, else 'default'); see 'keras-trpo presets'")
     train.add_argument("--steps", type=_positive_int, metavar="N", help="total env steps (default: the preset's)")
     train.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed (default 0)")
     train.add_argument("--num-envs", type=_positive_int, metavar="K", help="parallel envs (default: the preset's)")
     train.add_argument("--batch", type=_positive_int, metavar="N",
                        help="env steps per TRPO iteration, a multiple of --num-envs (default: the preset's)")
     train.add_argument("--set", type=_assignment, action="append", default=[], metavar="KEY=VALUE",
-                       help="override a preset value, e.g. --set model.max_kl=0.01 --set model.hidden_units=[32,32]")
+                       help="override a preset value, e.g. --set model.max_kl=0.01 --set model.hidden_units=[32,32] "
+                       "--set model.policy_network=nature_cnn --set env_kwargs.frameskip=1 (VALUE is JSON, "
+                       "or a string if it is not)")
     train.add_argument("--out", metavar="DIR", help="run directory to create (default: runs/ENV_ID-PRESET-seedS-TIME)")
     train.add_argument("--eval-episodes", type=_positive_int, metavar="N", help="episodes of the final evaluation")
     train.add_argument("--eval-every", type=_non_negative_int, default=0, metavar="N",
@@ -117,10 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate a SavedModel or .keras policy deterministically",
         description="Run the deterministic policy of a SavedModel (its serving_default signature), a .keras "
-        "file or a run directory on ENV_ID and print the episode returns.",
+        "file or a run directory on ENV_ID and print the episode returns. The environment is made as in "
+        "training: with the env_modules, env_kwargs and wrappers of --preset, else of the run directory "
+        "the model is in, else of the preset of ENV_ID.",
     )
     evaluate.add_argument("path", metavar="PATH", help="SavedModel directory (or its base directory), .keras file or run directory")
     evaluate.add_argument("env_id", metavar="ENV_ID")
+    evaluate.add_argument("--preset", metavar="NAME", help="preset name or JSON file whose environment settings "
+                          "(env_modules, env_kwargs, wrappers) make ENV_ID (default: the run directory's, else the "
+                          "preset of ENV_ID)")
     evaluate.add_argument("--episodes", type=_positive_int, default=10, metavar="N", help="episodes (default 10)")
     evaluate.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the first reset (default 0)")
     evaluate.add_argument("--video", metavar="FILE",

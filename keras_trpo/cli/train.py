@@ -32,10 +32,14 @@ from keras_trpo.cli.startup import load_tensorflow
 
 
 def cmd_train(args) -> int:
-    check_env_id(args.env_id)
     preset, overrides = _preset(args)
+    # Before the env id is looked up: env_modules register environments (minigrid, ale_py); a missing
+    # package or wrapper fails here, in one line, before TensorFlow loads.
+    preset.load_env_dependencies()
+    _check_env_id(args.env_id, preset)
+    env_name = args.env_id.replace("/", "-")  # ALE/Pong-v5: one directory, not two
     out = args.out or os.path.join(
-        "runs", f"{args.env_id}-{preset.name}-seed{args.seed}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        "runs", f"{env_name}-{preset.name}-seed{args.seed}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     )
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise CLIError(f"output directory {out!r} already exists and is not empty; pass another --out")
@@ -61,8 +65,20 @@ def cmd_train(args) -> int:
         raise CLIError(
             f"cannot build TRPO for {args.env_id} from preset {preset.name!r}{with_overrides}: {error}"
         ) from None
+    finally:
+        run.close()
     run.finish(result)
     return 130 if result.interrupted else 0
+
+
+def _check_env_id(env_id, preset):
+    try:
+        check_env_id(env_id)
+    except CLIError as error:
+        if preset.name == env_id and preset.env_id not in (None, env_id):  # keras-trpo train Pong-v5
+            raise CLIError(f"{error} (the preset {preset.name} is for {preset.env_id}: "
+                           f"{PROG} train {preset.env_id})") from None
+        raise
 
 
 def _preset(args):
@@ -95,6 +111,7 @@ class _RunDirectory:
         self.out, self.args, self.preset, self.overrides = out, args, preset, overrides
         self.iterations = preset.iterations()
         self.saved_model = None
+        self.eval_env = None  # --eval-every: the preset's env (its wrappers), made by callbacks()
 
     def path(self, name):
         return os.path.join(self.out, name)
@@ -109,8 +126,11 @@ class _RunDirectory:
         checkpoint_every = self.args.checkpoint_every or max(1, iterations // 10)
         callback_list = [callbacks.LineSearchMonitor(patience=5)]
         if self.args.eval_every:
+            episodes = self.preset.eval_episodes
+            self.eval_env = training.make_env(self.preset, self.args.env_id, num_envs=episodes,
+                                              vectorization_mode="sync")
             callback_list += [
-                callbacks.Evaluation(self.args.env_id, episodes=self.preset.eval_episodes,
+                callbacks.Evaluation(self.eval_env, episodes=episodes,
                                      every=self.args.eval_every, seed=self.args.seed + 20_000),
                 callbacks.ExportBest(self.path(BEST_DIR), max_to_keep=1),
             ]
@@ -154,8 +174,15 @@ class _RunDirectory:
 
     def save(self, model):
         """After training, before the final evaluation: model.keras and the SavedModel."""
+        self.close()
         model.save(self.path(KERAS_FILE))
         self.saved_model = model.export(self.path(SAVED_MODEL_DIR))
+
+    def close(self):
+        """Closes the environment of --eval-every (training.train closes its own)."""
+        if self.eval_env is not None:
+            self.eval_env.close()
+            self.eval_env = None
 
     def finish(self, result):
         """results.json, and what was written."""
