@@ -1,6 +1,9 @@
-"""The keras-trpo console script, run as a subprocess on CartPole with a small budget; presets; plotting."""
+"""The keras-trpo console script, run as a subprocess on CartPole with a small budget; presets; plotting;
+the image and Dict presets (MiniGrid, Pong) trained for two iterations in process."""
 
+import contextlib
 import csv
+import io
 import importlib.util
 import inspect
 import json
@@ -401,6 +404,221 @@ def test_presets_ship_as_package_data():
     )
     assert gymnasium.spec("CartPole-v1")  # sanity: the env ids of the presets are registered
     for name in presets.preset_names():
-        env_id = presets.load_preset(name).env_id
-        if env_id:
-            assert gymnasium.spec(env_id).id == env_id
+        preset = presets.load_preset(name)
+        if preset.env_id:
+            preset.load_env_dependencies()  # imports minigrid / ale_py, which register their envs
+            assert gymnasium.spec(preset.env_id).id == preset.env_id, name
+
+
+# --------------------------------------------------------------------------
+# Presets of other packages' envs: env_modules, env_kwargs, wrappers, networks by name
+# --------------------------------------------------------------------------
+TINY = ["--steps", "128", "--batch", "64", "--num-envs", "2", "--eval-episodes", "1"]  # 2 iterations
+# At most 100 agent steps (frame skip 4) per Pong episode: the final evaluation of a barely trained policy is short.
+SHORT_PONG = ["--set", "env_kwargs.max_num_frames_per_episode=400"]
+
+
+def train_in_process(out, *argv):
+    """``keras-trpo train`` through the same main() as the console script; returns (status, stdout, stderr)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = call_main(["train", *argv, "--out", out])
+    return status, stdout.getvalue(), stderr.getvalue()
+
+
+def assert_trained(out, status, stdout, stderr, env_id, preset, iterations=2):
+    assert status == 0, (stdout, stderr)
+    assert stdout.startswith(f"Training TRPO on {env_id} with preset {preset} "), stdout
+    config = json.loads((out / "config.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    assert config["preset"] == preset and results["iterations"] == iterations and len(results["eval_returns"]) == 1
+    assert (out / "saved_model" / "1" / "saved_model.pb").is_file()
+    return config, results
+
+
+@pytest.fixture(scope="module")
+def minigrid_dict_run(tmp_path_factory):
+    pytest.importorskip("minigrid")
+    out = tmp_path_factory.mktemp("minigrid") / "dict"
+    status, stdout, stderr = train_in_process(out, "MiniGrid-Empty-8x8-v0", "--preset", "MiniGrid-Empty-8x8-v0-dict", *TINY)
+    config, results = assert_trained(out, status, stdout, stderr, "MiniGrid-Empty-8x8-v0", "MiniGrid-Empty-8x8-v0-dict")
+    return out, config, results
+
+
+def test_minigrid_dict_preset_trains_a_combined_cnn_on_image_and_direction(minigrid_dict_run):
+    out, config, _ = minigrid_dict_run
+    assert config["wrappers"] == [{"class": "gymnasium.wrappers.FilterObservation",
+                                   "kwargs": {"filter_keys": ["image", "direction"]}}]
+    trpo = config["trpo_config"]
+    assert trpo["policy_network"] == trpo["value_network"] == "minigrid_cnn"
+    assert trpo["hidden_units"] is None and trpo["observation_space"]["class_name"] == "Dict"
+    model = keras.models.load_model(out / "model.keras")
+    assert set(model.observation_space.spaces) == {"image", "direction"}  # the Text mission was dropped
+    assert type(model.policy_layers[0]).__name__ == "Combined" and model.policy_version == 2
+    inputs = tf.saved_model.load(str(out / "saved_model" / "1")).signatures["serving_default"].structured_input_signature[1]
+    assert {k: (v.dtype.name, v.shape.as_list()) for k, v in inputs.items()} == {
+        "direction": ("int64", [None]), "image": ("uint8", [None, 7, 7, 3])}
+
+
+def test_evaluate_a_dict_saved_model_with_the_wrappers_of_its_run(minigrid_dict_run, capsys):
+    out, _, results = minigrid_dict_run
+    # The run directory's config.json says which wrappers make the env: the same episode as train's evaluation.
+    argv = ["evaluate", out / "saved_model", "MiniGrid-Empty-8x8-v0", "--episodes", 1, "--seed", 10_000]
+    assert call_main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["returns"] == results["eval_returns"]
+    # Outside the run directory, --preset names the wrappers; the image-only preset's env does not fit.
+    copy = shutil.copytree(out / "saved_model" / "1", out.parent / "copied" / "1")
+    assert call_main(["evaluate", copy, "MiniGrid-Empty-8x8-v0", "--episodes", 1, "--seed", 10_000,
+                      "--preset", "MiniGrid-Empty-8x8-v0-dict"]) == 0
+    captured = capsys.readouterr().out.splitlines()
+    assert captured[1] == "returns: " + " ".join(f"{r:.1f}" for r in results["eval_returns"])
+    assert captured[2].startswith("environment: wrappers FilterObservation") and "preset MiniGrid-Empty-8x8-v0-dict" in captured[2]
+    assert call_main(["evaluate", copy, "MiniGrid-Empty-8x8-v0", "--episodes", 1]) == 1  # the preset of the env id
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "keras-trpo: error: the policy takes observations {'direction': [N] int64, 'image': [N, 7, 7, 3] uint8} "
+        "but MiniGrid-Empty-8x8-v0 has [N, 7, 7, 3] uint8; evaluate it on the environment it was trained on"), err
+
+
+def test_info_names_the_networks(minigrid_dict_run, run_dir, capsys):
+    out, _, _ = minigrid_dict_run
+    assert call_main(["info", out / "model.keras"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^  policy network: +minigrid_cnn \(networks.Combined", text, re.MULTILINE), text
+    assert re.search(r"^  value network: +minigrid_cnn \(networks.Combined", text, re.MULTILINE), text
+    directory, _ = run_dir  # CartPole with --set model.hidden_units=[16]: the default MLP
+    assert call_main(["info", directory / "model.keras"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^  policy network: +default MLP \(16 tanh\)$", text, re.MULTILINE), text
+    assert re.search(r"^  value network: +default MLP \(16 tanh\)$", text, re.MULTILINE), text
+
+
+def test_minigrid_image_preset_trains_minigrid_cnn(tmp_path):
+    pytest.importorskip("minigrid")
+    out = tmp_path / "run"
+    status, stdout, stderr = train_in_process(out, "MiniGrid-Empty-8x8-v0", *TINY)
+    config, _ = assert_trained(out, status, stdout, stderr, "MiniGrid-Empty-8x8-v0", "MiniGrid-Empty-8x8-v0")
+    assert config["trpo_config"]["observation_space"]["class_name"] == "Box"
+    assert config["trpo_config"]["policy_network"] == "minigrid_cnn"
+    inputs = tf.saved_model.load(str(out / "saved_model" / "1")).signatures["serving_default"].structured_input_signature[1]
+    assert {k: (v.dtype.name, v.shape.as_list()) for k, v in inputs.items()} == {"observations": ("uint8", [None, 7, 7, 3])}
+
+
+def test_pong_preset_is_found_by_its_env_id_and_trains_nature_cnn_on_stacked_frames(tmp_path):
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    assert presets.preset_for_env("ALE/Pong-v5").name == "Pong-v5"  # a file name cannot hold the "/"
+    out = tmp_path / "run"
+    status, stdout, stderr = train_in_process(out, "ALE/Pong-v5", *TINY, *SHORT_PONG)
+    config, _ = assert_trained(out, status, stdout, stderr, "ALE/Pong-v5", "Pong-v5")
+    assert config["env_kwargs"] == {"frameskip": 1, "max_num_frames_per_episode": 400}
+    assert [w["class"].rpartition(".")[2] for w in config["wrappers"]] == ["AtariPreprocessing", "FrameStackObservation"]
+    assert config["trpo_config"]["policy_network"] == config["trpo_config"]["value_network"] == "nature_cnn"
+    inputs = tf.saved_model.load(str(out / "saved_model" / "1")).signatures["serving_default"].structured_input_signature[1]
+    assert {k: (v.dtype.name, v.shape.as_list()) for k, v in inputs.items()} == {"observations": ("uint8", [None, 4, 84, 84])}
+
+
+def test_set_a_network_by_name_reaches_the_model(tmp_path):
+    """--set model.policy_network=nature_cnn: a bare word is a string, and it replaces the preset's MLP
+    (its hidden_units are dropped: TRPO takes one or the other)."""
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    pixels_mlp = presets.load_preset("Pong-v5").to_dict()
+    pixels_mlp["model"].update(policy_network=None, hidden_units=[8])
+    preset_file = tmp_path / "pong-mlp.json"
+    preset_file.write_text(json.dumps({k: v for k, v in pixels_mlp.items() if k not in ("name", "source")}))
+    out = tmp_path / "run"
+    status, stdout, stderr = train_in_process(out, "ALE/Pong-v5", "--preset", preset_file, *TINY, *SHORT_PONG,
+                                              "--steps", "64", "--set", "model.policy_network=nature_cnn")
+    config, _ = assert_trained(out, status, stdout, stderr, "ALE/Pong-v5", "pong-mlp", iterations=1)
+    assert config["overrides"]["model.policy_network"] == "nature_cnn"
+    assert config["model"]["policy_network"] == "nature_cnn" and config["model"]["hidden_units"] is None
+    assert config["trpo_config"]["policy_network"] == "nature_cnn" and config["trpo_config"]["hidden_units"] is None
+    model = keras.models.load_model(out / "model.keras")
+    assert model.policy_layers[0].name == "nature_cnn"
+
+
+def test_network_overrides_replace_the_default_mlp_and_back():
+    preset = presets.load_preset("CartPole-v1")
+    cnn = preset.override({"model.policy_network": "nature_cnn"})
+    assert (cnn.model["policy_network"], cnn.model["hidden_units"]) == ("nature_cnn", None)
+    assert (cnn.model["value_network"], cnn.model["value_hidden_units"]) == (None, [64, 64])  # untouched
+    mlp = cnn.override({"model.hidden_units": [32]})
+    assert (mlp.model["policy_network"], mlp.model["hidden_units"]) == (None, [32])
+    both = preset.override({"model.value_network": "mlp", "model.value_hidden_units": [8]})
+    assert (both.model["value_network"], both.model["value_hidden_units"]) == ("mlp", [8])  # TRPO will refuse both
+    assert preset.override({"env_kwargs.max_episode_steps": 50}).env_kwargs == {"max_episode_steps": 50}
+
+
+def _preset_file(tmp_path, name, **changes):
+    data = {k: v for k, v in presets.load_preset("CartPole-v1").to_dict().items() if k not in ("name", "source")}
+    data.update(changes)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"wrappers": [{"class": "ImgObsWrapper"}]},
+         "bad: wrappers[0].class must be a dotted path module.Name such as 'gymnasium.wrappers.FilterObservation'; "
+         "got 'ImgObsWrapper'"),
+        ({"wrappers": [{"class": "gymnasium.wrappers.TimeLimit", "args": [5]}]},
+         "bad: wrappers[0] must be an object with the keys class and kwargs (optional)"),
+        ({"wrappers": {"class": "gymnasium.wrappers.TimeLimit"}}, "bad: wrappers must be a list of objects like"),
+        ({"env_kwargs": {"num_envs": 4}}, "bad: env_kwargs cannot set ['num_envs']: those are arguments of gymnasium.make_vec"),
+        ({"env_kwargs": [1]}, "bad: env_kwargs must be a JSON object such as {\"frameskip\": 1}; got [1]"),
+        ({"env_modules": "minigrid"}, "bad: env_modules must be a list of module names such as [\"minigrid\"]; got 'minigrid'"),
+    ],
+)
+def test_invalid_env_settings_are_one_line_preset_errors(tmp_path, changes, message):
+    with pytest.raises(presets.PresetError) as raised:
+        presets.load_preset(_preset_file(tmp_path, "bad", **changes))
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value), str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "wrapper,hidden,message",
+    [
+        ({"class": "minigrid.wrappers.NoSuchWrapper"}, (),
+         "bad: wrappers[0]: module 'minigrid.wrappers' has no wrapper class 'NoSuchWrapper'"),
+        ({"class": "no_such_package.wrappers.Wrapper"}, (),
+         "bad: wrappers[0]: cannot import 'no_such_package.wrappers.Wrapper': ModuleNotFoundError: No module named "
+         "'no_such_package' (install the package that provides the module 'no_such_package')"),
+        # minigrid not installed (hidden from the import system): the error names the extra that installs it.
+        ({"class": "minigrid.wrappers.ImgObsWrapper"}, ("minigrid", "minigrid.wrappers"),
+         "bad: wrappers[0]: cannot import 'minigrid.wrappers.ImgObsWrapper': ModuleNotFoundError: "),
+        ({"class": "gymnasium.wrappers.TimeLimit", "kwargs": {"max_steps": 5}}, (),
+         "bad: wrappers[0]: gymnasium.wrappers.TimeLimit does not take the kwargs {'max_steps': 5}: "),
+    ],
+)
+def test_a_bad_wrapper_fails_train_with_one_line_before_anything_is_built(tmp_path, capsys, monkeypatch, wrapper,
+                                                                           hidden, message):
+    pytest.importorskip("minigrid")
+    for module in hidden:
+        monkeypatch.setitem(sys.modules, module, None)
+    out = tmp_path / "run"
+    assert call_main(["train", "CartPole-v1", "--preset", _preset_file(tmp_path, "bad", wrappers=[wrapper]),
+                      "--out", out]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"keras-trpo: error: {message}"), captured.err
+    if hidden:
+        assert captured.err.rstrip().endswith('(pip install "keras-trpo[minigrid]")'), captured.err
+    assert captured.out == "" and not out.exists()
+
+
+def test_env_modules_register_env_ids_and_a_preset_name_is_not_an_env_id(tmp_path, capsys):
+    pytest.importorskip("ale_py")
+    # keras-trpo train Pong-v5: the preset's name; the env id is ALE/Pong-v5.
+    assert call_main(["train", "Pong-v5", "--out", tmp_path / "run"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("keras-trpo: error: unknown environment 'Pong-v5'") and err.count("\n") == 1
+    assert err.rstrip().endswith("(the preset Pong-v5 is for ALE/Pong-v5: keras-trpo train ALE/Pong-v5)"), err
+    # An env_modules entry that cannot be imported: one line naming it.
+    path = _preset_file(tmp_path, "mods", env_modules=["no_such_envs"])
+    assert call_main(["train", "CartPole-v1", "--preset", path, "--out", tmp_path / "run"]) == 1
+    assert capsys.readouterr().err == (
+        "keras-trpo: error: mods: cannot import env_modules entry 'no_such_envs': ModuleNotFoundError: No module "
+        "named 'no_such_envs' (install the package that provides the module 'no_such_envs')\n"
+    )
