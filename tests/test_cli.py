@@ -535,7 +535,8 @@ def test_set_a_network_by_name_reaches_the_model(tmp_path):
     assert config["model"]["policy_network"] == "nature_cnn" and config["model"]["hidden_units"] is None
     assert config["trpo_config"]["policy_network"] == "nature_cnn" and config["trpo_config"]["hidden_units"] is None
     model = keras.models.load_model(out / "model.keras")
-    assert model.policy_layers[0].name == "nature_cnn"
+    cnn = model.policy_layers[0]  # the CNN, not Dense layers of the default MLP
+    assert cnn.name.endswith("nature_cnn") and [type(layer).__name__ for layer in cnn.layers].count("Conv2D") == 3
 
 
 def test_network_overrides_replace_the_default_mlp_and_back():
