@@ -5,7 +5,10 @@ While it loads and looks for a GPU, TensorFlow 2.21 writes 7-10 lines to the pro
 from C++ (absl logging, before ``TF_CPP_MIN_LOG_LEVEL`` applies): "oneDNN custom operations are
 on", "Could not find cuda drivers", the CPU-instructions note and, on a machine without a GPU,
 ``E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)``: TensorFlow probing for a CUDA GPU,
-harmless on a CPU-only machine. :func:`load_tensorflow` points file descriptor 2 at a temporary
+harmless on a CPU-only machine. A graph that transposes ``uint8`` tensors (image observations)
+adds ``E0000 ... oneDNN supports DT_UINT8 only on platforms with AVX-512. Falling back to the default
+Eigen-based implementation``, logged once per process: start-up runs one such graph so that it is said
+with the others rather than in the middle of training. :func:`load_tensorflow` points file descriptor 2 at a temporary
 file while TensorFlow, Keras and keras_trpo load and the devices are listed, then restores it, so
 Python warnings and errors after start-up reach stderr as usual. If loading fails, the captured
 lines are written to stderr before the error. ``--tf-logs`` leaves stderr alone.
@@ -48,6 +51,7 @@ def _load():
     import tensorflow as tf
 
     tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here
+    tf.function(tf.transpose, autograph=False)(tf.zeros([2, 3], tf.uint8))  # oneDNN's uint8 note
     import keras_trpo
 
     keras_trpo.TRPO  # noqa: B018 - Keras, TensorFlow Probability and the model (registers TRPO for load_model)
