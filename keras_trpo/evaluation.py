@@ -14,9 +14,11 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
     """Runs ``episodes`` episodes with the deterministic action (the mode) and returns their returns.
 
     Args:
-        model: a :class:`keras_trpo.TRPO` (or anything callable on a batch of
-            observations returning actions).
-        env: an env id (evaluated on ``episodes`` parallel copies), a gymnasium
+        model: a :class:`keras_trpo.TRPO` (its observations keep their dtypes and
+            ``Dict`` structure), or anything callable on a float32 batch of ``Box``
+            observations returning actions (or with an ``observation_spec`` like TRPO's).
+        env: an env id (evaluated on ``episodes`` parallel copies, with no wrappers: pass
+            an env object for wrapped envs such as MiniGrid's ``ImgObsWrapper``), a gymnasium
             ``Env`` or a ``VectorEnv``. Use an env that is not the one training.
         episodes: number of episodes, split evenly over the sub-environments.
         seed: seeds the first reset.

@@ -34,7 +34,8 @@ class Evaluation(keras.callbacks.Callback):
     Args:
         env: an env id (``episodes`` sync copies are made at the start of
             ``fit`` and closed at its end), or a gymnasium ``Env`` /
-            ``VectorEnv`` (used as given, not closed). Never the training env.
+            ``VectorEnv`` (used as given, not closed; pass one for envs that need
+            wrappers, e.g. MiniGrid's ``ImgObsWrapper``). Never the training env.
         episodes: episodes per evaluation.
         every: evaluate every this many iterations.
         seed: if set, every evaluation resets with this seed, so successive
