@@ -39,6 +39,11 @@ def _orthogonal(gain, seed):
     return keras.initializers.Orthogonal(gain=gain, seed=seed)
 
 
+def _hidden_kernels(seed):
+    """``i -> Orthogonal(√2)`` seeded ``seed + i`` (unseeded for ``seed=None``)."""
+    return lambda i: _orthogonal(HIDDEN_GAIN, None if seed is None else seed + i)
+
+
 def dense_stack(units, activation, output_units, *, output_gain, prefix, seed=None):
     """Hidden ``Dense`` layers of widths ``units`` and an output ``Dense(output_units)``.
 
@@ -76,13 +81,13 @@ def mlp(units=(64, 64), activation="tanh", *, seed=None, name="mlp"):
     Example:
 
     >>> net = mlp((32, 32), "relu", seed=0)
-    >>> net(keras.ops.zeros((5, 4))).shape
+    >>> tuple(net(keras.ops.zeros((5, 4))).shape)
     (5, 32)
     """
+    kernel = _hidden_kernels(seed)
     layers = [keras.layers.Flatten()]
     for i, width in enumerate(units):
-        kernel = _orthogonal(HIDDEN_GAIN, None if seed is None else seed + i)
-        layers.append(keras.layers.Dense(int(width), activation=activation, kernel_initializer=kernel))
+        layers.append(keras.layers.Dense(int(width), activation=activation, kernel_initializer=kernel(i)))
     return keras.Sequential(layers, name=name)
 
 
@@ -101,12 +106,10 @@ def nature_cnn(features=512, *, channels_first=False, scale=1.0 / 255.0, seed=No
     Example:
 
     >>> net = nature_cnn(seed=0)
-    >>> net(keras.ops.zeros((2, 84, 84, 4))).shape
+    >>> tuple(net(keras.ops.zeros((2, 84, 84, 4))).shape)
     (2, 512)
     """
-    def kernel(i):
-        return _orthogonal(HIDDEN_GAIN, None if seed is None else seed + i)
-
+    kernel = _hidden_kernels(seed)
     layers = [keras.layers.Permute((2, 3, 1))] if channels_first else []
     layers += [
         keras.layers.Rescaling(scale),
@@ -129,12 +132,10 @@ def minigrid_cnn(features=64, *, seed=None, name="minigrid_cnn"):
     Example:
 
     >>> net = minigrid_cnn(seed=0)
-    >>> net(keras.ops.zeros((3, 7, 7, 3))).shape
+    >>> tuple(net(keras.ops.zeros((3, 7, 7, 3))).shape)
     (3, 64)
     """
-    def kernel(i):
-        return _orthogonal(HIDDEN_GAIN, None if seed is None else seed + i)
-
+    kernel = _hidden_kernels(seed)
     return keras.Sequential(
         [
             keras.layers.Conv2D(16, 2, activation="relu", kernel_initializer=kernel(0)),
@@ -161,7 +162,7 @@ class Combined(keras.layers.Layer):
     Example:
 
     >>> net = Combined({"image": minigrid_cnn(seed=0)})
-    >>> net({"image": keras.ops.zeros((2, 7, 7, 3)), "direction": keras.ops.zeros((2, 4))}).shape
+    >>> tuple(net({"image": keras.ops.zeros((2, 7, 7, 3)), "direction": keras.ops.zeros((2, 4))}).shape)
     (2, 68)
     """
 

@@ -16,7 +16,6 @@ import pytest
 from gymnasium import spaces
 
 import keras_trpo
-from keras_trpo import networks
 
 
 class ToyDictEnv(gymnasium.Env):
@@ -284,3 +283,13 @@ def test_named_networks_are_seeded_by_the_model_seed():
         np.testing.assert_array_equal(wa.numpy(), wb.numpy())
     c = keras_trpo.TRPO(IMAGE, spaces.Discrete(3), policy_network="minigrid_cnn", value_network="minigrid_cnn", seed=1)
     assert not np.array_equal(a.policy_layers[0].weights[0].numpy(), c.policy_layers[0].weights[0].numpy())
+
+
+@pytest.mark.parametrize("module", ["keras_trpo.networks", "keras_trpo.observations"])
+def test_docstring_examples_run(module):
+    """Bug caught: a docstring example that no longer runs (e.g. a builder's output width changed)."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
