@@ -1,0 +1,202 @@
+"""The trained policy that ``keras-trpo evaluate``, ``export`` and ``info`` take: finding, loading and
+checking it against an environment.
+
+:func:`resolve_model` finds the model in a SavedModel (directory or base directory), a .keras file or a
+run directory; :func:`load_keras` and :func:`load_serving` load it. A SavedModel is evaluated through
+:class:`ServingPolicy`: its ``serving_default`` signature takes one input per observation array
+(``observations``, or one per ``Dict`` key) in the observation space's dtype. Mismatches with the
+environment are one-line :class:`~keras_trpo.cli.common.CLIError` messages. TensorFlow and gymnasium
+are imported by the functions that need them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from keras_trpo.cli.common import KERAS_FILE, SAVED_MODEL_DIR, CLIError
+
+
+# ----------------------------------------------------------------------
+# Finding and loading the model
+# ----------------------------------------------------------------------
+def resolve_model(path: str, prefer: str = "saved_model") -> tuple[str, str]:
+    """``("saved_model" | "keras", resolved path)`` for a SavedModel, .keras file or run directory.
+
+    A run directory resolves to its newest SavedModel, or with ``prefer="keras"`` to its model.keras.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CLIError(f"no such file or directory: {path!r}")
+    if os.path.isfile(path):
+        if path.endswith(".keras"):
+            return "keras", path
+        raise CLIError(f"{path!r} is neither a .keras file nor a SavedModel directory")
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return "saved_model", path
+    versions = [
+        int(name)
+        for name in os.listdir(path)
+        if name.isdigit() and os.path.isfile(os.path.join(path, name, "saved_model.pb"))
+    ]
+    if versions:
+        return "saved_model", os.path.join(path, str(max(versions)))
+    if prefer == "keras" and os.path.isfile(os.path.join(path, KERAS_FILE)):
+        return "keras", os.path.join(path, KERAS_FILE)
+    if os.path.isdir(os.path.join(path, SAVED_MODEL_DIR)):
+        return resolve_model(os.path.join(path, SAVED_MODEL_DIR))
+    if os.path.isfile(os.path.join(path, KERAS_FILE)):
+        return "keras", os.path.join(path, KERAS_FILE)
+    raise CLIError(
+        f"{path!r} is not a SavedModel directory (no saved_model.pb, no integer version sub-directory), "
+        "a .keras file or a run directory"
+    )
+
+
+def load_keras(path: str):
+    """The TRPO model saved in the .keras file ``path`` (uncompiled)."""
+    import keras
+
+    from keras_trpo.model import TRPO  # noqa: F401 - registers TRPO for deserialization
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001
+        raise CLIError(f"cannot load {path!r} as a keras_trpo model: {error}") from None
+
+
+def load_saved_model(path: str):
+    """``tf.saved_model.load(path)``, failing with a one-line CLIError."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as error:  # noqa: BLE001
+        raise CLIError(f"cannot load the SavedModel {path!r}: {error}") from None
+    return loaded
+
+
+def signature_specs(function):
+    """``(inputs, outputs)`` of a SavedModel signature: dicts of ``tf.TensorSpec`` by name."""
+    inputs = function.structured_input_signature[1]
+    outputs = function.structured_outputs
+    return inputs, outputs
+
+
+def spec_text(spec) -> str:
+    """A ``tf.TensorSpec`` as ``float32 [N, 4]`` (N: the batch dimension)."""
+    shape = "[" + ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d))
+                            for i, d in enumerate(spec.shape.as_list())) + "]"
+    return f"{spec.dtype.name} {shape}"
+
+
+def load_serving(path: str):
+    """``(loaded SavedModel, its serving_default, the signature's inputs, its outputs)`` for the SavedModel at
+    ``path``, checked to map observations to actions (as ``TRPO.export`` writes it).
+
+    Keep the loaded SavedModel referenced while calling the signature: it owns the variables.
+    """
+    loaded = load_saved_model(path)
+    if "serving_default" not in loaded.signatures:
+        raise CLIError(f"the SavedModel {path!r} has no serving_default signature")
+    serving = loaded.signatures["serving_default"]
+    inputs, outputs = signature_specs(serving)
+    if "actions" not in outputs or not inputs or any(k in inputs for k in ("seed", "actions")):
+        raise CLIError(
+            f"the serving_default signature of {path!r} takes {sorted(inputs)} and returns {sorted(outputs)}; "
+            "expected observations -> actions (a SavedModel written by TRPO.export)"
+        )
+    return loaded, serving, inputs, outputs
+
+
+# ----------------------------------------------------------------------
+# Checking the policy against the environment
+# ----------------------------------------------------------------------
+def check_keras_policy(policy, env_space, env_actions, env_id) -> None:
+    """Raises :class:`CLIError` unless the TRPO model ``policy`` takes the env's observations and actions."""
+    if env_actions != policy.action_space:
+        raise CLIError(
+            f"the policy acts in {policy.action_space} but {env_id} has actions {env_actions}; "
+            "evaluate it on the environment it was trained on"
+        )
+    if not policy.observation_spec.matches(env_space):
+        spec = policy.observation_spec
+        shape = None if spec.structured else list(spec.leaves[0].shape)
+        raise CLIError(observation_mismatch(spec.describe(), shape, env_space, env_id))
+
+
+class ServingPolicy:
+    """The ``serving_default`` signature of a SavedModel, called the way :func:`keras_trpo.evaluate` calls
+    a TRPO model: it has the ``observation_spec`` and spaces of the environment (checked against the
+    signature here, once) and feeds each observation array to its input, cast to the input's dtype."""
+
+    def __init__(self, serving, inputs, actions, env_space, env_actions, env_id):
+        from keras_trpo.observations import ObservationSpec
+
+        try:
+            spec = ObservationSpec(env_space)
+        except TypeError as error:
+            raise CLIError(f"{env_id} has observations that a keras_trpo policy cannot take: {error}") from None
+        names = list(spec.keys) if spec.structured else ["observations"]
+        taken = _describe_inputs(inputs)
+        shape = inputs["observations"].shape.as_list()[1:] if list(inputs) == ["observations"] else None
+        if sorted(inputs) != sorted(names):
+            raise CLIError(observation_mismatch(taken, shape, env_space, env_id))
+        for name, leaf in zip(names, spec.leaves):
+            wanted = inputs[name]
+            integer_input = wanted.dtype.is_integer or wanted.dtype.is_bool
+            if wanted.shape.as_list()[1:] != list(leaf.shape) or (integer_input and leaf.is_float):
+                raise CLIError(observation_mismatch(taken, shape, env_space, env_id))
+        if not _actions_match(actions, env_actions):
+            raise CLIError(f"the policy returns actions {spec_text(actions)} but {env_id} has actions {env_actions}; "
+                           "evaluate it on the environment it was trained on")
+        self.serving, self.inputs, self.names = serving, inputs, names
+        self.observation_spec, self.observation_space, self.action_space = spec, env_space, env_actions
+
+    def __call__(self, observations):
+        import tensorflow as tf
+
+        arrays = self.observation_spec.flatten(observations)
+        feed = {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
+        return self.serving(**feed)["actions"]
+
+
+def _describe_inputs(inputs) -> str:
+    """A signature's observation inputs as ObservationSpec.describe() writes a space: ``[N, 4] float32``
+    or ``{'direction': [N] int64, 'image': [N, 7, 7, 3] uint8}``."""
+
+    def one(spec):
+        return "[" + ", ".join(["N"] + ["?" if d is None else str(d) for d in spec.shape.as_list()[1:]]) + \
+            f"] {spec.dtype.name}"
+
+    if list(inputs) == ["observations"]:
+        return one(inputs["observations"])
+    return "{" + ", ".join(f"{key!r}: {one(inputs[key])}" for key in sorted(inputs)) + "}"
+
+
+def observation_mismatch(taken: str, taken_shape, env_space, env_id) -> str:
+    """One line: what the policy takes (``taken``; ``taken_shape`` when it is one array), what the env gives."""
+    from keras_trpo.observations import ObservationSpec
+
+    hint = "evaluate it on the environment it was trained on (with the wrappers of its preset: --preset)"
+    try:
+        spec = ObservationSpec(env_space)
+    except TypeError:
+        return f"the policy takes observations {taken} but {env_id} has {env_space}; {hint}"
+    if taken_shape is not None and not spec.structured and list(taken_shape) != list(spec.leaves[0].shape):
+        return (f"the policy takes observations of shape {list(taken_shape)} but {env_id} has "
+                f"{list(spec.leaves[0].shape)}; {hint}")
+    return f"the policy takes observations {taken} but {env_id} has {spec.describe()}; {hint}"
+
+
+def _actions_match(spec, space) -> bool:
+    """Whether a signature's ``actions`` output (float32 for Box, int32 otherwise) fits the action space."""
+    import gymnasium
+
+    shape = spec.shape.as_list()[1:]
+    if isinstance(space, gymnasium.spaces.Box):
+        return spec.dtype.is_floating and shape == list(space.shape)
+    if isinstance(space, gymnasium.spaces.Discrete):
+        return spec.dtype.is_integer and shape == []
+    if isinstance(space, (gymnasium.spaces.MultiDiscrete, gymnasium.spaces.MultiBinary)):
+        return spec.dtype.is_integer and shape == list(space.shape)
+    return True  # keras_trpo.evaluate reports what it cannot run
