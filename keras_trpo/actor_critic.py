@@ -21,7 +21,6 @@ on parameter sharing).
 from __future__ import annotations
 
 import keras
-import numpy as np
 
 from keras_trpo import networks
 from keras_trpo.normalization import RunningNormalization
@@ -80,7 +79,14 @@ def build(spec, policy_network: bool, value_network: bool, policy, value) -> Non
             networks.build_stack([*layers, output], spec.flat_size)
             continue
         zeros = spec.network_inputs(spec.zeros(2))
-        features = layers[0](zeros)
+        try:
+            features = layers[0](zeros)
+        except Exception as error:  # noqa: BLE001 - Keras' multi-line report, in one line naming the argument
+            first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            raise ValueError(
+                f"{which}_network failed on a batch of observations {spec.describe()} (as float32; Discrete "
+                f"entries one-hot, see keras_trpo.observations): {type(error).__name__}: {first.strip()}"
+            ) from error
         shape = tuple(features.shape)
         if len(shape) != 2 or shape[0] != 2 or not shape[1]:
             raise ValueError(
@@ -138,12 +144,3 @@ def numpy_mlp(layers, output, activation):
     """``[(kernel, bias, activation), ...]`` of a default tower, for the numpy acting path."""
     weights = [(layer.kernel.numpy(), layer.bias.numpy(), activation) for layer in layers]
     return weights + [(output.kernel.numpy(), output.bias.numpy(), None)]
-
-
-def describe(network) -> str:
-    """How ``keras-trpo info`` names a network: its builder name, or its class and name."""
-    if network is None:
-        return "default MLP"
-    if isinstance(network, str):
-        return network
-    return f"{type(network).__name__} {network.name!r} ({int(sum(np.prod(w.shape) for w in network.weights))} weights)"

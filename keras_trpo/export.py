@@ -201,6 +201,10 @@ class ServingModule(tf.Module):
         super().__init__(name="keras_trpo_policy")
         head, spec = model.head, model.observation_spec
         observation_inputs = {s.name: s for s in tf.nest.flatten(spec.tensor_specs())}
+        invalid = sorted(k for k in observation_inputs if not k.isidentifier() or k.startswith("_"))
+        if invalid:
+            raise ValueError(f"cannot export: observation keys {invalid} are not valid signature input names (a "
+                             "Python identifier not starting with '_'); rename them with a gymnasium ObservationWrapper.")
         clash = sorted(set(observation_inputs) & {"seed", "actions"})
         if clash:
             raise ValueError(f"cannot export: observation keys {clash} clash with the signature inputs 'seed' and "

@@ -199,6 +199,10 @@ class TRPO(trainer.Trainer):
     def from_config(cls, config):
         return cls(**config)
 
+    def check_saveable(self) -> None:
+        for network in self._networks:
+            networks.check_serializable(network)
+
     def export(self, filepath, format="tf_saved_model", *, overwrite=False, verbose=False, **kwargs):
         """Writes a TF Serving SavedModel of the policy and critic; returns the version directory.
 

@@ -28,7 +28,9 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
+import random
 
 import keras
 
@@ -212,6 +214,9 @@ def from_name(name: str, input_shapes, *, seed=None, prefix=""):
         raise ValueError(f"unknown network {name!r}; networks by name: {sorted(BUILDERS)}, or pass a Keras layer.")
     builder = BUILDERS[name]
     if name == "mlp":
+        if isinstance(input_shapes, dict):
+            raise ValueError("network 'mlp' takes one array of observations; for a Dict space leave the network "
+                             "out (the default MLP flattens and concatenates the entries).")
         return builder(seed=seed, name=prefix + name)
 
     def cnn(shape, offset=0, full_name=prefix + name):
@@ -234,26 +239,35 @@ def from_name(name: str, input_shapes, *, seed=None, prefix=""):
 
 
 def serialize(network):
-    """A network as stored in ``TRPO.get_config``: its name, or ``keras.saving.serialize_keras_object``.
-
-    Raises:
-        ValueError: the network could not be rebuilt from what is stored (e.g. a subclassed
-            model that is not registered with ``keras.saving.register_keras_serializable``),
-            so a ``.keras`` file would be written that cannot be loaded.
-    """
+    """A network as stored in ``TRPO.get_config``: its name, or ``keras.saving.serialize_keras_object``."""
     if network is None or isinstance(network, str):
         return network
-    config = keras.saving.serialize_keras_object(network)
+    return keras.saving.serialize_keras_object(network)
+
+
+def check_serializable(network) -> None:
+    """Raises ValueError unless ``network`` can be rebuilt from :func:`serialize` (``TRPO.save`` calls it).
+
+    Rebuilds it once from a copy of its config (Keras empties a Functional config while
+    deserializing it), without running ``Lambda`` code checks (``load_model(safe_mode=False)``
+    is the user's choice at load time) and leaving Python's global RNG as it was (unseeded
+    initializers draw a seed from it).
+    """
+    if network is None or isinstance(network, str):
+        return
+    config = serialize(network)
+    state = random.getstate()
     try:
-        keras.saving.deserialize_keras_object(config)
+        keras.saving.deserialize_keras_object(copy.deepcopy(config), safe_mode=False)
     except Exception as error:  # noqa: BLE001 - re-raised with the fix
         raise ValueError(
             f"the network {network.name!r} ({type(network).__name__}) cannot be saved: it cannot be rebuilt "
-            f"from its config ({type(error).__name__}: {_first_sentence(error)}). "
-            "Decorate its class with @keras.saving.register_keras_serializable() and give it a get_config() "
-            "returning its __init__ arguments, or use a Sequential or Functional model."
+            f"from its config ({type(error).__name__}: {_first_sentence(error)}). Decorate its class with "
+            "@keras.saving.register_keras_serializable() and give it a get_config() returning its __init__ "
+            "arguments, or build it as a Sequential or Functional model of Keras layers."
         ) from error
-    return config
+    finally:
+        random.setstate(state)
 
 
 def deserialize(config):

@@ -52,11 +52,6 @@ class Leaf:
     dtype: np.dtype
 
     @property
-    def name(self) -> str:
-        """How messages name it: ``observations`` or ``observations['image']``."""
-        return "observations" if self.key is None else f"observations[{self.key!r}]"
-
-    @property
     def is_float(self) -> bool:
         """A float ``Box``: the entries that observation normalization applies to."""
         return isinstance(self.space, _SPACES.Box) and np.issubdtype(self.dtype, np.floating)
@@ -75,6 +70,12 @@ class Leaf:
         if isinstance(self.space, _SPACES.Discrete):
             return tf.one_hot(tf.cast(x, tf.int64) - int(self.space.start), int(self.space.n), dtype=tf.float32)
         return tf.cast(x, tf.float32)
+
+
+def _signature(leaf: Leaf) -> tuple:
+    """What must agree between two spaces for batches of one to be valid batches of the other."""
+    discrete = (int(leaf.space.n), int(leaf.space.start)) if isinstance(leaf.space, _SPACES.Discrete) else None
+    return leaf.key, leaf.shape, leaf.dtype, type(leaf.space), discrete
 
 
 def _leaf(key, space) -> Leaf:
@@ -115,8 +116,9 @@ class ObservationSpec:
     def __init__(self, space):
         self.space = space
         if isinstance(space, _SPACES.Dict):
-            if not space.spaces:
-                raise TypeError("Unsupported observation space: an empty Dict.")
+            if not space.spaces or not all(isinstance(key, str) for key in space.spaces):
+                raise TypeError(f"Unsupported observation space: a Dict needs string keys and at least one entry; "
+                                f"got keys {list(space.spaces)}.")
             # Sorted like tf.nest flattens a dict, so leaves and flattened tensors line up.
             self.leaves = tuple(_leaf(key, space.spaces[key]) for key in sorted(space.spaces))
         else:
@@ -155,10 +157,10 @@ class ObservationSpec:
         flat = [self.flatten(batch) for batch in batches]
         return self.structure(fn(leaf, *arrays) for leaf, *arrays in zip(self.leaves, *flat))
 
-    def tensor_specs(self, batch=None):
-        """``tf.TensorSpec`` per leaf with a free (or given) batch dimension, named ``observations`` or by key."""
+    def tensor_specs(self):
+        """``tf.TensorSpec`` per leaf with a free batch dimension, named ``observations`` or by key."""
         return self.structure(
-            tf.TensorSpec([batch, *leaf.shape], tf.as_dtype(leaf.dtype), name=leaf.key or "observations")
+            tf.TensorSpec([None, *leaf.shape], tf.as_dtype(leaf.dtype), name=leaf.key or "observations")
             for leaf in self.leaves
         )
 
@@ -186,9 +188,7 @@ class ObservationSpec:
             other = ObservationSpec(space)
         except TypeError:
             return False
-        return [(l.key, l.shape, l.dtype, type(l.space)) for l in other.leaves] == [
-            (l.key, l.shape, l.dtype, type(l.space)) for l in self.leaves
-        ]
+        return [_signature(leaf) for leaf in other.leaves] == [_signature(leaf) for leaf in self.leaves]
 
     # -- checking -----------------------------------------------------------
     def check(self, observations, what="observations") -> None:
@@ -222,14 +222,17 @@ class ObservationSpec:
                     raise ValueError(f"{name} has {shape[0]} rows but other entries have {n}; {expected}.")
                 n = shape[0]
             dtype = getattr(value, "dtype", None)
-            dtype = np.asarray(value).dtype if dtype is None else tf.as_dtype(dtype).as_numpy_dtype
-            if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
-                raise ValueError(f"{name} has dtype {np.dtype(dtype).name}; {expected}.")
+            dtype = np.dtype(np.asarray(value).dtype if dtype is None else tf.as_dtype(dtype).as_numpy_dtype)
+            numeric = np.issubdtype(dtype, np.number) or dtype == np.bool_
+            # A float array for an integer entry would be truncated by the cast: refused, never rounded.
+            if not numeric or (np.issubdtype(dtype, np.floating) and not np.issubdtype(leaf.dtype, np.floating)):
+                raise ValueError(f"{name} has dtype {dtype.name}; {expected}.")
 
     # -- converting ---------------------------------------------------------
-    def numpy(self, observations):
-        """A batch as numpy arrays in the leaf dtypes (what acting and the batches hold)."""
-        return self.map(lambda leaf, x: np.asarray(x, leaf.dtype), observations)
+    def numpy(self, observations, copy=False):
+        """A batch as numpy arrays in the leaf dtypes (what acting and the batches hold); ``copy``: never a view."""
+        return self.map(lambda leaf, x: np.array(x, leaf.dtype, copy=True) if copy else np.asarray(x, leaf.dtype),
+                        observations)
 
     def tensors(self, observations):
         """A batch as tensors in the leaf dtypes (float Box entries float32, the rest as collected)."""

@@ -304,7 +304,7 @@ class Rollouts(keras.utils.PyDataset):
             "rng": self._rng.bit_generator.state,
             "env": pickle.dumps(self.env),
             "observations": None if self._observations is None else self.model.observation_spec.numpy(
-                self._observations),
+                self._observations, copy=True),
             "was_reset": self._was_reset,
             "episode_return": self._episode_return.copy(),
             "episode_length": self._episode_length.copy(),

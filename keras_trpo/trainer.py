@@ -56,10 +56,13 @@ class Trainer(keras.Model):
     def save(self, filepath, *args, **kwargs):
         """``keras.Model.save``, after checking that the config serializes (custom networks).
 
-        Keras would otherwise leave a partly written file behind when ``get_config`` fails.
+        Keras would otherwise leave a partly written file behind when a network cannot be rebuilt.
         """
-        self.get_config()
+        self.check_saveable()
         return super().save(filepath, *args, **kwargs)
+
+    def check_saveable(self) -> None:
+        """Raises ValueError if a ``.keras`` file of this model could not be loaded back."""
 
     # The critic-shuffle SeedGenerator state is not a Keras weight: store it alongside the
     # model's own variables so that a restored model continues the same random stream.

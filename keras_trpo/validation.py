@@ -111,7 +111,7 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
     Args:
         data: a dict (or a 1-tuple holding one) with the :data:`BATCH_KEYS`, and
             optionally ``policy_version`` and the :data:`LOG_KEYS`.
-        spec: ``{key: (per-sample shape, "integer" | "floating" | "float or integer")}``;
+        spec: ``{key: (per-sample shape, "integer" | "floating")}``;
             ``spec["observations"]`` is the model's :class:`~keras_trpo.observations.ObservationSpec`,
             which checks the observations' structure and keeps their dtypes (``uint8`` stays ``uint8``).
         cast_actions: casts the actions to the dtype of the policy head.
@@ -168,7 +168,6 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
         ok = {
             "integer": dtype.is_integer or dtype.is_bool,
             "floating": dtype.is_floating,
-            "float or integer": dtype.is_floating or dtype.is_integer,
         }[expected_dtype]
         if not ok:
             raise ValueError(f"batch[{key!r}] has dtype {dtype.name}; expected {describe(key)}.")

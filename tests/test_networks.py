@@ -209,6 +209,12 @@ CONSTRUCTION_ERRORS = {
     "a CNN name without images": (lambda: keras_trpo.TRPO(spaces.Box(-1, 1, (4,)), spaces.Discrete(3),
                                                           policy_network="nature_cnn"),
                                   ValueError, r"'nature_cnn' needs image observations.*\(4,\)"),
+    "a network that fails on the observations": (
+        lambda: keras_trpo.TRPO(spaces.Dict({"image": IMAGE, "direction": spaces.Discrete(4)}), spaces.Discrete(3),
+                                policy_network=_conv(), value_network=_conv()),
+        ValueError, r"policy_network failed on a batch of observations \{'direction': \[N\] int64, 'image'"),
+    "'mlp' on a Dict": (lambda: keras_trpo.TRPO(spaces.Dict({"image": IMAGE}), spaces.Discrete(3), policy_network="mlp"),
+                        ValueError, r"'mlp' takes one array of observations"),
     "a network that is not a layer": (lambda: keras_trpo.TRPO(IMAGE, spaces.Discrete(3), policy_network=np.tanh),
                                       TypeError, r"policy_network must be a Keras layer"),
 }
@@ -266,6 +272,21 @@ def test_custom_networks_round_trip_through_a_keras_file(tmp_path, case):
     np.testing.assert_array_equal(loaded.value(observations).numpy(), model.value(observations).numpy())
 
 
+def test_a_functional_dict_network_round_trips_and_saving_changes_no_global_state(tmp_path):
+    """Bug caught: saving a config that the save-time check deserialized in place (Keras empties a Functional's)."""
+    import random
+
+    env = dict_env()
+    model = compiled(keras_trpo.TRPO.for_env(env, policy_network=dict_network("p"), value_network=dict_network("v"),
+                                             seed=0))
+    observations, _ = env.reset(seed=5)
+    state = random.getstate()
+    model.save(str(tmp_path / "model.keras"))
+    assert random.getstate() == state
+    loaded = keras.models.load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_array_equal(loaded.policy_outputs(observations).numpy(), model.policy_outputs(observations).numpy())
+
+
 def test_an_unserializable_network_fails_at_save_and_leaves_no_file(tmp_path):
     """Bug caught: save() writing a .keras file whose network cannot be rebuilt at load time."""
     model = keras_trpo.TRPO(IMAGE, spaces.Discrete(3), policy_network=UnregisteredNet(), value_network=_conv())
@@ -273,6 +294,41 @@ def test_an_unserializable_network_fails_at_save_and_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match=r"'unregistered_net' \(UnregisteredNet\) cannot be saved.*register_keras_serializable"):
         model.save(str(path))
     assert not os.path.exists(path)
+
+
+CALL_ERRORS = {
+    "float pixels for a uint8 image": (lambda m: m.value(np.full((1, 7, 7, 3), 0.5)),
+                                       r"has dtype float64; expected \[N, 7, 7, 3\] uint8"),
+    "a dict for a Box": (lambda m: m({"image": np.zeros((1, 7, 7, 3), np.uint8)}), r"is a dict with keys \['image'\]"),
+    "a wrong image size": (lambda m: m(np.zeros((1, 7, 6, 3), np.uint8)),
+                           r"has shape \[1, 7, 6, 3\]; expected \[N, 7, 7, 3\]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CALL_ERRORS))
+def test_wrong_observations_are_refused_never_cast_or_reshaped(case):
+    """Bug caught: float pixels truncated to uint8 (0.5 -> 0) by the cast to the space's dtype."""
+    model = keras_trpo.TRPO(IMAGE, spaces.Discrete(3), policy_network="minigrid_cnn", value_network="minigrid_cnn")
+    call, message = CALL_ERRORS[case]
+    with pytest.raises(ValueError, match=message):
+        call(model)
+
+
+def test_an_env_with_other_discrete_observations_is_refused():
+    """Bug caught: Discrete(16) states accepted by a Discrete(3) model (states >= 3 would one-hot to all zeros)."""
+    model = keras_trpo.TRPO(spaces.Discrete(3), spaces.Discrete(4))
+    env = gymnasium.make_vec("FrozenLake-v1", num_envs=1, vectorization_mode="sync")  # Discrete(16)
+    with pytest.raises(ValueError, match=r"env observation space Discrete\(16\) does not match .*Discrete\(3\)"):
+        keras_trpo.Rollouts(env, model, steps=8)
+
+
+def test_dict_keys_that_are_not_signature_names_are_refused_at_export(tmp_path):
+    """Bug caught: TF renaming 'agent-pos' to 'agent_pos' silently, so clients' input names would not match."""
+    space = spaces.Dict({"agent-pos": spaces.Box(-1, 1, (2,)), "goal": spaces.Box(-1, 1, (2,))})
+    model = keras_trpo.TRPO(space, spaces.Discrete(2))
+    with pytest.raises(ValueError, match=r"observation keys \['agent-pos'\] are not valid signature input names"):
+        model.export(str(tmp_path / "m"))
+    assert not os.path.exists(tmp_path / "m")
 
 
 def test_named_networks_are_seeded_by_the_model_seed():
