@@ -191,6 +191,15 @@ class ObservationSpec:
         return [_signature(leaf) for leaf in other.leaves] == [_signature(leaf) for leaf in self.leaves]
 
     # -- checking -----------------------------------------------------------
+    def is_exact_batch(self, observations, n: int) -> bool:
+        """The per-step fast path: numpy arrays of exactly ``[n, *shape]`` in the leaf dtypes."""
+        if self.structured and not isinstance(observations, Mapping):
+            return False
+        for leaf, x in zip(self.leaves, self.flatten(observations)):
+            if not isinstance(x, np.ndarray) or x.dtype != leaf.dtype or x.shape != (n, *leaf.shape):
+                return False
+        return True
+
     def check(self, observations, what="observations") -> None:
         """Raises ValueError unless ``observations`` has this structure and ``[N, *shape]`` per leaf.
 

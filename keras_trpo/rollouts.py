@@ -217,7 +217,10 @@ class Rollouts(keras.utils.PyDataset):
         observations = self._observations
         for t in range(horizon):
             actions, values[t] = policy.act(observations, self._rng)
-            spec.map(lambda _, buffer, o: buffer.__setitem__(t, o), obs_buf, observations)
+            if spec.structured:
+                spec.map(lambda _, buffer, o: buffer.__setitem__(t, o), obs_buf, observations)
+            else:
+                obs_buf[t] = observations
             act_buf[t] = actions
             env_actions = actions if low is None else np.clip(actions, low, high)
             observations, rewards[t], terminated[t], truncated[t], info = self._call_env(
@@ -351,6 +354,8 @@ class Rollouts(keras.utils.PyDataset):
                     f"{self.env.single_observation_space}."
                 )
             raise RolloutError(message) from error
+        if self.model.observation_spec.is_exact_batch(result[0], self.num_envs):
+            return result
         try:
             self.model.observation_spec.check(result[0], what=f"env.{what}'s observations")
             rows = {np.shape(o)[0] for o in self.model.observation_spec.flatten(result[0])}
