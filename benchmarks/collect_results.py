@@ -18,7 +18,14 @@ import statistics
 import sys
 
 SMALL_FILES = ("config.json", "results.json", "metrics.csv")
-ORDER = ["Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "CartPole-v1", "Acrobot-v1", "Pendulum-v1"]
+#: rl-baselines3-zoo's TRPO results (benchmark.md: mean deterministic return; v3 MuJoCo envs, LunarLander-v2),
+#: in the order of its table. The curves draw them as dashed lines; the table puts them beside ours.
+ZOO = {
+    "CartPole-v1": 500.0, "Acrobot-v1": -83.1, "MountainCar-v0": -107.3, "MountainCarContinuous-v0": 92.5,
+    "Pendulum-v1": -174.6, "LunarLander-v3": 133.2, "LunarLanderContinuous-v3": 262.4, "BipedalWalker-v3": 182.3,
+    "Hopper-v5": 3618.0, "HalfCheetah-v5": 1785.0, "Walker2d-v5": 4933.0, "Ant-v5": 4982.0, "Swimmer-v5": 365.7,
+}
+ORDER = list(ZOO)
 
 
 def main(argv=None):
@@ -44,8 +51,8 @@ def main(argv=None):
         runs.setdefault(config["env_id"], []).append((config, results, kept))
 
     rows = [
-        "| env | preset | env steps | seeds | eval return per seed | mean ± std | fit wall time (mean) |",
-        "|---|---|---|---|---|---|---|",
+        "| env | preset | env steps | seeds | eval return per seed | mean ± std | rl-zoo TRPO | fit wall time (mean) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for env_id in sorted(runs, key=lambda e: ORDER.index(e) if e in ORDER else len(ORDER)):
         group = sorted(runs[env_id], key=lambda r: r[0]["seed"])
@@ -56,13 +63,21 @@ def main(argv=None):
             f"| {env_id} | {group[0][0]['preset']} | {group[0][1]['env_steps']:,} | "
             f"{', '.join(str(r[0]['seed']) for r in group)} | "
             f"{' / '.join(f'{x:.1f}' for x in returns)} | {statistics.mean(returns):.1f} ± {spread:.1f} | "
-            f"{statistics.mean(walls):.0f} s |"
+            f"{_zoo(env_id, statistics.mean(returns))} | {statistics.mean(walls):.0f} s |"
         )
-        plotting.plot_runs([r[2] for r in group], os.path.join(out_dir, f"{env_id}.png"), smooth=5)
+        references = [("rl-zoo TRPO", ZOO[env_id])] if env_id in ZOO else []
+        plotting.plot_runs([r[2] for r in group], os.path.join(out_dir, f"{env_id}.png"), smooth=5,
+                           references=references)
     table = "\n".join(rows) + "\n"
     with open(os.path.join(out_dir, "table.md"), "w") as f:
         f.write(table)
     print(table)
+
+
+def _zoo(env_id, mean):
+    if env_id not in ZOO:
+        return ""
+    return f"{ZOO[env_id]:g} ({'met' if mean >= ZOO[env_id] else 'missed'})"
 
 
 if __name__ == "__main__":

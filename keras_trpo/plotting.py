@@ -277,12 +277,22 @@ def _wrap(label: str, width: int = 100) -> str:
     return "\n".join(textwrap.wrap(label, width)) or label
 
 
-def write_plot(runs, output, *, metric="episode_return", smooth=1, title=None, dpi=120) -> list[Curve]:
-    """Draws ``runs`` (:class:`Run` objects) into ``output``; returns the curves drawn."""
+def write_plot(runs, output, *, metric="episode_return", smooth=1, title=None, dpi=120, references=()) -> list[Curve]:
+    """Draws ``runs`` (:class:`Run` objects) into ``output``; returns the curves drawn.
+
+    ``references``: ``(label, value)`` pairs drawn as dashed horizontal lines (e.g. a published score).
+    """
     import matplotlib.pyplot as plt
 
     curves = group_curves(runs, metric=metric, smooth=smooth)
     figure = draw(curves, metric=metric, smooth=smooth, title=title, dpi=dpi)
+    axes = figure.axes[0]
+    for i, (label, value) in enumerate(references):
+        axes.axhline(float(value), color=f"C{len(curves) + i}", linestyle="--", linewidth=1.2, label=label)
+    if references:  # the legend again, now with the reference lines
+        for legend in list(figure.legends):
+            legend.remove()
+        figure.legend(loc="outside lower center", fontsize="small")
     try:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         figure.savefig(output)
@@ -299,6 +309,7 @@ def plot_runs(
     smooth: int = 1,
     title: str | None = None,
     dpi: int = 120,
+    references=(),
 ) -> str:
     """Draws ``metric`` against env steps for the runs in ``run_dirs`` and saves ``output`` (PNG, SVG, PDF).
 
@@ -309,10 +320,11 @@ def plot_runs(
         smooth: trailing moving-average window in iterations (1: none).
         title: figure title (default: the env ids and the run count).
         dpi: resolution of raster images.
+        references: ``(label, value)`` pairs drawn as dashed horizontal lines.
 
     Returns:
         ``output``.
     """
     runs = [load_run(path) for path in find_runs(run_dirs)]
-    write_plot(runs, output, metric=metric, smooth=smooth, title=title, dpi=dpi)
+    write_plot(runs, output, metric=metric, smooth=smooth, title=title, dpi=dpi, references=references)
     return os.fspath(output)
