@@ -1,14 +1,8 @@
 """The environment settings of a preset: ``env_modules``, ``env_kwargs`` and ``wrappers``.
 
-They let a preset make environments of other packages (MiniGrid, Atari, ...):
-
-- ``env_modules``: modules imported before the env id is looked up, e.g. ``["minigrid"]``
-  or ``["ale_py"]`` (importing them registers their environments with gymnasium);
-- ``env_kwargs``: keyword arguments of the environment (``gymnasium.make_vec(..., **env_kwargs)``),
-  e.g. ``{"frameskip": 1}``;
-- ``wrappers``: ``[{"class": "module.path.Name", "kwargs": {...}}, ...]``, applied to every
-  sub-environment in order (``gymnasium.make_vec(..., wrappers=...)``), e.g.
-  ``minigrid.wrappers.ImgObsWrapper``.
+They let a preset make environments of other packages (MiniGrid, Atari, ...); the file format
+is in :mod:`keras_trpo.presets`. This module checks them when a preset loads and imports them
+only when an environment is made.
 
 :func:`check_env_settings` checks their form when a preset is loaded, without importing anything;
 :func:`load_env_dependencies` imports the modules and wrapper classes (for
