@@ -320,7 +320,7 @@ class TRPO(trainer.Trainer):
         metrics of :data:`keras_trpo.update.METRICS`, plus ``loss`` and the batch's
         episode statistics. A rejected update (``step_accepted`` 0,
         ``rejection_reason`` a key of :data:`keras_trpo.REJECTION_REASONS`) changes
-        nothing: policy restored bit for bit, no critic step, no new normalizer
+        nothing: policy and critic restored bit for bit, no new normalizer
         statistics. Raises ``ValueError`` for a bad batch and ``StaleBatchError`` for
         a batch collected by other weights, before any compute; inside a compiled
         function (where XLA drops assertions) a stale batch is rejected instead.
@@ -355,12 +355,8 @@ class TRPO(trainer.Trainer):
             # 5. Backtracking line search: KL ≤ δ and a positive improvement, else restore θ_old.
             policy = update.line_search(objective, g, step, surrogate_old, max_kl, well_posed, cg_info,
                                         self.backtrack_coefficient, self.backtrack_iterations)
-            # 6. Critic regression, only after an accepted policy step.
-            critic = tf.cond(
-                policy["step_accepted"] > 0,
-                lambda: self._train_critic(replicas, observations, returns),
-                lambda: update.value_metrics(self, replicas, observations, returns),
-            )
+            # 6. Critic regression, kept only after an accepted policy step (it runs alongside 1-5).
+            critic = update.critic_kept_if(policy["step_accepted"] > 0, self, replicas, observations, returns)
             return {**policy, **critic}
 
         logs = tf.cond(refused == 0, iteration, lambda: update.rejected_metrics(refused))
@@ -374,16 +370,6 @@ class TRPO(trainer.Trainer):
         value_loss = logs["value_loss"]
         logs["loss"] = tf.where(weights_finite, tf.where(tf.math.is_finite(value_loss), value_loss, 0.0), np.nan)
         return {**logs, **{key: replicas.reduce_mean(batch[key]) for key in validation.LOG_KEYS if key in batch}}
-
-    def _train_critic(self, replicas, observations, returns):
-        metrics = update.critic_step(
-            self, replicas, observations, returns, self.value_epochs, self.value_batch_size, self.seed_generator
-        )
-        if self.normalizer is not None:
-            # After both updates: the "old" policy of this update was the one that collected the batch.
-            with tf.control_dependencies(tf.nest.flatten(metrics)):
-                update.normalizer_step(self.normalizer, replicas, observations, self.observation_spec)
-        return metrics
 
     def batch_spec(self) -> dict:
         """``{key: (per-sample shape, dtype description)}`` of a valid ``train_step`` batch."""

@@ -13,6 +13,8 @@ Reference: Schulman et al., "Trust Region Policy Optimization", ICML 2015
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -239,6 +241,36 @@ def policy_metrics(objective, g, step, surrogate_old, cg_info, well_posed, accep
 # --------------------------------------------------------------------------
 # Step 6: the critic
 # --------------------------------------------------------------------------
+def critic_kept_if(accepted, model, replicas, observations, returns):
+    """Step 6, kept only if ``accepted``: :func:`critic_step`, then the normalizer's new moments.
+
+    The critic shares no variable with steps 1–5, so TensorFlow runs it beside them (the
+    graph has two independent branches; on 2 cores the update takes about the longer of
+    the two, not their sum). After a rejected policy step every variable it wrote is
+    restored bit for bit and the metrics are those of the unchanged critic. Under a
+    ``tf.distribute`` strategy it waits for the policy step instead, so that all-reduces
+    come in one order on every worker.
+    """
+    written = critic_variables(model, model.seed_generator)
+    saved = [tf.identity(v) for v in written]
+    with contextlib.nullcontext() if replicas.default else tf.control_dependencies([accepted]):
+        metrics = critic_step(
+            model, replicas, observations, returns, model.value_epochs, model.value_batch_size, model.seed_generator
+        )
+
+    def keep():
+        if model.normalizer is not None:
+            # After both updates: the "old" policy of this update was the one that collected the batch.
+            normalizer_step(model.normalizer, replicas, observations, model.observation_spec)
+        return metrics
+
+    def undo():
+        restore(written, saved)
+        return value_metrics(model, replicas, observations, returns)
+
+    return tf.cond(accepted, keep, undo)
+
+
 def critic_step(model, replicas, observations, returns, epochs, batch_size, seed_generator):
     """Regresses V(s) on the returns: ``epochs`` shuffled passes of minibatches, with ``model.optimizer``.
 
@@ -274,6 +306,17 @@ def critic_step(model, replicas, observations, returns, epochs, batch_size, seed
         "value_loss": loss_sum / tf.cast(tf.maximum(total, 1), tf.float32),
         "explained_variance": explained_variance(replicas, values_before, returns),
     }
+
+
+def critic_variables(model, seed_generator):
+    """Every variable :func:`critic_step` writes: the value network's, its optimizer's, the shuffle seed."""
+    return [*model.value_variables, *model.optimizer.variables, seed_generator.state]
+
+
+def restore(variables, values):
+    """Assigns ``values`` (read before a step) back to ``variables``: the step is undone bit for bit."""
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 def normalizer_step(normalizer, replicas, observations, spec):

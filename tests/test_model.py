@@ -116,11 +116,18 @@ def test_backtracking_shrinks_when_the_quadratic_model_overshoots():
 # Acceptance 4: rejected updates leave the policy bit-identical
 # --------------------------------------------------------------------------
 def _rejected(model, batch, reason):
-    policy_before = snapshot(model.policy_variables)
+    """Catches: the critic step (run beside the policy step) not undone after a rejection.
+
+    Everything an update writes must come out bit-identical: the policy, the critic, the
+    critic optimizer's slots and step counter, and the minibatch-shuffle seed.
+    """
+    assert model.value_epochs > 0  # the critic step runs and would move the critic if kept
+    written = [*model.policy_variables, *model.value_variables, *model.optimizer.variables, model.seed_generator.state]
+    before = snapshot(written)
     logs = model.train_step(batch)
     assert float(logs["step_accepted"]) == 0.0
     assert float(logs["rejection_reason"]) == reason, keras_trpo.REJECTION_REASONS
-    assert_bit_identical(policy_before, model.policy_variables)
+    assert_bit_identical(before, written)
     return logs
 
 
