@@ -197,6 +197,7 @@ def conjugate_gradient(
         cond,
         body,
         (tf.constant(0), x, r, p, rr, rr <= tol, tf.constant(False)),
+        name="conjugate_gradient",
     )
     return x, {"residual": tf.sqrt(rr), "iterations": steps, "breakdown": breakdown}
 

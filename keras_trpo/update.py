@@ -253,7 +253,8 @@ def critic_kept_if(accepted, model, replicas, observations, returns):
     """
     written = critic_variables(model, model.seed_generator)
     saved = [tf.identity(v) for v in written]
-    with contextlib.nullcontext() if replicas.default else tf.control_dependencies([accepted]):
+    ordered = contextlib.nullcontext() if replicas.default else tf.control_dependencies([accepted])
+    with ordered, tf.name_scope("critic"):
         metrics = critic_step(
             model, replicas, observations, returns, model.value_epochs, model.value_batch_size, model.seed_generator
         )

@@ -369,3 +369,39 @@ def test_fvp_fraction_uses_a_subsample_and_still_respects_the_trust_region():
     logs = model.train_step(random_batch(model, n=256))
     assert float(logs["step_accepted"]) == 1.0
     assert float(logs["kl"]) <= model.max_kl
+
+
+def _ancestors(function_def, name):
+    """Names of the nodes ``name`` depends on (data or control inputs) inside one FunctionDef."""
+    inputs = {node.name: [i.lstrip("^").split(":")[0] for i in node.input] for node in function_def.node_def}
+    seen, stack = set(), list(inputs[name])
+    while stack:
+        node = stack.pop()
+        if node in inputs and node not in seen:
+            seen.add(node)
+            stack.extend(inputs[node])
+    return seen
+
+
+def test_the_critic_step_does_not_wait_for_the_policy_step():
+    """Catches: the critic ordered after steps 1-5 (a control dependency on the line search's outcome).
+
+    On one device the critic's while loop must depend on nothing of the conjugate gradient (nor,
+    through it, on the line search), so that TensorFlow's executor runs both at once; only its
+    commit (keep or restore) waits for the policy step.
+    """
+    model = tiny_model(ACTION_SPACES["box"])
+    batch = {k: tf.constant(v) for k, v in random_batch(model).items()}
+    graph = tf.function(model.train_step, autograph=False).get_concrete_function(batch).graph
+    library = graph.as_graph_def().library.function
+    found = []
+    for function_def in library:
+        names = {node.name for node in function_def.node_def}
+        critic_loops = [n for n in names if n.split("/")[-2:] == ["critic", "while"]]
+        cg = [n for n in names if n.split("/")[-1] == "conjugate_gradient"]
+        if critic_loops and cg:
+            for loop in critic_loops:
+                ancestors = _ancestors(function_def, loop)
+                assert not [a for a in ancestors if "conjugate_gradient" in a.split("/")], (loop, ancestors)
+                found.append(loop)
+    assert found, "no function holds both the critic's loop and the conjugate gradient"
