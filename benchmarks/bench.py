@@ -5,6 +5,7 @@
     python benchmarks/bench.py --hopper-1m     # also (d): Hopper-v5 for 1M steps (~14 minutes a seed)
     python benchmarks/bench.py --only hopper --hopper-seeds 3   # (d) on seeds 0, 1, 2 (~40 minutes)
     python benchmarks/bench.py --only update   # one benchmark
+    python benchmarks/bench.py --only profile  # where keras_trpo's (a) spends its time
 
 Every measurement runs in its own child process (``bench.py _child FRAMEWORK TASK``), so the
 peak RSS of each framework is measured separately and neither warms the other's caches. The
@@ -211,7 +212,38 @@ def _raw_steps_per_s(env, steps):
     return steps / (time.perf_counter() - start)
 
 
+def keras_profile(cfg):
+    """(a) with timers: collection, the compiled update (synced), the first iteration, and ``fit`` around them."""
+    import keras_trpo.rollouts
+    import keras_trpo.trainer
+
+    times = {"collect": [], "call": [], "update": []}
+
+    def timed(key, fn):
+        def wrapper(*args):
+            start = time.perf_counter()
+            result = fn(*args)
+            if key == "update":
+                float(result["kl"])  # wait for the update's result
+            times[key].append(time.perf_counter() - start)
+            return result
+
+        return wrapper
+
+    collect, call = keras_trpo.rollouts.Rollouts.collect, keras_trpo.trainer.TrainFunction.__call__
+    step_for = keras_trpo.trainer.TrainFunction._step_for
+    keras_trpo.rollouts.Rollouts.collect = timed("collect", collect)
+    keras_trpo.trainer.TrainFunction.__call__ = timed("call", call)
+    keras_trpo.trainer.TrainFunction._step_for = lambda self, batch: timed("update", step_for(self, batch))
+    result = keras_train(cfg)
+    later = {key: sum(values[1:]) for key, values in times.items()}  # iterations 2..n
+    return {"wall_s": result["wall_s"], "iterations": len(times["call"]), "first_iteration_s": times["call"][0],
+            "collect_s": later["collect"], "update_s": later["update"],
+            "fit_outside_train_function_s": result["wall_s"] - sum(times["call"])}
+
+
 TASKS = {
+    ("keras", "profile"): lambda: keras_profile(CARTPOLE),
     ("keras", "cartpole"): lambda: keras_train(CARTPOLE),
     ("sb3", "cartpole"): lambda: sb3_train(CARTPOLE),
     ("keras", "update"): lambda: keras_update(UPDATE),
@@ -286,7 +318,7 @@ def main(argv=None):
     if argv and argv[0] == "_child":
         return child(*argv[1:4])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["cartpole", "update", "collect", "hopper"], action="append")
+    parser.add_argument("--only", choices=["cartpole", "update", "collect", "hopper", "profile"], action="append")
     parser.add_argument("--hopper-1m", action="store_true", help="also run (d), Hopper-v5 for 1M steps")
     parser.add_argument("--hopper-seeds", type=int, default=1, metavar="N", help="(d) on seeds 0..N-1 (default 1)")
     args = parser.parse_args(argv)
@@ -346,6 +378,19 @@ def main(argv=None):
                      k_wall / s_wall, "<= 0.5"))
         rows.append((f"(d) Hopper-v5 1M, {len(runs)} seed(s): mean eval return", f"{k_ret:.0f}", f"{s_ret:.0f}", None,
                      ">= sb3"))
+    if "profile" in selected:
+        p = run_child("keras", "profile", BENCH_TF_INTRA_THREADS=os.environ.get("BENCH_TF_INTRA_THREADS", "default"))
+        n = p["iterations"] - 1
+        print(f"\n| part of keras_trpo's (a) (TF threads: {os.environ.get('BENCH_TF_INTRA_THREADS', 'default')}) "
+              "| total | per iteration |\n|---|---|---|")
+        print(f"| collection (iterations 2-{n + 1}) | {p['collect_s']:.2f} s | {1000 * p['collect_s'] / n:.1f} ms |")
+        print(f"| TRPO update (iterations 2-{n + 1}) | {p['update_s']:.2f} s | {1000 * p['update_s'] / n:.1f} ms |")
+        print(f"| first iteration (tracing, first call) | {p['first_iteration_s']:.2f} s | once |")
+        print(f"| Keras fit around the train function | {p['fit_outside_train_function_s']:.2f} s | "
+              f"{1000 * p['fit_outside_train_function_s'] / (n + 1):.1f} ms |")
+        print(f"| fit wall time | {p['wall_s']:.2f} s | |")
+        if selected == ["profile"]:
+            return
     rows.append(("(e) peak RSS (max over tasks)", f"{max(rss['keras']):.0f} MB", f"{max(rss['sb3']):.0f} MB",
                  max(rss["keras"]) / max(rss["sb3"]), ""))
 
