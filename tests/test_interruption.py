@@ -10,6 +10,7 @@ byte for byte, the reference state after as many updates as it has done, and
 """
 
 import _thread
+import signal
 import threading
 import time
 
@@ -166,6 +167,9 @@ def test_ctrl_c_at_an_arbitrary_moment_never_leaves_a_partial_update(fraction, r
     record = Record()
     ctrl_c = CtrlCDuringEpoch(epoch=6, fraction=fraction)
     interrupted = False
+    # A process started in the background by a shell without job control (`nohup cmd &`)
+    # inherits SIGINT ignored, and interrupt_main then does nothing: handle it as Python does by default.
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         model.fit(rollouts, epochs=REFERENCE_EPOCHS, verbose=0, callbacks=[record, ctrl_c])
     except KeyboardInterrupt:
@@ -173,6 +177,7 @@ def test_ctrl_c_at_an_arbitrary_moment_never_leaves_a_partial_update(fraction, r
     finally:
         if ctrl_c.timer is not None:
             ctrl_c.timer.cancel()
+        signal.signal(signal.SIGINT, previous_handler)
     assert interrupted
     updates = model.policy_version
     assert 6 <= updates <= 8, updates
