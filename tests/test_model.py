@@ -383,14 +383,38 @@ def _ancestors(function_def, name):
     return seen
 
 
-def test_the_critic_step_does_not_wait_for_the_policy_step():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_compiled_rejected_update_restores_the_critic_after_accepted_updates(jit_compile):
+    """Catches: the critic (run beside the policy step when compiled) kept after a rejection.
+
+    After two accepted updates Adam's slots and step are non-zero; a third, compiled update
+    rejected by an indefinite Fisher must leave every variable an update writes bit-identical,
+    the observation normalizer's statistics included.
+    """
+    model = tiny_model(ACTION_SPACES["box"], normalize_observations=True, fvp_fraction=0.5)
+    step = tf.function(model.train_step, autograph=False, jit_compile=jit_compile)
+    batch = {k: tf.constant(v) for k, v in random_batch(model).items()}
+    assert [float(step(batch)["step_accepted"]) for _ in range(2)] == [1.0, 1.0]
+    assert int(model.optimizer.iterations.numpy()) > 0
+    written = [*model.trainable_weights, *model.non_trainable_weights, *model.optimizer.variables,
+               model.seed_generator.state]
+    written = [v for v in written if v.name not in ("policy_version", "damping")]
+    before = snapshot(written)
+    model.damping = -1e3  # F − 1000·I is negative definite: CG breaks down, reason 2
+    logs = step(batch)
+    assert float(logs["rejection_reason"]) == 2.0
+    assert_bit_identical(before, written)
+
+
+@pytest.mark.parametrize("options", [{}, {"normalize_observations": True, "fvp_fraction": 0.5}])
+def test_the_critic_step_does_not_wait_for_the_policy_step(options):
     """Catches: the critic ordered after steps 1-5 (a control dependency on the line search's outcome).
 
     On one device the critic's while loop must depend on nothing of the conjugate gradient (nor,
     through it, on the line search), so that TensorFlow's executor runs both at once; only its
     commit (keep or restore) waits for the policy step.
     """
-    model = tiny_model(ACTION_SPACES["box"])
+    model = tiny_model(ACTION_SPACES["box"], **options)
     batch = {k: tf.constant(v) for k, v in random_batch(model).items()}
     graph = tf.function(model.train_step, autograph=False).get_concrete_function(batch).graph
     library = graph.as_graph_def().library.function
