@@ -244,12 +244,15 @@ def policy_metrics(objective, g, step, surrogate_old, cg_info, well_posed, accep
 def critic_kept_if(accepted, model, replicas, observations, returns):
     """Step 6, kept only if ``accepted``: :func:`critic_step`, then the normalizer's new moments.
 
-    The critic shares no variable with steps 1–5, so TensorFlow runs it beside them (the
-    graph has two independent branches; on 2 cores the update takes about the longer of
-    the two, not their sum). After a rejected policy step every variable it wrote is
-    restored bit for bit and the metrics are those of the unchanged critic. Under a
-    ``tf.distribute`` strategy it waits for the policy step instead, so that all-reduces
-    come in one order on every worker.
+    The critic shares no variable with steps 1–5, so TensorFlow runs it beside them (two
+    independent branches of the graph; for the 64×64 MLP on 2 cores the update then takes
+    little more than the longer of the two; benchmarks/README.md). After a rejected policy
+    step every variable it wrote is restored bit for bit (:func:`critic_variables`; the value
+    network is called without ``training=True``, so its layers write no other state) and the
+    metrics are those of the unchanged critic. Under a ``tf.distribute`` strategy it starts
+    after the line search's outcome, so that its all-reduces follow the policy step's on
+    every worker (those of the final policy metrics stay in program order through TF's
+    collective ordering).
     """
     written = critic_variables(model, model.seed_generator)
     saved = [tf.identity(v) for v in written]
