@@ -292,13 +292,17 @@ def run_child(framework, task, seed=None, **environ):
     raise RuntimeError(f"{framework} {task} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
-def machine():
-    cpu = platform.processor() or ""
+def cpu_name():
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        return platform.processor() or platform.machine()
+
+
+def machine():
+    cpu = cpu_name()
     versions = {}
     for name in ("tensorflow", "keras", "tensorflow-probability", "gymnasium", "mujoco", "torch", "sb3-contrib"):
         try:

@@ -31,20 +31,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench import _peak_rss_mb, cpu_name  # noqa: E402  (bench.py's helpers; it imports nothing heavy)
+from cnn import run_isolated  # noqa: E402  (one child process, and the CPU used by other processes meanwhile)
 SETTINGS = dict(max_kl=0.01, damping=0.1, cg_iterations=15, backtrack_coefficient=0.8, backtrack_iterations=10,
                 fvp_fraction=1.0, value_epochs=10, value_batch_size=128)
 GPU_SIZES = {"mlp": [2048, 8192, 32768], "nature_cnn": [2048, 8192, 32768]}
 CPU_SIZES = {"mlp": [2048, 8192, 32768], "nature_cnn": [2048]}
-
-
-def _rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def child(network, samples, jit, repeats):
@@ -81,7 +79,7 @@ def child(network, samples, jit, repeats):
                  "advantages": tf.identity(rng.standard_normal(samples, dtype=np.float32)),
                  "returns": tf.identity(rng.standard_normal(samples, dtype=np.float32))}
     del observations
-    rss_before = _rss_mb()
+    rss_before = _peak_rss_mb()
     train_function = model.make_train_function()
 
     def one():
@@ -95,16 +93,13 @@ def child(network, samples, jit, repeats):
     result = {"network": network, "samples": samples, "jit_compile": bool(model.jit_compile),
               "median_ms": 1000 * statistics.median(r[0] for r in runs), "runs_ms": [1000 * r[0] for r in runs],
               "first_call_s": first, "line_search_shrinks": [r[1] for r in runs], "device": device,
-              "rss_before_mb": rss_before, "peak_rss_mb": _rss_mb()}
+              "rss_before_mb": rss_before, "peak_rss_mb": _peak_rss_mb()}
     if gpus:
         result["peak_device_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     print("RESULT " + json.dumps(result), flush=True)
 
 
 def run_child(network, samples, jit, repeats, wait_idle=False):
-    sys.path.insert(0, HERE)
-    from cnn import run_isolated  # one child process, and the CPU used by other processes meanwhile
-
     try:
         return run_isolated([os.path.abspath(__file__), "_child", network, str(samples), "1" if jit else "0",
                              str(repeats)], f"{network} {samples} jit={jit}", wait_idle)
@@ -115,21 +110,13 @@ def run_child(network, samples, jit, repeats, wait_idle=False):
 def describe_devices():
     """``(has_gpu, description)`` of the devices TensorFlow sees, in a child-free way (this process)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import platform
-
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
         return True, f"GPU: {', '.join(names)}; tensorflow {tf.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return False, f"CPU only: {os.cpu_count()} cores, {cpu}; tensorflow {tf.__version__}"
+    return False, f"CPU only: {os.cpu_count()} cores, {cpu_name()}; tensorflow {tf.__version__}"
 
 
 def main(argv=None):

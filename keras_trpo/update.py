@@ -254,7 +254,7 @@ def critic_kept_if(accepted, model, replicas, observations, returns):
     every worker (those of the final policy metrics stay in program order through TF's
     collective ordering).
     """
-    written = critic_variables(model, model.seed_generator)
+    written = critic_variables(model)
     saved = [tf.identity(v) for v in written]
     ordered = contextlib.nullcontext() if replicas.default else tf.control_dependencies([accepted])
     with ordered, tf.name_scope("critic"):
@@ -312,9 +312,9 @@ def critic_step(model, replicas, observations, returns, epochs, batch_size, seed
     }
 
 
-def critic_variables(model, seed_generator):
+def critic_variables(model):
     """Every variable :func:`critic_step` writes: the value network's, its optimizer's, the shuffle seed."""
-    return [*model.value_variables, *model.optimizer.variables, seed_generator.state]
+    return [*model.value_variables, *model.optimizer.variables, model.seed_generator.state]
 
 
 def restore(variables, values):
