@@ -354,8 +354,8 @@ def test_model_arguments_of_presets_are_the_keyword_arguments_of_trpo():
 
 @pytest.mark.parametrize(
     "name,status,rewards_scaled",
-    [("Acrobot-v1", "tuned", True), ("Swimmer-v5", "untuned", True), ("Hopper-v5", "tuned", True),
-     ("HalfCheetah-v5", "tuned", True), ("Walker2d-v5", "tuned", True)],
+    [("Acrobot-v1", "tuned", True), ("BipedalWalker-v3", "untuned", True), ("Swimmer-v5", "tuned", True),
+     ("Hopper-v5", "tuned", True), ("HalfCheetah-v5", "tuned", True), ("Walker2d-v5", "tuned", True)],
 )
 def test_zoo_presets_say_where_they_come_from_and_build_for_their_env(name, status, rewards_scaled, tmp_path,
                                                                        monkeypatch):
@@ -368,6 +368,8 @@ def test_zoo_presets_say_where_they_come_from_and_build_for_their_env(name, stat
         assert "docs/benchmarks.md" in preset.notes and "reward" in preset.notes
     if name.endswith("-v5") and importlib.util.find_spec("mujoco") is None:
         pytest.skip("MuJoCo is not installed (pip install 'keras-trpo[mujoco]')")
+    if name == "BipedalWalker-v3" and importlib.util.find_spec("Box2D") is None:
+        pytest.skip("Box2D is not installed (pip install 'keras-trpo[box2d]')")
     env = preset.make_env()
     try:
         model = preset.build_model(env, seed=0)

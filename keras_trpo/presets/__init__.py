@@ -3,9 +3,10 @@
 The files sit next to this module (``keras_trpo/presets/<name>.json``) and are
 what ``keras-trpo train`` uses; the ``CartPole-v1`` and ``Pendulum-v1`` presets
 are the hyperparameters of ``examples/cartpole.py`` and ``examples/pendulum.py``.
-Presets marked ``"status": "untuned"`` (Acrobot and Hopper) are rl-baselines3-zoo's
-TRPO settings used as they are; ``"tuned"`` ones were changed here on measured
-evidence (HalfCheetah and Walker2d: reward scaling, docs/benchmarks.md). ``default``
+Presets marked ``"status": "untuned"`` (BipedalWalker-v3) are rl-baselines3-zoo's
+TRPO settings used as they are, in keras_trpo's KL units; ``"tuned"`` ones were changed here on
+measured evidence, each change and its ablations in the preset's ``notes`` and in
+docs/benchmarks.md. ``default``
 holds the library defaults and is used for an environment that has no preset of its own.
 ``MiniGrid-Empty-8x8-v0`` (image only) and ``MiniGrid-Empty-8x8-v0-dict`` (image and
 direction, a ``Dict`` observation) train CNNs on MiniGrid (tuned: one seed measured, see their notes;
