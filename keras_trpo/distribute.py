@@ -153,8 +153,8 @@ class Replicas:
             out = fn(*local_args)
             leaves = tf.nest.flatten(out)
             spec["structure"], spec["shapes"] = out, [leaf.shape for leaf in leaves]
-            if any(leaf.dtype != tf.float32 or not leaf.shape.is_fully_defined() for leaf in leaves):
-                raise TypeError("Replicas.mean packs float32 tensors of static shape")
+            if any(leaf.dtype != leaves[0].dtype or not leaf.dtype.is_floating or not leaf.shape.is_fully_defined() for leaf in leaves):
+                raise TypeError("Replicas.mean packs float tensors of one dtype and static shape")
             return tf.concat([tf.reshape(leaf, [-1]) for leaf in leaves], axis=0)
 
         vector = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, self.run(packed, *args), axis=None)

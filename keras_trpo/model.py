@@ -99,7 +99,7 @@ class TRPO(trainer.Trainer):
         seed=None,
         **kwargs,
     ):
-        validation.check_float32_policy(kwargs.get("dtype"))
+        validation.check_float_policy(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.observation_space = space_from_config(observation_space)
         self.action_space = space_from_config(action_space)

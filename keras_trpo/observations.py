@@ -38,6 +38,8 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
+from keras_trpo.validation import float_dtype
+
 _SPACES = gymnasium.spaces
 _LEAF_SPACES = (_SPACES.Box, _SPACES.Discrete, _SPACES.MultiBinary)
 
@@ -68,8 +70,8 @@ class Leaf:
     def features(self, x) -> tf.Tensor:
         """The network input (float32) of a batch of this leaf."""
         if isinstance(self.space, _SPACES.Discrete):
-            return tf.one_hot(tf.cast(x, tf.int64) - int(self.space.start), int(self.space.n), dtype=tf.float32)
-        return tf.cast(x, tf.float32)
+            return tf.one_hot(tf.cast(x, tf.int64) - int(self.space.start), int(self.space.n), dtype=float_dtype())
+        return tf.cast(x, float_dtype())
 
 
 def _signature(leaf: Leaf) -> tuple:
@@ -268,7 +270,7 @@ class ObservationSpec:
     def float_features(self, observations) -> tf.Tensor:
         """The float ``Box`` entries flattened and concatenated, ``[N, float_size]`` (normalization's input)."""
         floats = [
-            tf.reshape(tf.cast(x, tf.float32), [-1, leaf.feature_size])
+            tf.reshape(tf.cast(x, float_dtype()), [-1, leaf.feature_size])
             for leaf, x in zip(self.leaves, self.flatten(observations))
             if leaf.is_float
         ]

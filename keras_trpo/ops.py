@@ -25,6 +25,8 @@ from typing import Callable, Sequence
 import numpy as np  # noqa: F401  (used in the doctest)
 import tensorflow as tf
 
+from keras_trpo.validation import float_dtype
+
 
 # --------------------------------------------------------------------------
 # Flat parameters
@@ -226,7 +228,7 @@ def backtracking_line_search(
         return tf.logical_and(j < iterations, tf.logical_not(accepted))
 
     def body(j, accepted):
-        fraction = tf.pow(tf.constant(coefficient, tf.float32), tf.cast(j, tf.float32))
+        fraction = tf.pow(tf.constant(coefficient, float_dtype()), tf.cast(j, float_dtype()))
         ok = accept_fn(fraction)
         return tf.where(ok, j, j + 1), ok
 

@@ -35,6 +35,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_trpo.validation import float_dtype
+
 tfd = tfp.distributions
 
 SUPPORTED_ACTION_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
@@ -83,7 +85,7 @@ class PolicyHead:
 
     def cast_actions(self, actions):
         """Casts an action batch to the dtype ``log_prob`` expects."""
-        return tf.cast(actions, tf.int32) if self.integer_actions else tf.cast(actions, tf.float32)
+        return tf.cast(actions, tf.int32) if self.integer_actions else tf.cast(actions, float_dtype())
 
     def numpy_sample(self, params, rng):
         """Samples actions with numpy from numpy parameters (fast acting path)."""

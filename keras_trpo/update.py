@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_trpo import errors, ops
+from keras_trpo.validation import float_dtype
 
 tfd = tfp.distributions
 
@@ -57,16 +58,16 @@ def rejection_before_update(replicas, batch, head, model_version) -> tf.Tensor:
     finite = replicas.mean(
         # Integer observations (a uint8 image, a Discrete entry) are always finite.
         lambda *values: tf.cast(
-            tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values if v.dtype.is_floating]), tf.float32
+            tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values if v.dtype.is_floating]), float_dtype()
         ),
         *tf.nest.flatten(batch["observations"]),
         *[batch[key] for key in ("advantages", "returns")],
         *([] if head.integer_actions else [batch["actions"]]),
     )
-    fresh = tf.constant(1.0)
+    fresh = tf.constant(1.0, float_dtype())
     if "policy_version" in batch:
         version = tf.convert_to_tensor(model_version)
-        fresh = replicas.mean(lambda v: tf.cast(tf.equal(v, version), tf.float32), batch["policy_version"])
+        fresh = replicas.mean(lambda v: tf.cast(tf.equal(v, version), float_dtype()), batch["policy_version"])
     return tf.where(fresh < 1.0, errors.STALE, tf.where(finite < 1.0, errors.NON_FINITE, errors.ACCEPTED))
 
 
@@ -164,7 +165,7 @@ def fvp_rows(replicas, column, fraction, seed_generator, policy_version):
     if fraction >= 1.0:
         return None
     n = replicas.local_size(column)  # any [N] column of the batch
-    count = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(n, tf.float32)), tf.int32))
+    count = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(n, float_dtype())), tf.int32))
     base = tf.stack([tf.cast(seed_generator.state[0], tf.int64), tf.cast(policy_version, tf.int64)])
     seed = tf.random.experimental.stateless_fold_in(base, FVP_SEED_SALT)
     return tf.argsort(tf.random.stateless_uniform((n,), seed))[:count]
@@ -219,7 +220,7 @@ def policy_metrics(objective, g, step, surrogate_old, cg_info, well_posed, accep
     """
     surrogate_new, kl_new = objective.surrogate_and_kl()
     last_tried = tf.pow(
-        tf.constant(coefficient, tf.float32), tf.cast(tf.minimum(shrinks, iterations - 1), tf.float32)
+        tf.constant(coefficient, float_dtype()), tf.cast(tf.minimum(shrinks, iterations - 1), float_dtype())
     )
     reason = tf.where(accepted, errors.ACCEPTED, tf.where(well_posed, errors.NO_STEP, errors.CG_BREAKDOWN))
     return {
@@ -227,13 +228,13 @@ def policy_metrics(objective, g, step, surrogate_old, cg_info, well_posed, accep
         "surrogate_improvement": surrogate_new - surrogate_old,
         # First-order prediction gᵀΔθ of the surrogate gain of the last step tried.
         "expected_improvement": tf.where(well_posed, last_tried * tf.reduce_sum(g * step), 0.0),
-        "line_search_steps": tf.cast(shrinks, tf.float32),
+        "line_search_steps": tf.cast(shrinks, float_dtype()),
         "step_fraction": tf.where(accepted, last_tried, 0.0),
-        "step_accepted": tf.cast(accepted, tf.float32),
-        "rejection_reason": tf.cast(reason, tf.float32),
+        "step_accepted": tf.cast(accepted, float_dtype()),
+        "rejection_reason": tf.cast(reason, float_dtype()),
         "cg_residual": cg_info["residual"],
-        "cg_iterations": tf.cast(cg_info["iterations"], tf.float32),
-        "cg_breakdown": tf.cast(cg_info["breakdown"], tf.float32),
+        "cg_iterations": tf.cast(cg_info["iterations"], float_dtype()),
+        "cg_breakdown": tf.cast(cg_info["breakdown"], float_dtype()),
         "entropy": objective.entropy(),
     }
 
@@ -305,9 +306,9 @@ def critic_step(model, replicas, observations, returns, epochs, batch_size, seed
         replicas.apply_gradients(model.optimizer, grads, variables)
         return k + 1, loss_sum + loss
 
-    _, loss_sum = tf.while_loop(lambda k, _: k < total, body, (tf.constant(0), tf.constant(0.0)))
+    _, loss_sum = tf.while_loop(lambda k, _: k < total, body, (tf.constant(0), tf.constant(0.0, float_dtype())))
     return {
-        "value_loss": loss_sum / tf.cast(tf.maximum(total, 1), tf.float32),
+        "value_loss": loss_sum / tf.cast(tf.maximum(total, 1), float_dtype()),
         "explained_variance": explained_variance(replicas, values_before, returns),
     }
 
@@ -352,8 +353,8 @@ def explained_variance(replicas, predictions, targets):
 
 def rejected_metrics(reason):
     """The metrics of a batch refused before any compute (``reason`` 1 or 4)."""
-    nan, zero = tf.constant(float("nan")), tf.constant(0.0)
+    nan, zero = tf.constant(float("nan"), float_dtype()), tf.constant(0.0, float_dtype())
     metrics = {key: zero for key in METRICS}
-    metrics.update(rejection_reason=tf.cast(reason, tf.float32), cg_residual=nan, entropy=nan)
+    metrics.update(rejection_reason=tf.cast(reason, float_dtype()), cg_residual=nan, entropy=nan)
     metrics.update(value_loss=nan, explained_variance=nan)
     return metrics

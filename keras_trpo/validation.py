@@ -67,15 +67,23 @@ def check_hyperparameters(**values) -> None:
             raise ValueError(f"{name} must be {allowed}; got {value!r}.")
 
 
-def check_float32_policy(dtype=None) -> None:
-    """Raises ValueError unless ``dtype`` (or the global Keras dtype policy) computes in float32.
+def float_dtype() -> tf.DType:
+    """The float dtype TRPO computes in: Keras' ``floatx`` (float32 by default, or float64)."""
+    return tf.as_dtype(keras.config.floatx())
 
-    TRPO's KL, Fisher-vector products, conjugate gradient and line search need float32.
+
+def check_float_policy(dtype=None) -> None:
+    """Raises ValueError unless ``dtype`` (or the global Keras dtype policy) computes in Keras' ``floatx``.
+
+    TRPO's KL, Fisher-vector products, conjugate gradient and line search need one full-precision
+    float type throughout: float32 (the default), or float64 with ``keras.config.set_floatx("float64")``.
     """
     policy = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
-    if (policy.compute_dtype, policy.variable_dtype) != ("float32", "float32"):
-        raise ValueError(f"TRPO needs float32; the dtype policy is {policy.name!r}. Its KL, Fisher-vector products and "
-                         "line search need float32: call keras.config.set_dtype_policy('float32') first.")
+    floatx = keras.config.floatx()
+    if floatx not in ("float32", "float64") or (policy.compute_dtype, policy.variable_dtype) != (floatx, floatx):
+        raise ValueError(f"TRPO computes in float32 (or float64); the dtype policy is {policy.name!r} with floatx "
+                         f"{floatx!r}. Its KL, Fisher-vector products and line search need full precision: call "
+                         "keras.config.set_dtype_policy('float32') first (or set_floatx and set_dtype_policy 'float64').")
 
 
 def unwrap(data):
@@ -171,7 +179,7 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
         }[expected_dtype]
         if not ok:
             raise ValueError(f"batch[{key!r}] has dtype {dtype.name}; expected {describe(key)}.")
-        batch[key] = cast_actions(value) if key == "actions" else tf.cast(value, tf.float32)
+        batch[key] = cast_actions(value) if key == "actions" else tf.cast(value, float_dtype())
     if n == 0:
         raise ValueError(f"batch is empty (N = 0); expected {expected_all} with N >= 1.")
     for key in ("policy_version", *LOG_KEYS):
@@ -183,7 +191,7 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
                     f"batch[{key!r}] must be a scalar or a vector repeating one value ([1] or [N]); "
                     f"got shape {list(shape)}."
                 )
-            value = tf.cast(value, tf.int64 if key == "policy_version" else tf.float32)
+            value = tf.cast(value, tf.int64 if key == "policy_version" else float_dtype())
             batch[key] = tf.reshape(value, [-1])[0]
     return batch
 

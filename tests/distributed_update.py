@@ -4,8 +4,9 @@
 
 Makes 2 logical CPU devices, then compares one TRPO update on a fixed batch under
 ``MirroredStrategy`` (the batch split over the 2 replicas) with the same update on one
-device, and runs a short on-policy ``fit`` on real CartPole rollouts under the strategy.
-Writes the per-weight maximum absolute differences and the fit's history as JSON.
+device, both computed in float64 (``keras.config.set_floatx("float64")``), and runs a short
+on-policy ``fit`` on real CartPole rollouts under the strategy, in float32 as users train.
+Writes the relative differences of the two updates and the fit's results as JSON.
 """
 
 import json
@@ -56,7 +57,24 @@ def build(action_space, kind):
     return model
 
 
-def main(kind, out):
+def relative_difference(a, b, start):
+    """``‖a − b‖ / ‖a − start‖`` over lists of arrays: the two updates' gap relative to the update's size."""
+    a, b, start = (np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in xs]) for xs in (a, b, start))
+    return float(np.linalg.norm(a - b) / np.linalg.norm(a - start))
+
+
+def compare_in_float64(kind, strategy):
+    """One update on a fixed batch, on one device and over 2 replicas, both in float64."""
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    try:
+        return compare(kind, strategy)
+    finally:
+        keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy("float32")
+
+
+def compare(kind, strategy):
     rng = np.random.default_rng(0)
     n = 256
     action_space = ACTIONS[kind]
@@ -71,19 +89,32 @@ def main(kind, out):
     }
     single = build(action_space, kind)
     single_history = single.fit(Fixed(batch), epochs=1, verbose=0).history
-
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         mirrored = build(action_space, kind)
     mirrored_history = mirrored.fit(Fixed(batch), epochs=1, verbose=0).history
-    differences = {
-        w.path: float(np.max(np.abs(np.asarray(w.numpy(), np.float64) - np.asarray(v.numpy(), np.float64))))
-        for w, v in zip(single.weights, mirrored.weights)
+    start = build(action_space, kind)
+    groups = {  # the policy's parameters, the critic's (with its optimizer's state), the normalizer's statistics
+        "policy": lambda m: m.policy_variables,
+        "critic": lambda m: [*m.value_variables, *m.optimizer.variables],
+        "normalizer": lambda m: m.normalizer.weights,
     }
-    moved = {
-        w.path: float(np.max(np.abs(w.numpy() - v.numpy())))
-        for w, v in zip(single.weights, build(action_space, kind).weights)
+    relative = {
+        name: relative_difference(*([v.numpy() for v in get(m)] for m in (single, mirrored, start)))
+        for name, get in groups.items()
     }
+    return {
+        "dtypes": sorted({w.dtype for w in mirrored.weights if "float" in w.dtype}),
+        "relative": relative,
+        "single_history": single_history,
+        "mirrored_history": mirrored_history,
+    }, batch, mirrored
+
+
+def main(kind, out):
+    # One strategy for both parts: a second MirroredStrategy would reuse the first one's collective
+    # instance keys with another dtype (float32 after float64), which TensorFlow aborts.
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    comparison, batch, mirrored = compare_in_float64(kind, strategy)
 
     # A real on-policy fit under the strategy: Rollouts' batches split over the replicas.
     env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
@@ -113,10 +144,7 @@ def main(kind, out):
         json.dump(
             {
                 "replicas": strategy.num_replicas_in_sync,
-                "differences": differences,
-                "moved": moved,
-                "single_history": single_history,
-                "mirrored_history": mirrored_history,
+                **comparison,
                 "fit_history": history,
                 "collected": rollouts.env_steps,
                 "policy_version": model.policy_version,

@@ -64,7 +64,7 @@ def test_mixed_precision_is_refused_at_construction(how):
             kwargs = {}
         else:
             kwargs = {"dtype": "mixed_bfloat16"}
-        with pytest.raises(ValueError, match=r"TRPO needs float32; the dtype policy is 'mixed_b?float16'"):
+        with pytest.raises(ValueError, match=r"TRPO computes in float32 \(or float64\); the dtype policy is 'mixed_b?float16'"):
             keras_trpo.TRPO.for_env(env, **kwargs)
     finally:
         keras.config.set_dtype_policy("float32")
