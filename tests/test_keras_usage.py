@@ -9,6 +9,7 @@ import gymnasium
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_trpo
 
@@ -69,6 +70,33 @@ def test_mixed_precision_is_refused_at_construction(how):
     finally:
         keras.config.set_dtype_policy("float32")
     keras_trpo.TRPO.for_env(env, dtype="float32")  # float32 still builds
+
+
+def test_a_float64_model_trains_acts_and_exports_in_float64(tmp_path):
+    """Catches: a float32 cast left in the update (a batch, a line-search fraction, a metric): the
+    float64 train_step fails with 'expected a double tensor but is a float tensor'; and a float64
+    dtype policy under floatx float32, which would mix the two, being accepted."""
+    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    with pytest.raises(ValueError, match=r"dtype policy is 'float64' with floatx 'float32'"):
+        keras_trpo.TRPO.for_env(env, dtype="float64")
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    try:
+        model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(8,), value_hidden_units=(8,),
+                                        value_epochs=1, normalize_observations=True)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        history = model.fit(keras_trpo.Rollouts(env, model, steps=64, seed=0), epochs=2, verbose=0).history
+        observations = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+        logits_dtype = model.distribution(observations).logits.dtype
+        exported = tf.saved_model.load(model.export(str(tmp_path / "m")))
+        served = exported.signatures["serving_default"](observations=tf.constant(observations))["actions"]
+    finally:
+        keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy("float32")
+    assert history["step_accepted"] == [1.0, 1.0]
+    assert {w.dtype for w in model.weights if "float" in w.dtype} == {"float64"}
+    assert logits_dtype == "float64"
+    np.testing.assert_array_equal(served.numpy(), model(observations).numpy())
 
 
 # --------------------------------------------------------------------------
