@@ -347,12 +347,16 @@ def test_csv_logger_writes_one_row_per_iteration(builtin_run):
     np.testing.assert_allclose([float(row["kl"]) for row in rows], history.history["kl"])
 
 
-def test_model_checkpoint_keeps_the_best_episode_return(builtin_run):
+def test_keras_model_checkpoint_on_episode_return_saves_the_weights_after_the_best_batch(builtin_run):
+    """What keras_trpo's warning says of Keras's ModelCheckpoint: it saves the weights at the end of the best
+    iteration, one update after the policy that collected the best batch (keras_trpo.callbacks.ModelCheckpoint
+    saves the latter: test_best_callbacks_keep_the_policy_that_collected_the_best_batch)."""
     directory, model, history, recorder = builtin_run
     returns = np.array(history.history["episode_return"])
     best = int(np.nanargmax(returns))
     restored = keras.models.load_model(directory / "best.keras")
     assert isinstance(restored, keras_trpo.TRPO) and restored.get_config() == model.get_config()
+    assert restored.policy_version == best + 1  # the batch was collected by version `best`
     for saved, variable in zip(recorder.weights[best], restored.policy_variables):
         np.testing.assert_array_equal(saved, variable.numpy())
 
@@ -386,7 +390,8 @@ def test_early_stopping_on_episode_return():
     assert rollouts.env_steps == 2 * 128
 
 
-def test_early_stopping_restores_the_best_weights():
+def test_keras_early_stopping_restores_the_weights_after_the_best_batch():
+    """What keras_trpo's warning says of Keras's EarlyStopping(restore_best_weights=True) on episode_return."""
     model, rollouts = cartpole(seed=1)
     recorder = Recorder()
     stopper = keras.callbacks.EarlyStopping(
@@ -394,6 +399,7 @@ def test_early_stopping_restores_the_best_weights():
     )
     history = model.fit(rollouts, epochs=10, verbose=0, callbacks=[recorder, stopper])
     best = int(np.nanargmax(history.history["episode_return"]))
+    assert model.policy_version == best + 1
     for saved, variable in zip(recorder.weights[best], model.policy_variables):
         np.testing.assert_array_equal(saved, variable.numpy())
 
@@ -503,7 +509,7 @@ def test_keras_early_stopping_warns_on_iterations_without_eval_return_and_ours_d
     never.set_model(model)
     never.on_train_begin()
     never.on_epoch_end(0, {"kl": 0.01})
-    with pytest.warns(UserWarning, match=r"EarlyStopping never found 'eval_return'.*Put keras_trpo.callbacks.Evaluation before it"):
+    with pytest.warns(UserWarning, match=r"EarlyStopping never found a finite 'eval_return'.*Put keras_trpo.callbacks.Evaluation before it"):
         never.on_train_end()
 
 
@@ -524,6 +530,135 @@ def test_model_checkpoint_on_eval_return_keeps_the_best_evaluated_iteration(tmp_
     for saved, variable in zip(recorder.weights[best_epoch], restored.policy_variables):
         np.testing.assert_array_equal(saved, variable.numpy())
     assert checkpoint.best == max(means)
+
+
+# --------------------------------------------------------------------------
+# "Best" callbacks on a batch statistic: the policy that collected the best batch (issue 24, item 5)
+# --------------------------------------------------------------------------
+class CollectorRollouts(keras_trpo.Rollouts):
+    """Rollouts that keep the version and a copy of every weight of the model each time they collect a batch."""
+
+    def collect(self):
+        self.collectors = getattr(self, "collectors", [])
+        self.collectors.append((self.model.policy_version, self.model.get_weights()))
+        return super().collect()
+
+
+def assert_same_weights(expected, actual):
+    assert len(expected) == len(actual)
+    for want, got in zip(expected, actual):
+        np.testing.assert_array_equal(want, got)
+
+
+def test_best_callbacks_keep_the_policy_that_collected_the_best_batch(tmp_path):
+    """episode_return is measured on the batch, collected before the update of its iteration: the best model
+    is the one that collected the best batch. Catches: saving, restoring or exporting the weights at
+    on_epoch_end (after the update), as Keras's callbacks do and keras_trpo's did (ce456b1)."""
+    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rollouts = CollectorRollouts(env, model, steps=128, seed=0)
+    checkpoint = keras_trpo.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="episode_return")
+    stopper = keras_trpo.callbacks.EarlyStopping(monitor="episode_return", patience=100, restore_best_weights=True)
+    export_best = ExportBest(tmp_path / "served", monitor="episode_return")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        history = model.fit(rollouts, epochs=6, verbose=0, callbacks=[checkpoint, stopper, export_best])
+    returns = history.history["episode_return"]
+    best = int(np.nanargmax(returns))  # the first of equals: later ones are no improvement
+    version, weights = rollouts.collectors[best]
+    assert version == best and history.history["step_accepted"][best] == 1.0  # its update changed the weights
+    # ModelCheckpoint: the .keras file is the model that collected the best batch.
+    saved = keras.models.load_model(tmp_path / "best.keras")
+    assert saved.policy_version == best and checkpoint.best == max(returns)
+    assert_same_weights(weights, saved.get_weights())
+    # EarlyStopping(restore_best_weights=True): the model ends with those weights.
+    assert stopper.best_epoch == best
+    assert_same_weights(weights, model.get_weights())
+    # ExportBest: the newest version serves them (the model holds them now).
+    assert export_best.exported[-1][0] == best
+    observations = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    signatures = tf.saved_model.load(export_best.best_path).signatures
+    np.testing.assert_array_equal(signatures["serving_default"](observations=observations)["actions"].numpy(),
+                                  model(observations).numpy())
+    served = signatures["distribution_params"](observations=observations)["logits"].numpy()
+    np.testing.assert_allclose(served, model.distribution_params(observations)["logits"].numpy(), rtol=1e-5, atol=1e-6)
+    after_update = rollouts.collectors[best + 1][1] if best + 1 < len(rollouts.collectors) else None
+    if after_update is not None:  # the weights after the best update give other logits: the check can tell them apart
+        model.set_weights(after_update)
+        assert not np.allclose(served, model.distribution_params(observations)["logits"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_best_callbacks_skip_batches_in_which_no_episode_finished(tmp_path):
+    """Pendulum episodes last 200 steps: with 64-step batches only the 4th one finishes an episode, the others
+    log episode_return NaN. Keras takes the first NaN as the best (nothing beats NaN afterwards): its
+    ModelCheckpoint keeps iteration 1's model and its EarlyStopping(patience=1) stops at iteration 2.
+    Catches: a NaN counted as a measured value."""
+    env = gymnasium.make_vec("Pendulum-v1", num_envs=1, vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(env, hidden_units=(8,), value_hidden_units=(8,), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rollouts = CollectorRollouts(env, model, steps=64, seed=0)
+    checkpoint = keras_trpo.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="episode_return")
+    stopper = keras_trpo.callbacks.EarlyStopping(monitor="episode_return", patience=1)
+    history = model.fit(rollouts, epochs=5, verbose=0, callbacks=[checkpoint, stopper])
+    finished = [i for i, r in enumerate(history.history["episode_return"]) if math.isfinite(r)]
+    assert finished == [3] and len(history.history["kl"]) == 5  # no early stop on NaN
+    saved = keras.models.load_model(checkpoint.filepath)
+    assert saved.policy_version == 3
+    assert_same_weights(rollouts.collectors[3][1], saved.get_weights())
+
+
+def _keras_checkpoint(directory, **kwargs):
+    return keras.callbacks.ModelCheckpoint(directory / "best.keras", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda d: _keras_checkpoint(d, monitor="episode_return", mode="max", save_best_only=True),
+         "keras.callbacks.ModelCheckpoint(monitor='episode_return', save_best_only=True) saves the weights after the "
+         "update of the best iteration, not the policy that collected its batch (episode_return is measured on the "
+         "batch, before the update). Use keras_trpo.callbacks.ModelCheckpoint(monitor='episode_return', ...), "),
+        (lambda d: keras.callbacks.EarlyStopping(monitor="episode_length", mode="min", restore_best_weights=True),
+         "keras.callbacks.EarlyStopping(monitor='episode_length', restore_best_weights=True) restores the weights "
+         "after the update of the best iteration"),
+        (lambda d: _keras_checkpoint(d, monitor="episode_return", mode="max"), None),  # saves every iteration
+        (lambda d: keras.callbacks.EarlyStopping(monitor="episode_return", mode="max"), None),  # keeps no weights
+        (lambda d: _keras_checkpoint(d, monitor="eval_return", mode="max", save_best_only=True), None),  # after the update
+        (lambda d: keras_trpo.callbacks.ModelCheckpoint(d / "b.keras", monitor="episode_return"), None),
+        (lambda d: keras_trpo.callbacks.EarlyStopping(monitor="episode_return", restore_best_weights=True), None),
+        (lambda d: keras.callbacks.CSVLogger(d / "m.csv"), None),
+    ],
+    ids=["keras-checkpoint-best-only", "keras-early-stopping-restore", "keras-checkpoint-every-iteration",
+         "keras-early-stopping-no-restore", "keras-checkpoint-eval-return", "ours-checkpoint", "ours-early-stopping",
+         "csv-logger"],
+)
+def test_keras_best_callbacks_on_a_batch_statistic_are_warned_about_once(make, message, tmp_path):
+    """Catches: a Keras callback that keeps the updated policy for a batch statistic passing silently, a
+    warning for one that keeps the right weights, or the warning repeated at every fit."""
+    callback = make(tmp_path)
+    check = keras_trpo.callbacks.best_policy.warn_about_keras_best_callbacks
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check([keras.callbacks.History(), callback])
+        check([callback])  # a second fit with the same callback
+    messages = [str(w.message) for w in caught]
+    if message is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and messages[0].startswith(message), messages
+        assert messages[0].endswith("or monitor eval_return (keras_trpo.callbacks.Evaluation), measured on the "
+                                    "updated weights.")
+
+
+def test_fit_warns_about_a_keras_model_checkpoint_on_episode_return(tmp_path):
+    """TRPO.fit calls warn_about_keras_best_callbacks. Catches: the check not being called by fit."""
+    model, rollouts = cartpole()
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="episode_return", mode="max",
+                                                 save_best_only=True)
+    with pytest.warns(UserWarning, match=r"keras.callbacks.ModelCheckpoint\(monitor='episode_return'") as caught:
+        model.fit(rollouts, epochs=1, verbose=0, callbacks=[checkpoint])
+    assert caught[0].filename == __file__  # points at the fit call
 
 
 def test_a_keras_file_loads_in_a_fresh_process_after_import_keras_trpo(tmp_path):

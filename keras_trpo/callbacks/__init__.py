@@ -10,6 +10,14 @@ critic's learning rate). ``TerminateOnNaN`` watches ``loss``, which is the
 critic's loss, or NaN once any weight is non-finite; a non-finite *batch* does
 not stop it (``train_step`` rejects the batch and changes nothing).
 
+One exception: ``episode_return``, ``episode_length`` and ``episodes`` are
+measured on the batch, collected *before* the iteration's update, so Keras's
+``ModelCheckpoint(save_best_only=True)`` and ``EarlyStopping(restore_best_weights=True)``
+on them keep the weights one update after the policy that earned the best
+value (``TRPO.fit`` warns). This package's ``ModelCheckpoint``, ``EarlyStopping``
+and ``ExportBest`` keep the policy that collected the best batch
+(:mod:`keras_trpo.callbacks.best_policy`).
+
 This package adds:
 
 - :class:`ProgressLogger`: one compact line every ``n`` iterations, for ``verbose=0``;
@@ -21,7 +29,8 @@ This package adds:
 - :class:`ExportBest`: exports a SavedModel whenever ``eval_return`` improves;
 - :class:`EarlyStopping`, :class:`ModelCheckpoint`: Keras's, for ``eval_return``: the
   iterations without an evaluation are skipped without a warning (Keras warns on each, and its
-  ``ModelCheckpoint(save_best_only=True)`` saves them as if they were the best);
+  ``ModelCheckpoint(save_best_only=True)`` saves them as if they were the best); for a batch
+  statistic (``episode_return``) they keep the weights that collected the best batch;
 - :class:`RolloutsBackup`: saves the rollouts' state next to ``BackupAndRestore``'s files;
 - :class:`TensorBoard`: every logged scalar with env steps (not iterations) as the step.
 
@@ -53,6 +62,7 @@ model.fit(
 ```
 """
 
+from keras_trpo.callbacks.best_policy import BATCH_STATISTICS, warn_about_keras_best_callbacks
 from keras_trpo.callbacks.early_stopping import EarlyStopping
 from keras_trpo.callbacks.evaluation import Evaluation
 from keras_trpo.callbacks.export_best import ExportBest
@@ -76,4 +86,6 @@ __all__ = [
     "RolloutsBackup",
     "TensorBoard",
     "REJECTION_HINTS",
+    "BATCH_STATISTICS",
+    "warn_about_keras_best_callbacks",
 ]

@@ -1,20 +1,26 @@
-"""Keras callbacks that monitor a key only some iterations log (``eval_return``): skip the others quietly."""
+"""Keras callbacks that monitor a key only some iterations log (``eval_return``), or that is NaN on some
+(``episode_return`` of a batch in which no episode finished): skip those iterations quietly."""
 
 from __future__ import annotations
 
 import warnings
 
+from keras_trpo.callbacks._logs import finite
+
 
 class SkipsIterationsWithoutMonitor:
-    """Mixin for a ``keras.callbacks.MonitorCallback`` subclass: ``on_epoch_end`` runs only when ``monitor`` is logged.
+    """Mixin for a ``keras.callbacks.MonitorCallback`` subclass: ``on_epoch_end`` runs only when ``monitor`` is
+    logged with a finite value.
 
     Keras's ``EarlyStopping`` warns on every epoch without its ``monitor``, and
     ``ModelCheckpoint(save_best_only=True)`` warns and then *saves* that epoch's
     model as if it were the best. With :class:`~keras_trpo.callbacks.Evaluation`
     adding ``eval_return`` every ``every`` iterations, the iterations in between
     are simply not evaluated: this mixin skips them, as Keras treats epochs
-    without validation. If the key never appears during a ``fit``, one warning
-    at its end says so.
+    without validation. A NaN is skipped too (``episode_return`` when no episode
+    finished in the batch): Keras takes a NaN at the first epoch as the best
+    value, after which nothing is an improvement. If no finite value appears
+    during a ``fit``, one warning at its end says so.
     """
 
     def monitors_this_fit(self) -> bool:
@@ -27,7 +33,7 @@ class SkipsIterationsWithoutMonitor:
         self._logged_keys = []
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.monitors_this_fit() and (not logs or logs.get(self.monitor) is None):
+        if self.monitors_this_fit() and not finite((logs or {}).get(self.monitor)):
             self._logged_keys = sorted(logs or {})
             return
         self._monitor_seen = True
@@ -42,7 +48,8 @@ class SkipsIterationsWithoutMonitor:
                 else f"Logged keys: {', '.join(self._logged_keys)}."
             )
             warnings.warn(
-                f"{type(self).__name__} never found {self.monitor!r} in the logs of this fit, so it did nothing. {hint}",
+                f"{type(self).__name__} never found a finite {self.monitor!r} in the logs of this fit, so it did "
+                f"nothing. {hint}",
                 UserWarning,
                 stacklevel=2,
             )

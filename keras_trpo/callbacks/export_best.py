@@ -8,10 +8,11 @@ import warnings
 
 import keras
 
+from keras_trpo.callbacks.best_policy import KeepsWeightsBeforeUpdate
 from keras_trpo.validation import check_int
 
 
-class ExportBest(keras.callbacks.Callback):
+class ExportBest(KeepsWeightsBeforeUpdate, keras.callbacks.Callback):
     """Exports a TF Serving SavedModel (``model.export``) whenever ``eval_return`` improves.
 
     Each improvement writes the next integer version under ``filepath``
@@ -20,6 +21,12 @@ class ExportBest(keras.callbacks.Callback):
     monitored value, or where it is NaN, are skipped; put :class:`Evaluation`
     before this callback. The best value and path are kept across ``fit``
     calls.
+
+    ``eval_return`` is measured on the weights after the iteration's update,
+    and those are exported. A batch statistic (``monitor="episode_return"``,
+    ``episode_length``, ``episodes``) is measured on the batch, collected
+    before the update: for those the export holds the weights that collected
+    the best batch (:mod:`keras_trpo.callbacks.best_policy`).
 
     Args:
         filepath: the model's base directory for TF Serving.
@@ -74,6 +81,7 @@ class ExportBest(keras.callbacks.Callback):
         self._seen = False
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self._seen = False
 
     def _improved(self, value) -> bool:
@@ -90,7 +98,8 @@ class ExportBest(keras.callbacks.Callback):
         value = float(logs[self.monitor])
         if not math.isfinite(value) or not self._improved(value):
             return
-        path = self.model.export(self.filepath)
+        with self.weights_that_collected_the_batch(logs):
+            path = self.model.export(self.filepath)
         previous = self.best
         self.best, self.best_path = value, path
         self.exported.append((epoch, value, path))

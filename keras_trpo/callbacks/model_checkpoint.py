@@ -1,21 +1,33 @@
-"""Saving the best ``.keras`` model by a periodic evaluation."""
+"""Keras's ``ModelCheckpoint`` for ``eval_return`` (logged on some iterations only) and for the batch statistics
+(measured before the update of their iteration)."""
 
 from __future__ import annotations
 
 import keras
 
 from keras_trpo.callbacks._monitor import SkipsIterationsWithoutMonitor
+from keras_trpo.callbacks.best_policy import KeepsWeightsBeforeUpdate
 
 
-class ModelCheckpoint(SkipsIterationsWithoutMonitor, keras.callbacks.ModelCheckpoint):
-    """``keras.callbacks.ModelCheckpoint`` for a value logged on some iterations only, such as ``eval_return``.
+class ModelCheckpoint(KeepsWeightsBeforeUpdate, SkipsIterationsWithoutMonitor, keras.callbacks.ModelCheckpoint):
+    """``keras.callbacks.ModelCheckpoint`` that saves the policy that earned the best value.
 
     With ``save_best_only=True``, Keras's ``ModelCheckpoint`` treats an
     iteration without the monitored value as one to save: it warns (``Can save
     best model only with eval_return available``) and overwrites the best
-    model with that iteration's. This subclass skips those iterations, so the
-    file holds the model of the best *evaluated* iteration. If the monitored
-    value never appears during ``fit``, one ``UserWarning`` at the end says so.
+    model with that iteration's. This subclass skips those iterations, and
+    those where the value is NaN (``episode_return`` when no episode finished),
+    so the file holds the model of the best *measured* iteration. If no finite
+    value appears during ``fit``, one ``UserWarning`` at the end says so.
+
+    Which weights: ``eval_return`` (:class:`Evaluation`) is measured on the
+    weights after the iteration's update, and those are saved. A batch
+    statistic (``episode_return``, ``episode_length``, ``episodes``) is measured
+    on the batch, collected *before* the update: for those this callback saves
+    the model as it was when the batch was collected (weights, optimizer state,
+    ``policy_version``), where Keras's would save the model one update later
+    (:mod:`keras_trpo.callbacks.best_policy`).
+
     Everything else, arguments included, is Keras's; only the defaults differ:
     ``monitor="eval_return"``, ``mode="max"``, ``save_best_only=True``. (To
     serve the best policy with TF Serving, see :class:`ExportBest`.)
@@ -28,6 +40,7 @@ class ModelCheckpoint(SkipsIterationsWithoutMonitor, keras.callbacks.ModelCheckp
     model.fit(rollouts, epochs=97, callbacks=[
         keras_trpo.callbacks.Evaluation("CartPole-v1", episodes=10, every=10, seed=0),
         keras_trpo.callbacks.ModelCheckpoint("best.keras"),   # the best eval_return's model
+        keras_trpo.callbacks.ModelCheckpoint("best_batch.keras", monitor="episode_return"),  # the policy that collected the best batch
     ])
     ```
     """
@@ -37,3 +50,20 @@ class ModelCheckpoint(SkipsIterationsWithoutMonitor, keras.callbacks.ModelCheckp
 
     def monitors_this_fit(self) -> bool:
         return bool(self.save_best_only)
+
+    def keeps_weights_before_update(self) -> bool:
+        return bool(self.save_best_only) and super().keeps_weights_before_update()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":  # Keras saves at on_epoch_end only
+            super().on_train_batch_end(batch, logs)
+            return
+        with self.weights_that_collected_the_batch(logs):
+            super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq != "epoch":
+            super().on_epoch_end(epoch, logs)
+            return
+        with self.weights_that_collected_the_batch(logs):
+            super().on_epoch_end(epoch, logs)

@@ -1,0 +1,125 @@
+"""Which policy a "best model" callback keeps: the weights a monitored value was measured on.
+
+A TRPO iteration (one ``fit`` epoch) collects a batch with the current weights, then updates
+them. The keys that come from the batch, :data:`BATCH_STATISTICS` (``episode_return``,
+``episode_length``, ``episodes``), were therefore measured on the weights *before* the update
+of their iteration, while at ``on_epoch_end`` the model already holds the updated ones. So
+``keras.callbacks.ModelCheckpoint(monitor="episode_return", save_best_only=True)`` and
+``keras.callbacks.EarlyStopping(monitor="episode_return", restore_best_weights=True)`` keep the
+policy one update *after* the one that earned the best return: the best batch came from
+``policy_version`` 4, and the file holds version 5. ``eval_return``
+(:class:`~keras_trpo.callbacks.Evaluation`) is measured at ``on_epoch_end`` on the updated
+weights, so Keras's callbacks keep the right weights for it.
+
+keras_trpo's :class:`~keras_trpo.callbacks.ModelCheckpoint`,
+:class:`~keras_trpo.callbacks.EarlyStopping` and :class:`~keras_trpo.callbacks.ExportBest`
+keep the right policy for both kinds of keys: when they monitor a batch statistic they copy the
+model's state at ``on_train_batch_begin`` (the weights about to collect and train on the batch;
+``train_step`` refuses a batch collected by other weights), and save, restore or export that copy
+when the statistic improves. :func:`warn_about_keras_best_callbacks` (called by ``TRPO.fit``)
+warns once per callback when a Keras callback would keep the updated policy instead.
+
+An episode that finishes in a batch may have started in an earlier one, under earlier weights:
+``episode_return`` credits the weights that collected the batch it finished in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+
+import keras
+
+from keras_trpo.callbacks._logs import finite
+
+#: Log keys measured on the batch, i.e. on the weights before the update of their iteration.
+BATCH_STATISTICS = ("episode_return", "episode_length", "episodes")
+
+
+def measured_before_update(key) -> bool:
+    """True for a log key measured on the batch (:data:`BATCH_STATISTICS`), before the update."""
+    return key in BATCH_STATISTICS
+
+
+class ModelState:
+    """A copy of everything ``model.save`` writes that an update changes: the model's weights (networks,
+    normalizer, ``policy_version``, ...), the critic optimizer's variables and the critic-shuffle seed."""
+
+    def __init__(self, model):
+        self.weights = model.get_weights()
+        optimizer = getattr(model, "optimizer", None)
+        self.optimizer = [v.numpy() for v in optimizer.variables] if optimizer is not None else None
+        seed_generator = getattr(model, "seed_generator", None)
+        self.seed = seed_generator.state.numpy() if seed_generator is not None else None
+
+    def restore(self, model) -> None:
+        model.set_weights(self.weights)
+        if self.optimizer is not None:
+            for variable, value in zip(model.optimizer.variables, self.optimizer):
+                variable.assign(value)
+        if self.seed is not None:
+            model.seed_generator.state.assign(self.seed)
+
+
+class KeepsWeightsBeforeUpdate:
+    """Mixin for a callback with a ``monitor``: copies the model's state at every ``on_train_batch_begin``
+    when :meth:`keeps_weights_before_update` (by default: ``monitor`` is a batch statistic)."""
+
+    def keeps_weights_before_update(self) -> bool:
+        return measured_before_update(self.monitor)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.before_update = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        super().on_train_batch_begin(batch, logs)
+        # The weights that collect this batch (collection happens in the train function, after this).
+        self.before_update = ModelState(self.model) if self.keeps_weights_before_update() else None
+
+    @contextlib.contextmanager
+    def weights_that_collected_the_batch(self, logs):
+        """Inside the ``with``, the model holds the weights that collected the batch whose statistics
+        are in ``logs`` (when the monitored value is a finite batch statistic); afterwards, its own again."""
+        before = getattr(self, "before_update", None)
+        if before is None or not finite((logs or {}).get(self.monitor)):
+            yield
+            return
+        after = ModelState(self.model)
+        before.restore(self.model)
+        try:
+            yield
+        finally:
+            after.restore(self.model)
+
+
+_warned = weakref.WeakSet()
+
+
+def warn_about_keras_best_callbacks(callbacks) -> None:
+    """Warns (once per callback) about each Keras callback in ``callbacks`` that would keep the updated
+    policy for a batch statistic: ``keras.callbacks.ModelCheckpoint(save_best_only=True)`` or
+    ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` monitoring one of :data:`BATCH_STATISTICS`."""
+    for callback in callbacks or ():
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(callback, KeepsWeightsBeforeUpdate) or not measured_before_update(monitor):
+            continue
+        if isinstance(callback, keras.callbacks.ModelCheckpoint) and callback.save_best_only:
+            name, does, ours = "ModelCheckpoint", "save_best_only=True) saves", "ModelCheckpoint"
+        elif isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
+            name, does, ours = "EarlyStopping", "restore_best_weights=True) restores", "EarlyStopping"
+        else:
+            continue
+        if callback in _warned:
+            continue
+        _warned.add(callback)
+        warnings.warn(
+            f"keras.callbacks.{name}(monitor={monitor!r}, {does} the weights after the update of the best "
+            f"iteration, not the policy that collected its batch ({monitor} is measured on the batch, before "
+            f"the update). Use keras_trpo.callbacks.{ours}(monitor={monitor!r}, ...), which keeps the weights "
+            "that collected the batch, or monitor eval_return (keras_trpo.callbacks.Evaluation), measured on "
+            "the updated weights.",
+            UserWarning,
+            stacklevel=3,
+        )
