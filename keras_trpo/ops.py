@@ -118,7 +118,8 @@ def fisher_vector_product_fn(
         grad_kl = inner.gradient(kl, variables)
     # Variables the KL does not depend on have a zero Fisher block.
     connected = [i for i, g in enumerate(grad_kl) if g is not None]
-    damping = tf.convert_to_tensor(damping)
+    # A Python number in the compute dtype: 0.1 as float32 is 0.10000000149, a 1.5e-8 error in float64.
+    damping = tf.constant(damping, float_dtype()) if isinstance(damping, (int, float)) else tf.convert_to_tensor(damping)
 
     def product(vector):
         vector = tf.stop_gradient(vector)
