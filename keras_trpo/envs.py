@@ -1,21 +1,28 @@
 """Gymnasium vector-env helpers shared by collection and evaluation.
 
 * :func:`as_vector_env`, :func:`autoreset_mode`, :func:`action_bounds`, :func:`check_spaces`,
-  :func:`check_partial_reset`;
+  :func:`check_partial_reset`, :func:`skips_reset_steps`;
+* :func:`env_snapshot`, :func:`resume_seed`: the env pickled when its pickle keeps its state, else the
+  seed of the reset that restarts it (to resume training);
 * :func:`run_env_checker`: gymnasium's ``check_env`` on one sub-environment;
-* :func:`failing_sub_env`, :func:`raised_in`: which sub-env raised, for ``RolloutError`` messages.
+* :func:`call_env`: ``env.step``/``reset`` whose errors become one ``RolloutError`` naming the sub-env
+  (:func:`failing_sub_env`, :func:`raised_in`), the step and the space.
 
-Imports nothing from keras_trpo.
+Imports only keras_trpo.errors.
 """
 
 from __future__ import annotations
 
 import traceback
 
+import cloudpickle
 import gymnasium
 import numpy as np
+from gymnasium.utils import EzPickle
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode, VectorEnv
+
+from keras_trpo.errors import RolloutError
 
 
 def run_env_checker(env):
@@ -59,6 +66,38 @@ def raised_in(error, function_name) -> bool:
     return any(function_name in frame.f_code.co_name for frame, _ in traceback.walk_tb(error.__traceback__))
 
 
+def call_env(call, env: VectorEnv, spec, *, what: str, step: int, env_steps: int):
+    """``call()`` (``env.step``/``env.reset``) with its observations checked against ``spec``.
+
+    An exception, or observations that do not fit ``spec`` with ``env.num_envs`` rows, becomes a
+    ``RolloutError`` naming the sub-env, ``what`` ran at ``step`` of this batch, ``env_steps`` (steps
+    made before it) and the observation space.
+    """
+    try:
+        result = call()
+    except Exception as error:  # noqa: BLE001 - re-raised with context
+        index = failing_sub_env(error)
+        where = "a sub-environment" if index is None else f"sub-environment {index}"
+        message = (
+            f"{where} raised {type(error).__name__} in {what} at step {step} of this batch "
+            f"(after {env_steps} env steps in all): {error}"
+        )
+        if raised_in(error, "concatenate"):
+            message += f". Its observation does not fit the observation space {env.single_observation_space}."
+        raise RolloutError(message) from error
+    if spec.is_exact_batch(result[0], env.num_envs):
+        return result
+    try:
+        spec.check(result[0], what=f"env.{what}'s observations")
+        rows = {np.shape(o)[0] for o in spec.flatten(result[0])}
+        if rows != {env.num_envs}:
+            raise ValueError(f"env.{what}'s observations have {sorted(rows)} rows; expected num_envs = "
+                             f"{env.num_envs} rows")
+    except (ValueError, KeyError, TypeError) as error:
+        raise RolloutError(f"{error} (env observation space {env.single_observation_space})") from None
+    return result
+
+
 def spaces_of(env) -> tuple:
     """``(observation_space, action_space)`` of a gymnasium ``Env`` or ``VectorEnv`` (its ``single_*`` spaces)."""
     observation_space = getattr(env, "single_observation_space", None) or getattr(env, "observation_space", None)
@@ -83,8 +122,8 @@ def autoreset_mode(env: VectorEnv) -> AutoresetMode:
     """The vector env's autoreset mode (gymnasium's default, ``NEXT_STEP``, when unset).
 
     Under ``NEXT_STEP`` and ``DISABLED`` the caller resets finished sub-envs with
-    ``env.reset(options={"reset_mask": done})`` (``Rollouts`` and ``evaluate`` do);
-    under ``SAME_STEP`` the env has already reset them.
+    ``env.reset(options={"reset_mask": done})`` (``Rollouts`` and ``evaluate`` do; for envs that
+    ignore the mask see :func:`skips_reset_steps`); under ``SAME_STEP`` the env has already reset them.
     """
     return env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
 
@@ -97,29 +136,105 @@ def action_bounds(env: VectorEnv):
     return None, None
 
 
+def _ignores_reset_mask(env: VectorEnv) -> bool:
+    """Whether the caller would reset ``env``'s finished sub-envs but cannot reset them alone.
+
+    gymnasium's ``SyncVectorEnv`` and ``AsyncVectorEnv`` honour ``reset(options={"reset_mask": done})``;
+    gymnasium's own vectorized implementations (``make_vec``'s default mode for CartPole-v1, e.g.
+    ``CartPoleVectorEnv``) ignore it and restart every sub-env. ``SAME_STEP`` envs are never reset
+    by the caller.
+    """
+    return autoreset_mode(env) != AutoresetMode.SAME_STEP and not isinstance(
+        env.unwrapped, (gymnasium.vector.SyncVectorEnv, gymnasium.vector.AsyncVectorEnv)
+    )
+
+
+def _sync_hint(env: VectorEnv) -> str:
+    if env.spec is not None:
+        return f"gymnasium.make_vec({env.spec.id!r}, num_envs={env.num_envs}, vectorization_mode='sync')"
+    return "gymnasium.make_vec(..., vectorization_mode='sync')"
+
+
 def check_partial_reset(env: VectorEnv) -> None:
     """Raises ValueError for a vector env that cannot reset only its finished sub-envs.
 
-    Under the ``NEXT_STEP`` and ``DISABLED`` autoreset modes, ``Rollouts`` and
-    ``evaluate`` reset the finished sub-envs at once with
-    ``env.reset(options={"reset_mask": done})``. gymnasium's ``SyncVectorEnv`` and
-    ``AsyncVectorEnv`` honour the mask; gymnasium's own vectorized implementations
-    (``make_vec``'s default mode for CartPole-v1, e.g. ``CartPoleVectorEnv``) ignore
-    it and restart every sub-env, so the episodes still running would be cut
-    without a ``done`` and the batch would silently hold wrong transitions.
-    ``SAME_STEP`` envs are never reset by the caller.
+    Under the ``NEXT_STEP`` and ``DISABLED`` autoreset modes, ``evaluate`` resets the finished
+    sub-envs at once with ``env.reset(options={"reset_mask": done})``. An env whose ``reset``
+    ignores the mask and restarts every sub-env would cut the episodes still running without a
+    ``done``. (``Rollouts`` handles such ``NEXT_STEP`` envs with :func:`skips_reset_steps`.)
     """
-    base = env.unwrapped
-    if autoreset_mode(env) == AutoresetMode.SAME_STEP or isinstance(
-        base, (gymnasium.vector.SyncVectorEnv, gymnasium.vector.AsyncVectorEnv)
-    ):
-        return
-    make = f"gymnasium.make_vec({env.spec.id!r}, num_envs={env.num_envs}, " if env.spec is not None else "gymnasium.make_vec(..., "
+    if _ignores_reset_mask(env):
+        raise ValueError(
+            f"{type(env.unwrapped).__name__} cannot reset only its finished sub-environments (reset ignores "
+            f"options['reset_mask']), so every running episode would be cut short; use {_sync_hint(env)} "
+            "or 'async'."
+        )
+
+
+def skips_reset_steps(env: VectorEnv) -> bool:
+    """Whether ``Rollouts`` must step through the env's own resets instead of resetting sub-envs itself.
+
+    True for a ``NEXT_STEP`` vector env whose ``reset`` ignores ``reset_mask`` (gymnasium's
+    ``CartPoleVectorEnv``, built by ``gymnasium.make_vec("CartPole-v1", num_envs=8)``): the step
+    after a sub-env's episode end is then its reset step (the action is ignored, the observation
+    is the next episode's first, reward 0, no ``done``), which is no transition. False for envs the
+    caller can reset alone and for ``SAME_STEP`` envs. Raises ValueError for such an env under
+    ``DISABLED`` autoreset, where nothing would restart a finished sub-env without cutting the others.
+    """
+    if not _ignores_reset_mask(env):
+        return False
+    if autoreset_mode(env) == AutoresetMode.NEXT_STEP:
+        return True
     raise ValueError(
-        f"{type(base).__name__} cannot reset only its finished sub-environments (reset ignores "
-        f"options['reset_mask']), so every running episode would be cut short; use {make}"
-        "vectorization_mode='sync') or 'async'."
+        f"{type(env.unwrapped).__name__} with autoreset_mode {autoreset_mode(env).name} cannot reset only its "
+        "finished sub-environments (reset ignores options['reset_mask']) and never resets them itself; use "
+        f"its NEXT_STEP autoreset mode (gymnasium's default) or {_sync_hint(env)}."
     )
+
+
+def _layers(env):
+    """``env`` and every env it wraps (``.env`` of gymnasium's wrappers and vector wrappers), outermost first."""
+    while env is not None:
+        yield env
+        inner = getattr(env, "env", None)
+        env = inner if inner is not env else None
+
+
+def _why_not_snapshot(env: VectorEnv):
+    """Why pickling ``env`` would not keep its state (before trying it), or None."""
+    base = env.unwrapped
+    if isinstance(base, gymnasium.vector.AsyncVectorEnv):
+        return "AsyncVectorEnv: its sub-environments live in worker processes"
+    inner = [layer for sub in getattr(base, "envs", ()) for layer in _layers(sub)]
+    for layer in [*_layers(env), *inner]:
+        if isinstance(layer, EzPickle):
+            # EzPickle's __setstate__ builds a new object from the constructor's arguments: a fresh
+            # env, not the one mid-episode (gymnasium's MuJoCo, Box2D and ale_py's Atari envs).
+            return f"{type(layer).__name__} pickles its constructor arguments, not its state (gymnasium.utils.EzPickle)"
+    return None
+
+
+def env_snapshot(env: VectorEnv):
+    """``(bytes, None)``: ``env`` pickled with its whole state; or ``(None, why)`` when that is not possible.
+
+    cloudpickle (a gymnasium dependency) pickles local factories by value, such as the
+    ``create_single_env`` closures of ``gymnasium.make_vec`` and lambdas given as ``wrappers``.
+    Not snapshotted: an ``AsyncVectorEnv`` (sub-envs in other processes), an env any layer of
+    which is a ``gymnasium.utils.EzPickle`` (its pickle re-creates it from its constructor
+    arguments, losing the episode), and an env whose pickling raises.
+    """
+    why = _why_not_snapshot(env)
+    if why is None:
+        try:
+            return cloudpickle.dumps(env), None
+        except Exception as error:  # noqa: BLE001 - any failure means: resume from a reset
+            why = f"pickling it raised {type(error).__name__}: {error}"
+    return None, why
+
+
+def resume_seed(seed: int, env_steps: int) -> int:
+    """The seed of the reset that restarts an env resumed without its saved state (a function of both)."""
+    return int(np.random.SeedSequence([int(seed), int(env_steps)]).generate_state(1)[0])
 
 
 def check_spaces(env: VectorEnv, model) -> None:

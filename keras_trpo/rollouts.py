@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import pickle
 import time
-import warnings
 
 import keras
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from keras_trpo.acting import PolicySnapshot
-from keras_trpo.advantages import compute_gae
 from keras_trpo.envs import (
-    action_bounds, as_vector_env, autoreset_mode, check_partial_reset, check_spaces, failing_sub_env, raised_in,
-    run_env_checker,
+    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, resume_seed,
+    run_env_checker, skips_reset_steps,
 )
-from keras_trpo.errors import RolloutError
 from keras_trpo.normalization import RewardScaler
+from keras_trpo.transitions import Transitions, scale_rewards, warn_non_finite
 from keras_trpo.validation import check_unit_interval
 
 
@@ -46,7 +44,15 @@ class Rollouts(keras.utils.PyDataset):
     ``reset(options={"reset_mask": done})``, so no batch row is a reset-only
     step; under ``SAME_STEP`` the true last observation comes from
     ``info["final_obs"]``. A truncated episode is bootstrapped from ``V`` of that
-    true last observation.
+    true last observation. A ``NEXT_STEP`` vector env whose ``reset`` ignores
+    ``reset_mask`` (gymnasium's ``CartPoleVectorEnv``, the default of
+    ``make_vec("CartPole-v1", num_envs=8)``) resets a finished sub-env on its next
+    step, which is then no transition (action ignored, reward 0): such steps are left
+    out. The env is stepped until every sub-env has ``steps / num_envs`` transitions
+    in a row; a sub-env that has them goes on stepping (its transitions count for the
+    episode statistics and ``env_steps`` but are not stored) and the next batch
+    continues from there. Each sub-env's last row is bootstrapped from the
+    observation that followed it. ``DISABLED`` without ``reset_mask`` is refused.
 
     **Acting.** Actions are sampled with a numpy copy of the current weights
     (:class:`keras_trpo.acting.PolicySnapshot`; custom networks: one compiled TF function),
@@ -79,7 +85,11 @@ class Rollouts(keras.utils.PyDataset):
     repeated value: ``policy_version``, the episode statistics
     ``episode_return`` / ``episode_length`` (means over the episodes that
     finished in this batch; NaN when none did), ``episodes`` (their count) and
-    ``env_steps`` (transitions collected so far).
+    ``env_steps`` (transitions collected so far: ``steps`` per batch; with reset
+    steps left out, every transition the env made, stored or not, so a little more).
+
+    **Resuming** (:meth:`get_state`, ``callbacks.RolloutsBackup``): bit for bit when the env
+    can be pickled with its state, else from a seeded reset.
 
     Example:
 
@@ -92,17 +102,9 @@ class Rollouts(keras.utils.PyDataset):
     """
 
     def __init__(
-        self,
-        env,
-        model,
-        *,
-        steps=2048,
-        gamma=0.99,
-        gae_lambda=0.97,
-        seed=None,
-        check_env=False,
+        self, env, model, *, steps=2048, gamma=0.99, gae_lambda=0.97, seed=None, check_env=False,
         normalize_rewards=False,
-    ):
+    ):  # fmt: skip
         # No workers: a batch must never be collected ahead of the update before it.
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=1)
         check_unit_interval("gamma", gamma)
@@ -118,7 +120,8 @@ class Rollouts(keras.utils.PyDataset):
         self.env = as_vector_env(env)
         self.model = model
         check_spaces(self.env, model)
-        check_partial_reset(self.env)
+        #: Whether the env's own reset steps are stepped through and left out (NEXT_STEP, no reset_mask).
+        self.skips_reset_steps = skips_reset_steps(self.env)
         self.num_envs = int(self.env.num_envs)
         if steps % self.num_envs:
             lower = max(self.num_envs, steps - steps % self.num_envs)
@@ -136,6 +139,7 @@ class Rollouts(keras.utils.PyDataset):
         self._observations = None
         self._episode_return = np.zeros(self.num_envs)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._resetting = np.zeros(self.num_envs, bool)  # skips_reset_steps: the next step only resets these
         self._cached = None  # (policy_version, batch)
         self._was_reset = False
         #: The exception that ended the last collection, if any (``TRPO.fit`` re-raises it as is).
@@ -185,7 +189,7 @@ class Rollouts(keras.utils.PyDataset):
         """
         start = time.perf_counter()
         try:
-            batch = self._collect()
+            batch = self._collect_skipping_reset_steps() if self.skips_reset_steps else self._collect()
             self.collect_seconds += time.perf_counter() - start
             return batch
         except BaseException:
@@ -194,57 +198,57 @@ class Rollouts(keras.utils.PyDataset):
             self._episode_length[:] = 0
             raise
 
-    def _collect(self) -> dict:
-        policy = PolicySnapshot(self.model)
-        env, horizon, num_envs = self.env, self.horizon, self.num_envs
+    def _start(self):
+        """The current observations; a (seeded, the first time) reset of every sub-env if there are none."""
         if self._observations is None:
             # Seeded once; a reset after an interrupted collection continues the env's RNG stream.
             seed = None if self._was_reset else self.seed
-            self._observations, _ = self._call_env(lambda: env.reset(seed=seed), "reset", 0)
+            self._observations, _ = self._call_env(lambda: self.env.reset(seed=seed), "reset", 0)
             self._was_reset = True
-        head, spec = self.model.head, self.model.observation_spec
-        # In the space's dtypes: uint8 images stay uint8 (a quarter of float32's memory).
-        obs_buf = spec.buffer(horizon, num_envs)
-        act_buf = np.empty((horizon, num_envs, *head.action_shape), np.float32 if not head.integer_actions else np.int64)
-        rewards = np.zeros((horizon, num_envs))
-        values = np.zeros((horizon, num_envs))
-        final_values = np.zeros((horizon, num_envs))
-        terminated = np.zeros((horizon, num_envs), bool)
-        truncated = np.zeros((horizon, num_envs), bool)
+            self._resetting[:] = False
+        return self._observations
+
+    def _end_episodes(self, done):
+        """Keeps the finished episodes' statistics at once: an env error later in the batch cannot lose them."""
+        self.episode_returns.extend(self._episode_return[done].tolist())
+        self.episode_lengths.extend(self._episode_length[done].tolist())
+        self._episode_return[done] = 0.0
+        self._episode_length[done] = 0
+
+    def _batch(self, buffers, policy, first_finished) -> dict:
+        return buffers.batch(
+            self.gamma, self.gae_lambda, policy_version=policy.version, env_steps=self.env_steps,
+            finished_returns=self.episode_returns[first_finished:],
+            finished_lengths=self.episode_lengths[first_finished:],
+        )  # fmt: skip
+
+    def _collect(self) -> dict:
+        policy = PolicySnapshot(self.model)
+        env, horizon = self.env, self.horizon
+        observations = self._start()
+        spec = self.model.observation_spec
+        buffers = Transitions(spec, self.model.head, horizon, self.num_envs)
+        rewards, final_values, terminated, truncated = (
+            buffers.rewards, buffers.final_values, buffers.terminated, buffers.truncated
+        )
         first_finished = len(self.episode_returns)
         low, high = action_bounds(self.env)
-
-        observations = self._observations
         for t in range(horizon):
-            actions, values[t] = policy.act(observations, self._rng)
-            if spec.structured:
-                spec.map(lambda _, buffer, o: buffer.__setitem__(t, o), obs_buf, observations)
-            else:
-                obs_buf[t] = observations
-            act_buf[t] = actions
+            actions, buffers.values[t] = policy.act(observations, self._rng)
+            buffers.put_observations(t, observations)
+            buffers.actions[t] = actions
             env_actions = actions if low is None else np.clip(actions, low, high)
             observations, rewards[t], terminated[t], truncated[t], info = self._call_env(
                 lambda: env.step(env_actions), "step", t
             )
-            if not np.all(np.isfinite(rewards[t])):
-                bad = np.flatnonzero(~np.isfinite(rewards[t])).tolist()
-                warnings.warn(
-                    f"sub-environment(s) {bad} returned a non-finite reward {rewards[t][bad].tolist()} at step {t} "
-                    f"of this batch; TRPO.train_step will reject the batch and leave the model unchanged.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            warn_non_finite(rewards[t], t)
             self._episode_return += rewards[t]
             self._episode_length += 1
             done = terminated[t] | truncated[t]
             if self.reward_scaler is not None:
                 rewards[t] = self.reward_scaler(rewards[t], done)
             if done.any():
-                # Kept at once, so an env error later in this batch does not lose them.
-                self.episode_returns.extend(self._episode_return[done].tolist())
-                self.episode_lengths.extend(self._episode_length[done].tolist())
-                self._episode_return[done] = 0.0
-                self._episode_length[done] = 0
+                self._end_episodes(done)
                 if self.autoreset_mode == AutoresetMode.SAME_STEP:
                     last_observations = spec.map(lambda _, o: np.array(o, copy=True), observations)
                     for i in np.flatnonzero(done):
@@ -265,50 +269,85 @@ class Rollouts(keras.utils.PyDataset):
             final_values[-1, running] = policy.values(spec.map(lambda _, o: o[running], observations))
         self._observations = observations
         self.env_steps += self.steps
+        return self._batch(buffers, policy, first_finished)
 
-        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rewards were warned about above
-            advantages, returns = compute_gae(
-                rewards, values, terminated, truncated, final_values, self.gamma, self.gae_lambda
-            )
-        n = self.steps
-        finished_returns = self.episode_returns[first_finished:]
-        finished_lengths = self.episode_lengths[first_finished:]
-        return {
-            "observations": spec.map(lambda leaf, o: o.reshape(n, *leaf.shape), obs_buf),
-            "actions": act_buf.reshape(n, *head.action_shape),
-            "advantages": advantages.reshape(n),
-            "returns": returns.reshape(n),
-            # Scalars travel as [N] columns of one repeated value: Keras datasets need rank >= 1, and
-            # under a tf.distribute strategy every replica's share of the batch then carries them.
-            "policy_version": np.full(n, policy.version, np.int64),
-            "episode_return": np.full(n, np.mean(finished_returns) if finished_returns else np.nan, np.float32),
-            "episode_length": np.full(n, np.mean(finished_lengths) if finished_lengths else np.nan, np.float32),
-            "episodes": np.full(n, len(finished_returns), np.float32),
-            "env_steps": np.full(n, self.env_steps, np.float32),
-        }
+    def _collect_skipping_reset_steps(self) -> dict:
+        """``_collect`` for a ``NEXT_STEP`` env that ignores ``reset_mask`` (``skips_reset_steps``).
+
+        Steps the env until every sub-env has ``horizon`` transitions in its column. A sub-env's
+        step after its episode ended only resets it (no transition): not stored. Transitions of a
+        sub-env whose column is full are not stored either (they count for the episode statistics
+        and ``env_steps``), and the next batch goes on from where the env then is.
+        """
+        policy = PolicySnapshot(self.model)
+        env, horizon, spec = self.env, self.horizon, self.model.observation_spec
+        observations = self._start()
+        buffers = Transitions(spec, self.model.head, horizon, self.num_envs)
+        first_finished, transitions, t = len(self.episode_returns), 0, 0
+        kept = np.zeros(self.num_envs, np.int64)  # transitions stored per sub-env
+        low, high = action_bounds(env)
+        while (kept < horizon).any():
+            actions, values = policy.act(observations, self._rng)
+            env_actions = actions if low is None else np.clip(actions, low, high)
+            step = self._call_env(lambda: env.step(env_actions), "step", t)
+            following, rewards, terminated, truncated = step[:4]
+            stepped = ~self._resetting
+            rewards = np.asarray(rewards, np.float64)
+            warn_non_finite(np.where(stepped, rewards, 0.0), t)
+            self._episode_return[stepped] += rewards[stepped]
+            self._episode_length[stepped] += 1
+            done = (terminated | truncated) & stepped
+            if self.reward_scaler is not None:
+                rewards = scale_rewards(self.reward_scaler, rewards, done, stepped)
+            self._end_episodes(done)
+            store = stepped & (kept < horizon)
+            rows, columns = kept[store], np.flatnonzero(store)
+            buffers.put_observations((rows, columns), spec.map(lambda _, o: o[columns], observations))
+            buffers.actions[rows, columns] = actions[columns]
+            buffers.values[rows, columns] = values[columns]
+            buffers.rewards[rows, columns] = rewards[columns]
+            buffers.terminated[rows, columns] = terminated[columns]
+            buffers.truncated[rows, columns] = truncated[columns]
+            # V of the observation that followed the row (under NEXT_STEP the step returns the true last
+            # one): for a truncated row, and for a column's last row unless the episode terminated there.
+            bootstrap = store & (truncated | ((kept == horizon - 1) & ~terminated))
+            if bootstrap.any():
+                buffers.final_values[kept[bootstrap], bootstrap] = policy.values(
+                    spec.map(lambda _, o: o[bootstrap], following)
+                )
+            kept[store] += 1
+            transitions += int(stepped.sum())
+            self._resetting = done
+            observations, t = following, t + 1
+        self._observations = observations
+        self.env_steps += transitions
+        return self._batch(buffers, policy, first_finished)
 
     def close(self):
         """Closes the environment."""
         self.env.close()
 
-    # -- exact resumption ---------------------------------------------------
+    # -- resumption ---------------------------------------------------------
     def get_state(self) -> dict:
         """Everything besides the model that decides the next batches, as picklable values.
 
-        With the model's weights (``BackupAndRestore``) and this state, a resumed
-        ``fit`` continues bit for bit like an uninterrupted one: the environment
-        (pickled, so it must be picklable: e.g. a ``SyncVectorEnv`` built from
-        module-level factories; ``AsyncVectorEnv`` worker processes are not), the
-        current observations and running episode statistics, the action-sampling
-        RNG, and the counters. ``policy_version`` records which weights it belongs to.
+        With the model's weights (``BackupAndRestore``) and this state, a resumed ``fit``
+        continues bit for bit like an uninterrupted one when the env can be saved
+        (:func:`keras_trpo.envs.env_snapshot`: cloudpickled with its whole state, e.g. any
+        ``gymnasium.make_vec`` sync or default-mode env, with wrappers), together with the current
+        observations, running episode statistics, the action-sampling RNG and the counters.
+        Otherwise (``AsyncVectorEnv``; envs that pickle as their constructor arguments, such as
+        gymnasium's MuJoCo, Box2D and Atari envs) ``"env"`` is None and :meth:`set_state` restarts
+        the episodes from a seeded reset. ``policy_version`` records which weights it belongs to.
         """
         return {
             "policy_version": self.model.policy_version,
             "rng": self._rng.bit_generator.state,
-            "env": pickle.dumps(self.env),
+            "env": env_snapshot(self.env)[0],
             "observations": None if self._observations is None else self.model.observation_spec.numpy(
                 self._observations, copy=True),
             "was_reset": self._was_reset,
+            "resetting": self._resetting.copy(),
             "episode_return": self._episode_return.copy(),
             "episode_length": self._episode_length.copy(),
             "env_steps": self.env_steps,
@@ -318,50 +357,41 @@ class Rollouts(keras.utils.PyDataset):
         }
 
     def set_state(self, state: dict) -> None:
-        """Restores :meth:`get_state`; a batch collected before the restore is never served."""
+        """Restores :meth:`get_state`; a batch collected before the restore is never served.
+
+        Without a saved env (``state["env"] is None``) this env is reset, seeded from ``seed`` and
+        ``env_steps`` (unseeded if ``seed`` is None), and the episodes that were running are dropped
+        (neither their returns nor their reward-scaler returns carry over); the RNG, the counters,
+        the finished episodes and the reward scaler's statistics are restored.
+        """
         if state["policy_version"] != self.model.policy_version:
             raise ValueError(
                 f"rollouts state belongs to policy_version {state['policy_version']} but the model is at "
                 f"{self.model.policy_version}; restore the model's weights first (BackupAndRestore)."
             )
         self._rng.bit_generator.state = state["rng"]
-        self.env = pickle.loads(state["env"])
-        self._observations = state["observations"]
-        self._was_reset = state.get("was_reset", self._observations is not None)
-        self._episode_return = state["episode_return"].copy()
-        self._episode_length = state["episode_length"].copy()
         self.env_steps = state["env_steps"]
         self.episode_returns = list(state["episode_returns"])
         self.episode_lengths = list(state["episode_lengths"])
         if self.reward_scaler is not None and state.get("reward_scaler") is not None:
             self.reward_scaler.set_state(state["reward_scaler"])
         self._cached = None
+        if state["env"] is not None:
+            self.env = pickle.loads(state["env"])
+            self._observations = state["observations"]
+            self._was_reset = state.get("was_reset", self._observations is not None)
+            self._resetting = state.get("resetting", np.zeros(self.num_envs, bool)).copy()
+            self._episode_return = state["episode_return"].copy()
+            self._episode_length = state["episode_length"].copy()
+            return
+        seed = None if self.seed is None else resume_seed(self.seed, self.env_steps)
+        self._observations, _ = self._call_env(lambda: self.env.reset(seed=seed), "reset", 0)
+        self._was_reset, self._resetting[:] = True, False
+        self._episode_return[:], self._episode_length[:] = 0.0, 0
+        if self.reward_scaler is not None:
+            self.reward_scaler.returns[:] = 0.0
 
     def _call_env(self, call, what, t):
         """Runs ``env.step``/``env.reset``; errors name the sub-env, the step and the space."""
-        try:
-            result = call()
-        except Exception as error:  # noqa: BLE001 - re-raised with context
-            index = failing_sub_env(error)
-            where = "a sub-environment" if index is None else f"sub-environment {index}"
-            message = (
-                f"{where} raised {type(error).__name__} in {what} at step {t} of this batch "
-                f"(after {self.env_steps + t * self.num_envs} env steps in all): {error}"
-            )
-            if raised_in(error, "concatenate"):
-                message += (
-                    f". Its observation does not fit the observation space "
-                    f"{self.env.single_observation_space}."
-                )
-            raise RolloutError(message) from error
-        if self.model.observation_spec.is_exact_batch(result[0], self.num_envs):
-            return result
-        try:
-            self.model.observation_spec.check(result[0], what=f"env.{what}'s observations")
-            rows = {np.shape(o)[0] for o in self.model.observation_spec.flatten(result[0])}
-            if rows != {self.num_envs}:
-                raise ValueError(f"env.{what}'s observations have {sorted(rows)} rows; expected num_envs = "
-                                 f"{self.num_envs} rows")
-        except (ValueError, KeyError, TypeError) as error:
-            raise RolloutError(f"{error} (env observation space {self.env.single_observation_space})") from None
-        return result
+        return call_env(call, self.env, self.model.observation_spec, what=what, step=t,
+                        env_steps=self.env_steps + t * self.num_envs)

@@ -17,6 +17,7 @@ What a bit-identical resume needs (also in docs/serving.md, "Checkpoints and res
 import functools
 import os
 import re
+import shutil
 import warnings
 
 import gymnasium
@@ -24,6 +25,7 @@ import keras
 import numpy as np
 import pytest
 from gymnasium import spaces
+from gymnasium.utils import EzPickle
 
 import keras_trpo
 
@@ -263,3 +265,170 @@ def test_without_the_rollouts_state_a_resumed_run_diverges(uninterrupted, tmp_pa
         if path in policy_paths and not np.array_equal(a, b)
     ]
     assert differs  # ... but on other transitions, so it ends elsewhere
+
+
+# --------------------------------------------------------------------------
+# Resume with the envs people build (issue 24, item 2)
+# --------------------------------------------------------------------------
+def sync_cartpole():
+    return gymnasium.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync")
+
+
+def default_cartpole():
+    """make_vec's default mode: gymnasium's CartPoleVectorEnv (its reset steps are left out of the batch)."""
+    return gymnasium.make_vec("CartPole-v1", num_envs=3)
+
+
+def wrapped_cartpole():
+    """Local lambdas as sub-env wrappers, and stateful vector wrappers (running reward statistics).
+
+    (Not the vector NormalizeObservation: it refuses ``reset(options={"reset_mask": ...})``.)
+    """
+    halve = [lambda env: gymnasium.wrappers.TransformReward(env, lambda r: 0.5 * r)]
+    env = gymnasium.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync", wrappers=halve)
+    return gymnasium.wrappers.vector.RecordEpisodeStatistics(gymnasium.wrappers.vector.NormalizeReward(env))
+
+
+def wrapped_default_cartpole():
+    return gymnasium.wrappers.vector.NormalizeObservation(default_cartpole())
+
+
+def async_cartpole():
+    return gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="async")
+
+
+RUN_EPOCHS, COPY_AT, RUN_STEPS = 5, 3, 48
+
+
+class CopyBackupAt(keras.callbacks.Callback):
+    """After epoch ``epochs - 1`` is saved: copies the backup directory, as a run killed right then leaves it."""
+
+    def __init__(self, backup, copy, epochs, rollouts):
+        super().__init__()
+        self.backup, self.copy, self.epochs, self.rollouts = backup, copy, epochs, rollouts
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epochs - 1:
+            shutil.copytree(self.backup, self.copy)
+            self.state = self.rollouts.get_state()  # what a resume must restore
+
+
+def resumable_run(make_env, backup, copy=None, rollouts_class=keras_trpo.Rollouts):
+    """A seeded run with BackupAndRestore + RolloutsBackup; ``copy``: keep the backup of epoch COPY_AT."""
+    keras.utils.set_random_seed(0)
+    env = make_env()
+    model = keras_trpo.TRPO.for_env(
+        env, seed=0, hidden_units=(8,), value_hidden_units=(8,), value_epochs=2, value_batch_size=16, max_kl=0.05,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    rollouts = rollouts_class(env, model, steps=RUN_STEPS, seed=0)
+    backup_callback = keras_trpo.callbacks.RolloutsBackup(rollouts, backup)
+    callbacks = [keras.callbacks.BackupAndRestore(backup), backup_callback]
+    if copy is not None:
+        callbacks.append(CopyBackupAt(backup, copy, COPY_AT, rollouts))
+    history = model.fit(rollouts, epochs=RUN_EPOCHS, verbose=0, callbacks=callbacks)
+    rollouts.close()
+    return model, rollouts, history.history, callbacks[-1], backup_callback
+
+
+@pytest.mark.parametrize(
+    "make_env",
+    [sync_cartpole, default_cartpole, wrapped_cartpole, wrapped_default_cartpole],
+    ids=["make_vec-sync", "make_vec-default-CartPoleVectorEnv", "wrapped-sync", "wrapped-CartPoleVectorEnv"],
+)
+def test_resume_is_bit_identical_with_make_vec_envs(make_env, tmp_path):
+    """Catches: the env pickled with ``pickle`` (make_vec's local ``create_single_env``, lambda wrappers:
+    AttributeError at the first epoch end), or any state left out of the resume (RNG, observations,
+    the vector wrapper's statistics, the reset-step flags of CartPoleVectorEnv)."""
+    model, rollouts, history, copier, backup_callback = resumable_run(
+        make_env, str(tmp_path / "backup"), copy=str(tmp_path / "killed"))
+    assert backup_callback.bit_exact and backup_callback.reason is None
+    assert rollouts.episode_returns and sum(history["step_accepted"]) >= RUN_EPOCHS - 1  # episodes end, weights move
+    resumed, resumed_rollouts, resumed_history, _, _ = resumable_run(make_env, str(tmp_path / "killed"))
+    assert len(resumed_history["kl"]) == RUN_EPOCHS - COPY_AT
+    for key in ("kl", "episode_return", "value_loss", "env_steps"):
+        np.testing.assert_array_equal(resumed_history[key], history[key][COPY_AT:], err_msg=key)
+    for (path, a), (_, b) in zip(state_of(resumed), state_of(model)):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    assert resumed_rollouts.env_steps == rollouts.env_steps
+    assert resumed_rollouts.episode_returns == rollouts.episode_returns
+    assert resumed_rollouts.episode_lengths == rollouts.episode_lengths
+
+
+def test_async_envs_resume_from_a_seeded_reset_with_rng_and_counters_restored(tmp_path):
+    """AsyncVectorEnv cannot be saved (its sub-envs live in worker processes): the resumed run resets it.
+
+    Catches: pickling the AsyncVectorEnv (TypeError at the first epoch end, as on ce456b1), a reset
+    seeded with None (two resumes from one backup then differ) and counters or RNG not restored.
+    """
+    model, rollouts, history, copier, backup_callback = resumable_run(
+        async_cartpole, str(tmp_path / "backup"), copy=str(tmp_path / "killed"))
+    saved = copier.state
+    assert saved["env"] is None and saved["env_steps"] == COPY_AT * RUN_STEPS and saved["episode_returns"]
+    shutil.copytree(tmp_path / "killed", tmp_path / "killed-again")
+    first = resumable_run(async_cartpole, str(tmp_path / "killed"), rollouts_class=StateRecordingRollouts)
+    second = resumable_run(async_cartpole, str(tmp_path / "killed-again"), rollouts_class=StateRecordingRollouts)
+    for resumed, resumed_rollouts, resumed_history, _, _ in (first, second):
+        assert len(resumed_history["kl"]) == RUN_EPOCHS - COPY_AT and resumed.policy_version == RUN_EPOCHS
+        restored = resumed_rollouts.states[0]  # at the first resumed collection
+        assert restored["rng"] == saved["rng"] and restored["env_steps"] == saved["env_steps"]
+        assert restored["episode_returns"] == saved["episode_returns"]
+        assert not restored["episode_length"].any()  # the running episodes restarted from the reset
+        assert resumed_rollouts.env_steps == rollouts.env_steps == RUN_EPOCHS * RUN_STEPS
+        assert resumed_rollouts.episode_returns[: len(saved["episode_returns"])] == saved["episode_returns"]
+    # The reset is seeded (from the Rollouts seed and env_steps): resuming twice gives one run.
+    for (path, a), (_, b) in zip(state_of(first[0]), state_of(second[0])):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    assert first[1].episode_returns == second[1].episode_returns
+    assert not backup_callback.bit_exact and "AsyncVectorEnv" in backup_callback.reason
+
+
+class StateRecordingRollouts(keras_trpo.Rollouts):
+    """Records ``get_state()`` before each collection and every batch."""
+
+    def collect(self):
+        self.states = getattr(self, "states", [])
+        self.batches = getattr(self, "batches", [])
+        self.states.append(self.get_state())
+        self.batches.append(super().collect())
+        return self.batches[-1]
+
+
+class WalkPickledByArguments(DeterministicWalk, EzPickle):
+    """DeterministicWalk (observation: position, steps so far) pickled the way gymnasium's MuJoCo,
+    Box2D and ale_py's Atari envs are: by its constructor arguments, so an unpickled copy is a new env."""
+
+    def __init__(self, limit=11):
+        DeterministicWalk.__init__(self, limit)
+        EzPickle.__init__(self, limit)
+
+    def _obs(self):
+        return np.array([self.x, self.t], np.float32)
+
+
+def ezpickle_walk():
+    return gymnasium.vector.SyncVectorEnv([functools.partial(WalkPickledByArguments, limit=11 + i) for i in range(3)])
+
+
+def assert_rows_follow_the_dynamics(batch, num_envs):
+    """Each sub-env's consecutive rows: the next observation is the walk's step from the last, or a reset."""
+    obs = batch["observations"].reshape(-1, num_envs, 2)
+    moves = np.where(batch["actions"].reshape(-1, num_envs) == 1, 1.0, -1.0)
+    for k in range(len(obs) - 1):
+        stepped = obs[k] + np.stack([moves[k], np.ones(num_envs)], axis=1)
+        ok = np.all(obs[k + 1] == stepped, axis=1) | np.all(obs[k + 1] == 0.0, axis=1)
+        assert ok.all(), f"row {k} -> {k + 1}: {obs[k].tolist()} -> {obs[k + 1].tolist()} (actions {moves[k]})"
+
+
+def test_envs_that_pickle_as_constructor_arguments_resume_from_a_reset_not_a_wrong_state(tmp_path):
+    """Catches (as on ce456b1): an EzPickle env "restored" as a new env while the rollouts keep the saved
+    observations, so the first resumed rows jump from mid-episode states to a fresh episode's."""
+    _, _, _, copier, backup_callback = resumable_run(
+        ezpickle_walk, str(tmp_path / "backup"), copy=str(tmp_path / "killed"))
+    assert copier.state["observations"][:, 1].any()  # some episode is running at the interruption
+    _, resumed_rollouts, history, _, _ = resumable_run(
+        ezpickle_walk, str(tmp_path / "killed"), rollouts_class=StateRecordingRollouts)
+    assert len(history["kl"]) == RUN_EPOCHS - COPY_AT
+    for batch in resumed_rollouts.batches:
+        assert_rows_follow_the_dynamics(batch, 3)
+    assert not backup_callback.bit_exact and "EzPickle" in backup_callback.reason

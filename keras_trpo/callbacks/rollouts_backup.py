@@ -7,6 +7,8 @@ import pickle
 
 import keras
 
+from keras_trpo.envs import env_snapshot
+
 
 class RolloutsBackup(keras.callbacks.Callback):
     """Saves the rollouts' state next to BackupAndRestore's files; list it *after* BackupAndRestore.
@@ -16,7 +18,20 @@ class RolloutsBackup(keras.callbacks.Callback):
     batch is read before ``on_train_begin`` to infer the dataset structure, by the unrestored
     model).
 
-    The state file is a Python pickle (the env object is part of the state), and
+    **What is bit-exact.** When the env can be pickled with its whole state
+    (:func:`keras_trpo.envs.env_snapshot`: ``gymnasium.make_vec`` in ``"sync"`` or its default
+    mode such as ``CartPoleVectorEnv``, with ``wrappers=[...]`` and vector wrappers around it,
+    any ``SyncVectorEnv`` of pure-Python envs), a resumed run is bit-identical to an
+    uninterrupted one. An ``AsyncVectorEnv`` (its sub-envs live in worker processes) or an env
+    that pickles as its constructor arguments (``gymnasium.utils.EzPickle``: gymnasium's MuJoCo
+    and Box2D envs, ale_py's Atari envs) is not saved: at resume the new run's env is reset,
+    seeded from the ``Rollouts`` seed and ``env_steps``, and the episodes that were running are
+    dropped. The weights, optimizer, action-sampling RNG, counters, finished episodes and
+    reward-scaler statistics are still restored exactly, and resuming twice from the same
+    backup gives the same run; it differs from the uninterrupted run from the resumed epoch on.
+    :attr:`bit_exact` says which case applies (checked once, at construction).
+
+    The state file is a Python pickle (the env object, cloudpickled, is part of the state), and
     unpickling runs code: restore only backup directories you wrote yourself
     (docs/safe-loading.md).
 
@@ -33,6 +48,11 @@ class RolloutsBackup(keras.callbacks.Callback):
     def __init__(self, rollouts, backup_dir):
         super().__init__()
         self.rollouts, self.path = rollouts, os.path.join(backup_dir, "rollouts_state.pkl")
+        snapshot, why = env_snapshot(rollouts.env)
+        #: Whether a resume continues bit for bit (the env is saved); else it restarts from a seeded reset.
+        self.bit_exact = snapshot is not None
+        #: Why the env is not saved (None when :attr:`bit_exact`).
+        self.reason = why
 
     def on_train_begin(self, logs=None):
         if not os.path.exists(self.path):
