@@ -1,6 +1,10 @@
-"""Deterministic evaluation of a policy on a separate environment."""
+"""Deterministic evaluation of a policy on a separate environment, optionally recorded to video."""
 
 from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
 
 import gymnasium
 import numpy as np
@@ -9,8 +13,11 @@ import tensorflow as tf
 from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode, check_partial_reset, check_spaces
 from keras_trpo.validation import check_int
 
+#: How to install what ``video_folder`` needs.
+VIDEO_INSTALL = 'pip install "keras-trpo[video]"'
 
-def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[float]:
+
+def evaluate(model, env, episodes: int = 10, seed: int | None = None, *, video_folder=None) -> list[float]:
     """Runs ``episodes`` episodes with the deterministic action (the mode) and returns their returns.
 
     Args:
@@ -21,22 +28,27 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
             an env object for wrapped envs such as MiniGrid's ``ImgObsWrapper``), a gymnasium
             ``Env`` or a ``VectorEnv``. Use an env that is not the one training.
         episodes: number of episodes, split evenly over the sub-environments.
-        seed: seeds the first reset.
+        seed: seeds the first reset (sub-environment ``i`` gets ``seed + i``).
+        video_folder: records every evaluated episode with gymnasium's ``RecordVideo`` to
+            ``video_folder/env{i}-episode-{k}.mp4`` (the ``k``-th episode of sub-environment ``i``).
+            The episodes are the same as without it: same envs, seeds and returns. Needs ``moviepy``
+            (``pip install "keras-trpo[video]"``). With an env id, the copies are made with
+            ``render_mode="rgb_array"``; a gymnasium ``Env`` must have been made with it; a
+            ``VectorEnv`` cannot be wrapped once made: make it with
+            ``wrappers=[video_wrapper(video_folder, episode_quota(episodes, num_envs))]``.
 
     Returns:
-        The undiscounted return of each episode.
+        The undiscounted return of each episode, in the order they finished.
 
     Example:
 
     ```python
     returns = keras_trpo.evaluate(model, "CartPole-v1", episodes=10, seed=123)
+    keras_trpo.evaluate(model, "CartPole-v1", episodes=2, seed=123, video_folder="videos")  # videos/env0-episode-0.mp4, ...
     ```
     """
     episodes = check_int("episodes", episodes)
-    owned = isinstance(env, str)
-    if owned:
-        env = gymnasium.make_vec(env, num_envs=int(episodes), vectorization_mode="sync")
-    env = as_vector_env(env)
+    env, owned, recorder = _evaluation_env(env, episodes, video_folder)
     try:
         if hasattr(model, "observation_space"):  # a TRPO model; the CLI also passes a SavedModel's function
             check_spaces(env, model)
@@ -45,33 +57,101 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None) -> list[fl
         if owned:
             env.close()
         raise
+    try:
+        return _run_episodes(model, env, episodes, seed)
+    finally:
+        if owned:
+            env.close()
+        elif recorder is not None and recorder.recording:  # the caller's env: write the video, leave it open
+            recorder.stop_recording()
+
+
+def episode_quota(episodes: int, num_envs: int) -> list[int]:
+    """How :func:`evaluate` splits ``episodes`` over ``num_envs`` sub-environments (the first ones get one more)."""
+    quota = [episodes // num_envs] * num_envs
+    for i in range(episodes % num_envs):
+        quota[i] += 1
+    return quota
+
+
+def check_video_dependencies() -> None:
+    """Raises ``ImportError`` naming the pip extra if ``moviepy`` (which ``RecordVideo`` writes with) is missing."""
+    if importlib.util.find_spec("moviepy") is None:
+        raise ImportError(f"video_folder needs moviepy, which gymnasium's RecordVideo writes videos with: {VIDEO_INSTALL}")
+
+
+def video_wrapper(video_folder, episodes_per_env):
+    """A ``wrappers=`` entry for ``gymnasium.make_vec(..., render_mode="rgb_array")``: sub-environment ``i`` (in
+    the order they are made: sync vectorization only) records its first ``episodes_per_env[i]`` episodes to
+    ``video_folder/env{i}-episode-{k}.mp4`` with gymnasium's ``RecordVideo``."""
+    check_video_dependencies()
+    from gymnasium.wrappers import RecordVideo
+
+    folder, made = os.fspath(video_folder), []
+
+    def wrap(env):
+        index = len(made)
+        if index >= len(episodes_per_env):
+            raise ValueError(f"video_wrapper was given episodes for {len(episodes_per_env)} sub-environments; "
+                             f"got sub-environment {index}.")
+        with warnings.catch_warnings():
+            if index:  # the first sub-environment created the folder: not a folder of someone else's videos
+                warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
+            recorder = RecordVideo(env, folder, episode_trigger=lambda k, n=episodes_per_env[index]: k < n,
+                                   name_prefix=f"env{index}", disable_logger=True)
+        made.append(recorder)
+        return recorder
+
+    return wrap
+
+
+def _evaluation_env(env, episodes, video_folder):
+    """``(vector env, whether evaluate made it, the RecordVideo around a caller's single env)``."""
+    if video_folder is None:
+        if isinstance(env, str):
+            return gymnasium.make_vec(env, num_envs=episodes, vectorization_mode="sync"), True, None
+        return as_vector_env(env), False, None
+    if isinstance(env, gymnasium.vector.VectorEnv):
+        raise ValueError(
+            "video_folder needs an env id or a gymnasium Env; got a VectorEnv, whose sub-environments cannot be "
+            "wrapped once it is made: make it with wrappers=[keras_trpo.evaluation.video_wrapper(video_folder, "
+            "keras_trpo.evaluation.episode_quota(episodes, num_envs))] and render_mode='rgb_array' instead."
+        )
+    if isinstance(env, gymnasium.Env) and env.render_mode != "rgb_array":
+        raise ValueError(f"video_folder needs an env that renders images: make it with render_mode='rgb_array'; "
+                         f"got render_mode={env.render_mode!r}.")
+    if isinstance(env, str):
+        wrapper = video_wrapper(video_folder, episode_quota(episodes, episodes))
+        env = gymnasium.make_vec(env, num_envs=episodes, vectorization_mode="sync", render_mode="rgb_array",
+                                 wrappers=[wrapper])
+        return env, True, None
+    recorder = video_wrapper(video_folder, [episodes])(env)
+    return as_vector_env(recorder), False, recorder
+
+
+def _run_episodes(model, env, episodes, seed) -> list[float]:
     act = tf.function(lambda observations: model(observations), reduce_retracing=True)
     spec = getattr(model, "observation_spec", None)  # a TRPO model: observations keep their dtypes
     prepare = (lambda o: tf.convert_to_tensor(o, tf.float32)) if spec is None else spec.numpy
     low, high = action_bounds(env)
     reset_finished = autoreset_mode(env) != gymnasium.vector.AutoresetMode.SAME_STEP
-    quota = np.full(env.num_envs, episodes // env.num_envs)
-    quota[: episodes % env.num_envs] += 1
+    quota = np.asarray(episode_quota(episodes, env.num_envs))
     returns: list[float] = []
     running = np.zeros(env.num_envs)
     finished = np.zeros(env.num_envs, dtype=np.int64)
     observations, _ = env.reset(seed=seed)
-    try:
-        while (finished < quota).any():
-            actions = act(prepare(observations)).numpy()
-            if low is not None:
-                actions = np.clip(actions, low, high)
-            observations, rewards, terminated, truncated, _ = env.step(actions)
-            running += rewards
-            done = terminated | truncated
-            for i in np.flatnonzero(done):
-                if finished[i] < quota[i]:
-                    returns.append(float(running[i]))
-                    finished[i] += 1
-            running[done] = 0.0
-            if done.any() and reset_finished:
-                observations, _ = env.reset(options={"reset_mask": done})
-    finally:
-        if owned:
-            env.close()
+    while (finished < quota).any():
+        actions = act(prepare(observations)).numpy()
+        if low is not None:
+            actions = np.clip(actions, low, high)
+        observations, rewards, terminated, truncated, _ = env.step(actions)
+        running += rewards
+        done = terminated | truncated
+        for i in np.flatnonzero(done):
+            if finished[i] < quota[i]:
+                returns.append(float(running[i]))
+                finished[i] += 1
+        running[done] = 0.0
+        if done.any() and reset_finished:
+            observations, _ = env.reset(options={"reset_mask": done})
     return returns

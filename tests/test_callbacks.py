@@ -449,7 +449,7 @@ def test_backup_and_restore_resumes_an_interrupted_run(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# The README's "For Keras users" example; EarlyStopping and ModelCheckpoint on eval_return
+# EarlyStopping and ModelCheckpoint on eval_return (the README's examples run in tests/test_readme.py)
 # --------------------------------------------------------------------------
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
@@ -458,28 +458,6 @@ def readme_for_keras_users_example() -> str:
     with open(README, encoding="utf-8") as f:
         section = f.read().split("## For Keras users", 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
-
-
-def test_readme_for_keras_users_example_runs_without_warnings(tmp_path, monkeypatch, capsys):
-    code = readme_for_keras_users_example()
-    # As printed, with fewer env steps: 3 iterations of 64 steps; Evaluation(every=10) evaluates
-    # iterations 1 and 3 only, so iteration 2 has no eval_return.
-    for printed, small in [("num_envs=8", "num_envs=2"), ("steps=1024", "steps=64"), ("epochs=97", "epochs=3")]:
-        assert code.count(printed) == 1, printed
-        code = code.replace(printed, small)
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        exec(compile(code, "README.md", "exec"), namespace)
-    # Python shows a DeprecationWarning only when the warned-about line is the user's own code
-    # (here Keras's saving code raises some about numpy 2); everything else would be printed.
-    shown = [w for w in caught if not (issubclass(w.category, DeprecationWarning) and w.filename != "README.md")]
-    assert [f"{w.category.__name__}: {w.message}" for w in shown] == []
-    history = namespace["history"].history
-    assert len(history["kl"]) == 3 and len(history["eval_return"]) == 2
-    assert os.path.isfile("cartpole.keras") and os.path.isfile("cartpole.csv") and os.listdir("saved_models/cartpole")
-    assert glob.glob("logs/cartpole/events.out.tfevents.*")
 
 
 def test_keras_early_stopping_warns_on_iterations_without_eval_return_and_ours_does_not():

@@ -7,6 +7,7 @@ import io
 import importlib.util
 import inspect
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -119,7 +120,8 @@ def test_train_writes_a_complete_run_directory(run_dir):
 
     results = json.loads((directory / "results.json").read_text())
     assert results["env_steps"] == 2048 and results["iterations"] == 8 and len(results["eval_returns"]) == 3
-    assert results["saved_model"] == str(directory / "saved_model" / "1")
+    # Relative to the run directory: results.json stays right when the directory is moved (docs/benchmarks/).
+    assert (results["keras_model"], results["saved_model"]) == ("model.keras", os.path.join("saved_model", "1"))
 
 
 def test_evaluate_a_saved_model_reproduces_the_final_evaluation_of_train(run_dir):
@@ -145,17 +147,166 @@ def test_evaluate_a_keras_file_or_a_run_directory_in_process(run_dir, capsys, tm
     assert "the policy acts in Discrete(2) but Pendulum-v1 has actions Box" in capsys.readouterr().err
     assert call_main(["evaluate", directory / "saved_model", "Acrobot-v1"]) == 1
     assert "the policy takes observations of shape [4] but Acrobot-v1 has [6]" in capsys.readouterr().err
-    video = tmp_path / "episode.mp4"
-    status = call_main(["evaluate", directory, "CartPole-v1", "--episodes", 1, "--video", video])
+
+
+# --------------------------------------------------------------------------
+# evaluate --video; --import for .keras files with custom networks (issue 24, items 6 and 4)
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def varied_policy(tmp_path_factory):
+    """A .keras CartPole policy after 6 iterations: its episodes last 200-250 steps, each seed a different length."""
+    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    keras.utils.set_random_seed(0)
+    model = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(keras_trpo.Rollouts(env, model, steps=512, seed=0), epochs=6, verbose=0)
+    env.close()
+    path = tmp_path_factory.mktemp("varied") / "policy.keras"
+    model.save(path)
+    return path
+
+
+def test_evaluate_video_records_the_first_episode_without_changing_the_returns(varied_policy, tmp_path, capsys):
+    """Catches: --video evaluating on another env construction. It used one env playing the episodes one after
+    the other (returns 217/253 instead of 205/217 at --episodes 2)."""
+    argv = ["evaluate", varied_policy, "CartPole-v1", "--episodes", 2, "--json"]
+    assert call_main(argv) == 0
+    plain = json.loads(capsys.readouterr().out)["returns"]
+    assert len(set(plain)) == 2
+    video = tmp_path / "videos" / "episode.mp4"
+    assert call_main([*argv, "--video", video]) == 0
+    assert json.loads(capsys.readouterr().out)["returns"] == plain
+    assert video.stat().st_size > 1000 and list(video.parent.iterdir()) == [video]
+    assert call_main(argv[:-1] + ["--video", video]) == 0  # the text report says where the video is
+    assert f"video of the first episode: {video}" in capsys.readouterr().out
+
+
+def test_evaluate_video_without_moviepy_names_the_extra(varied_policy, tmp_path, capsys, monkeypatch):
+    """Catches: a missing moviepy found after the episodes ran, or gymnasium's install hint instead of ours."""
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # importlib.util.find_spec("moviepy") is None: not installed
+    assert call_main(["evaluate", varied_policy, "CartPole-v1", "--video", tmp_path / "e.mp4"]) == 1
+    assert capsys.readouterr().err == (
+        "keras-trpo: error: --video needs moviepy, which gymnasium's RecordVideo writes the video with: "
+        'pip install "keras-trpo[video]"\n'
+    )
+
+
+MY_NETS = """
+import keras
+
+
+@keras.saving.register_keras_serializable(package="my_nets")
+class TinyNet(keras.Model):
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.dense = keras.layers.Dense(units, activation="tanh")
+
+    def call(self, observations):
+        return self.dense(observations)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+"""
+
+
+def test_import_loads_a_keras_file_whose_networks_are_custom_classes(tmp_path):
+    """A fresh keras-trpo process knows only the classes of the modules it imported. Catches: --import missing
+    from a command, a module name not found in the current directory, a file path not imported, and a load error
+    that does not say to pass --import."""
+    (tmp_path / "my_nets.py").write_text(MY_NETS)
+    spec = importlib.util.spec_from_file_location("my_nets", tmp_path / "my_nets.py")
+    my_nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(my_nets)  # registers my_nets>TinyNet in this process only
+    env = gymnasium.make_vec("CartPole-v1", num_envs=1, vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(env, policy_network=my_nets.TinyNet(), value_network=my_nets.TinyNet(), seed=0)
+    env.close()
+    model.save(tmp_path / "custom.keras")
+    commands = [
+        ["info", "custom.keras"],
+        ["info", "custom.keras", "--import", str(tmp_path / "my_nets.py")],
+        ["evaluate", "custom.keras", "CartPole-v1", "--episodes", "1", "--import", "my_nets", "--json"],
+        ["export", "custom.keras", "served", "--import", "./my_nets.py"],
+    ]
+    # One fresh process runs the four commands in order (the first without my_nets imported), as the keras-trpo
+    # console script would: TensorFlow loaded by the first command, the current directory off sys.path.
+    script = """
+import json, sys
+commands, sys.argv[0] = json.loads(sys.argv[1]), "keras-trpo"
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]
+from keras_trpo.cli import main
+for argv in commands:
+    print("=====", flush=True)
+    print("=====", file=sys.stderr, flush=True)
+    print("status", main(argv), flush=True)
+"""
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outs = result.stdout.split("=====\n")[1:]
+    errs = [[line for line in part.splitlines() if line.strip()] for part in result.stderr.split("=====\n")[1:]]
+    assert [out.splitlines()[-1] for out in outs] == ["status 1", "status 0", "status 0", "status 0"], result
+    assert len(errs[0]) == 1 and "TinyNet" in errs[0][0] and "--import" in errs[0][0], errs[0]
+    assert errs[1:] == [[], [], []], result.stderr
+    assert re.search(r"^  policy network: +TinyNet ", outs[1], re.MULTILINE), outs[1]
+    evaluated = json.loads(outs[2].splitlines()[0])
+    assert evaluated["returns"] == keras_trpo.evaluate(model, "CartPole-v1", episodes=1, seed=0)
+    assert (tmp_path / "served" / "1" / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("no_such_module", "--import no_such_module: no module named 'no_such_module' on the Python path or in the "
+                           "current directory"),
+        ("missing/my_nets.py", "--import missing/my_nets.py: no such Python file; expected --import MODULE (a module "
+                               "name such as my_nets, or a file such as path/to/my_nets.py)"),
+        ("boom.py", "--import boom.py: importing it raised ZeroDivisionError: division by zero"),
+    ],
+    ids=["unknown-module", "missing-file", "module-raises"],
+)
+def test_a_bad_import_is_one_line(varied_policy, tmp_path, monkeypatch, capsys, value, message):
+    """Catches: a traceback, or a missing module found only after TensorFlow and the model loaded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "boom.py").write_text("1 / 0\n")
+    assert call_main(["info", varied_policy, "--import", value]) == 1
     captured = capsys.readouterr()
-    if importlib.util.find_spec("moviepy") is None:
-        assert status == 1 and captured.err == (
-            "keras-trpo: error: --video needs moviepy, which gymnasium's RecordVideo uses to write the file: "
-            "pip install moviepy\n"
-        )
-    else:
-        assert status == 0 and video.stat().st_size > 1000
-        assert f"video of the first episode: {video}" in captured.out
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"keras-trpo: error: {message}"), captured.err
+    assert captured.out == ""
+
+
+def test_a_keras_file_of_an_unknown_class_says_to_pass_import(varied_policy, tmp_path, capsys):
+    """Keras's own "Could not locate class" (here for the model class itself) gets the --import hint first: the
+    message is cut at 600 characters and Keras's ends with the whole config. Catches: the hint missing or last."""
+    import zipfile
+
+    renamed = tmp_path / "renamed.keras"
+    with zipfile.ZipFile(varied_policy) as source, zipfile.ZipFile(renamed, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                data = data.replace(b'"keras_trpo>TRPO"', b'"my_rl>MyTRPO"').replace(b'"class_name": "TRPO"',
+                                                                                     b'"class_name": "MyTRPO"')
+            target.writestr(item, data)
+    assert call_main(["info", renamed]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"keras-trpo: error: cannot load '{renamed}': Keras cannot find the class 'MyTRPO'; if it "
+                          "is yours, import the module that registers it with --import MODULE (a module name such as "
+                          "my_nets, or a file such as path/to/my_nets.py). Keras said: "), err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "export", "plot", "info", "presets"])
+def test_every_positional_argument_has_help_text(command, capsys):
+    """Catches: a positional argument listed in --help without a description (evaluate's ENV_ID was)."""
+    assert call_main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    lines = out.split("positional arguments:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    names = [(i, line.split()[0]) for i, line in enumerate(lines) if re.match(r"^  \S", line)]
+    assert names, out
+    for i, name in names:
+        described = len(lines[i].split()) > 1 or (i + 1 < len(lines) and lines[i + 1].startswith("   "))
+        assert described, f"{command} {name} has no help text:\n{out}"
 
 
 def test_export_then_info_lists_the_signatures(run_dir, tmp_path):
@@ -196,7 +347,9 @@ def test_info_on_a_keras_file_and_a_run_directory_and_export_errors_in_process(r
     assert call_main(["export", directory, tmp_path / "served" / "3"]) == 0
     assert capsys.readouterr().out.endswith(f"{tmp_path / 'served' / '3'}\n")
     assert call_main(["export", directory, tmp_path / "served" / "3"]) == 1
-    assert "existing, non-empty version directory" in capsys.readouterr().err
+    assert capsys.readouterr().err == (  # the flag, not TRPO.export's overwrite=True
+        f"keras-trpo: error: OUT '{tmp_path / 'served' / '3'}' is an existing, non-empty version directory; pass "
+        f"--overwrite to replace it, or pass its parent '{tmp_path / 'served'}' to write the next version\n")
     assert call_main(["export", directory, tmp_path / "served" / "3", "--overwrite"]) == 0
     capsys.readouterr()
     assert call_main(["export", directory / "saved_model", tmp_path / "again"]) == 1

@@ -15,7 +15,8 @@ a non-positive number, a missing path) prints one line starting with
 without a Python traceback; ``--debug`` shows the traceback of unexpected errors.
 See the "Command line" section of README.md.
 
-Modules: ``parser`` (arguments and :func:`main`), ``common`` (what the commands share),
+Modules: ``parser`` (arguments and :func:`main`), ``common`` (what the commands share), ``imports``
+(``--import MODULE``: the user's modules that register custom classes, before a .keras file loads),
 ``startup`` (loads TensorFlow without its C++ start-up log on the terminal; ``--tf-logs``
 shows it), ``train``, ``models`` (evaluate, export, info), ``plot``, ``presets``, and ``example``
 (the command line of ``examples/*.py``, not part of ``keras-trpo``). Training itself is

@@ -8,7 +8,10 @@ TensorFlow and gymnasium are imported when a command runs.
 ``wrappers`` of ``--preset``, else of the run directory the model comes from (its config.json), else
 of the preset of ENV_ID (see _env_preset). A SavedModel is evaluated through its ``serving_default``
 signature (policies.ServingPolicy), which takes one input per observation array (``observations``, or
-one per ``Dict`` key) in the observation space's dtype.
+one per ``Dict`` key) in the observation space's dtype. ``--video`` records the first episode of
+sub-environment 0 on the same environments and seeds (keras_trpo.evaluation.video_wrapper), so the
+returns are those without it. ``--import MODULE`` (keras_trpo.cli.imports) imports the user's modules
+before a .keras file whose networks are custom registered classes is loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from keras_trpo.cli.common import (
     describe_budget,
     returns_summary,
 )
+from keras_trpo.cli.imports import check_imports, import_modules
 from keras_trpo.cli.policies import (
     ServingPolicy,
     check_keras_policy,
@@ -48,15 +52,10 @@ def cmd_evaluate(args) -> int:
     env_preset.load_env_dependencies()  # registers the env ids of minigrid, ale_py, ...
     check_env_id(args.env_id)
     kind, path = resolve_model(args.path)
-    if args.video:
-        import importlib.util
-
-        if importlib.util.find_spec("moviepy") is None:
-            raise CLIError("--video needs moviepy, which gymnasium's RecordVideo uses to write the file: pip install moviepy")
-        if not args.video.endswith(".mp4"):
-            raise CLIError(f"--video must name an .mp4 file; got {args.video!r}")
-
+    modules = check_imports(args.imports)
+    _check_video(args.video)
     load_tensorflow(args.tf_logs)
+    import_modules(modules)
     import gymnasium
     import numpy as np
 
@@ -69,11 +68,9 @@ def cmd_evaluate(args) -> int:
         policy = load_keras(path)
         described = f"Keras model {path}"
 
-    env = (
-        _make_video_env(env_preset, args.env_id, args.video)
-        if args.video
-        else _make_vec_env(env_preset, args.env_id, num_envs=args.episodes)
-    )
+    # The same sub-environments and seeds with or without --video: only sub-environment 0 records its first episode.
+    video_folder = _video_folder() if args.video else None
+    env = _make_vec_env(env_preset, args.env_id, num_envs=args.episodes, video_folder=video_folder)
     try:
         env_space = getattr(env, "single_observation_space", None) or env.observation_space
         env_actions = getattr(env, "single_action_space", None) or env.action_space
@@ -88,7 +85,7 @@ def cmd_evaluate(args) -> int:
     finally:
         env.close()
     if args.video:
-        _collect_video(env, args.video)
+        _collect_video(video_folder, args.video)
     if args.json:
         print(json.dumps({"path": path, "env_id": args.env_id, "returns": returns, "mean": float(np.mean(returns))}))
     else:
@@ -147,49 +144,54 @@ def _describe_env(preset) -> str:
     return "; ".join(parts)
 
 
-def _make_video_env(env_preset, env_id, video_path):
+def _check_video(video):
+    if not video:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("moviepy") is None:
+        raise CLIError("--video needs moviepy, which gymnasium's RecordVideo writes the video with: "
+                       'pip install "keras-trpo[video]"')
+    if not video.endswith(".mp4"):
+        raise CLIError(f"--video must name an .mp4 file; got {video!r}")
+
+
+def _video_folder():
     import tempfile
 
-    import gymnasium
-    from gymnasium.wrappers import RecordVideo
-
     # RecordVideo wants a folder of its own (it warns when one exists): a fresh one inside a temporary directory.
-    folder = os.path.join(tempfile.mkdtemp(prefix="keras-trpo-video-"), "episodes")
     # pygame renders off-screen: no display or sound device needed (and no SDL complaints about them).
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    try:
-        env = gymnasium.make(env_id, render_mode="rgb_array", **env_preset.env_kwargs)
-    except (gymnasium.error.Error, TypeError) as error:
-        raise CLIError(f"cannot render {env_id!r} for --video: {error}") from None
-    for wrapper in env_preset.load_env_dependencies():
-        env = wrapper(env)
-    env = RecordVideo(env, video_folder=folder, episode_trigger=lambda episode: episode == 0,
-                      name_prefix="episode", disable_logger=True)
-    env.keras_trpo_video_folder = folder
-    return env
+    return os.path.join(tempfile.mkdtemp(prefix="keras-trpo-video-"), "episodes")
 
 
-def _collect_video(env, video_path):
-    import glob
+def _collect_video(folder, video_path):
     import shutil
 
-    folder = env.keras_trpo_video_folder
-    videos = sorted(glob.glob(os.path.join(folder, "*.mp4")))
-    if not videos:
+    video = os.path.join(folder, "env0-episode-0.mp4")  # keras_trpo.evaluation.video_wrapper's name
+    if not os.path.isfile(video):
         raise CLIError(f"no video was written by RecordVideo in {folder}")
     os.makedirs(os.path.dirname(os.path.abspath(video_path)), exist_ok=True)
-    shutil.move(videos[0], video_path)
+    shutil.move(video, video_path)
     shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
 
 
-def _make_vec_env(env_preset, env_id, num_envs, mode="sync"):
+def _make_vec_env(env_preset, env_id, num_envs, mode="sync", video_folder=None):
+    """The preset's vector env; with ``video_folder``, rendering images, sub-environment 0 recording its first episode."""
     import gymnasium
 
+    video = {}
+    if video_folder is not None:
+        from keras_trpo.evaluation import video_wrapper
+
+        video = {"render_mode": "rgb_array",
+                 "extra_wrappers": [video_wrapper(video_folder, [1] + [0] * (num_envs - 1))]}
     try:
-        return env_preset.make_env(env_id, num_envs=num_envs, vectorization_mode=mode)
+        return env_preset.make_env(env_id, num_envs=num_envs, vectorization_mode=mode, **video)
     except (gymnasium.error.Error, TypeError) as error:
-        raise CLIError(f"cannot create {env_id!r}: {error}") from None
+        what = "render" if video_folder is not None else "create"
+        raise CLIError(f"cannot {what} {env_id!r}{' for --video' if video else ''}: {error}") from None
 
 
 # ----------------------------------------------------------------------
@@ -202,7 +204,19 @@ def cmd_export(args) -> int:
             f"{args.checkpoint!r} is already a SavedModel; export takes a .keras checkpoint (or a run directory "
             "holding model.keras)"
         )
+    modules = check_imports(args.imports)
     load_tensorflow(args.tf_logs)
+    from keras_trpo.export import resolve_version_dir
+
+    try:  # before loading the model: the flag, not TRPO.export's overwrite=True
+        resolve_version_dir(args.out, overwrite=args.overwrite)
+    except FileExistsError:
+        parent = os.path.dirname(os.path.normpath(os.path.abspath(args.out)))
+        raise CLIError(f"OUT {args.out!r} is an existing, non-empty version directory; pass --overwrite to replace "
+                       f"it, or pass its parent {parent!r} to write the next version") from None
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    import_modules(modules)
     model = load_keras(path)
     try:
         written = model.export(args.out, overwrite=args.overwrite)
@@ -230,7 +244,9 @@ def cmd_info(args) -> int:
             print(f"  final evaluation: mean return {results['eval_mean']:.1f} over {results['eval_episodes']} episodes; "
                   f"{results['env_steps']:,} env steps in {results['train_seconds']:.1f} s")
     kind, resolved = resolve_model(path)
+    modules = check_imports(args.imports)
     load_tensorflow(args.tf_logs)
+    import_modules(modules)
     if kind == "saved_model":
         _info_saved_model(resolved)
     else:

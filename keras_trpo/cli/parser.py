@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     def tf_logs(sub):  # the commands that load TensorFlow
         sub.add_argument("--tf-logs", action="store_true", default=argparse.SUPPRESS, help=_TF_LOGS_HELP)
 
+    def imports(sub):  # the commands that load a .keras file
+        sub.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                         help="import MODULE before loading, for a .keras file whose networks are your own registered "
+                         "classes (@keras.saving.register_keras_serializable): a module name (my_nets, found on the "
+                         "Python path or in the current directory) or a file (path/to/my_nets.py); repeatable")
+
     train = commands.add_parser(
         "train",
         help="train a policy; writes a run directory",
@@ -125,15 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
         "the model is in, else of the preset of ENV_ID.",
     )
     evaluate.add_argument("path", metavar="PATH", help="SavedModel directory (or its base directory), .keras file or run directory")
-    evaluate.add_argument("env_id", metavar="ENV_ID")
+    evaluate.add_argument("env_id", metavar="ENV_ID", help="gymnasium environment id to evaluate on, e.g. CartPole-v1 "
+                          "(the environment the policy was trained on)")
     evaluate.add_argument("--preset", metavar="NAME", help="preset name or JSON file whose environment settings "
                           "(env_modules, env_kwargs, wrappers) make ENV_ID (default: the run directory's, else the "
                           "preset of ENV_ID)")
     evaluate.add_argument("--episodes", type=_positive_int, default=10, metavar="N", help="episodes (default 10)")
     evaluate.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the first reset (default 0)")
     evaluate.add_argument("--video", metavar="FILE",
-                          help="record the first episode to this .mp4 (gymnasium RecordVideo; needs moviepy)")
+                          help="also record the first episode to this .mp4 (gymnasium RecordVideo; the episodes and "
+                          'returns are those without --video; needs moviepy: pip install "keras-trpo[video]")')
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    imports(evaluate)
     tf_logs(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -143,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export CHECKPOINT (a .keras file or a run directory) as a SavedModel. OUT is a model base "
         "directory (the next integer version is created in it) or a version directory such as out/1.",
     )
-    export.add_argument("checkpoint", metavar="CHECKPOINT")
-    export.add_argument("out", metavar="OUT")
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help=".keras file, or run directory holding model.keras")
+    export.add_argument("out", metavar="OUT", help="model base directory (gets the next integer version) or version "
+                        "directory (e.g. saved_models/cartpole/3)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    imports(export)
     tf_logs(export)
     export.set_defaults(func=cmd_export)
 
@@ -171,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         "For a .keras file: spaces, hyperparameters and weights. For a run directory: its configuration "
         "and its SavedModel.",
     )
-    info.add_argument("path", metavar="PATH")
+    info.add_argument("path", metavar="PATH", help="SavedModel directory (or its base directory), .keras file or "
+                      "run directory")
+    imports(info)
     tf_logs(info)
     info.set_defaults(func=cmd_info)
 

@@ -12,8 +12,10 @@ are imported by the functions that need them.
 from __future__ import annotations
 
 import os
+import re
 
 from keras_trpo.cli.common import KERAS_FILE, SAVED_MODEL_DIR, CLIError
+from keras_trpo.cli.imports import USAGE
 
 
 # ----------------------------------------------------------------------
@@ -61,7 +63,12 @@ def load_keras(path: str):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001
-        raise CLIError(f"cannot load {path!r} as a keras_trpo model: {error}") from None
+        message = str(error)
+        missing = re.search(r"Could not locate class '([^']+)'", message)
+        if missing and "--import" not in message:  # first: the message is cut at 600 characters
+            raise CLIError(f"cannot load {path!r}: Keras cannot find the class {missing.group(1)!r}; if it is yours, "
+                           f"import the module that registers it with {USAGE}. Keras said: {message}") from None
+        raise CLIError(f"cannot load {path!r} as a keras_trpo model: {message}") from None
 
 
 def load_saved_model(path: str):

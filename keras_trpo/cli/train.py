@@ -198,8 +198,9 @@ class _RunDirectory:
             "eval_returns": result.returns,
             "eval_mean": result.mean,
             "eval_std": float(np.std(result.returns)),
-            "keras_model": self.path(KERAS_FILE),
-            "saved_model": self.saved_model,
+            # Relative to the run directory, so that a copied run directory (docs/benchmarks/) still says where they are.
+            "keras_model": KERAS_FILE,
+            "saved_model": os.path.relpath(self.saved_model, self.out) if self.saved_model else None,
         }
         _write_json(self.path(RESULTS_FILE), results)
         print(result.message(returns_summary(result.returns)))

@@ -194,9 +194,10 @@ class Preset:
         return environments.load_env_dependencies(self.name, self.env_modules, self.wrappers)
 
     def make_env(self, env_id: str | None = None, num_envs: int | None = None, vectorization_mode: str | None = None,
-                 **kwargs):
+                 extra_wrappers=(), **kwargs):
         """``gymnasium.make_vec`` with the preset's ``num_envs``, ``vectorization_mode``, ``env_kwargs``
-        (updated with ``kwargs``) and ``wrappers``, after importing its ``env_modules``.
+        (updated with ``kwargs``) and ``wrappers`` (then ``extra_wrappers``, e.g.
+        :func:`keras_trpo.evaluation.video_wrapper`), after importing its ``env_modules``.
 
         Raises:
             PresetError: see :meth:`load_env_dependencies`.
@@ -212,7 +213,7 @@ class Preset:
             env_id,
             num_envs=int(num_envs or self.num_envs),
             vectorization_mode=vectorization_mode or self.vectorization_mode,
-            wrappers=wrappers,
+            wrappers=[*wrappers, *extra_wrappers],
             **{**copy.deepcopy(self.env_kwargs), **kwargs},
         )
 

@@ -1,0 +1,106 @@
+"""keras_trpo.evaluate with video_folder: recording does not change what is evaluated (issue 24, item 6)."""
+
+import os
+import sys
+
+import gymnasium
+import keras
+import numpy as np
+import pytest
+
+import keras_trpo
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A CartPole policy after a few iterations: its episodes last 100-300 steps, each seed a different length."""
+    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    keras.utils.set_random_seed(0)
+    trained = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
+    trained.compile(optimizer=keras.optimizers.Adam(1e-3))
+    trained.fit(keras_trpo.Rollouts(env, trained, steps=512, seed=0), epochs=6, verbose=0)
+    env.close()
+    return trained
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    """An untrained CartPole policy: its episodes last about 10 steps (short videos)."""
+    env = gymnasium.make_vec("CartPole-v1", num_envs=1, vectorization_mode="sync")
+    policy = keras_trpo.TRPO.for_env(env, hidden_units=(8,), value_hidden_units=(8,), seed=0)
+    env.close()
+    return policy
+
+
+def videos(folder):
+    return sorted(name for name in os.listdir(folder) if name.endswith(".mp4"))
+
+
+def test_an_env_id_with_video_gives_the_returns_without_video_and_one_video_per_episode(model, tmp_path):
+    """Catches: recording on another env construction (one env playing the episodes one after the other, as
+    keras-trpo evaluate --video did: returns 217/253 instead of 205/217 here), or other seeds."""
+    plain = keras_trpo.evaluate(model, "CartPole-v1", episodes=2, seed=0)
+    assert len(set(plain)) == 2  # two different episodes: a change of seeds or order would show
+    recorded = keras_trpo.evaluate(model, "CartPole-v1", episodes=2, seed=0, video_folder=tmp_path / "videos")
+    assert recorded == plain
+    assert videos(tmp_path / "videos") == ["env0-episode-0.mp4", "env1-episode-0.mp4"]
+    assert all((tmp_path / "videos" / name).stat().st_size > 1000 for name in videos(tmp_path / "videos"))
+
+
+def test_a_gymnasium_env_with_video_records_its_episodes_and_stays_open(untrained, tmp_path):
+    """Catches: a caller's env closed by evaluate, or its last episode's video not written."""
+    plain = keras_trpo.evaluate(untrained, gymnasium.make("CartPole-v1"), episodes=2, seed=5)
+    env = gymnasium.make("CartPole-v1", render_mode="rgb_array")
+    assert keras_trpo.evaluate(untrained, env, episodes=2, seed=5, video_folder=tmp_path / "v") == plain
+    assert videos(tmp_path / "v") == ["env0-episode-0.mp4", "env0-episode-1.mp4"]
+    env.reset(seed=0)  # still usable
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "make_env,message",
+    [
+        (lambda: gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync", render_mode="rgb_array"),
+         "video_folder needs an env id or a gymnasium Env; got a VectorEnv, whose sub-environments cannot be "
+         "wrapped once it is made: make it with wrappers=[keras_trpo.evaluation.video_wrapper("),
+        (lambda: gymnasium.make("CartPole-v1"),
+         "video_folder needs an env that renders images: make it with render_mode='rgb_array'; got render_mode=None."),
+    ],
+    ids=["vector-env", "not-rendering"],
+)
+def test_video_with_an_env_it_cannot_record_is_one_clear_error(untrained, tmp_path, make_env, message):
+    """Catches: gymnasium's own errors (or none) instead of one line naming video_folder and the fix."""
+    env = make_env()
+    with pytest.raises(ValueError) as raised:
+        keras_trpo.evaluate(untrained, env, episodes=2, video_folder=tmp_path / "videos")
+    env.close()
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value), str(raised.value)
+    assert not (tmp_path / "videos").exists()
+
+
+def test_video_without_moviepy_names_the_extra_before_anything_runs(untrained, tmp_path, monkeypatch):
+    """Catches: gymnasium's 'pip install "gymnasium[other]"' (or a failure at the end of the first episode)
+    instead of the package's extra."""
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # importlib.util.find_spec("moviepy") is None: not installed
+    with pytest.raises(ImportError) as raised:
+        keras_trpo.evaluate(untrained, "CartPole-v1", episodes=2, video_folder=tmp_path / "videos")
+    assert str(raised.value) == (
+        "video_folder needs moviepy, which gymnasium's RecordVideo writes videos with: pip install \"keras-trpo[video]\""
+    )
+    assert not (tmp_path / "videos").exists()
+
+
+def test_video_wrapper_in_make_vec_records_the_quota_of_each_sub_env(untrained, tmp_path):
+    """The recipe the VectorEnv error gives. Catches: sub-envs numbered wrongly or recording past their quota."""
+    from keras_trpo.evaluation import episode_quota, video_wrapper
+
+    assert episode_quota(5, 2) == [3, 2]
+    folder = tmp_path / "v"
+    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync", render_mode="rgb_array",
+                             wrappers=[video_wrapper(folder, episode_quota(3, 2))])
+    returns = keras_trpo.evaluate(untrained, env, episodes=3, seed=1)
+    env.close()
+    plain = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    assert returns == keras_trpo.evaluate(untrained, plain, episodes=3, seed=1)
+    assert videos(folder) == ["env0-episode-0.mp4", "env0-episode-1.mp4", "env1-episode-0.mp4"]
+    np.testing.assert_array_less(0, [os.path.getsize(folder / name) for name in videos(folder)])
