@@ -12,10 +12,12 @@ head's raw outputs; ``value_output``: ``Dense(1)``):
   (:meth:`~keras_trpo.observations.ObservationSpec.network_inputs`) and must return ``[N, F]``.
 
 The output layers keep the default initialization (orthogonal, gain 0.01 for the
-policy, 1 for the value). Policy and value must not share weights: the critic's
-optimizer would move shared weights, and with them the policy, outside the trust
-region (Schulman et al. 2017, "Proximal Policy Optimization Algorithms", section 5,
-on parameter sharing).
+policy, 1 for the value). Policy and value must not share trainable weights: the
+critic's optimizer would move shared weights, and with them the policy, outside the
+trust region (Schulman et al. 2017, "Proximal Policy Optimization Algorithms",
+section 5, on parameter sharing). Frozen ones (``layer.trainable = False``, e.g. a
+pretrained encoder) may be shared: neither the optimizer nor the trust-region step
+moves them.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ def make(spec, num_outputs, *, policy_network, value_network, hidden_units, valu
             raise ValueError(f"pass either {which}_network or {units_name}, not both: {units_name} sets the widths "
                              f"of the default MLP, which {which}_network replaces.")
         if network is not None and not isinstance(network, (str, keras.layers.Layer)):
-            raise TypeError(f"{which}_network must be a Keras layer or model, or one of the names "
-                            f"{sorted(networks.BUILDERS)}; got {type(network).__name__}.")
+            raise TypeError(_not_a_network(network, f"{which}_network"))
     if policy_network is not None and policy_network is value_network and not isinstance(policy_network, str):
-        raise ValueError(_SHARED + " policy_network and value_network are the same object; build two networks.")
+        raise ValueError("policy_network and value_network are the same object; pass two networks (they may share "
+                         "frozen layers, layer.trainable = False, but no trainable weights: " + _WHY_NOT_SHARED + ").")
     parts = []
     for network, units, prefix, outputs, gain in (
         (policy_network, hidden_units, "policy", num_outputs, 0.01),
@@ -87,31 +89,84 @@ def build(spec, policy_network: bool, value_network: bool, policy, value) -> Non
                 f"{which}_network failed on a batch of observations {spec.describe()} (as float32; Discrete "
                 f"entries one-hot, see keras_trpo.observations): {type(error).__name__}: {first.strip()}"
             ) from error
-        shape = tuple(features.shape)
-        if len(shape) != 2 or shape[0] != 2 or not shape[1]:
-            raise ValueError(
-                f"{which}_network must map a batch of observations to features [N, F]; given observations "
-                f"{spec.describe()} (N = 2) it returned shape {list(shape)}. End it with a Flatten or a "
-                "global pooling layer."
-            )
-        output.build((None, int(shape[1])))
+        output.build((None, _feature_width(features, layers[0], spec, f"{which}_network")))
     if policy_network or value_network:
         check_not_shared(policy[0], value[0])
 
 
-_SHARED = (
-    "the policy and value networks must not share weights: the critic's optimizer would move the shared "
-    "weights, and so the policy, outside TRPO's trust region (the parameter-sharing caveat of the PPO paper)."
-)
+def _feature_width(features, network, spec, which) -> int:
+    """``F`` of a network's output ``[N, F]`` (N = 2); ValueError if it is not one such float tensor."""
+    given = f"given observations {spec.describe()} (N = 2) it returned"
+    if isinstance(features, dict):
+        raise ValueError(f"{which} must return one tensor [N, F]; {given} a dict with keys {sorted(features)}. "
+                         "Return one tensor (e.g. keras.layers.Concatenate() of the features).")
+    if isinstance(features, (tuple, list)):
+        raise ValueError(f"{which} must return one tensor [N, F]; {given} a {type(features).__name__} of "
+                         f"{len(features)}. Return one tensor (e.g. keras.layers.Concatenate() of the features).")
+    if not keras.ops.is_tensor(features):
+        raise ValueError(f"{which} must return one tensor [N, F]; {given} a {type(features).__name__}.")
+    shape = tuple(features.shape)
+    if len(shape) != 2 or shape[0] != 2 or not shape[1]:
+        raise ValueError(f"{which} must map a batch of observations to features [N, F]; {given} shape "
+                         f"{list(shape)}. End it with a Flatten or a global pooling layer.")
+    floatx, output_dtype = keras.config.floatx(), keras.backend.standardize_dtype(features.dtype)
+    odd = [(w.path, w.dtype) for w in network.trainable_weights if "float" in str(w.dtype) and w.dtype != floatx]
+    if odd or output_dtype != floatx:
+        what = f"weight {odd[0][0]!r} is {odd[0][1]}" if odd else f"output is {output_dtype}"
+        raise ValueError(f"{which} computes in lower precision: its {what}; TRPO's KL, Fisher-vector products and "
+                         f"line search need {floatx} throughout. Build it with dtype={floatx!r} (no float16 or "
+                         "mixed-precision layers).")
+    return int(shape[1])
+
+
+_WHY_NOT_SHARED = ("the critic's optimizer would move shared trainable weights, and so the policy, outside TRPO's "
+                   "trust region (the parameter-sharing caveat of the PPO paper)")
 
 
 def check_not_shared(policy_layers, value_layers) -> None:
-    """Raises ValueError naming the first variable found in both networks (by identity)."""
-    policy = {id(_backing(v)): v for layer in policy_layers for v in layer.weights}
-    for layer in value_layers:
-        for variable in layer.weights:
-            if id(_backing(variable)) in policy:
-                raise ValueError(f"{_SHARED} Shared variable: {variable.path!r}.")
+    """Raises ValueError naming the first trainable variable found in both networks (by identity).
+
+    Frozen variables may be shared: neither the critic's optimizer (``TRPO.value_variables``) nor
+    the trust-region step (``TRPO.policy_variables``) sees them.
+    """
+    trainable = {id(_backing(v)) for layer in (*policy_layers, *value_layers) for v in layer.trainable_weights}
+    policy = {id(_backing(v)) for layer in policy_layers for v in layer.weights}
+    for variable in (v for layer in value_layers for v in layer.weights):
+        if id(_backing(variable)) in policy and id(_backing(variable)) in trainable:
+            raise ValueError(_shared_message(variable))
+
+
+def check_variables_not_shared(policy_variables, value_variables) -> None:
+    """The same check on the trainable variables themselves (``TRPO.compile``: a layer unfrozen since)."""
+    policy = {id(_backing(v)) for v in policy_variables}
+    for variable in value_variables:
+        if id(_backing(variable)) in policy:
+            raise ValueError(_shared_message(variable))
+
+
+def _shared_message(variable) -> str:
+    return (f"the policy and value networks must not share trainable weights, and both hold {variable.path!r}: "
+            f"{_WHY_NOT_SHARED}. Build two networks, or freeze the shared layer (layer.trainable = False) if its "
+            "weights are pretrained and fixed.")
+
+
+def _not_a_network(network, which) -> str:
+    """Why ``network`` (not a str nor a Keras 3 layer) is refused, and what to pass instead."""
+    expected = f"{which} must be a Keras layer or model, or one of the names {sorted(networks.BUILDERS)}"
+    cls = network if isinstance(network, type) else type(network)
+    keras2 = next((c for c in cls.__mro__ if c.__module__.split(".")[0] == "tf_keras"
+                   or c.__module__.startswith(("tensorflow.python.keras", "keras.engine", "keras.src.engine"))), None)
+    if keras2 is not None:
+        return (f"{which} is a Keras 2 (tf_keras) network{' class' if cls is network else ''} "
+                f"({cls.__module__}.{cls.__name__}); keras_trpo needs Keras 3: build the network with `import "
+                "keras` (keras>=3), not tf_keras or tf.keras under TF_USE_LEGACY_KERAS=1.")
+    if isinstance(network, type) and issubclass(network, keras.layers.Layer):
+        return f"{expected}; got the class {network.__name__}: pass an instance, {which}={network.__name__}(...)."
+    builder = next((name for name, fn in networks.BUILDERS.items() if fn is network), None)
+    if builder is not None:
+        return (f"{expected}; got the function {builder}: call it, {which}=keras_trpo.networks.{builder}(...), "
+                f"or pass its name {builder!r}.")
+    return f"{expected}; got {type(network).__name__}."
 
 
 def _backing(variable):

@@ -13,8 +13,10 @@ tensors; ``N`` is the batch size and may vary from call to call.
 | ``distribution_params`` | ``observations``                         | ``mean`` and ``log_std`` (Box) or  |
 |                         |                                          | ``logits`` (other spaces)          |
 
-- Observations keep the observation space's dtype: float32 for a float ``Box``, the
-  integer dtype otherwise (``uint8`` images are sent as ``uint8``; ``Discrete`` as int64).
+- Observations keep the observation space's dtype: a float ``Box`` takes its own float
+  dtype (float64 for ``Box(..., dtype=np.float64)``, so raw env observations feed as they
+  are; cast to float32 inside), other spaces their integer dtype (``uint8`` images are sent
+  as ``uint8``; ``Discrete`` as int64).
   For a ``Dict`` observation space there is one input per key instead of
   ``observations`` (``image`` uint8 ``[N, 7, 7, 3]``, ``direction`` int64 ``[N]``, ...).
 - ``serving_default`` is the deterministic action (the mode of the policy): the
@@ -192,7 +194,7 @@ class ServingModule(tf.Module):
     Sampling uses ``tf.random.stateless_*`` on the distribution parameters.
 
     Every signature is built by :func:`_named_function` from a flat dict of named
-    input specs: ``observations`` (one input, in the observation space's dtype) or,
+    input specs: ``observations`` (one input, in the observation space's own dtype) or,
     for a ``Dict`` space, one input per key (``image`` uint8, ``direction`` int64, ...),
     plus ``seed`` or ``actions`` where the signature takes them.
     """
@@ -200,15 +202,8 @@ class ServingModule(tf.Module):
     def __init__(self, model):
         super().__init__(name="keras_trpo_policy")
         head, spec = model.head, model.observation_spec
-        observation_inputs = {s.name: s for s in tf.nest.flatten(spec.tensor_specs())}
-        invalid = sorted(k for k in observation_inputs if not k.isidentifier() or k.startswith("_"))
-        if invalid:
-            raise ValueError(f"cannot export: observation keys {invalid} are not valid signature input names (a "
-                             "Python identifier not starting with '_'); rename them with a gymnasium ObservationWrapper.")
-        clash = sorted(set(observation_inputs) & {"seed", "actions"})
-        if clash:
-            raise ValueError(f"cannot export: observation keys {clash} clash with the signature inputs 'seed' and "
-                             "'actions'; rename them in the env (e.g. a gymnasium.ObservationWrapper).")
+        spec.check_signature_names()  # TRPO checks it when built; a model built otherwise is checked here
+        observation_inputs = {s.name: s for s in tf.nest.flatten(spec.tensor_specs(space_dtypes=True))}
         action_dtype = tf.float32 if not head.integer_actions else tf.int32
         action_spec = tf.TensorSpec([None, *head.action_shape], action_dtype, name="actions")
         seed_spec = tf.TensorSpec([2], tf.int32, name="seed")

@@ -41,7 +41,7 @@ class TRPO(trainer.Trainer):
             the distribution head is appended (:mod:`keras_trpo.actor_critic`). ``None``:
             the default MLP on flattened observations (``hidden_units``, ``activation``).
         value_network: the same for the critic (``Dense(1)`` appended). It must not share
-            weights with ``policy_network``.
+            trainable weights with ``policy_network`` (frozen layers may be in both).
         hidden_units: default policy MLP widths (``(64, 64)``); not with ``policy_network``.
         value_hidden_units: default value MLP widths (``(64, 64)``); not with ``value_network``.
         activation: hidden activation of the default MLPs.
@@ -104,6 +104,7 @@ class TRPO(trainer.Trainer):
         self.observation_space = space_from_config(observation_space)
         self.action_space = space_from_config(action_space)
         self.observation_spec = ObservationSpec(self.observation_space)
+        self.observation_spec.check_signature_names()  # model.export would refuse them, after training
         self.head = make_head(self.action_space)
         validation.check_hyperparameters(
             max_kl=max_kl, damping=damping, cg_iterations=cg_iterations, fvp_fraction=fvp_fraction,
@@ -113,7 +114,8 @@ class TRPO(trainer.Trainer):
         self.hidden_units = None if hidden_units is None else tuple(int(u) for u in hidden_units)
         self.value_hidden_units = None if value_hidden_units is None else tuple(int(u) for u in value_hidden_units)
         # What the constructor got (a name, a layer or None).
-        self._networks = (networks.deserialize(policy_network), networks.deserialize(value_network))
+        self._networks = (networks.deserialize(policy_network, "policy_network"),
+                          networks.deserialize(value_network, "value_network"))
         self.activation = activation
         self.cg_iterations = int(cg_iterations)
         self.backtrack_coefficient = float(backtrack_coefficient)
@@ -188,7 +190,7 @@ class TRPO(trainer.Trainer):
         config = {name: getattr(self, name) for name in self._CONFIG_KEYS}
         for key in ("hidden_units", "value_hidden_units"):
             config[key] = None if config[key] is None else list(config[key])
-        config["policy_network"], config["value_network"] = map(networks.serialize, self._networks)
+        config["policy_network"], config["value_network"] = networks.serialize_pair(*self._networks)
         return {
             "observation_space": space_to_config(self.observation_space),
             "action_space": space_to_config(self.action_space),
@@ -200,8 +202,8 @@ class TRPO(trainer.Trainer):
         return cls(**config)
 
     def check_saveable(self) -> None:
-        for network in self._networks:
-            networks.check_serializable(network)
+        for network, which in zip(self._networks, ("policy_network", "value_network")):
+            networks.check_serializable(network, which)
 
     def export(self, filepath, format="tf_saved_model", *, overwrite=False, verbose=False, **kwargs):
         """Writes a TF Serving SavedModel of the policy and critic; returns the version directory.

@@ -245,13 +245,31 @@ def serialize(network):
     return keras.saving.serialize_keras_object(network)
 
 
-def check_serializable(network) -> None:
+def serialize_pair(policy, value) -> tuple:
+    """``(serialize(policy), serialize(value))``, such that a (frozen) layer in both stays one layer on load.
+
+    Under ``model.save`` Keras serializes inside its object-sharing scope: an object met a second
+    time gets a ``shared_object_id``, and ``load_model`` builds it once and reuses it. It cannot
+    mark the first occurrence, whose config was already copied into the policy network's, so the
+    shared layer would load as two copies, the second without weights ("expected 2 variables, but
+    received 0"). Serializing the policy once more, after the value network, marks it there too.
+    Outside ``save`` no ids are written. tests/test_error_messages.py round-trips such a model.
+    """
+    policy_config = serialize(policy)
+    value_config = serialize(value)
+    if isinstance(policy_config, dict) and isinstance(value_config, dict):
+        policy_config = serialize(policy)
+    return policy_config, value_config
+
+
+def check_serializable(network, which="network") -> None:
     """Raises ValueError unless ``network`` can be rebuilt from :func:`serialize` (``TRPO.save`` calls it).
 
     Rebuilds it once from a copy of its config (Keras empties a Functional config while
     deserializing it), without running ``Lambda`` code checks (``load_model(safe_mode=False)``
     is the user's choice at load time) and leaving Python's global RNG as it was (unseeded
-    initializers draw a seed from it).
+    initializers draw a seed from it). The message names the class that cannot be rebuilt
+    (a custom layer inside a Sequential, not the Sequential). ``which``: the argument's name.
     """
     if network is None or isinstance(network, str):
         return
@@ -260,23 +278,87 @@ def check_serializable(network) -> None:
     try:
         keras.saving.deserialize_keras_object(copy.deepcopy(config), safe_mode=False)
     except Exception as error:  # noqa: BLE001 - re-raised with the fix
-        raise ValueError(
-            f"the network {network.name!r} ({type(network).__name__}) cannot be saved: it cannot be rebuilt "
-            f"from its config ({type(error).__name__}: {_first_sentence(error)}). Decorate its class with "
-            "@keras.saving.register_keras_serializable() and give it a get_config() returning its __init__ "
-            "arguments, or build it as a Sequential or Functional model of Keras layers."
-        ) from error
+        where = f"{which} {network.name!r} ({type(network).__name__}) cannot be saved"
+        fix = ("decorate {} with @keras.saving.register_keras_serializable() and give it a get_config() returning "
+               "its __init__ arguments.")
+        missing = unregistered_classes(config)
+        if missing:
+            name = missing[0]["class_name"]
+            kind = "its class" if missing[0] is config else "its layer class"
+            raise ValueError(f"{where}: {kind} {name} is not registered for serialization, so load_model could "
+                             f"not rebuild it; {fix.format(name)}") from error
+        raise ValueError(f"{where}: it cannot be rebuilt from its config ({_innermost(error)}); "
+                         f"{fix.format('each custom class')}") from error
     finally:
         random.setstate(state)
 
 
-def deserialize(config):
-    """Inverse of :func:`serialize` (a name stays a name)."""
-    if isinstance(config, dict):
+#: Packages whose classes Keras finds without registration (``serialization_lib._retrieve_class_or_fn``).
+_KERAS_PACKAGES = {"keras", "keras_hub", "keras_cv", "keras_nlp", "builtins"}
+
+
+def unregistered_classes(config) -> list:
+    """The serialized objects in ``config`` whose class Keras cannot find in this process, outermost first.
+
+    A class outside Keras is found only by its registered name
+    (``@keras.saving.register_keras_serializable``), in the global registry or the
+    ``custom_objects`` of the ``load_model`` call (``keras.saving.get_registered_object``
+    reads both).
+    """
+    found = []
+
+    def visit(node):
+        if isinstance(node, dict):
+            module, name = node.get("module"), node.get("registered_name")
+            # Keras writes module None for a class it does not know (unregistered, defined in __main__).
+            custom = module.split(".")[0] not in _KERAS_PACKAGES if isinstance(module, str) else bool(name)
+            if custom and isinstance(node.get("class_name"), str) and "config" in node \
+                    and node["class_name"] != "function" \
+                    and keras.saving.get_registered_object(name or node["class_name"]) is None:
+                found.append(node)
+            nodes = node.values()
+        else:
+            nodes = node if isinstance(node, (list, tuple)) else ()
+        for child in nodes:
+            visit(child)
+
+    visit(config)
+    return found
+
+
+def deserialize(config, which="network"):
+    """Inverse of :func:`serialize` (a name stays a name).
+
+    Raises:
+        ValueError: the config names a class that is not registered in this process (the module
+            defining it was not imported), naming the class first. A ValueError, not Keras'
+            TypeError: ``keras.models.load_model`` calls ``TRPO.from_config``, and Keras
+            (``serialization_lib.deserialize_keras_object``) wraps a TypeError raised there in
+            its own "could not be deserialized properly" text with the cause at the end of a long
+            message, while any other exception reaches the caller as raised.
+    """
+    if not isinstance(config, dict):
+        return config  # a name, a layer, None (or a wrong type, which TRPO reports)
+    try:
         return keras.saving.deserialize_keras_object(config)
-    return config  # a name, a layer, None (or a wrong type, which TRPO reports)
+    except Exception as error:
+        missing = unregistered_classes(config)
+        if not missing:
+            raise
+        node = missing[0]  # the first one Keras looks up (it deserializes outer objects first)
+        name, module = node["class_name"], node.get("module")
+        if module in ("__main__", None):
+            fix = (f"it was defined in the script that saved the model, not in a module: move {name} to a module "
+                   "and import the module that registers it before loading (with the CLI: --import MODULE)")
+        else:
+            name = f"{name} (registered as {node.get('registered_name')!r} by module {module})"
+            fix = (f"import the module that registers it before loading (import {module}; with the CLI: "
+                   f"--import {module})")
+        raise ValueError(f"{which}: class {name} is not registered in this process, so the model cannot be "
+                         f"rebuilt; {fix}.") from error
 
 
-def _first_sentence(error) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return text.split(". ")[0].rstrip(".")
+def _innermost(error) -> str:
+    """The first line of the innermost cause in Keras' nested "could not be deserialized" messages."""
+    text = str(error).rsplit("Exception encountered: ", 1)[-1].strip()
+    return (text.splitlines()[0] if text else type(error).__name__).split(". ")[0].rstrip(".")

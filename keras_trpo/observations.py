@@ -105,6 +105,18 @@ def _leaf(key, space) -> Leaf:
     return Leaf(key, space, tuple(space.shape), dtype)
 
 
+def _shape(value, name, expected):
+    """``value``'s shape as a tuple (``None`` dims kept), or ``None`` for a symbolic tensor of unknown rank."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return None if getattr(shape, "rank", 0) is None else tuple(shape)
+    try:
+        return tuple(np.shape(value))
+    except Exception as error:  # noqa: BLE001 - a list of symbolic tensors (inside a tf.function)
+        raise ValueError(f"{name} is a {type(value).__name__} of {len(value)} tensors; {expected}: stack them into "
+                         "one tensor (tf.stack) first.") from error
+
+
 class ObservationSpec:
     """The arrays of one observation space, and the operations the model needs on batches of them.
 
@@ -159,12 +171,39 @@ class ObservationSpec:
         flat = [self.flatten(batch) for batch in batches]
         return self.structure(fn(leaf, *arrays) for leaf, *arrays in zip(self.leaves, *flat))
 
-    def tensor_specs(self):
-        """``tf.TensorSpec`` per leaf with a free batch dimension, named ``observations`` or by key."""
+    def tensor_specs(self, space_dtypes: bool = False):
+        """``tf.TensorSpec`` per leaf with a free batch dimension, named ``observations`` or by key.
+
+        ``space_dtypes``: a float ``Box`` in the space's own dtype (float64 for a float64 ``Box``,
+        what the env emits; the exported signatures cast inside) rather than the batches' float32.
+        """
+
+        def dtype(leaf):
+            return leaf.space.dtype if space_dtypes and leaf.is_float else leaf.dtype
+
         return self.structure(
-            tf.TensorSpec([None, *leaf.shape], tf.as_dtype(leaf.dtype), name=leaf.key or "observations")
+            tf.TensorSpec([None, *leaf.shape], tf.as_dtype(dtype(leaf)), name=leaf.key or "observations")
             for leaf in self.leaves
         )
+
+    def check_signature_names(self) -> None:
+        """Raises ValueError unless each ``Dict`` key can name a SavedModel signature input (``model.export``).
+
+        Checked when the model is built, not first at export after training. A key must be an ASCII
+        identifier not starting with '_' (TensorFlow would rename 'agent-pos' silently and refuse 'é'),
+        other than 'seed' and 'actions', which the ``sample`` and ``log_prob`` signatures also take.
+        """
+        if not self.structured:
+            return
+        invalid = sorted(k for k in self.keys if not (k.isascii() and k.isidentifier()) or k.startswith("_"))
+        clash = sorted(set(self.keys) & {"seed", "actions"})
+        fix = "rename them with a gymnasium.ObservationWrapper before building the model."
+        if invalid:
+            raise ValueError(f"observation_space: observation keys {invalid} are not valid signature input names for "
+                             "model.export (an ASCII identifier not starting with '_'); " + fix)
+        if clash:
+            raise ValueError(f"observation_space: observation keys {clash} clash with the signature inputs 'seed' and "
+                             "'actions' of model.export; " + fix)
 
     def zeros(self, n: int = 1):
         """A batch of ``n`` zero observations (to build networks)."""
@@ -202,12 +241,16 @@ class ObservationSpec:
                 return False
         return True
 
-    def check(self, observations, what="observations") -> None:
+    def check(self, observations, what="observations", unbatched=None) -> None:
         """Raises ValueError unless ``observations`` has this structure and ``[N, *shape]`` per leaf.
 
         Never reshapes: a wrong width would otherwise become extra rows. ``None`` dims pass
         (symbolic tensors); the batch dimension must agree between the entries of a dict.
+        ``unbatched``: the fix named for one observation without the batch axis.
         """
+        if unbatched is None:
+            unbatched = ("add the batch axis for one observation ({k: v[None] for k, v in x.items()})"
+                         if self.structured else "add the batch axis for one observation (x[None])")
         expected = f"expected {self.describe()} for the model's observation space {self.space}"
         if self.structured:
             if not isinstance(observations, Mapping):
@@ -221,13 +264,15 @@ class ObservationSpec:
             raise ValueError(f"{what} is a dict with keys {sorted(map(str, observations))}; {expected}.")
         n = None
         for leaf, value in zip(self.leaves, self.flatten(observations)):
-            shape = getattr(value, "shape", None)
-            shape = tuple(np.shape(value) if shape is None else shape)
             name = what if leaf.key is None else f"{what}[{leaf.key!r}]"
+            shape = _shape(value, name, expected)
+            if shape is None:
+                continue  # a symbolic tensor of unknown rank (a relaxed trace): nothing to check statically
             if len(shape) != 1 + len(leaf.shape) or any(
                 s is not None and s != e for s, e in zip(shape[1:], leaf.shape)
             ):
-                raise ValueError(f"{name} has shape {list(shape)}; {expected}.")
+                hint = f"; {unbatched}" if shape == leaf.shape else ""
+                raise ValueError(f"{name} has shape {list(shape)}; {expected}{hint}.")
             if shape[0] is not None:
                 if n is not None and shape[0] != n:
                     raise ValueError(f"{name} has {shape[0]} rows but other entries have {n}; {expected}.")
@@ -238,6 +283,36 @@ class ObservationSpec:
             # A float array for an integer entry would be truncated by the cast: refused, never rounded.
             if not numeric or (np.issubdtype(dtype, np.floating) and not np.issubdtype(leaf.dtype, np.floating)):
                 raise ValueError(f"{name} has dtype {dtype.name}; {expected}.")
+
+    def check_input(self, x, what) -> None:
+        """:meth:`check` for ``model.predict(x)``, where Keras reads a list as several inputs.
+
+        A ``tf.data.Dataset`` is checked by its ``element_spec`` (it must be batched);
+        generators and ``PyDataset`` are checked batch by batch when the model is called.
+        """
+        if isinstance(x, tf.data.Dataset):
+            element = x.element_spec[0] if isinstance(x.element_spec, tuple) else x.element_spec  # (x, y, w)
+            self.check(element, f"{what} (a tf.data.Dataset) element", "batch the dataset (dataset.batch(32))")
+        elif isinstance(x, (list, tuple)):
+            expected = f"expected one batch {self.describe()} for the model's observation space {self.space}"
+            try:
+                shape = tuple(np.shape(x))
+            except Exception:  # noqa: BLE001 - ragged or symbolic entries: no common shape
+                shape = None
+            if self.structured:
+                fix = "pass one dict of arrays with the batch axis first"
+            elif shape is not None and shape[1:] == self.leaves[0].shape:
+                fix = "pass np.stack(x)"
+            elif shape == self.leaves[0].shape:
+                fix = "pass np.asarray(x)[None] for one observation"
+            else:
+                fix = "pass one array with the batch axis first"
+            shape_text = "" if shape is None or self.structured else f" (shape {list(shape)})"
+            items = f"{len(x)} item{'s' * (len(x) != 1)}{shape_text}"
+            raise ValueError(f"{what} is a {type(x).__name__} of {items}; {expected} (Keras reads a list as several "
+                             f"model inputs); {fix}.")
+        elif isinstance(x, (Mapping, np.ndarray, np.generic, int, float)) or tf.is_tensor(x):
+            self.check(x, what)
 
     # -- converting ---------------------------------------------------------
     def numpy(self, observations, copy=False):

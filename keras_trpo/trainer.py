@@ -28,15 +28,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo import distribute, errors, validation
+from keras_trpo import actor_critic, distribute, errors, validation
 from keras_trpo.progbar import ProgressBar
 
 
 class Trainer(keras.Model):
     """``compile``, ``fit`` and ``make_train_function`` of :class:`keras_trpo.TRPO`.
 
-    Subclasses provide ``train_step``, ``value_variables``, ``policy_version``,
-    ``seed_generator`` and ``_replicas`` (a :class:`~keras_trpo.distribute.Replicas`).
+    Subclasses provide ``train_step``, ``policy_variables``, ``value_variables``, ``policy_version``,
+    ``seed_generator``, ``observation_spec`` and ``_replicas`` (a :class:`~keras_trpo.distribute.Replicas`).
     """
 
     # .keras files and weight checkpoints (BackupAndRestore): TRPO overrides compile(), so
@@ -90,6 +90,8 @@ class Trainer(keras.Model):
                     f"TRPO.compile() got {unused}={kwargs[unused]!r}; TRPO defines its own policy "
                     "and critic objectives. Pass only optimizer= (it trains the value network)."
                 )
+        # A frozen layer shared by both networks may have been unfrozen since the model was built.
+        actor_critic.check_variables_not_shared(self.policy_variables, self.value_variables)
         super().compile(optimizer=optimizer, **kwargs)
         # Build the optimizer state for the value network only.
         self.optimizer.build(self.value_variables)
@@ -134,6 +136,16 @@ class Trainer(keras.Model):
             raise original from original.__cause__
         finally:
             train_function.source = None
+
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict``, after checking ``x`` in one line (Keras would split a list into inputs)."""
+        self.observation_spec.check_input(x, "model.predict x")
+        return super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        """``keras.Model.predict_on_batch``, after the same check as :meth:`predict`."""
+        self.observation_spec.check_input(x, "model.predict_on_batch x")
+        return super().predict_on_batch(x)
 
     def evaluate(self, *args, **kwargs):
         """Not Keras' supervised ``evaluate``: TRPO has no labelled data to score."""

@@ -187,8 +187,10 @@ def _shared_layer():
 
 
 CONSTRUCTION_ERRORS = {
-    "the same network for policy and value": (_same_object, ValueError, r"must not share weights.*same object"),
-    "a layer shared by both networks": (_shared_layer, ValueError, r"must not share weights.*Shared variable: '.*kernel'"),
+    "the same network for policy and value": (_same_object, ValueError,
+                                              r"policy_network and value_network are the same object; pass two"),
+    "a layer shared by both networks": (_shared_layer, ValueError,
+                                        r"must not share trainable weights, and both hold '.*kernel'"),
     "Text in a Dict": (lambda: keras_trpo.TRPO(spaces.Dict({"image": IMAGE, "mission": spaces.Text(10)}),
                                                spaces.Discrete(3)),
                        TypeError, r"entry 'mission': Text.*FilterObservation"),
@@ -322,13 +324,14 @@ def test_an_env_with_other_discrete_observations_is_refused():
         keras_trpo.Rollouts(env, model, steps=8)
 
 
-def test_dict_keys_that_are_not_signature_names_are_refused_at_export(tmp_path):
-    """Bug caught: TF renaming 'agent-pos' to 'agent_pos' silently, so clients' input names would not match."""
+def test_dict_keys_that_are_not_signature_names_are_refused_when_the_model_is_built():
+    """Bug caught: TF renaming 'agent-pos' to 'agent_pos' silently, so clients' input names would not match.
+
+    Refused by TRPO(...) itself, not first by model.export after training (tests/test_error_messages.py).
+    """
     space = spaces.Dict({"agent-pos": spaces.Box(-1, 1, (2,)), "goal": spaces.Box(-1, 1, (2,))})
-    model = keras_trpo.TRPO(space, spaces.Discrete(2))
     with pytest.raises(ValueError, match=r"observation keys \['agent-pos'\] are not valid signature input names"):
-        model.export(str(tmp_path / "m"))
-    assert not os.path.exists(tmp_path / "m")
+        keras_trpo.TRPO(space, spaces.Discrete(2))
 
 
 def test_named_networks_are_seeded_by_the_model_seed():
