@@ -89,13 +89,15 @@ def build(spec, policy_network: bool, value_network: bool, policy, value) -> Non
                 f"{which}_network failed on a batch of observations {spec.describe()} (as float32; Discrete "
                 f"entries one-hot, see keras_trpo.observations): {type(error).__name__}: {first.strip()}"
             ) from error
-        output.build((None, _feature_width(features, layers[0], spec, f"{which}_network")))
+        output.build((None, _feature_width(features, spec, f"{which}_network")))
+        if which == "policy":
+            _check_full_precision(features, layers[0])
     if policy_network or value_network:
         check_not_shared(policy[0], value[0])
 
 
-def _feature_width(features, network, spec, which) -> int:
-    """``F`` of a network's output ``[N, F]`` (N = 2); ValueError if it is not one such float tensor."""
+def _feature_width(features, spec, which) -> int:
+    """``F`` of a network's output ``[N, F]`` (N = 2); ValueError if it is not one such tensor."""
     given = f"given observations {spec.describe()} (N = 2) it returned"
     if isinstance(features, dict):
         raise ValueError(f"{which} must return one tensor [N, F]; {given} a dict with keys {sorted(features)}. "
@@ -109,14 +111,18 @@ def _feature_width(features, network, spec, which) -> int:
     if len(shape) != 2 or shape[0] != 2 or not shape[1]:
         raise ValueError(f"{which} must map a batch of observations to features [N, F]; {given} shape "
                          f"{list(shape)}. End it with a Flatten or a global pooling layer.")
+    return int(shape[1])
+
+
+def _check_full_precision(features, network) -> None:
+    """ValueError if the policy network has float16 weights or output (the critic may: only Adam sees it)."""
     floatx, output_dtype = keras.config.floatx(), keras.backend.standardize_dtype(features.dtype)
     odd = [(w.path, w.dtype) for w in network.trainable_weights if "float" in str(w.dtype) and w.dtype != floatx]
     if odd or output_dtype != floatx:
         what = f"weight {odd[0][0]!r} is {odd[0][1]}" if odd else f"output is {output_dtype}"
-        raise ValueError(f"{which} computes in lower precision: its {what}; TRPO's KL, Fisher-vector products and "
-                         f"line search need {floatx} throughout. Build it with dtype={floatx!r} (no float16 or "
-                         "mixed-precision layers).")
-    return int(shape[1])
+        raise ValueError(f"policy_network computes in lower precision: its {what}; TRPO's KL, Fisher-vector "
+                         f"products and line search need {floatx} throughout. Build it with dtype={floatx!r} (no "
+                         "float16 or mixed-precision layers).")
 
 
 _WHY_NOT_SHARED = ("the critic's optimizer would move shared trainable weights, and so the policy, outside TRPO's "
