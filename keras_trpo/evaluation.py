@@ -48,7 +48,7 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None, *, video_f
     ```
     """
     episodes = check_int("episodes", episodes)
-    env, owned, recorder = _evaluation_env(env, episodes, video_folder)
+    env, owned = _evaluation_env(env, episodes, video_folder)
     try:
         if hasattr(model, "observation_space"):  # a TRPO model; the CLI also passes a SavedModel's function
             check_spaces(env, model)
@@ -58,12 +58,10 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None, *, video_f
             env.close()
         raise
     try:
-        return _run_episodes(model, env, episodes, seed)
+        return _run_episodes(model, env, episodes, seed)  # each video is written at the reset after its episode
     finally:
         if owned:
             env.close()
-        elif recorder is not None and recorder.recording:  # the caller's env: write the video, leave it open
-            recorder.stop_recording()
 
 
 def episode_quota(episodes: int, num_envs: int) -> list[int]:
@@ -106,11 +104,11 @@ def video_wrapper(video_folder, episodes_per_env):
 
 
 def _evaluation_env(env, episodes, video_folder):
-    """``(vector env, whether evaluate made it, the RecordVideo around a caller's single env)``."""
+    """``(vector env, whether evaluate made it)``."""
     if video_folder is None:
         if isinstance(env, str):
-            return gymnasium.make_vec(env, num_envs=episodes, vectorization_mode="sync"), True, None
-        return as_vector_env(env), False, None
+            return gymnasium.make_vec(env, num_envs=episodes, vectorization_mode="sync"), True
+        return as_vector_env(env), False
     if isinstance(env, gymnasium.vector.VectorEnv):
         raise ValueError(
             "video_folder needs an env id or a gymnasium Env; got a VectorEnv, whose sub-environments cannot be "
@@ -124,9 +122,8 @@ def _evaluation_env(env, episodes, video_folder):
         wrapper = video_wrapper(video_folder, episode_quota(episodes, episodes))
         env = gymnasium.make_vec(env, num_envs=episodes, vectorization_mode="sync", render_mode="rgb_array",
                                  wrappers=[wrapper])
-        return env, True, None
-    recorder = video_wrapper(video_folder, [episodes])(env)
-    return as_vector_env(recorder), False, recorder
+        return env, True
+    return as_vector_env(video_wrapper(video_folder, [episodes])(env)), False
 
 
 def _run_episodes(model, env, episodes, seed) -> list[float]:

@@ -224,8 +224,8 @@ def test_import_loads_a_keras_file_whose_networks_are_custom_classes(tmp_path):
     model.save(tmp_path / "custom.keras")
     commands = [
         ["info", "custom.keras"],
-        ["info", "custom.keras", "--import", str(tmp_path / "my_nets.py")],
         ["evaluate", "custom.keras", "CartPole-v1", "--episodes", "1", "--import", "my_nets", "--json"],
+        ["info", "custom.keras", "--import", str(tmp_path / "my_nets.py")],
         ["export", "custom.keras", "served", "--import", "./my_nets.py"],
     ]
     # One fresh process runs the four commands in order (the first without my_nets imported), as the keras-trpo
@@ -248,8 +248,8 @@ for argv in commands:
     assert [out.splitlines()[-1] for out in outs] == ["status 1", "status 0", "status 0", "status 0"], result
     assert len(errs[0]) == 1 and "TinyNet" in errs[0][0] and "--import" in errs[0][0], errs[0]
     assert errs[1:] == [[], [], []], result.stderr
-    assert re.search(r"^  policy network: +TinyNet ", outs[1], re.MULTILINE), outs[1]
-    evaluated = json.loads(outs[2].splitlines()[0])
+    evaluated = json.loads(outs[1].splitlines()[0])  # my_nets found by name in the current directory
+    assert re.search(r"^  policy network: +TinyNet ", outs[2], re.MULTILINE), outs[2]
     assert evaluated["returns"] == keras_trpo.evaluate(model, "CartPole-v1", episodes=1, seed=0)
     assert (tmp_path / "served" / "1" / "saved_model.pb").is_file()
 
