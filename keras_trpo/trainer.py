@@ -107,10 +107,7 @@ class Trainer(keras.Model):
         Each rejected update issues one :class:`keras_trpo.UpdateRejectedWarning`.
         """
         _check_fit_arguments(x, y, kwargs)
-        # Lazy: the callbacks package imports modules above this one (evaluation); best_policy itself does not.
-        from keras_trpo.callbacks.best_policy import warn_about_keras_best_callbacks
-
-        warn_about_keras_best_callbacks(callbacks)
+        validation.warn_about_keras_best_callbacks(callbacks)
         if verbose != 0 and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks or []):
             callbacks = [*(callbacks or []), ProgressBar()]  # Keras then adds no bar of its own
         train_function, source = self.make_train_function(), x

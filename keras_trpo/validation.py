@@ -6,6 +6,8 @@ before any TensorFlow computation.
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Mapping
 
 import keras
@@ -195,3 +197,47 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
             batch[key] = tf.reshape(value, [-1])[0]
     return batch
 
+
+# --------------------------------------------------------------------------
+# fit's callbacks
+# --------------------------------------------------------------------------
+#: Log keys measured on the batch, i.e. on the weights before the update of their iteration
+#: (keras_trpo.callbacks.best_policy explains what that means for "best model" callbacks).
+BATCH_STATISTICS = ("episode_return", "episode_length", "episodes")
+
+
+def measured_before_update(key) -> bool:
+    """True for a log key measured on the batch (:data:`BATCH_STATISTICS`), before the update."""
+    return key in BATCH_STATISTICS
+
+
+_warned = weakref.WeakSet()
+
+
+def warn_about_keras_best_callbacks(callbacks) -> None:
+    """Warns (once per callback) about each Keras callback in ``callbacks`` that would keep the updated
+    policy for a batch statistic: ``keras.callbacks.ModelCheckpoint(save_best_only=True)`` or
+    ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` monitoring one of :data:`BATCH_STATISTICS`."""
+    for callback in callbacks or ():
+        monitor = getattr(callback, "monitor", None)
+        # keras_trpo's own best callbacks (callbacks.best_policy.KeepsWeightsBeforeUpdate) keep the right weights.
+        if hasattr(callback, "keeps_weights_before_update") or not measured_before_update(monitor):
+            continue
+        if isinstance(callback, keras.callbacks.ModelCheckpoint) and callback.save_best_only:
+            name, does, ours = "ModelCheckpoint", "save_best_only=True) saves", "ModelCheckpoint"
+        elif isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
+            name, does, ours = "EarlyStopping", "restore_best_weights=True) restores", "EarlyStopping"
+        else:
+            continue
+        if callback in _warned:
+            continue
+        _warned.add(callback)
+        warnings.warn(
+            f"keras.callbacks.{name}(monitor={monitor!r}, {does} the weights after the update of the best "
+            f"iteration, not the policy that collected its batch ({monitor} is measured on the batch, before "
+            f"the update). Use keras_trpo.callbacks.{ours}(monitor={monitor!r}, ...), which keeps the weights "
+            "that collected the batch, or monitor eval_return (keras_trpo.callbacks.Evaluation), measured on "
+            "the updated weights.",
+            UserWarning,
+            stacklevel=3,
+        )

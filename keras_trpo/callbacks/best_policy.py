@@ -16,7 +16,7 @@ keras_trpo's :class:`~keras_trpo.callbacks.ModelCheckpoint`,
 keep the right policy for both kinds of keys: when they monitor a batch statistic they copy the
 model's state at ``on_train_batch_begin`` (the weights about to collect and train on the batch;
 ``train_step`` refuses a batch collected by other weights), and save, restore or export that copy
-when the statistic improves. :func:`warn_about_keras_best_callbacks` (called by ``TRPO.fit``)
+when the statistic improves. :func:`keras_trpo.validation.warn_about_keras_best_callbacks` (called by ``TRPO.fit``)
 warns once per callback when a Keras callback would keep the updated policy instead.
 
 An episode that finishes in a batch may have started in an earlier one, under earlier weights:
@@ -26,20 +26,12 @@ An episode that finishes in a batch may have started in an earlier one, under ea
 from __future__ import annotations
 
 import contextlib
-import warnings
-import weakref
-
-import keras
 
 from keras_trpo.callbacks._logs import finite
+from keras_trpo.validation import BATCH_STATISTICS, measured_before_update, warn_about_keras_best_callbacks
 
-#: Log keys measured on the batch, i.e. on the weights before the update of their iteration.
-BATCH_STATISTICS = ("episode_return", "episode_length", "episodes")
-
-
-def measured_before_update(key) -> bool:
-    """True for a log key measured on the batch (:data:`BATCH_STATISTICS`), before the update."""
-    return key in BATCH_STATISTICS
+__all__ = ["BATCH_STATISTICS", "KeepsWeightsBeforeUpdate", "ModelState", "measured_before_update",
+           "warn_about_keras_best_callbacks"]
 
 
 class ModelState:
@@ -92,34 +84,3 @@ class KeepsWeightsBeforeUpdate:
             yield
         finally:
             after.restore(self.model)
-
-
-_warned = weakref.WeakSet()
-
-
-def warn_about_keras_best_callbacks(callbacks) -> None:
-    """Warns (once per callback) about each Keras callback in ``callbacks`` that would keep the updated
-    policy for a batch statistic: ``keras.callbacks.ModelCheckpoint(save_best_only=True)`` or
-    ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` monitoring one of :data:`BATCH_STATISTICS`."""
-    for callback in callbacks or ():
-        monitor = getattr(callback, "monitor", None)
-        if isinstance(callback, KeepsWeightsBeforeUpdate) or not measured_before_update(monitor):
-            continue
-        if isinstance(callback, keras.callbacks.ModelCheckpoint) and callback.save_best_only:
-            name, does, ours = "ModelCheckpoint", "save_best_only=True) saves", "ModelCheckpoint"
-        elif isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
-            name, does, ours = "EarlyStopping", "restore_best_weights=True) restores", "EarlyStopping"
-        else:
-            continue
-        if callback in _warned:
-            continue
-        _warned.add(callback)
-        warnings.warn(
-            f"keras.callbacks.{name}(monitor={monitor!r}, {does} the weights after the update of the best "
-            f"iteration, not the policy that collected its batch ({monitor} is measured on the batch, before "
-            f"the update). Use keras_trpo.callbacks.{ours}(monitor={monitor!r}, ...), which keeps the weights "
-            "that collected the batch, or monitor eval_return (keras_trpo.callbacks.Evaluation), measured on "
-            "the updated weights.",
-            UserWarning,
-            stacklevel=3,
-        )
