@@ -155,24 +155,8 @@ def _sync_hint(env: VectorEnv) -> str:
     return "gymnasium.make_vec(..., vectorization_mode='sync')"
 
 
-def check_partial_reset(env: VectorEnv) -> None:
-    """Raises ValueError for a vector env that cannot reset only its finished sub-envs.
-
-    Under the ``NEXT_STEP`` and ``DISABLED`` autoreset modes, ``evaluate`` resets the finished
-    sub-envs at once with ``env.reset(options={"reset_mask": done})``. An env whose ``reset``
-    ignores the mask and restarts every sub-env would cut the episodes still running without a
-    ``done``. (``Rollouts`` handles such ``NEXT_STEP`` envs with :func:`skips_reset_steps`.)
-    """
-    if _ignores_reset_mask(env):
-        raise ValueError(
-            f"{type(env.unwrapped).__name__} cannot reset only its finished sub-environments (reset ignores "
-            f"options['reset_mask']), so every running episode would be cut short; use {_sync_hint(env)} "
-            "or 'async'."
-        )
-
-
 def skips_reset_steps(env: VectorEnv) -> bool:
-    """Whether ``Rollouts`` must step through the env's own resets instead of resetting sub-envs itself.
+    """Whether ``Rollouts`` and ``evaluate`` must step through the env's own resets instead of resetting sub-envs.
 
     True for a ``NEXT_STEP`` vector env whose ``reset`` ignores ``reset_mask`` (gymnasium's
     ``CartPoleVectorEnv``, built by ``gymnasium.make_vec("CartPole-v1", num_envs=8)``): the step

@@ -10,7 +10,7 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode, check_partial_reset, check_spaces
+from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode, check_spaces, skips_reset_steps
 from keras_trpo.validation import check_int
 
 #: How to install what ``video_folder`` needs.
@@ -52,13 +52,13 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None, *, video_f
     try:
         if hasattr(model, "observation_space"):  # a TRPO model; the CLI also passes a SavedModel's function
             check_spaces(env, model)
-        check_partial_reset(env)
+        skip_reset_steps = skips_reset_steps(env)  # refuses a DISABLED env that cannot reset one sub-env
     except ValueError:
         if owned:
             env.close()
         raise
     try:
-        return _run_episodes(model, env, episodes, seed)  # each video is written at the reset after its episode
+        return _run_episodes(model, env, episodes, seed, skip_reset_steps)  # each video is written at the reset after its episode
     finally:
         if owned:
             env.close()
@@ -126,12 +126,14 @@ def _evaluation_env(env, episodes, video_folder):
     return as_vector_env(video_wrapper(video_folder, [episodes])(env)), False
 
 
-def _run_episodes(model, env, episodes, seed) -> list[float]:
+def _run_episodes(model, env, episodes, seed, skip_reset_steps) -> list[float]:
+    """Plays until each sub-env finished its quota. An env that resets finished sub-envs on its next step
+    (``skip_reset_steps``, e.g. ``CartPoleVectorEnv``) is not reset here: that step has reward 0 and no done."""
     act = tf.function(lambda observations: model(observations), reduce_retracing=True)
     spec = getattr(model, "observation_spec", None)  # a TRPO model: observations keep their dtypes
     prepare = (lambda o: tf.convert_to_tensor(o, tf.float32)) if spec is None else spec.numpy
     low, high = action_bounds(env)
-    reset_finished = autoreset_mode(env) != gymnasium.vector.AutoresetMode.SAME_STEP
+    reset_finished = autoreset_mode(env) != gymnasium.vector.AutoresetMode.SAME_STEP and not skip_reset_steps
     quota = np.asarray(episode_quota(episodes, env.num_envs))
     returns: list[float] = []
     running = np.zeros(env.num_envs)

@@ -67,6 +67,20 @@ class CounterVectorEnv(gymnasium.vector.VectorEnv):
         return after, rewards, terminated, truncated, {}
 
 
+class StepBudget(gymnasium.vector.VectorWrapper):
+    """Raises after ``steps`` vector steps, so a loop that never ends fails instead of hanging."""
+
+    def __init__(self, env, steps):
+        super().__init__(env)
+        self.left = steps
+
+    def step(self, actions):
+        self.left -= 1
+        if self.left < 0:
+            raise RuntimeError("step budget exhausted: the episodes never finished")
+        return self.env.step(actions)
+
+
 def tiny_model(env):
     model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(8,), value_hidden_units=(8,))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -187,3 +201,19 @@ def test_the_cartpole_preset_learns_on_cartpole_vector_env():
     model.fit(preset.build_rollouts(env, model, seed=0), epochs=30, verbose=0)
     env.close()
     assert np.mean(keras_trpo.evaluate(model, "CartPole-v1", episodes=10, seed=123)) >= 400
+
+
+def test_evaluate_steps_through_reset_steps_and_returns_each_episodes_own_rewards():
+    """Catches: evaluate resetting finished sub-envs with reset(reset_mask) on such an env, which restarts
+    the running ones too: sub-env 1 (limit 5) is then cut every 3 steps and never finishes (the step
+    budget turns that endless loop into an error)."""
+    env = CounterVectorEnv(limits=[3, 5])
+    model = tiny_model(env)
+    returns = keras_trpo.evaluate(model, StepBudget(env, steps=100), episodes=6, seed=0)
+    episodes = {}  # the env's own record: (sub-env, episode) -> rewards of its real transitions
+    for i, records in enumerate(env.records):
+        for observation, _, reward, terminated, truncated, _ in records:
+            episodes.setdefault((i, int(observation[1])), []).append((reward, terminated or truncated))
+    finished = {key: sum(r for r, _ in steps) for key, steps in episodes.items() if steps[-1][1]}
+    assert sorted(returns) == sorted(finished[(i, k)] for i, k in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)])
+    assert env.reset_steps > 0
