@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_trpo.policies import CategoricalHead, MultiCategoricalHead
+
 #: float32's unit roundoff, 2**-24.
 U32 = float(np.finfo(np.float32).eps / 2)
 #: Rounding of one elementwise function (tanh, exp, erf, sqrt, a division), in units of u: libm and
@@ -68,3 +70,35 @@ def mlp_gap(model, observations):
     policy = dense_stack_error([*model.policy_layers, model.policy_output], model.activation, magnitude, error)
     value = dense_stack_error([*model.value_layers, model.value_output], model.activation, magnitude, error)
     return {"policy": 2 * policy, "value": 2 * value[:, 0]}
+
+
+def log_prob_gap(model, observations, actions):
+    """``[N]``: how far two float32 evaluations of ``model.distribution(observations).log_prob(actions)`` may differ.
+
+    First order in the raw outputs' gap δ (:func:`mlp_gap`), plus each evaluation's own rounding:
+    - diagonal Gaussian, ``Σ_d −z_d²/2 − log σ_d − log(2π)/2`` with ``z = (a − μ)/σ``: ``Σ_d |z_d| δ_d / σ_d``;
+    - Categorical (each ``MultiDiscrete`` component), ``l_a − logsumexp(l)``: ``2 max_k δ_k`` per component
+      (``logsumexp`` moves by at most the largest change of its inputs);
+    - Bernoulli (``MultiBinary``), ``Σ_k a_k l_k − softplus(l_k)``: ``Σ_k δ_k`` (both slopes are within [0, 1]).
+    Rounding: ``ELEMENTWISE_UNITS`` u per term, on each term's magnitude, summed (γ_d for the sum).
+    """
+    params = {key: np.asarray(value.numpy(), np.float64) for key, value in model.distribution_params(observations).items()}
+    delta = mlp_gap(model, observations)["policy"]
+    actions = np.asarray(actions, np.float64).reshape(len(delta), -1)
+    if "mean" in params:
+        sigma = np.exp(params["log_std"])
+        z = (actions - params["mean"]) / sigma
+        first_order = np.sum(np.abs(z) * delta / sigma, axis=1)
+        magnitude = np.sum(z**2 / 2 + np.abs(params["log_std"]) + 1.0, axis=1)
+    else:
+        logits = params["logits"].reshape(len(delta), -1)
+        widths = {CategoricalHead: [logits.shape[1]], MultiCategoricalHead: getattr(model.head, "nvec", None)}.get(
+            type(model.head))
+        if widths is None:  # BernoulliHead: one Bernoulli per output
+            first_order = np.sum(delta, axis=1)
+        else:
+            bounds = np.cumsum([0, *widths])
+            first_order = sum(2 * np.max(delta[:, lo:hi], axis=1) for lo, hi in zip(bounds[:-1], bounds[1:]))
+        magnitude = np.sum(np.abs(logits), axis=1) + np.log(logits.shape[1]) + 1.0
+    rounding = 2 * (ELEMENTWISE_UNITS * U32 + gamma(actions.shape[1])) * magnitude
+    return first_order + rounding
