@@ -153,16 +153,10 @@ def test_evaluate_a_keras_file_or_a_run_directory_in_process(run_dir, capsys, tm
 # evaluate --video; --import for .keras files with custom networks (issue 24, items 6 and 4)
 # --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def varied_policy(tmp_path_factory):
-    """A .keras CartPole policy after 6 iterations: its episodes last 200-250 steps, each seed a different length."""
-    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
-    keras.utils.set_random_seed(0)
-    model = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(keras_trpo.Rollouts(env, model, steps=512, seed=0), epochs=6, verbose=0)
-    env.close()
+def varied_policy(varied_cartpole_policy, tmp_path_factory):
+    """The shared CartPole policy of conftest.py, as a .keras file."""
     path = tmp_path_factory.mktemp("varied") / "policy.keras"
-    model.save(path)
+    varied_cartpole_policy.save(path)
     return path
 
 

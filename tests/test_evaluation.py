@@ -4,23 +4,15 @@ import os
 import sys
 
 import gymnasium
-import keras
 import numpy as np
 import pytest
 
 import keras_trpo
 
 
-@pytest.fixture(scope="module")
-def model():
-    """A CartPole policy after a few iterations: its episodes last 100-300 steps, each seed a different length."""
-    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
-    keras.utils.set_random_seed(0)
-    trained = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
-    trained.compile(optimizer=keras.optimizers.Adam(1e-3))
-    trained.fit(keras_trpo.Rollouts(env, trained, steps=512, seed=0), epochs=6, verbose=0)
-    env.close()
-    return trained
+@pytest.fixture
+def model(varied_cartpole_policy):
+    return varied_cartpole_policy
 
 
 @pytest.fixture(scope="module")
