@@ -192,18 +192,22 @@ class ObservationSpec:
         Checked when the model is built, not first at export after training. A key must be an ASCII
         identifier not starting with '_' (TensorFlow would rename 'agent-pos' silently and refuse 'é'),
         other than 'seed' and 'actions', which the ``sample`` and ``log_prob`` signatures also take.
+        TensorFlow lowercases signature input names, so the comparisons ignore case ('Seed', or
+        'img' beside 'IMG', clash too).
         """
         if not self.structured:
             return
         invalid = sorted(k for k in self.keys if not (k.isascii() and k.isidentifier()) or k.startswith("_"))
-        clash = sorted(set(self.keys) & {"seed", "actions"})
+        lowered = [k.lower() for k in self.keys]
+        clash = sorted(k for k in self.keys if k.lower() in ("seed", "actions") or lowered.count(k.lower()) > 1)
         fix = "rename them with a gymnasium.ObservationWrapper before building the model."
         if invalid:
             raise ValueError(f"observation_space: observation keys {invalid} are not valid signature input names for "
                              "model.export (an ASCII identifier not starting with '_'); " + fix)
         if clash:
-            raise ValueError(f"observation_space: observation keys {clash} clash with the signature inputs 'seed' and "
-                             "'actions' of model.export; " + fix)
+            raise ValueError(f"observation_space: observation keys {clash} clash, ignoring case (TensorFlow lowercases "
+                             "signature input names), with each other or the inputs 'seed' and 'actions' of "
+                             "model.export; " + fix)
 
     def zeros(self, n: int = 1):
         """A batch of ``n`` zero observations (to build networks)."""

@@ -189,11 +189,18 @@ CASES = {
     # 8. Dict keys that cannot name a signature input: refused when the model is built
     "a Dict key 'actions'": (
         lambda tmp: trpo(observation_space=spaces.Dict({"actions": CARTPOLE})), ValueError,
-        r"^observation_space: observation keys \['actions'\] clash with the signature inputs 'seed' and 'actions' "
-        r"of model\.export; rename them with a gymnasium\.ObservationWrapper before building the model"),
+        r"^observation_space: observation keys \['actions'\] clash, ignoring case \(TensorFlow lowercases signature "
+        r"input names\), with each other or the inputs 'seed' and 'actions' of model\.export; rename them with a "
+        r"gymnasium\.ObservationWrapper before building the model"),
     "a Dict key 'seed' (for_env)": (
         lambda tmp: keras_trpo.TRPO.for_env(DictEnv()), ValueError,
-        r"^observation_space: observation keys \['seed'\] clash with the signature inputs"),
+        r"^observation_space: observation keys \['seed'\] clash, ignoring case"),
+    "a Dict key 'Seed' (TensorFlow lowercases it)": (
+        lambda tmp: trpo(observation_space=spaces.Dict({"Seed": CARTPOLE, "pos": CARTPOLE})), ValueError,
+        r"^observation_space: observation keys \['Seed'\] clash, ignoring case"),
+    "Dict keys 'img' and 'IMG'": (
+        lambda tmp: trpo(observation_space=spaces.Dict({"img": CARTPOLE, "IMG": CARTPOLE})), ValueError,
+        r"^observation_space: observation keys \['IMG', 'img'\] clash, ignoring case"),
     "a non-ASCII Dict key": (
         lambda tmp: trpo(observation_space=spaces.Dict({"é": CARTPOLE})), ValueError,
         r"^observation_space: observation keys \['é'\] are not valid signature input names for model\.export "
