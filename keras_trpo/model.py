@@ -111,8 +111,8 @@ class TRPO(trainer.Trainer):
             backtrack_coefficient=backtrack_coefficient, backtrack_iterations=backtrack_iterations,
             value_epochs=value_epochs, value_batch_size=value_batch_size,
         )
-        self.hidden_units = None if hidden_units is None else tuple(int(u) for u in hidden_units)
-        self.value_hidden_units = None if value_hidden_units is None else tuple(int(u) for u in value_hidden_units)
+        self.hidden_units = validation.layer_widths("hidden_units", hidden_units)
+        self.value_hidden_units = validation.layer_widths("value_hidden_units", value_hidden_units)
         # What the constructor got (a name, a layer or None).
         self._networks = (networks.deserialize(policy_network, "policy_network"),
                           networks.deserialize(value_network, "value_network"))
@@ -134,7 +134,7 @@ class TRPO(trainer.Trainer):
 
         self.policy_layers, self.policy_output, self.value_layers, self.value_output = actor_critic.make(
             self.observation_spec, self.head.num_outputs, policy_network=self._networks[0],
-            value_network=self._networks[1], hidden_units=hidden_units, value_hidden_units=value_hidden_units,
+            value_network=self._networks[1], hidden_units=self.hidden_units, value_hidden_units=self.value_hidden_units,
             activation=activation, seed=None if seed is None else int(seed),
         )
         # Trust-region hyperparameters live in variables so that callbacks can

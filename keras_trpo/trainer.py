@@ -106,8 +106,9 @@ class Trainer(keras.Model):
         split over the replicas (:func:`keras_trpo.distribute.distribute_py_dataset`).
         Each rejected update issues one :class:`keras_trpo.UpdateRejectedWarning`.
         """
-        _check_fit_arguments(x, y, kwargs)
+        _check_fit_arguments(self, x, y, {"batch_size": batch_size, **kwargs})
         validation.warn_about_keras_best_callbacks(callbacks)
+        validation.warn_about_backup_without_rollouts(x, callbacks)
         if verbose != 0 and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks or []):
             callbacks = [*(callbacks or []), ProgressBar()]  # Keras then adds no bar of its own
         train_function, source = self.make_train_function(), x
@@ -174,7 +175,7 @@ class Trainer(keras.Model):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
-def _check_fit_arguments(x, y, kwargs) -> None:
+def _check_fit_arguments(model, x, y, kwargs) -> None:
     """Refuses what ``fit`` cannot do for TRPO, with one line saying what to do instead."""
     usage = "model.fit(keras_trpo.Rollouts(env, model, steps=2048), epochs=N)"
     if isinstance(x, (gymnasium.Env, gymnasium.vector.VectorEnv)):
@@ -192,6 +193,19 @@ def _check_fit_arguments(x, y, kwargs) -> None:
         raise ValueError(
             f"TRPO.fit does not take {given[0]}: TRPO has no loss to validate. Evaluate the policy with "
             "callbacks=[keras_trpo.callbacks.Evaluation(env, every=10)] (logs eval_return)."
+        )
+    weighting = [name for name in ("batch_size", "class_weight", "sample_weight") if kwargs.get(name) is not None]
+    if weighting:
+        raise ValueError(
+            f"TRPO.fit does not take {weighting[0]}: one batch is one TRPO iteration, and each transition counts by "
+            "its advantage. Set the batch with Rollouts(steps=...) and the critic's minibatches with "
+            "TRPO(value_batch_size=...)."
+        )
+    collector = getattr(x, "model", None)
+    if isinstance(x, keras.utils.PyDataset) and collector is not None and collector is not model:
+        raise ValueError(
+            f"TRPO.fit got {type(x).__name__} that act with another model ({getattr(collector, 'name', collector)!r}, "
+            f"not {model.name!r}), so every batch would be off-policy: build them for this model, Rollouts(env, model)."
         )
     if kwargs.get("steps_per_epoch") is not None and isinstance(x, keras.utils.PyDataset) and len(x) == 1:
         raise ValueError(

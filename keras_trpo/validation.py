@@ -45,6 +45,16 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def layer_widths(name: str, value) -> tuple | None:
+    """``value`` as a tuple of layer widths (``None`` stays ``None``); one line naming ``name`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer, str)) or not hasattr(value, "__iter__"):
+        hint = f": use ({value},) for one hidden layer" if isinstance(value, (int, np.integer)) else ""
+        raise ValueError(f"{name} must be a list of layer widths such as (64, 64); got {value!r}{hint}.")
+    return tuple(check_int(f"{name}[{i}]", width) for i, width in enumerate(value))
+
+
 _HYPERPARAMETER_RULES = {
     "max_kl": (lambda v: v > 0, "a number > 0"),
     "damping": (lambda v: v >= 0, "a number >= 0"),
@@ -241,3 +251,24 @@ def warn_about_keras_best_callbacks(callbacks) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def warn_about_backup_without_rollouts(x, callbacks) -> None:
+    """Warns (once per callback) about a ``keras.callbacks.BackupAndRestore`` with no ``RolloutsBackup`` of ``x``.
+
+    It restores the model only: a resumed run's ``Rollouts`` (``x``, anything with ``get_state``) would
+    start again from ``env_steps`` 0, fresh episodes and a fresh sampling RNG.
+    """
+    callbacks = list(callbacks or ())
+    if not hasattr(x, "get_state") or any(getattr(c, "rollouts", None) is x for c in callbacks):
+        return
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.BackupAndRestore) and callback not in _warned:
+            _warned.add(callback)
+            warnings.warn(
+                "keras.callbacks.BackupAndRestore restores the model but not the rollouts: a resumed run would "
+                "restart env_steps, the episodes and the action sampling. Add "
+                "keras_trpo.callbacks.RolloutsBackup(rollouts, backup_dir) after it, with the same backup_dir.",
+                UserWarning,
+                stacklevel=3,
+            )

@@ -18,6 +18,7 @@ import functools
 import os
 import re
 import shutil
+import tempfile
 import warnings
 
 import gymnasium
@@ -198,7 +199,7 @@ def walk_env():
 EPOCHS, INTERRUPT_AT = 6, 4
 
 
-def walk_run(backup=None, interrupt=None, save_rollouts=True):
+def walk_run(backup=None, interrupt=None, save_rollouts=True, save_freq="epoch", rollouts_backup_first=False):
     """A seeded run on the deterministic env; returns the model, its rollouts and the history."""
     keras.utils.set_random_seed(0)
     env = walk_env()
@@ -210,9 +211,11 @@ def walk_run(backup=None, interrupt=None, save_rollouts=True):
     rollouts = keras_trpo.Rollouts(env, model, steps=48, gamma=0.9, gae_lambda=0.9, seed=0)
     callbacks = []
     if backup is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(backup))
+        callbacks.append(keras.callbacks.BackupAndRestore(backup, save_freq=save_freq))
         if save_rollouts:
-            callbacks.append(keras_trpo.callbacks.RolloutsBackup(rollouts, backup))
+            callbacks.append(keras_trpo.callbacks.RolloutsBackup(rollouts, backup, save_freq=save_freq))
+        if rollouts_backup_first:
+            callbacks.reverse()
     if interrupt is not None:
         callbacks.append(InterruptAt(interrupt))
     history = model.fit(rollouts, epochs=EPOCHS, verbose=0, callbacks=callbacks)
@@ -248,6 +251,39 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(uninterrupted,
         np.testing.assert_array_equal(a, b, err_msg=path)
     assert rollouts.env_steps == expected_rollouts.env_steps == EPOCHS * 48
     assert rollouts.episode_returns == expected_rollouts.episode_returns
+
+
+def test_a_resume_saving_every_second_batch_continues_from_the_saved_iteration(uninterrupted, tmp_path):
+    """RolloutsBackup(save_freq=2) saves when BackupAndRestore(save_freq=2) does. Catches: the rollouts
+    saved at every epoch end whatever save_freq (before: their policy_version is then ahead of the
+    restored weights', and every later run refused to resume)."""
+    _, _, expected_history = uninterrupted
+    backup = str(tmp_path / "backup")
+    with pytest.raises(Interrupt):
+        walk_run(backup, interrupt=INTERRUPT_AT + 1, save_freq=2)  # saved after batches 2 and 4; the 5th is lost
+    _, _, history = walk_run(backup, save_freq=2)
+    # Keras restarts the epoch it saved in (epoch 3, whose update the weights already hold): one iteration
+    # more than uninterrupted; the first two continue the uninterrupted run bit for bit.
+    assert len(history["kl"]) == EPOCHS - INTERRUPT_AT + 1
+    np.testing.assert_array_equal(history["kl"][:2], expected_history["kl"][INTERRUPT_AT:])
+    np.testing.assert_array_equal(history["env_steps"][:2], expected_history["env_steps"][INTERRUPT_AT:])
+
+
+def test_a_rollouts_backup_listed_before_backup_and_restore_says_to_list_it_after(tmp_path):
+    """Catches: the bare policy_version mismatch of Rollouts.set_state, which does not say what to do."""
+    backup = str(tmp_path / "backup")
+    with pytest.raises(Interrupt):
+        walk_run(backup, interrupt=2, rollouts_backup_first=True)
+    with pytest.raises(ValueError, match=r"^RolloutsBackup: .* holds the rollouts of policy_version 2 but the model "
+                       r"is at 0: .*list it after keras\.callbacks\.BackupAndRestore, with the same backup_dir"):
+        walk_run(backup, rollouts_backup_first=True)
+
+
+def test_backup_and_restore_without_rollouts_backup_is_warned_about():
+    """Catches: the warning not given. Without RolloutsBackup a resumed run restarts env_steps at 0."""
+    with pytest.warns(UserWarning, match=r"BackupAndRestore restores the model but not the rollouts: .*"
+                      r"keras_trpo\.callbacks\.RolloutsBackup\(rollouts, backup_dir\) after it"):
+        walk_run(backup=tempfile.mkdtemp(), save_rollouts=False)
 
 
 def test_without_the_rollouts_state_a_resumed_run_diverges(uninterrupted, tmp_path):

@@ -116,6 +116,21 @@ def predict_after_relaxed_traces(tmp_path):
     model.predict(np.zeros((3, 5), np.float32), verbose=0)
 
 
+def cartpole_env():
+    return gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+
+
+def compiled():
+    model = keras_trpo.TRPO.for_env(cartpole_env(), hidden_units=(8,), value_hidden_units=(8,), seed=0)
+    model.compile(optimizer="adam")
+    return model
+
+
+def fit_with(**kwargs):
+    model = compiled()
+    model.fit(keras_trpo.Rollouts(cartpole_env(), model, steps=8), epochs=1, verbose=0, **kwargs)
+
+
 DICT_SPACE = spaces.Dict({"position": CARTPOLE, "flag": spaces.Discrete(3)})
 
 #: name -> (call(tmp_path), exception type, regex of the key words; ``^`` where the start matters).
@@ -219,6 +234,19 @@ CASES = {
         ValueError,
         r"^policy_network computes in lower precision: its weight '.*kernel' is float16; .*need float32.*"
         r"Build it with dtype='float32'"),
+    # From the new-user trial of issue 24
+    "hidden_units as one int": (
+        lambda tmp: trpo(hidden_units=64), ValueError,
+        r"^hidden_units must be a list of layer widths such as \(64, 64\); got 64: use \(64,\) for one hidden layer"),
+    "fit on rollouts of another model": (
+        lambda tmp: compiled().fit(keras_trpo.Rollouts(cartpole_env(), compiled(), steps=8), epochs=1, verbose=0),
+        ValueError, r"^TRPO\.fit got Rollouts that act with another model .*build them for this model, "
+        r"Rollouts\(env, model\)"),
+    "fit with class_weight": (
+        lambda tmp: fit_with(class_weight={0: 1.0, 1: 2.0}), ValueError,
+        r"^TRPO\.fit does not take class_weight: .*Rollouts\(steps=\.\.\.\).*TRPO\(value_batch_size=\.\.\.\)"),
+    "fit with batch_size": (
+        lambda tmp: fit_with(batch_size=64), ValueError, r"^TRPO\.fit does not take batch_size: "),
     "a mixed_float16 network": (  # trained before, its KL and Fisher-vector products through float16 logits
         lambda tmp: trpo(keras.Sequential([keras.layers.Dense(4, dtype="mixed_float16")])), ValueError,
         r"^policy_network computes in lower precision: its output is float16; .*Build it with dtype='float32'"),

@@ -8,6 +8,7 @@ import pickle
 import keras
 
 from keras_trpo.envs import env_snapshot
+from keras_trpo.validation import check_int
 
 
 class RolloutsBackup(keras.callbacks.Callback):
@@ -31,6 +32,12 @@ class RolloutsBackup(keras.callbacks.Callback):
     backup gives the same run; it differs from the uninterrupted run from the resumed epoch on.
     :attr:`bit_exact` says which case applies (checked once, at construction).
 
+    **When it saves.** ``save_freq`` works as ``BackupAndRestore``'s and must be the same: ``"epoch"``
+    (the default of both) saves at every epoch end, an integer every ``save_freq`` batches (one batch
+    is one iteration; Keras then resumes at the start of the epoch it saved in, so a resumed run makes
+    one more iteration than an uninterrupted one, on a batch collected by the restored weights). The state is restored only with the model weights it belongs to (the same
+    ``policy_version``); a mismatch is one line naming the likely cause.
+
     The state file is a Python pickle (the env object, cloudpickled, is part of the state), and
     unpickling runs code: restore only backup directories you wrote yourself
     (docs/safe-loading.md).
@@ -45,9 +52,12 @@ class RolloutsBackup(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, rollouts, backup_dir):
+    def __init__(self, rollouts, backup_dir, save_freq="epoch"):
         super().__init__()
+        if save_freq != "epoch":
+            check_int("save_freq", save_freq)
         self.rollouts, self.path = rollouts, os.path.join(backup_dir, "rollouts_state.pkl")
+        self.save_freq, self._batches_since_saving = save_freq, 0
         snapshot, why = env_snapshot(rollouts.env)
         #: Whether a resume continues bit for bit (the env is saved); else it restarts from a seeded reset.
         self.bit_exact = snapshot is not None
@@ -59,9 +69,30 @@ class RolloutsBackup(keras.callbacks.Callback):
             return
         with open(self.path, "rb") as f:
             state = pickle.load(f)
+        saved, version = state["policy_version"], self.rollouts.model.policy_version
+        if saved != version:
+            raise ValueError(f"RolloutsBackup: {self.path} holds the rollouts of policy_version {saved} but the model "
+                             f"is at {version}: {self._mismatch_cause(version)}; or delete that file to resume without it.")
         self.rollouts.set_state(state)
 
+    def _mismatch_cause(self, version) -> str:
+        if version == 0:
+            return ("no weights were restored before it: list it after keras.callbacks.BackupAndRestore, with the same "
+                    "backup_dir (callbacks run in list order)")
+        return "BackupAndRestore saves at other times: give both the same save_freq"
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq != "epoch":
+            self._batches_since_saving += 1
+            if self._batches_since_saving >= self.save_freq:
+                self._batches_since_saving = 0
+                self._save()
+
     def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch":
+            self._save()
+
+    def _save(self):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path + ".tmp", "wb") as f:
             pickle.dump(self.rollouts.get_state(), f)
