@@ -352,3 +352,18 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_two_image_encoders_of_one_named_network_start_from_different_kernels():
+    """Bug caught: every encoder of a ``Combined`` seeded with the model's seed (``sub_seed = seed``), so two
+    image entries of one Dict start with identical kernels and learn the same features from the start."""
+    space = spaces.Dict({"left": IMAGE, "right": IMAGE})
+    model = keras_trpo.TRPO(space, spaces.Discrete(3), policy_network="minigrid_cnn", value_network="minigrid_cnn",
+                            seed=0)
+    for network in (model.policy_layers[0], model.value_layers[0]):
+        assert isinstance(network, keras_trpo.networks.Combined) and sorted(network.encoders) == ["left", "right"]
+        left, right = (network.encoders[key].weights for key in ("left", "right"))
+        kernels = [(a, b) for a, b in zip(left, right) if len(a.shape) > 1]
+        assert len(kernels) == 4  # three convolutions and the Dense
+        same = [a.path for a, b in kernels if np.array_equal(a.numpy(), b.numpy())]
+        assert not same, f"{network.name}: the encoders' kernels {same} are identical to the other encoder's"
