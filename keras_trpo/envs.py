@@ -14,6 +14,7 @@ Imports only keras_trpo.errors.
 from __future__ import annotations
 
 import traceback
+import weakref
 
 import cloudpickle
 import gymnasium
@@ -107,6 +108,27 @@ def spaces_of(env) -> tuple:
             f"env must be a gymnasium Env or VectorEnv with observation and action spaces; got {type(env).__name__}."
         )
     return observation_space, action_space
+
+
+#: The envs some ``Rollouts`` collects with (each vector env and its sub-envs): evaluating on one of them
+#: would reset it behind the rollouts' back.
+_COLLECTING = weakref.WeakSet()
+
+
+def mark_collecting(env: VectorEnv) -> None:
+    """Records that ``env`` (and each of its sub-envs) is stepped by a ``Rollouts``."""
+    for each in (env, *getattr(env, "envs", ())):
+        _COLLECTING.add(each)
+
+
+def check_not_collecting(env) -> None:
+    """Raises ValueError if ``env`` is an env that a ``Rollouts`` collects with (see :func:`mark_collecting`)."""
+    if env in _COLLECTING:
+        raise ValueError(
+            "env is the environment a keras_trpo.Rollouts collects with: evaluating on it would reset it behind the "
+            "rollouts' back, and the next batch would continue from observations the env no longer has; evaluate "
+            "on another env (an env id, or a second gymnasium.make_vec)."
+        )
 
 
 def as_vector_env(env) -> VectorEnv:

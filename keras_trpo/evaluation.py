@@ -10,7 +10,9 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.envs import action_bounds, as_vector_env, autoreset_mode, check_spaces, skips_reset_steps
+from keras_trpo.envs import (
+    action_bounds, as_vector_env, autoreset_mode, check_not_collecting, check_spaces, skips_reset_steps,
+)
 from keras_trpo.validation import check_int
 
 #: How to install what ``video_folder`` needs.
@@ -26,7 +28,8 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None, *, video_f
             observations returning actions (or with an ``observation_spec`` like TRPO's).
         env: an env id (evaluated on ``episodes`` parallel copies, with no wrappers: pass
             an env object for wrapped envs such as MiniGrid's ``ImgObsWrapper``), a gymnasium
-            ``Env`` or a ``VectorEnv``. Use an env that is not the one training.
+            ``Env`` or a ``VectorEnv``. An env that a ``Rollouts`` collects with is refused (evaluating
+            would reset it behind the rollouts' back).
         episodes: number of episodes, split evenly over the sub-environments.
         seed: seeds the first reset (sub-environment ``i`` gets ``seed + i``).
         video_folder: records every evaluated episode with gymnasium's ``RecordVideo`` to
@@ -48,6 +51,7 @@ def evaluate(model, env, episodes: int = 10, seed: int | None = None, *, video_f
     ```
     """
     episodes = check_int("episodes", episodes)
+    check_not_collecting(env)
     env, owned = _evaluation_env(env, episodes, video_folder)
     try:
         if hasattr(model, "observation_space"):  # a TRPO model; the CLI also passes a SavedModel's function

@@ -11,8 +11,8 @@ from gymnasium.vector import AutoresetMode
 
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.envs import (
-    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, resume_seed,
-    run_env_checker, skips_reset_steps,
+    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, mark_collecting,
+    resume_seed, run_env_checker, skips_reset_steps,
 )
 from keras_trpo.normalization import RewardScaler
 from keras_trpo.transitions import Transitions, scale_rewards, warn_non_finite
@@ -118,6 +118,7 @@ class Rollouts(keras.utils.PyDataset):
         if check_env:
             run_env_checker(env)
         self.env = as_vector_env(env)
+        mark_collecting(self.env)
         self.model = model
         check_spaces(self.env, model)
         #: Whether the env's own reset steps are stepped through and left out (NEXT_STEP, no reset_mask).
@@ -378,6 +379,7 @@ class Rollouts(keras.utils.PyDataset):
         self._cached = None
         if state["env"] is not None:
             self.env = pickle.loads(state["env"])
+            mark_collecting(self.env)
             self._observations = state["observations"]
             self._was_reset = state.get("was_reset", self._observations is not None)
             self._resetting = state.get("resetting", np.zeros(self.num_envs, bool)).copy()

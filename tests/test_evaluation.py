@@ -95,3 +95,22 @@ def test_video_wrapper_in_make_vec_records_the_quota_of_each_sub_env(untrained, 
     assert returns == keras_trpo.evaluate(untrained, plain, episodes=3, seed=1)
     assert videos(folder) == ["env0-episode-0.mp4", "env0-episode-1.mp4", "env1-episode-0.mp4"]
     np.testing.assert_array_less(0, [os.path.getsize(folder / name) for name in videos(folder)])
+
+
+def test_evaluating_on_the_env_a_rollouts_collects_with_is_refused():
+    """Before: no error; the next batch continued from observations the env no longer had (found by a new-user
+    trial). Catches: Rollouts not marking its env, or evaluate not checking it."""
+    vector = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    single = gymnasium.make("CartPole-v1")
+    untrained = keras_trpo.TRPO.for_env(vector, hidden_units=(8,), value_hidden_units=(8,), seed=0)
+    for env in (vector, single):
+        keras_trpo.Rollouts(env, untrained, steps=8, seed=0)
+        with pytest.raises(ValueError, match=r"^env is the environment a keras_trpo\.Rollouts collects with: "):
+            keras_trpo.evaluate(untrained, env, episodes=1)
+    rollouts = keras_trpo.Rollouts(gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync"),
+                                   untrained, steps=8, seed=0)
+    untrained.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=r"^env is the environment a keras_trpo\.Rollouts collects with"):
+        untrained.fit(rollouts, epochs=1, verbose=0,
+                      callbacks=[keras_trpo.callbacks.Evaluation(rollouts.env, episodes=1, every=1)])
+    assert keras_trpo.evaluate(untrained, gymnasium.make_vec("CartPole-v1", num_envs=1), episodes=1)  # another env
