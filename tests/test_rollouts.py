@@ -1,5 +1,7 @@
 """Rollouts: on-policy batches through model.fit, env handling, the numpy acting path."""
 
+import sys
+
 import gymnasium
 import keras
 import numpy as np
@@ -10,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 
 import keras_trpo
 from keras_trpo.acting import PolicySnapshot
-from numerics import mlp_gap
+from numerics import U32, mlp_gap
 
 
 class CountingEnv(gymnasium.Wrapper):
@@ -272,31 +274,39 @@ def test_same_seed_same_returns_and_weights():
     assert third["episode_return"] != first["episode_return"]
 
 
-def test_reward_scaler_matches_a_direct_computation():
-    """RewardScaler against the pooled variance of every discounted return seen so far.
+def direct_reward_scaling(rewards, done, gamma, clip=10.0):
+    """``(scaled [T, num_envs], last scale)``: each step's rewards over the std of every discounted return so far.
 
-    The reference keeps all returns and computes their variance directly, pooled
-    with the scaler's prior (one pseudo-sample of weight 1e-4 at mean 0, variance 1).
+    The reference keeps all returns (each restarting at 0 after ``done``) and computes their variance
+    directly, pooled with RewardScaler's prior (one pseudo-sample of weight 1e-4 at mean 0, variance 1).
     """
-    from keras_trpo.normalization import RewardScaler
-
-    rng = np.random.default_rng(0)
-    num_envs, steps, gamma = 3, 60, 0.9
-    rewards = rng.normal(2.0, 5.0, size=(steps, num_envs))
-    done = rng.random((steps, num_envs)) < 0.1
-    scaler = RewardScaler(num_envs, gamma, clip=3.0)
-    seen, running = [], np.zeros(num_envs)
-    for t in range(steps):
+    seen, running, scaled = [], np.zeros(rewards.shape[1]), np.empty(rewards.shape)
+    for t in range(len(rewards)):
         running = gamma * running + rewards[t]
         seen.extend(running.tolist())
         values = np.array(seen)
         prior = 1e-4
         mean = values.sum() / (len(values) + prior)
         variance = (prior * (1.0 + mean**2) + np.sum((values - mean) ** 2)) / (len(values) + prior)
-        expected = np.clip(rewards[t] / np.sqrt(variance + 1e-8), -3.0, 3.0)
-        np.testing.assert_allclose(scaler(rewards[t], done[t]), expected, rtol=1e-9)
-        running[done[t]] = 0.0
-    assert scaler.scale == pytest.approx(np.sqrt(variance + 1e-8), rel=1e-9)
+        scale = np.sqrt(variance + 1e-8)
+        scaled[t] = np.clip(rewards[t] / scale, -clip, clip)
+        running = np.where(done[t], 0.0, running)
+    return scaled, scale
+
+
+def test_reward_scaler_matches_a_direct_computation():
+    """RewardScaler against the pooled variance of every discounted return seen so far (direct_reward_scaling)."""
+    from keras_trpo.normalization import RewardScaler
+
+    rng = np.random.default_rng(0)
+    num_envs, steps, gamma = 3, 60, 0.9
+    rewards = rng.normal(2.0, 5.0, size=(steps, num_envs))
+    done = rng.random((steps, num_envs)) < 0.1
+    expected, scale = direct_reward_scaling(rewards, done, gamma, clip=3.0)
+    scaler = RewardScaler(num_envs, gamma, clip=3.0)
+    for t in range(steps):
+        np.testing.assert_allclose(scaler(rewards[t], done[t]), expected[t], rtol=1e-9)
+    assert scaler.scale == pytest.approx(scale, rel=1e-9)
 
 
 def test_reward_normalization_scales_the_batch_but_not_the_reported_returns():
@@ -363,3 +373,100 @@ def test_box_batches_store_the_unclipped_sample_and_the_env_gets_it_clipped():
             received = np.array(env.received[already[e] :], np.float32)
             assert received.shape == (horizon, 2)
             np.testing.assert_array_equal(received, np.clip(actions[e::3], low, high), err_msg=f"sub-env {e}")
+
+
+# --------------------------------------------------------------------------
+# Surviving mutations of rollouts (issue 25, item 9)
+# --------------------------------------------------------------------------
+def chain_values(model):
+    """``(V(s), derived gap)`` for the ChainEnv states s = 0..5, by the Keras model (acting uses numpy)."""
+    states = np.arange(6, dtype=np.float32)[:, None]
+    return model.value(states).numpy().astype(np.float64), mlp_gap(model, states)["value"]
+
+
+def one_step_advantage_bound(gamma, gap, states, expected):
+    """How far a batch's λ = 0 advantage ``r + γ V(s + 1) − V(s)`` may be from ``expected`` (computed in float64
+    from the Keras model's values): the values' derived gaps, and the batch's float32 rounding of the result."""
+    return gamma * gap[states + 1] + gap[states] + U32 * np.abs(expected)
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
+def test_a_truncation_on_the_last_row_bootstraps_from_the_true_last_observation(mode):
+    """Catches: the batch's last row bootstrapped from the current observation unless it terminated
+    (``running = ~terminated[-1]``): a truncation on the last row then bootstraps from the reset observation.
+
+    Episodes of 3 steps, 6 rows: the last row is a truncation at s = 2 whose true next observation is 3, while
+    the env has already moved on to the reset observation 0. With λ = 0 every row's advantage is
+    ``1 + γ V(s + 1) − V(s)``.
+    """
+    gamma, horizon = 0.9, 6
+    env = gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=3)] * 2, autoreset_mode=mode)
+    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
+    batch = keras_trpo.Rollouts(env, model, steps=2 * horizon, gamma=gamma, gae_lambda=0.0, seed=0).collect()
+    states = batch["observations"].reshape(horizon, 2).astype(np.int64)
+    np.testing.assert_array_equal(states.T, [[0, 1, 2, 0, 1, 2]] * 2)
+    values, gap = chain_values(model)
+    expected = 1.0 + gamma * values[states + 1] - values[states]
+    bound = one_step_advantage_bound(gamma, gap, states, expected)
+    assert gamma * abs(values[3] - values[0]) > 100 * bound.max()  # V(0) instead of V(3) would show
+    error = np.abs(batch["advantages"].reshape(horizon, 2) - expected)
+    assert np.all(error <= bound), (
+        f"advantages off by {error.max(axis=1).round(4).tolist()} per row (bound {bound.max():.1e})")
+
+
+def test_reward_scaling_restarts_the_discounted_return_at_truncations():
+    """Catches: the reward scaler told only of terminations (``self.reward_scaler(rewards[t], terminated[t])``):
+    its discounted return then runs on across time-limit truncations, and so does its variance.
+
+    Reward 1 each step, episodes truncated every 3 steps. The expected scaled rewards are
+    direct_reward_scaling's with the return restarting after each truncation; λ = 0, so each advantage is
+    ``r̃ + γ V(s + 1) − V(s)``. The float64 scaler and its direct reference agree to ~1e-13 relative
+    (test_reward_scaler_matches_a_direct_computation), far inside one float32 rounding of r̃.
+    """
+    gamma, horizon = 0.9, 9
+    env = gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=3)])
+    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
+    rollouts = keras_trpo.Rollouts(env, model, steps=horizon, gamma=gamma, gae_lambda=0.0, seed=0,
+                                   normalize_rewards=True)
+    batch = rollouts.collect()
+    states = batch["observations"][:, 0].astype(np.int64)
+    np.testing.assert_array_equal(states, [0, 1, 2] * 3)
+    scaled, scale = direct_reward_scaling(np.ones((horizon, 1)), (states == 2)[:, None], gamma)
+    values, gap = chain_values(model)
+    expected = scaled[:, 0] + gamma * values[states + 1] - values[states]
+    bound = one_step_advantage_bound(gamma, gap, states, expected) + U32 * scaled[:, 0]
+    error = np.abs(batch["advantages"] - expected)
+    assert np.all(error <= bound), f"advantages off by {error.round(4).tolist()} (bound {bound.max():.1e})"
+    assert rollouts.reward_scaler.scale == pytest.approx(scale, rel=1e-9)
+
+
+def test_observations_that_are_exact_batches_skip_the_full_check_on_every_step():
+    """Catches: the per-step fast path never taken (``if spec.is_exact_batch(...)`` → ``if False``): the full
+    structural check (``ObservationSpec.check``, with its messages and the row count) then runs on every step.
+
+    Observed with a profile hook, which changes nothing: no call of ``ObservationSpec.check`` while
+    collecting float32 ``[2, 1]`` observations; one per step (and per reset) for the same observations
+    sent as float64, which the buffer converts, so the count itself is shown to work.
+    """
+    from keras_trpo.observations import ObservationSpec
+    from test_observations import Tampered
+
+    def checks_while_collecting(env):
+        model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
+        rollouts = keras_trpo.Rollouts(env, model, steps=64, seed=0)
+        calls = []
+
+        def profile(frame, event, arg):
+            if event == "call" and frame.f_code is ObservationSpec.check.__code__:
+                calls.append(frame.f_locals.get("what"))
+
+        sys.setprofile(profile)
+        try:
+            rollouts.collect()
+        finally:
+            sys.setprofile(None)
+        return calls
+
+    assert checks_while_collecting(gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=5)] * 2)) == []
+    float64 = Tampered(gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=5)] * 2), lambda o: o.astype(np.float64))
+    assert len(checks_while_collecting(float64)) >= 32  # 32 steps, and the first reset
