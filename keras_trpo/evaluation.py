@@ -130,12 +130,42 @@ def _evaluation_env(env, episodes, video_folder):
     return as_vector_env(video_wrapper(video_folder, [episodes])(env)), False
 
 
+def actions_function(model):
+    """``observations -> numpy actions`` for what :func:`evaluate` accepts as ``model``.
+
+    A TRPO model acts through one traced function, observations in their own dtypes. A loaded
+    SavedModel acts through its ``serving_default`` signature, and a signature is called with its
+    inputs by name (one per ``Dict`` key), each in its dtype. Any other callable gets a float32 batch
+    and is called as it is. An output dict gives its ``actions``.
+    """
+    if hasattr(model, "observation_spec"):
+        traced = tf.function(lambda observations: model(observations), reduce_retracing=True)
+        return lambda observations: traced(model.observation_spec.numpy(observations)).numpy()
+    if not callable(model) and "serving_default" in getattr(model, "signatures", {}):
+        model = model.signatures["serving_default"]
+    if not callable(model):
+        raise TypeError(f"model must be a keras_trpo.TRPO, a loaded SavedModel, a signature or a callable from a "
+                        f"batch of observations to actions; got {type(model).__name__}.")
+    inputs = getattr(model, "structured_input_signature", (None, None))[1]  # a signature's {name: TensorSpec}
+    if inputs:
+        def call(observations):
+            named = observations if isinstance(observations, dict) else {next(iter(inputs)): observations}
+            return model(**{key: tf.convert_to_tensor(named[key], inputs[key].dtype) for key in inputs})
+    else:
+        def call(observations):
+            return model(tf.convert_to_tensor(observations, tf.float32))
+
+    def act(observations):
+        out = call(observations)
+        return np.asarray(out["actions"] if isinstance(out, dict) else out)
+
+    return act
+
+
 def _run_episodes(model, env, episodes, seed, skip_reset_steps) -> list[float]:
     """Plays until each sub-env finished its quota. An env that resets finished sub-envs on its next step
     (``skip_reset_steps``, e.g. ``CartPoleVectorEnv``) is not reset here: that step has reward 0 and no done."""
-    act = tf.function(lambda observations: model(observations), reduce_retracing=True)
-    spec = getattr(model, "observation_spec", None)  # a TRPO model: observations keep their dtypes
-    prepare = (lambda o: tf.convert_to_tensor(o, tf.float32)) if spec is None else spec.numpy
+    act = actions_function(model)
     low, high = action_bounds(env)
     reset_finished = autoreset_mode(env) != gymnasium.vector.AutoresetMode.SAME_STEP and not skip_reset_steps
     quota = np.asarray(episode_quota(episodes, env.num_envs))
@@ -144,7 +174,7 @@ def _run_episodes(model, env, episodes, seed, skip_reset_steps) -> list[float]:
     finished = np.zeros(env.num_envs, dtype=np.int64)
     observations, _ = env.reset(seed=seed)
     while (finished < quota).any():
-        actions = act(prepare(observations)).numpy()
+        actions = act(observations)
         if low is not None:
             actions = np.clip(actions, low, high)
         observations, rewards, terminated, truncated, _ = env.step(actions)

@@ -6,6 +6,7 @@ import sys
 import gymnasium
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_trpo
 
@@ -114,3 +115,15 @@ def test_evaluating_on_the_env_a_rollouts_collects_with_is_refused():
         untrained.fit(rollouts, epochs=1, verbose=0,
                       callbacks=[keras_trpo.callbacks.Evaluation(rollouts.env, episodes=1, every=1)])
     assert keras_trpo.evaluate(untrained, gymnasium.make_vec("CartPole-v1", num_envs=1), episodes=1)  # another env
+
+
+def test_evaluate_takes_a_loaded_saved_model_its_signature_or_a_plain_function(model, tmp_path):
+    """Before: a signature failed with "'dict' object has no attribute 'numpy'", a loaded SavedModel with
+    "'_UserObject' object is not callable", a numpy function inside tf.function (new-user trial).
+    Catches: any of the three no longer reaching the policy's actions."""
+    expected = keras_trpo.evaluate(model, "CartPole-v1", episodes=2, seed=3)
+    loaded = tf.saved_model.load(model.export(str(tmp_path / "policy")))
+    for policy in (loaded, loaded.signatures["serving_default"], lambda o: np.asarray(model(np.asarray(o)))):
+        assert keras_trpo.evaluate(policy, "CartPole-v1", episodes=2, seed=3) == expected
+    with pytest.raises(TypeError, match=r"^model must be a keras_trpo\.TRPO, a loaded SavedModel, a signature or"):
+        keras_trpo.evaluate(object(), "CartPole-v1", episodes=1)
