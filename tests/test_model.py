@@ -447,3 +447,31 @@ def test_the_critic_step_does_not_wait_for_the_policy_step(options):
                 assert not [a for a in ancestors if "conjugate_gradient" in a.split("/")], (loop, ancestors)
                 found.append(loop)
     assert found, "no function holds both the critic's loop and the conjugate gradient"
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+def test_a_rejected_update_logs_the_loss_of_the_critic_it_keeps(compiled):
+    """Catches: a rejected update logging the loss of the critic it discarded (``undo`` returning the critic
+    step's ``metrics`` instead of ``value_metrics`` of the restored critic): 12.46 logged against a true 25.67.
+
+    After the rejection the critic is the one from before the step (bit for bit), so
+    ``value_loss`` must be ``mean((V(s) − R)²)`` of that critic. The bound: the derived gap δ between two
+    float32 evaluations of V moves each squared error by at most ``2|V − R|δ + δ²``, and the graph's own
+    rounding of the squares and their mean is at most ``(γ_n + 3u)·loss``.
+    """
+    from numerics import U32, gamma, mlp_gap
+
+    model = tiny_model(ACTION_SPACES["box"], value_epochs=3)
+    batch = random_batch(model, n=128)
+    errors = model.value(batch["observations"]).numpy().astype(np.float64) - batch["returns"]
+    expected = np.mean(errors**2)
+    delta = mlp_gap(model, batch["observations"])["value"]
+    bound = np.mean(2 * np.abs(errors) * delta + delta**2) + (gamma(len(errors)) + 3 * U32) * expected
+    model.damping = -1e3  # F − 1000·I is negative definite: CG breaks down, the update is rejected (reason 2)
+    step = tf.function(model.train_step, autograph=False) if compiled else model.train_step
+    kept = snapshot(model.value_variables)
+    logs = step(batch)
+    assert float(logs["rejection_reason"]) == 2.0
+    assert_bit_identical(kept, model.value_variables)
+    assert abs(float(logs["value_loss"]) - expected) <= bound, (
+        f"value_loss {float(logs['value_loss']):.6g}; the kept critic's loss is {expected:.6g} (bound {bound:.1e})")
