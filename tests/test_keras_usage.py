@@ -156,7 +156,7 @@ def test_a_vector_env_that_ignores_reset_mask_is_stepped_through_not_reset(cartp
     assert not isinstance(native.unwrapped, gymnasium.vector.SyncVectorEnv)
     # Rollouts leaves the env's reset steps out of the batch (tests/test_vector_envs.py).
     assert keras_trpo.Rollouts(native, model, steps=64).skips_reset_steps
-    returns = keras_trpo.evaluate(model, native, episodes=8, seed=0)
+    returns = keras_trpo.evaluate(model, gymnasium.make_vec("CartPole-v1", num_envs=2), episodes=8, seed=0)
     assert len(returns) == 8 and all(0 < r <= 500 for r in returns)
     native.close()
     same_step = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync",
