@@ -365,10 +365,12 @@ class Rollouts(keras.utils.PyDataset):
         (neither their returns nor their reward-scaler returns carry over); the RNG, the counters,
         the finished episodes and the reward scaler's statistics are restored.
         """
-        if state["policy_version"] != self.model.policy_version:
+        saved_envs = len(state["episode_return"])
+        if state["policy_version"] != self.model.policy_version or saved_envs != self.num_envs:
             raise ValueError(
-                f"rollouts state belongs to policy_version {state['policy_version']} but the model is at "
-                f"{self.model.policy_version}; restore the model's weights first (BackupAndRestore)."
+                f"rollouts state of policy_version {state['policy_version']} with {saved_envs} sub-environments, but "
+                f"the model is at {self.model.policy_version} and these Rollouts have {self.num_envs}: restore the "
+                "model's weights first (BackupAndRestore), and resume with the env the state was saved with."
             )
         self._rng.bit_generator.state = state["rng"]
         self.env_steps = state["env_steps"]

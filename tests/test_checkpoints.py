@@ -468,3 +468,16 @@ def test_envs_that_pickle_as_constructor_arguments_resume_from_a_reset_not_a_wro
     for batch in resumed_rollouts.batches:
         assert_rows_follow_the_dynamics(batch, 3)
     assert not backup_callback.bit_exact and "EzPickle" in backup_callback.reason
+
+
+def test_a_rollouts_state_is_refused_by_rollouts_of_another_number_of_sub_envs():
+    """Before: "could not broadcast input array from shape (8,) into shape (4,)" at the next collection
+    (new-user trial). Catches: the sub-env count left out of set_state's check."""
+    eight, four = (gymnasium.make_vec("CartPole-v1", num_envs=n, vectorization_mode="sync") for n in (8, 4))
+    model = tiny_model(eight)
+    state = keras_trpo.Rollouts(eight, model, steps=16, seed=0).get_state()
+    rollouts = keras_trpo.Rollouts(four, model, steps=16, seed=1)
+    rng_before = rollouts.get_state()["rng"]
+    with pytest.raises(ValueError, match=r"with 8 sub-environments, but .* these Rollouts have 4: .*resume with the env"):
+        rollouts.set_state(state)
+    assert rollouts.get_state()["rng"] == rng_before  # a refused state changes nothing
