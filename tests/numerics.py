@@ -72,8 +72,10 @@ def mlp_gap(model, observations):
     return {"policy": 2 * policy, "value": 2 * value[:, 0]}
 
 
-def log_prob_gap(model, observations, actions):
+def log_prob_gap(model, observations, actions, features=None):
     """``[N]``: how far two float32 evaluations of ``model.distribution(observations).log_prob(actions)`` may differ.
+
+    ``features``: the default MLP's input ``[N, flat_size]`` when ``observations`` is a dict (a ``Dict`` space).
 
     First order in the raw outputs' gap δ (:func:`mlp_gap`), plus each evaluation's own rounding:
     - diagonal Gaussian, ``Σ_d −z_d²/2 − log σ_d − log(2π)/2`` with ``z = (a − μ)/σ``: ``Σ_d |z_d| δ_d / σ_d``;
@@ -83,7 +85,7 @@ def log_prob_gap(model, observations, actions):
     Rounding: ``ELEMENTWISE_UNITS`` u per term, on each term's magnitude, summed (γ_d for the sum).
     """
     params = {key: np.asarray(value.numpy(), np.float64) for key, value in model.distribution_params(observations).items()}
-    delta = mlp_gap(model, observations)["policy"]
+    delta = mlp_gap(model, observations if features is None else features)["policy"]
     actions = np.asarray(actions, np.float64).reshape(len(delta), -1)
     if "mean" in params:
         sigma = np.exp(params["log_std"])

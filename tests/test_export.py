@@ -15,6 +15,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from gymnasium import spaces
 
 import keras_trpo
 from keras_trpo.export import SIGNATURE_NAMES
+from keras_trpo.observations import ObservationSpec
 from numerics import log_prob_gap, mlp_gap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,9 +105,9 @@ ACTION_SPACES = {
 }
 
 
-def make_model(action_space, *, normalize=True, seed=0):
+def make_model(action_space, *, normalize=True, seed=0, observation_space=OBS_SPACE):
     model = keras_trpo.TRPO(
-        OBS_SPACE,
+        observation_space,
         action_space,
         hidden_units=(16,),
         value_hidden_units=(16,),
@@ -123,7 +125,8 @@ def make_model(action_space, *, normalize=True, seed=0):
     if model.log_std is not None:
         model.log_std.assign(np.linspace(-0.7, 0.2, model.log_std.shape[0]).astype(np.float32))
     if normalize:
-        model.normalizer.update(tf.constant(rng.normal(loc=1.0, scale=2.0, size=(256, 4)).astype(np.float32)))
+        size = (256, model.observation_spec.float_size)
+        model.normalizer.update(tf.constant(rng.normal(loc=1.0, scale=2.0, size=size).astype(np.float32)))
     return model
 
 
@@ -373,6 +376,154 @@ def test_saved_model_cli_shows_all_signatures_and_runs_them(exported, tmp_path):
     assert sampled.shape == (3, 2)
     expected = model.distribution(obs).log_prob(sampled).numpy()
     assert np.all(np.abs(results["sample"]["log_probs"] - expected) <= log_prob_gap(model, obs, sampled))
+
+
+# --------------------------------------------------------------------------
+# Dict observation spaces: every signature, the input checks
+# --------------------------------------------------------------------------
+# Loaded in this process: that a Dict export needs neither keras_trpo nor TFP is shown in a fresh
+# process by tests/test_minigrid.py. Both models use the default MLP, so two float32 evaluations
+# differ by at most numerics' derived gap, computed on the MLP's input built here by hand.
+ORDERED_SPACE = spaces.Dict(OrderedDict([("b", spaces.Box(-5.0, 5.0, (2,), np.float32)),
+                                         ("a", spaces.Box(-5.0, 5.0, (3,), np.float32))]))
+MIXED_SPACE = spaces.Dict({"position": spaces.Box(-5.0, 5.0, (2,), np.float32),
+                           "direction": spaces.Discrete(4, start=1), "image": spaces.Box(0, 255, (3, 3, 2), np.uint8)})
+DICT_MODELS = {  # name: (observation space, action space, normalize_observations)
+    "float entries (b, a)": (ORDERED_SPACE, ACTION_SPACES["box"], True),
+    "image, discrete, float": (MIXED_SPACE, ACTION_SPACES["discrete"], False),
+}
+
+
+def dict_observations(space, n, rng):
+    """A batch of ``n``: float entries N(0, 2²), Discrete uniform, uint8 images of small cell codes 0-3."""
+    def one(entry):
+        if isinstance(entry, spaces.Discrete):
+            return rng.integers(entry.start, entry.start + entry.n, size=n).astype(np.int64)
+        if entry.dtype == np.uint8:
+            return rng.integers(0, 4, size=(n, *entry.shape)).astype(np.uint8)
+        return rng.normal(scale=2.0, size=(n, *entry.shape)).astype(np.float32)
+
+    return {key: one(entry) for key, entry in space.spaces.items()}
+
+
+def mlp_input(space, observations):
+    """The default MLP's input as keras_trpo/observations.py documents it: entries in sorted key order,
+    a Discrete one-hot (less its start), the rest flattened."""
+    parts = []
+    for key in sorted(space.spaces):
+        entry, x = space.spaces[key], observations[key]
+        if isinstance(entry, spaces.Discrete):
+            parts.append(np.eye(entry.n)[x - entry.start])
+        else:
+            parts.append(x.reshape(len(x), -1).astype(np.float64))
+    return np.concatenate(parts, axis=1)
+
+
+@pytest.fixture(scope="module")
+def dict_exports(tmp_path_factory):
+    """``{name: (model, observations, the MLP's input, loaded SavedModel)}`` for DICT_MODELS."""
+    root, exports = tmp_path_factory.mktemp("dict_exports"), {}
+    for index, (name, (space, action_space, normalize)) in enumerate(DICT_MODELS.items()):
+        model = make_model(action_space, normalize=normalize, observation_space=space, seed=index)
+        observations = dict_observations(space, 64, np.random.default_rng(index))
+        loaded = tf.saved_model.load(model.export(root / str(index)))
+        exports[name] = (model, observations, mlp_input(space, observations), loaded)
+    return exports
+
+
+def call(loaded, signature, observations, **extra):
+    """``loaded.signatures[signature]`` on numpy inputs, by name; numpy outputs."""
+    inputs = {key: tf.constant(value) for key, value in {**observations, **extra}.items()}
+    return {key: value.numpy() for key, value in loaded.signatures[signature](**inputs).items()}
+
+
+@pytest.mark.parametrize("name", list(DICT_MODELS))
+def test_dict_export_serving_value_and_distribution_params_equal_the_keras_model(dict_exports, name):
+    """Catches: a Dict export that feeds its inputs to the network in another order than the model
+    (the space's key order (b, a) instead of sorted: logits off by ~1), or drops an entry's transformation."""
+    model, observations, features, loaded = dict_exports[name]
+    gap = mlp_gap(model, features)
+    params = {key: value.numpy() for key, value in model.distribution_params(observations).items()}
+    exported = call(loaded, "distribution_params", observations)
+    assert sorted(exported) == sorted(params)
+    for key, value in params.items():
+        bound = 0.0 if key == "log_std" else gap["policy"]  # log_std is a weight, copied exactly
+        assert np.all(np.abs(exported[key] - value) <= bound), f"{key}: off by {np.abs(exported[key] - value).max()}"
+    actions, expected = call(loaded, "serving_default", observations)["actions"], model(observations).numpy()
+    if isinstance(model.action_space, spaces.Box):  # the mean (no bound is reached)
+        assert np.all(np.abs(actions - expected) <= gap["policy"])
+    else:
+        np.testing.assert_array_equal(actions, expected)
+        assert len(np.unique(actions)) > 1  # the comparison is not vacuous
+    values = call(loaded, "value", observations)["values"]
+    assert np.all(np.abs(values - model.value(observations).numpy()) <= gap["value"])
+
+
+@pytest.mark.parametrize("name", list(DICT_MODELS))
+def test_dict_export_sample_and_log_prob_match_the_keras_model(dict_exports, name):
+    """Catches: the ``sample`` or ``log_prob`` signature of a Dict export taking its inputs in another order,
+    or a ``sample`` that does not depend on the seed alone."""
+    model, observations, features, loaded = dict_exports[name]
+    first, again, other = (call(loaded, "sample", observations, seed=np.array(seed, np.int32))
+                           for seed in ([1, 2], [1, 2], [3, 4]))
+    np.testing.assert_array_equal(first["actions"], again["actions"])
+    np.testing.assert_array_equal(first["log_probs"], again["log_probs"])
+    assert not np.array_equal(first["actions"], other["actions"])
+    assert first["actions"].shape == (64, *model.action_space.shape)
+    if not isinstance(model.action_space, spaces.Box):
+        assert all(model.action_space.contains(a) for a in first["actions"].astype(np.int64))
+    given = call(loaded, "log_prob", observations, actions=other["actions"])["log_probs"]
+    for actions, log_probs in ((first["actions"], first["log_probs"]), (other["actions"], given)):
+        expected = model.distribution(observations).log_prob(model.head.cast_actions(actions)).numpy()
+        bound = log_prob_gap(model, observations, actions, features=features)
+        assert np.all(np.abs(log_probs - expected) <= bound), f"off by {np.abs(log_probs - expected).max()}"
+
+
+WRONG_DICT_SHAPES = {
+    # Widths swapped: 5 features in all, as expected; the MLP's input has the right width.
+    "float entries (b, a)": ({"a": (4, 2), "b": (4, 3)},
+                             r"Shape of tensor (a \[4,2\] is not compatible with expected shape \[\?,3\]|"
+                             r"b \[4,3\] is not compatible with expected shape \[\?,2\])"),
+    "image, discrete, float": ({"image": (4, 3, 3, 1)},
+                               r"Shape of tensor image \[4,3,3,1\] is not compatible with expected shape \[\?,3,3,2\]"),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_DICT_SHAPES))
+def test_a_wrong_entry_shape_in_a_dict_export_is_a_clear_shape_error(dict_exports, name):
+    """Catches: the exported functions' shape check dropped (``checked = [inputs[s.name] ...]``): a signature
+    call (what TF Serving makes) does not check shapes, so the error would come from deep in the graph, or
+    not at all (swapped widths reshape into a valid-looking input)."""
+    model, observations, _, loaded = dict_exports[name]
+    shapes, message = WRONG_DICT_SHAPES[name]
+    wrong = {key: np.zeros(shapes.get(key, (4, *value.shape[1:])), value.dtype)
+             for key, value in observations.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call(loaded, "serving_default", wrong)
+
+
+SIGNATURE_NAME_ERRORS = {
+    "seed": r"^observation_space: observation keys \['seed'\] clash",
+    "actions": r"^observation_space: observation keys \['actions'\] clash",
+    "agent-pos": r"^observation_space: observation keys \['agent-pos'\] are not valid signature input names",
+}
+
+
+@pytest.mark.parametrize("key", sorted(SIGNATURE_NAME_ERRORS))
+def test_export_refuses_dict_keys_that_cannot_name_signature_inputs(tmp_path, key):
+    """Catches: export's own key check dropped (``spec.check_signature_names()`` in ServingModule): a clashing
+    key then fails inside TensorFlow's signature building, and 'agent-pos' is renamed without a word.
+
+    TRPO(...) refuses such keys when it is built (tests/test_error_messages.py); export checks again for a
+    model whose observation spec did not come through the constructor, here one replaced afterwards (same
+    entry shapes in sorted order, so that nothing but the names differs).
+    """
+    box = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    model = keras_trpo.TRPO(spaces.Dict({"b": box, "z": box}), spaces.Discrete(2), hidden_units=(4,), seed=0)
+    model.observation_spec = ObservationSpec(spaces.Dict({key: box, "z": box}))
+    with pytest.raises(ValueError, match=SIGNATURE_NAME_ERRORS[key]):
+        model.export(tmp_path / "policy")
+    assert not (tmp_path / "policy").exists()
 
 
 # --------------------------------------------------------------------------
