@@ -115,15 +115,27 @@ def spaces_of(env) -> tuple:
 _COLLECTING = weakref.WeakSet()
 
 
+def _every_layer(env):
+    """``env``, every wrapper layer of it, and every layer of its sub-envs (a ``SyncVectorEnv``'s ``envs``)."""
+    layers = list(_layers(env))
+    return [*layers, *(inner for sub in getattr(layers[-1], "envs", ()) for inner in _layers(sub))]
+
+
 def mark_collecting(env: VectorEnv) -> None:
-    """Records that ``env`` (and each of its sub-envs) is stepped by a ``Rollouts``."""
-    for each in (env, *getattr(env, "envs", ())):
-        _COLLECTING.add(each)
+    """Records that ``env`` (every layer of it and of its sub-envs) is stepped by a ``Rollouts``."""
+    _COLLECTING.update(_every_layer(env))
+
+
+def release(env: VectorEnv) -> None:
+    """Closes an env a ``Rollouts`` no longer collects with, and forgets that it did."""
+    for layer in _every_layer(env):
+        _COLLECTING.discard(layer)
+    env.close()
 
 
 def check_not_collecting(env) -> None:
-    """Raises ValueError if ``env`` is an env that a ``Rollouts`` collects with (see :func:`mark_collecting`)."""
-    if env in _COLLECTING:
+    """Raises ValueError if ``env``, a layer of it or of its sub-envs is collected with (:func:`mark_collecting`)."""
+    if not isinstance(env, str) and any(layer in _COLLECTING for layer in _every_layer(env)):
         raise ValueError(
             "env is the environment a keras_trpo.Rollouts collects with: evaluating on it would reset it behind the "
             "rollouts' back, and the next batch would continue from observations the env no longer has; evaluate "

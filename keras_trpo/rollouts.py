@@ -11,12 +11,12 @@ from gymnasium.vector import AutoresetMode
 
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.envs import (
-    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, mark_collecting,
+    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, mark_collecting, release,
     resume_seed, run_env_checker, skips_reset_steps,
 )
 from keras_trpo.normalization import RewardScaler
 from keras_trpo.transitions import Transitions, scale_rewards, warn_non_finite
-from keras_trpo.validation import check_unit_interval
+from keras_trpo.validation import check_steps, check_unit_interval
 
 
 class Rollouts(keras.utils.PyDataset):
@@ -109,28 +109,18 @@ class Rollouts(keras.utils.PyDataset):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=1)
         check_unit_interval("gamma", gamma)
         check_unit_interval("gae_lambda", gae_lambda)
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-            raise TypeError(f"steps must be an integer >= 1; got {steps!r}.")
-        if steps < 1:
-            raise ValueError(f"steps must be an integer >= 1; got {steps}.")
         if not isinstance(normalize_rewards, bool):
             raise TypeError(f"normalize_rewards must be True or False; got {normalize_rewards!r}.")
         if check_env:
             run_env_checker(env)
         self.env = as_vector_env(env)
-        mark_collecting(self.env)
         self.model = model
         check_spaces(self.env, model)
         #: Whether the env's own reset steps are stepped through and left out (NEXT_STEP, no reset_mask).
         self.skips_reset_steps = skips_reset_steps(self.env)
         self.num_envs = int(self.env.num_envs)
-        if steps % self.num_envs:
-            lower = max(self.num_envs, steps - steps % self.num_envs)
-            raise ValueError(
-                f"steps must be a multiple of the number of sub-environments ({self.num_envs}); got "
-                f"{steps}. Use steps={lower} or steps={lower + self.num_envs}."
-            )
-        self.steps = int(steps)
+        self.steps = check_steps(steps, self.num_envs)
+        mark_collecting(self.env)  # only once accepted: evaluate then refuses it
         self.horizon = self.steps // self.num_envs
         self.gamma = float(gamma)
         self.gae_lambda = float(gae_lambda)
@@ -293,15 +283,15 @@ class Rollouts(keras.utils.PyDataset):
             step = self._call_env(lambda: env.step(env_actions), "step", t)
             following, rewards, terminated, truncated = step[:4]
             stepped = ~self._resetting
+            store = stepped & (kept < horizon)  # a real transition with room in its column
             rewards = np.asarray(rewards, np.float64)
-            warn_non_finite(np.where(stepped, rewards, 0.0), t)
+            warn_non_finite(np.where(store, rewards, 0.0), t)  # only stored rewards reach train_step
             self._episode_return[stepped] += rewards[stepped]
             self._episode_length[stepped] += 1
             done = (terminated | truncated) & stepped
             if self.reward_scaler is not None:
                 rewards = scale_rewards(self.reward_scaler, rewards, done, stepped)
             self._end_episodes(done)
-            store = stepped & (kept < horizon)
             rows, columns = kept[store], np.flatnonzero(store)
             buffers.put_observations((rows, columns), spec.map(lambda _, o: o[columns], observations))
             buffers.actions[rows, columns] = actions[columns]
@@ -372,6 +362,7 @@ class Rollouts(keras.utils.PyDataset):
                 f"the model is at {self.model.policy_version} and these Rollouts have {self.num_envs}: restore the "
                 "model's weights first (BackupAndRestore), and resume with the env the state was saved with."
             )
+        saved_env = None if state["env"] is None else pickle.loads(state["env"])  # before anything changes
         self._rng.bit_generator.state = state["rng"]
         self.env_steps = state["env_steps"]
         self.episode_returns = list(state["episode_returns"])
@@ -379,8 +370,9 @@ class Rollouts(keras.utils.PyDataset):
         if self.reward_scaler is not None and state.get("reward_scaler") is not None:
             self.reward_scaler.set_state(state["reward_scaler"])
         self._cached = None
-        if state["env"] is not None:
-            self.env = pickle.loads(state["env"])
+        if saved_env is not None:  # it replaces this one, which is closed
+            replaced, self.env = self.env, saved_env
+            release(replaced)
             mark_collecting(self.env)
             self._observations = state["observations"]
             self._was_reset = state.get("was_reset", self._observations is not None)

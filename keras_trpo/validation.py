@@ -45,6 +45,18 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_steps(steps, num_envs: int) -> int:
+    """``steps`` as an int: an integer >= 1 (TypeError otherwise) that is a multiple of ``num_envs`` (ValueError)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"steps must be an integer >= 1; got {steps!r}.")
+    steps = check_int("steps", steps)
+    if steps % num_envs:
+        lower = max(num_envs, steps - steps % num_envs)
+        raise ValueError(f"steps must be a multiple of the number of sub-environments ({num_envs}); got {steps}. "
+                         f"Use steps={lower} or steps={lower + num_envs}.")
+    return steps
+
+
 def layer_widths(name: str, value) -> tuple | None:
     """``value`` as a tuple of layer widths (``None`` stays ``None``); one line naming ``name`` otherwise."""
     if value is None:

@@ -481,3 +481,21 @@ def test_a_rollouts_state_is_refused_by_rollouts_of_another_number_of_sub_envs()
     with pytest.raises(ValueError, match=r"with 8 sub-environments, but .* these Rollouts have 4: .*resume with the env"):
         rollouts.set_state(state)
     assert rollouts.get_state()["rng"] == rng_before  # a refused state changes nothing
+
+
+def test_set_state_changes_nothing_on_a_bad_env_and_closes_the_env_it_replaces():
+    """Catches: the env unpickled after the RNG and counters were set (a failed restore then left the
+    Rollouts half-restored), and the replaced env left open (review of issue 24)."""
+    model = tiny_model(gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync"))
+    saved = keras_trpo.Rollouts(gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync"), model,
+                                steps=8, seed=0)
+    saved.collect()
+    state = saved.get_state()
+    target_env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    target = keras_trpo.Rollouts(target_env, model, steps=8, seed=1)
+    before = target.get_state()
+    with pytest.raises(Exception):
+        target.set_state({**state, "env": b"not a pickle"})
+    assert target.get_state()["rng"] == before["rng"] and target.env_steps == before["env_steps"] == 0
+    target.set_state(state)
+    assert target.env is not target_env and target_env.closed and target.env_steps == state["env_steps"] == 8

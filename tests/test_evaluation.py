@@ -115,6 +115,16 @@ def test_evaluating_on_the_env_a_rollouts_collects_with_is_refused():
         untrained.fit(rollouts, epochs=1, verbose=0,
                       callbacks=[keras_trpo.callbacks.Evaluation(rollouts.env, episodes=1, every=1)])
     assert keras_trpo.evaluate(untrained, gymnasium.make_vec("CartPole-v1", num_envs=1), episodes=1)  # another env
+    # Through wrappers, either way round; and an env whose Rollouts were refused is not collected with.
+    inner = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    keras_trpo.Rollouts(gymnasium.wrappers.vector.RecordEpisodeStatistics(inner), untrained, steps=8)
+    for wrapped_or_inner in (inner, gymnasium.wrappers.vector.RecordEpisodeStatistics(inner)):
+        with pytest.raises(ValueError, match=r"^env is the environment a keras_trpo\.Rollouts collects with"):
+            keras_trpo.evaluate(untrained, wrapped_or_inner, episodes=1)
+    refused = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    with pytest.raises(ValueError, match="steps must be a multiple"):
+        keras_trpo.Rollouts(refused, untrained, steps=7)
+    assert keras_trpo.evaluate(untrained, refused, episodes=1)
 
 
 def test_evaluate_takes_a_loaded_saved_model_its_signature_or_a_plain_function(model, tmp_path):
