@@ -118,11 +118,22 @@ def _check_full_precision(features, network) -> None:
     """ValueError if the policy network has float16 weights or output (the critic may: only Adam sees it)."""
     floatx, output_dtype = keras.config.floatx(), keras.backend.standardize_dtype(features.dtype)
     odd = [(w.path, w.dtype) for w in network.trainable_weights if "float" in str(w.dtype) and w.dtype != floatx]
-    if odd or output_dtype != floatx:
-        what = f"weight {odd[0][0]!r} is {odd[0][1]}" if odd else f"output is {output_dtype}"
+    # A mixed-precision layer keeps float32 weights but computes in float16: its dtype policy says so.
+    lower = [layer.name for layer in _nested_layers(network)
+             if "float" in str(getattr(layer, "compute_dtype", floatx)) and layer.compute_dtype != floatx]
+    if odd or lower or output_dtype != floatx:
+        what = (f"weight {odd[0][0]!r} is {odd[0][1]}" if odd else f"layer {lower[0]!r} computes in float16"
+                if lower else f"output is {output_dtype}")
         raise ValueError(f"policy_network computes in lower precision: its {what}; TRPO's KL, Fisher-vector "
                          f"products and line search need {floatx} throughout. Build it with dtype={floatx!r} (no "
                          "float16 or mixed-precision layers).")
+
+
+def _nested_layers(layer):
+    """``layer`` and, recursively, the ``layers`` of the models inside it (Sequential, Functional, subclassed)."""
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _nested_layers(inner)
 
 
 _WHY_NOT_SHARED = ("the critic's optimizer would move shared trainable weights, and so the policy, outside TRPO's "

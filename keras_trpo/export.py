@@ -211,7 +211,8 @@ class ServingModule(tf.Module):
         if isinstance(space, gymnasium.spaces.Box):
             low = np.broadcast_to(space.low, head.action_shape).astype(np.float32)
             high = np.broadcast_to(space.high, head.action_shape).astype(np.float32)
-            clip = lambda a: tf.clip_by_value(a, tf.constant(low), tf.constant(high))  # noqa: E731
+            # Served Box actions are float32 (the actions TensorSpec), also from a float64 model.
+            clip = lambda a: tf.clip_by_value(tf.cast(a, tf.float32), tf.constant(low), tf.constant(high))  # noqa: E731
         else:
             clip = lambda a: a  # noqa: E731
         # The model's weights as tf.Variables tracked by this module: the functions capture them.

@@ -247,9 +247,13 @@ CASES = {
         r"^TRPO\.fit does not take class_weight: .*Rollouts\(steps=\.\.\.\).*TRPO\(value_batch_size=\.\.\.\)"),
     "fit with batch_size": (
         lambda tmp: fit_with(batch_size=64), ValueError, r"^TRPO\.fit does not take batch_size: "),
+    "a mixed_float16 layer before a float32 one": (  # float32 weights and output: only its policy tells
+        lambda tmp: trpo(keras.Sequential([keras.layers.Dense(8, dtype="mixed_float16"), keras.layers.Dense(4)])),
+        ValueError, r"^policy_network computes in lower precision: its layer 'dense.*' computes in float16; "),
     "a mixed_float16 network": (  # trained before, its KL and Fisher-vector products through float16 logits
         lambda tmp: trpo(keras.Sequential([keras.layers.Dense(4, dtype="mixed_float16")])), ValueError,
-        r"^policy_network computes in lower precision: its output is float16; .*Build it with dtype='float32'"),
+        r"^policy_network computes in lower precision: its layer 'dense.*' computes in float16; "
+        r".*Build it with dtype='float32'"),
 }
 
 

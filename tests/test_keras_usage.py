@@ -74,8 +74,9 @@ def test_mixed_precision_is_refused_at_construction(how):
 
 def test_a_float64_model_trains_acts_and_exports_in_float64(tmp_path):
     """Catches: a float32 cast left in the update (a batch, a line-search fraction, a metric): the
-    float64 train_step fails with 'expected a double tensor but is a float tensor'; and a float64
-    dtype policy under floatx float32, which would mix the two, being accepted."""
+    float64 train_step fails with 'expected a double tensor but is a float tensor'; a float64
+    dtype policy under floatx float32, which would mix the two, being accepted; and float32 clip
+    bounds applied to a float64 Box action at export (TypeError in Minimum)."""
     env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
     with pytest.raises(ValueError, match=r"dtype policy is 'float64' with floatx 'float32'"):
         keras_trpo.TRPO.for_env(env, dtype="float64")
@@ -90,6 +91,10 @@ def test_a_float64_model_trains_acts_and_exports_in_float64(tmp_path):
         logits_dtype = model.distribution(observations).logits.dtype
         exported = tf.saved_model.load(model.export(str(tmp_path / "m")))
         served = exported.signatures["serving_default"](observations=tf.constant(observations))["actions"]
+        pendulum = keras_trpo.TRPO.for_env(gymnasium.make("Pendulum-v1"), seed=0, hidden_units=(8,))  # Box actions
+        box_served = tf.saved_model.load(pendulum.export(str(tmp_path / "p"))).signatures["serving_default"](
+            observations=tf.constant(observations[:, :3]))["actions"]
+        box_expected = pendulum(observations[:, :3]).numpy()
     finally:
         keras.config.set_floatx("float32")
         keras.config.set_dtype_policy("float32")
@@ -97,6 +102,9 @@ def test_a_float64_model_trains_acts_and_exports_in_float64(tmp_path):
     assert {w.dtype for w in model.weights if "float" in w.dtype} == {"float64"}
     assert logits_dtype == "float64"
     np.testing.assert_array_equal(served.numpy(), model(observations).numpy())
+    # Box actions: served as float32 (the signature's dtype), the float64 model's clipped mode rounded once.
+    assert box_served.dtype == tf.float32
+    np.testing.assert_array_equal(box_served.numpy(), np.clip(box_expected, -2.0, 2.0).astype(np.float32))
 
 
 # --------------------------------------------------------------------------
