@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import gymnasium
@@ -183,6 +184,14 @@ def test_evaluate_video_without_moviepy_names_the_extra(varied_policy, tmp_path,
         "keras-trpo: error: --video needs moviepy, which gymnasium's RecordVideo writes the video with: "
         'pip install "keras-trpo[video]"\n'
     )
+
+
+def test_a_failed_evaluate_with_video_leaves_no_temporary_directory(varied_policy, tmp_path, monkeypatch, capsys):
+    """Catches: the keras-trpo-video-* directory made before the env and removed only after a success (review)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert call_main(["evaluate", varied_policy, "Acrobot-v1", "--video", tmp_path / "e.mp4"]) == 1  # wrong env
+    assert "keras-trpo: error: the policy acts in Discrete(2) but Acrobot-v1" in capsys.readouterr().err
+    assert not list(tmp_path.glob("keras-trpo-video-*"))
 
 
 MY_NETS = """

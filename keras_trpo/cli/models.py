@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 
 from keras_trpo import presets
 from keras_trpo.cli.common import (
@@ -70,22 +71,26 @@ def cmd_evaluate(args) -> int:
 
     # The same sub-environments and seeds with or without --video: only sub-environment 0 records its first episode.
     video_folder = _video_folder() if args.video else None
-    env = _make_vec_env(env_preset, args.env_id, num_envs=args.episodes, video_folder=video_folder)
-    try:
-        env_space = getattr(env, "single_observation_space", None) or env.observation_space
-        env_actions = getattr(env, "single_action_space", None) or env.action_space
-        if kind == "saved_model":
-            policy = ServingPolicy(serving, inputs, outputs["actions"], env_space, env_actions, args.env_id)
-        else:
-            check_keras_policy(policy, env_space, env_actions, args.env_id)
+    try:  # whatever happens, no keras-trpo-video-* directory is left behind
+        env = _make_vec_env(env_preset, args.env_id, num_envs=args.episodes, video_folder=video_folder)
         try:
-            returns = keras_trpo.evaluate(policy, env, episodes=args.episodes, seed=args.seed)
-        except gymnasium.error.DependencyNotInstalled as error:
-            raise CLIError(f"cannot run {args.env_id!r}: {error}") from None
+            env_space = getattr(env, "single_observation_space", None) or env.observation_space
+            env_actions = getattr(env, "single_action_space", None) or env.action_space
+            if kind == "saved_model":
+                policy = ServingPolicy(serving, inputs, outputs["actions"], env_space, env_actions, args.env_id)
+            else:
+                check_keras_policy(policy, env_space, env_actions, args.env_id)
+            try:
+                returns = keras_trpo.evaluate(policy, env, episodes=args.episodes, seed=args.seed)
+            except gymnasium.error.DependencyNotInstalled as error:
+                raise CLIError(f"cannot run {args.env_id!r}: {error}") from None
+        finally:
+            env.close()
+        if args.video:
+            _collect_video(video_folder, args.video)
     finally:
-        env.close()
-    if args.video:
-        _collect_video(video_folder, args.video)
+        if video_folder is not None:
+            shutil.rmtree(os.path.dirname(video_folder), ignore_errors=True)
     if args.json:
         print(json.dumps({"path": path, "env_id": args.env_id, "returns": returns, "mean": float(np.mean(returns))}))
     else:
@@ -167,14 +172,11 @@ def _video_folder():
 
 
 def _collect_video(folder, video_path):
-    import shutil
-
     video = os.path.join(folder, "env0-episode-0.mp4")  # keras_trpo.evaluation.video_wrapper's name
     if not os.path.isfile(video):
         raise CLIError(f"no video was written by RecordVideo in {folder}")
     os.makedirs(os.path.dirname(os.path.abspath(video_path)), exist_ok=True)
     shutil.move(video, video_path)
-    shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
 
 
 def _make_vec_env(env_preset, env_id, num_envs, mode="sync", video_folder=None):
