@@ -331,10 +331,12 @@ class Rollouts(keras.utils.PyDataset):
         gymnasium's MuJoCo, Box2D and Atari envs) ``"env"`` is None and :meth:`set_state` restarts
         the episodes from a seeded reset. ``policy_version`` records which weights it belongs to.
         """
+        env, why = env_snapshot(self.env)
         return {
             "policy_version": self.model.policy_version,
             "rng": self._rng.bit_generator.state,
-            "env": env_snapshot(self.env)[0],
+            "env": env,
+            "env_not_saved": why,
             "observations": None if self._observations is None else self.model.observation_spec.numpy(
                 self._observations, copy=True),
             "was_reset": self._was_reset,

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import warnings
 
 import gymnasium
@@ -26,6 +27,7 @@ import keras
 import numpy as np
 import pytest
 from gymnasium import spaces
+from gymnasium.envs.classic_control import CartPoleEnv
 from gymnasium.utils import EzPickle
 
 import keras_trpo
@@ -499,3 +501,28 @@ def test_set_state_changes_nothing_on_a_bad_env_and_closes_the_env_it_replaces()
     assert target.get_state()["rng"] == before["rng"] and target.env_steps == before["env_steps"] == 0
     target.set_state(state)
     assert target.env is not target_env and target_env.closed and target.env_steps == state["env_steps"] == 8
+
+
+class LocksOnReset(CartPoleEnv):
+    """Pickles at construction; after its first reset it holds a lock, which does not pickle."""
+
+    def reset(self, **kwargs):
+        self.lock = threading.Lock()
+        return super().reset(**kwargs)
+
+
+def test_rollouts_backup_warns_when_the_env_cannot_be_saved_at_construction_or_later(tmp_path):
+    """Catches: no word that a resume will not be bit-identical (an AsyncVectorEnv at construction; an env
+    whose pickling starts failing later, before: bit_exact stayed True and the env was silently not saved)."""
+    env = gymnasium.vector.SyncVectorEnv([LocksOnReset, LocksOnReset])
+    model = tiny_model(env)
+    rollouts = keras_trpo.Rollouts(env, model, steps=8, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backup = keras_trpo.callbacks.RolloutsBackup(rollouts, str(tmp_path))  # pickles now: no warning
+    assert backup.bit_exact
+    with pytest.warns(UserWarning, match=r"RolloutsBackup cannot save the env \(pickling it raised TypeError"):
+        model.fit(rollouts, epochs=1, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path)), backup])
+    assert not backup.bit_exact and "TypeError" in backup.reason
+    with pytest.warns(UserWarning, match=r"RolloutsBackup cannot save the env \(AsyncVectorEnv: its sub-environments"):
+        keras_trpo.callbacks.RolloutsBackup(keras_trpo.Rollouts(async_cartpole(), model, steps=8), str(tmp_path))

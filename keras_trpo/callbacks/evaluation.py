@@ -8,6 +8,7 @@ import gymnasium
 import keras
 import numpy as np
 
+from keras_trpo.envs import check_not_collecting
 from keras_trpo.evaluation import evaluate
 from keras_trpo.validation import check_int
 
@@ -65,6 +66,7 @@ class Evaluation(keras.callbacks.Callback):
         self._env = None
 
     def on_train_begin(self, logs=None):
+        check_not_collecting(self.env)  # before the first iteration, not at the first evaluation
         if isinstance(self.env, str):
             self._env = gymnasium.make_vec(self.env, num_envs=self.episodes, vectorization_mode="sync")
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 
 import keras
 
@@ -63,6 +64,14 @@ class RolloutsBackup(keras.callbacks.Callback):
         self.bit_exact = snapshot is not None
         #: Why the env is not saved (None when :attr:`bit_exact`).
         self.reason = why
+        if why is not None:
+            self._warn_not_exact(why)
+
+    @staticmethod
+    def _warn_not_exact(why):
+        warnings.warn(f"RolloutsBackup cannot save the env ({why}): a resumed run restarts the episodes that were "
+                      "running from a seeded reset (weights, RNG and counters are restored exactly), so it is not "
+                      "bit-identical to an uninterrupted one.", UserWarning, stacklevel=3)
 
     def on_train_begin(self, logs=None):
         if not os.path.exists(self.path):
@@ -94,8 +103,12 @@ class RolloutsBackup(keras.callbacks.Callback):
 
     def _save(self):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        state = self.rollouts.get_state()
+        if self.bit_exact and state["env_not_saved"] is not None:  # it pickled at construction, not now
+            self.bit_exact, self.reason = False, state["env_not_saved"]
+            self._warn_not_exact(self.reason)
         with open(self.path + ".tmp", "wb") as f:
-            pickle.dump(self.rollouts.get_state(), f)
+            pickle.dump(state, f)
         os.replace(self.path + ".tmp", self.path)
 
     def on_train_end(self, logs=None):
