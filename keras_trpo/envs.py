@@ -1,7 +1,9 @@
 """Gymnasium vector-env helpers shared by collection and evaluation.
 
 * :func:`as_vector_env`, :func:`autoreset_mode`, :func:`action_bounds`, :func:`check_spaces`,
-  :func:`check_partial_reset`, :func:`skips_reset_steps`;
+  :func:`skips_reset_steps` (envs whose reset ignores ``reset_mask``);
+* :func:`mark_collecting`, :func:`release`, :func:`check_not_collecting`: which envs a ``Rollouts``
+  collects with, so that ``evaluate`` refuses them;
 * :func:`env_snapshot`, :func:`resume_seed`: the env pickled when its pickle keeps its state, else the
   seed of the reset that restarts it (to resume training);
 * :func:`run_env_checker`: gymnasium's ``check_env`` on one sub-environment;

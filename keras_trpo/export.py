@@ -15,7 +15,7 @@ tensors; ``N`` is the batch size and may vary from call to call.
 
 - Observations keep the observation space's dtype: a float ``Box`` takes its own float
   dtype (float64 for ``Box(..., dtype=np.float64)``, so raw env observations feed as they
-  are; cast to float32 inside), other spaces their integer dtype (``uint8`` images are sent
+  are; cast inside to the model's float type, float32 unless ``keras.config.floatx()`` says otherwise), other spaces their integer dtype (``uint8`` images are sent
   as ``uint8``; ``Discrete`` as int64).
   For a ``Dict`` observation space there is one input per key instead of
   ``observations`` (``image`` uint8 ``[N, 7, 7, 3]``, ``direction`` int64 ``[N]``, ...).

@@ -68,7 +68,7 @@ class Leaf:
         return int(np.prod(self.feature_shape))
 
     def features(self, x) -> tf.Tensor:
-        """The network input (float32) of a batch of this leaf."""
+        """The network input (in Keras' ``floatx``, float32 by default) of a batch of this leaf."""
         if isinstance(self.space, _SPACES.Discrete):
             return tf.one_hot(tf.cast(x, tf.int64) - int(self.space.start), int(self.space.n), dtype=float_dtype())
         return tf.cast(x, float_dtype())

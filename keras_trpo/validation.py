@@ -225,7 +225,7 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
 # --------------------------------------------------------------------------
 #: Log keys measured on the batch, i.e. on the weights before the update of their iteration
 #: (keras_trpo.callbacks.best_policy explains what that means for "best model" callbacks).
-BATCH_STATISTICS = ("episode_return", "episode_length", "episodes")
+BATCH_STATISTICS = tuple(key for key in LOG_KEYS if key != "env_steps")  # env_steps is a counter
 
 
 def measured_before_update(key) -> bool:
