@@ -222,11 +222,9 @@ def _layers(env):
 
 def _why_not_snapshot(env: VectorEnv):
     """Why pickling ``env`` would not keep its state (before trying it), or None."""
-    base = env.unwrapped
-    if isinstance(base, gymnasium.vector.AsyncVectorEnv):
+    if isinstance(env.unwrapped, gymnasium.vector.AsyncVectorEnv):
         return "AsyncVectorEnv: its sub-environments live in worker processes"
-    inner = [layer for sub in getattr(base, "envs", ()) for layer in _layers(sub)]
-    for layer in [*_layers(env), *inner]:
+    for layer in _every_layer(env):
         if isinstance(layer, EzPickle):
             # EzPickle's __setstate__ builds a new object from the constructor's arguments: a fresh
             # env, not the one mid-episode (gymnasium's MuJoCo, Box2D and ale_py's Atari envs).
