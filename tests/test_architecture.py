@@ -2,7 +2,11 @@
 
 * no import cycles between keras_trpo modules, counting imports inside functions too;
 * no module longer than 400 lines;
-* the leaf modules import (almost) nothing from keras_trpo, so any layer may use them.
+* the leaf modules import (almost) nothing from keras_trpo, so any layer may use them;
+* no module reads another object's single-underscore attribute (``model._replicas``,
+  ``getattr(model, "_replicas")``) except the allow-listed private TensorFlow reads;
+* no function longer than 60 lines (from the first statement after its docstring);
+* ``sys.argv``/``sys.orig_argv`` read only in keras_trpo/cli/.
 
 The package inspected is the one ``import keras_trpo`` would load (found with
 ``importlib.util.find_spec``, without running it).
@@ -191,3 +195,239 @@ def test_leaf_modules_import_only_other_leaves(leaf):
         f"{leaf} may import only {sorted(LEAVES[leaf]) or 'nothing'} from keras_trpo; it imports "
         + ", ".join(f"{target} (line {line})" for target, line in sorted(forbidden.items()))
     )
+
+
+# ---------------------------------------------------------------------------
+# Encapsulation, function length and command-line reads (issue 25, acceptance 2).
+# Each check walks the parsed source of every package module; the detectors take
+# a parsed tree so that the table-driven tests below can feed them small snippets.
+# ---------------------------------------------------------------------------
+
+MAX_FUNCTION_LINES = 60
+#: Deliberate reads of another object's private attribute: ``(file relative to the
+#: package's parent, source of the expression)`` -> why it is there.
+PRIVATE_ALLOWED = {
+    ("keras_trpo/distribute.py", "strategy.extended._use_merge_call"): (
+        "TensorFlow has no public equivalent of the test Keras' maybe_merge_call makes; "
+        "tests/test_trainer.py::test_tensorflow_strategies_still_expose_use_merge_call fails if it goes"
+    ),
+}
+#: Underscore names that are public API (namedtuple's methods and fields).
+PUBLIC_UNDERSCORE_NAMES = {"_replace", "_asdict", "_fields", "_make", "_field_defaults"}
+ATTRIBUTE_FUNCTIONS = {"getattr", "hasattr", "setattr", "delattr"}
+ARGV_NAMES = {"argv", "orig_argv"}
+#: The only package directory that may read the process's command line.
+ARGV_READERS = "keras_trpo/cli/"
+
+
+def _is_private(name: str) -> bool:
+    return (
+        name.startswith("_")
+        and not (name.startswith("__") and name.endswith("__"))
+        and name not in PUBLIC_UNDERSCORE_NAMES
+    )
+
+
+def _is_own_object(node: ast.expr) -> bool:
+    """``self``, ``cls``, ``super()`` or ``type(self)``: the object whose class defines the attribute."""
+    if isinstance(node, ast.Name):
+        return node.id in ("self", "cls")
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if node.func.id == "super":
+            return True
+        if node.func.id == "type" and len(node.args) == 1:
+            return _is_own_object(node.args[0])
+    return False
+
+
+def private_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, source)`` of every access to a single-underscore attribute of an object other than self.
+
+    ``obj._x`` (read, write or delete) and ``getattr(obj, "_x")``/``hasattr``/``setattr``/``delattr``
+    with a constant name. Module-private functions called by plain name are not attributes.
+    """
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr) and not _is_own_object(node.value):
+            found.append((node.lineno, ast.unparse(node)))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ATTRIBUTE_FUNCTIONS
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _is_private(node.args[1].value)
+            and not _is_own_object(node.args[0])
+        ):
+            found.append((node.lineno, f"{node.func.id}({ast.unparse(node.args[0])}, {node.args[1].value!r})"))
+    return sorted(found)
+
+
+def long_functions(tree: ast.AST, limit: int = MAX_FUNCTION_LINES) -> list[tuple[int, str, int]]:
+    """``(line, name, length)`` of each function longer than ``limit`` lines.
+
+    The length runs from the first statement after the docstring to the function's last line
+    (nested functions count in their enclosing function too, and on their own).
+    """
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        body = node.body
+        if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(
+            body[0].value.value, str
+        ):
+            body = body[1:]
+        if not body:
+            continue
+        length = node.end_lineno - body[0].lineno + 1
+        if length > limit:
+            found.append((node.lineno, node.name, length))
+    return sorted(found)
+
+
+def argv_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, source)`` of each read of ``sys.argv``/``sys.orig_argv``, under any alias of ``sys``.
+
+    Covers ``sys.argv``, ``getattr(sys, "orig_argv")`` and ``from sys import argv``.
+    """
+    sys_names = {"sys"}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            sys_names.update(alias.asname or alias.name for alias in node.names if alias.name == "sys")
+        elif isinstance(node, ast.ImportFrom) and node.module == "sys" and not node.level:
+            found.extend((node.lineno, f"from sys import {a.name}") for a in node.names if a.name in ARGV_NAMES)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in ARGV_NAMES
+            and isinstance(node.value, ast.Name)
+            and node.value.id in sys_names
+        ):
+            found.append((node.lineno, ast.unparse(node)))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ATTRIBUTE_FUNCTIONS
+            and len(node.args) >= 2
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id in sys_names
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in ARGV_NAMES
+        ):
+            found.append((node.lineno, ast.unparse(node)))
+    return sorted(set(found))
+
+
+def parsed_package() -> dict[str, ast.AST]:
+    """``{file relative to the package's parent, as posix: parsed tree}`` for every package module."""
+    root = package_modules()[PACKAGE].parent.parent
+    return {
+        path.relative_to(root).as_posix(): ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for path in package_modules().values()
+    }
+
+
+def test_no_module_reads_another_objects_private_attributes():
+    """Catches: ``model._replicas`` (or ``getattr(model, "_replicas")``) outside the class that owns it.
+
+    Deliberate private TensorFlow/Keras reads are in PRIVATE_ALLOWED, each with its reason.
+    """
+    problems, used = [], set()
+    for name, tree in parsed_package().items():
+        for line, source in private_reads(tree):
+            if (name, source) in PRIVATE_ALLOWED:
+                used.add((name, source))
+            else:
+                problems.append(f"{name}:{line}: {source}")
+    assert not problems, (
+        "private attributes read from outside their class (add a public method or property, "
+        "or an entry with a reason in PRIVATE_ALLOWED):\n" + "\n".join(problems)
+    )
+    stale = sorted(set(PRIVATE_ALLOWED) - used)
+    assert not stale, f"PRIVATE_ALLOWED entries no longer in the source (remove them): {stale}"
+
+
+def test_no_function_is_longer_than_60_lines():
+    """Catches: a function body (after its docstring) growing past 60 lines, e.g. build_parser at 130."""
+    problems = [
+        f"{name}:{line}: {function} is {length} lines"
+        for name, tree in parsed_package().items()
+        for line, function, length in long_functions(tree)
+    ]
+    assert not problems, f"functions over {MAX_FUNCTION_LINES} lines (split them):\n" + "\n".join(problems)
+
+
+def test_only_the_cli_reads_sys_argv():
+    """Catches: ``sys.argv``/``sys.orig_argv`` read outside keras_trpo/cli/ (the library must not see it)."""
+    problems = [
+        f"{name}:{line}: {source}"
+        for name, tree in parsed_package().items()
+        if not name.startswith(ARGV_READERS)
+        for line, source in argv_reads(tree)
+    ]
+    assert not problems, (
+        f"sys.argv read outside {ARGV_READERS} (take it as an argument from the CLI):\n" + "\n".join(problems)
+    )
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("x = model._replicas", [(1, "model._replicas")]),
+        ("model._replicas = 1", [(1, "model._replicas")]),
+        ("x = a.b._c()", [(1, "a.b._c")]),
+        ("import m\nm._private()", [(2, "m._private")]),
+        ("x = getattr(model, '_replicas', None)", [(1, "getattr(model, '_replicas')")]),
+        ("setattr(model, '_replicas', 1)", [(1, "setattr(model, '_replicas')")]),
+        ("x = self._replicas", []),
+        ("x = cls._registry", []),
+        ("x = super()._build()", []),
+        ("x = type(self)._cache", []),
+        ("x = getattr(self, '_seen', True)", []),
+        ("x = model.__class__", []),
+        ("x = _helper()", []),
+        ("x = point._replace(a=1)", []),
+    ],
+)
+def test_private_reads_detector(source, expected):
+    """Catches: the detector missing a form of private access, or flagging self/cls/super()/dunders."""
+    assert private_reads(ast.parse(source)) == expected
+
+
+def _function(statements: int, docstring_lines: int = 0) -> str:
+    doc = ['    """'] + ["    doc"] * max(docstring_lines - 2, 0) + ['    """'] if docstring_lines else []
+    return "\n".join(["def f():", *doc, *["    x = 1"] * statements]) + "\n"
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        (_function(60), []),
+        (_function(61), [(1, "f", 61)]),
+        (_function(60, docstring_lines=30), []),
+        ("class A:\n    async " + _function(61).replace("\n    ", "\n        "), [(2, "f", 61)]),
+    ],
+    ids=["60-lines", "61-lines", "docstring-not-counted", "async-method"],
+)
+def test_long_functions_detector(source, expected):
+    """Catches: an off-by-one in the length, or the docstring counted."""
+    assert long_functions(ast.parse(source)) == expected
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("import sys\nx = sys.argv[1:]", [(2, "sys.argv")]),
+        ("import sys as s\nx = s.orig_argv", [(2, "s.orig_argv")]),
+        ("import sys\nx = getattr(sys, 'orig_argv', [])", [(2, "getattr(sys, 'orig_argv', [])")]),
+        ("from sys import argv", [(1, "from sys import argv")]),
+        ("x = args.argv", []),
+        ("import sys\nx = sys.modules", []),
+    ],
+)
+def test_argv_reads_detector(source, expected):
+    """Catches: the detector missing an aliased or getattr read, or flagging ``args.argv``."""
+    assert argv_reads(ast.parse(source)) == expected
