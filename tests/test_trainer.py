@@ -8,59 +8,34 @@ compiled ``train_step``.
 
 import inspect
 
-import gymnasium
-import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras_trpo
 from keras_trpo import errors
 
+from helpers import Batches, assert_bit_identical, cartpole_run, training_state
+
 
 def cartpole(jit_compile):
-    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
-    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(8,), value_hidden_units=(8,), value_epochs=1)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
-    return model, keras_trpo.Rollouts(env, model, steps=64, seed=0)
+    return cartpole_run(value_epochs=1, jit_compile=jit_compile)
 
 
 def state(model):
-    """Every weight but the update counter, and the critic optimizer's variables."""
-    weights = [w.numpy().copy() for w in model.weights if w.name != "policy_version"]
-    return weights + [v.numpy().copy() for v in model.optimizer.variables]
-
-
-def assert_same(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x, y)
-
-
-class SameBatchEveryEpoch(keras.utils.PyDataset):
-    """Serves one fixed batch forever: from the second epoch on it is stale."""
-
-    def __init__(self, batch):
-        super().__init__()
-        self.batch = batch
-
-    def __len__(self):
-        return 1
-
-    def __getitem__(self, index):
-        return self.batch
+    """Every variable training changes but the update counter (the critic optimizer's too)."""
+    return training_state(model, update_counter=False)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_fit_refuses_a_stale_batch_before_any_compute(jit_compile):
     """Catches: the host-side check removed from TrainFunction (under XLA the stale batch then moves the policy)."""
     model, rollouts = cartpole(jit_compile)
-    source = SameBatchEveryEpoch(rollouts[0])
+    source = Batches([rollouts[0]])  # the same batch every epoch: stale from the second
     model.fit(source, epochs=1, verbose=0)
     after_first = state(model)
     with pytest.raises(keras_trpo.StaleBatchError, match="collected by policy_version 0 but the model is at 1"):
         model.fit(source, epochs=1, verbose=0)
-    assert_same(after_first, state(model))
+    assert_bit_identical(after_first, state(model))
     assert model.policy_version == 1
 
 
@@ -75,7 +50,7 @@ def test_a_jit_compiled_train_step_rejects_a_stale_batch_and_changes_nothing():
     second = step(batch)  # collected by version 0; the model is at version 1
     assert float(second["step_accepted"]) == 0.0
     assert float(second["rejection_reason"]) == errors.STALE
-    assert_same(before, state(model))
+    assert_bit_identical(before, state(model))
     fresh = rollouts[0]  # collected by the current weights: accepted by the same compiled step
     assert float(step(fresh)["step_accepted"]) == 1.0
     assert step.experimental_get_tracing_count() == 1

@@ -1,0 +1,86 @@
+"""Plain helpers shared by the test modules (the fixtures are in conftest.py).
+
+``from helpers import ...`` works in every test module: pytest puts tests/ on ``sys.path`` (rootdir
+conftest.py, no ``__init__.py``), and a script run as ``python tests/x.py`` has tests/ as ``sys.path[0]``.
+"""
+
+import gymnasium
+import keras
+import numpy as np
+
+import keras_trpo
+
+
+def cartpole_env(num_envs=2, mode="sync", **kwargs):
+    """CartPole-v1 as a vector env, ``make_vec``'s sync mode unless ``mode`` says otherwise."""
+    return gymnasium.make_vec("CartPole-v1", num_envs=num_envs, vectorization_mode=mode, **kwargs)
+
+
+def tiny_trpo(env, hidden=8, *, compile=True, learning_rate=1e-3, jit_compile="auto", **kwargs):
+    """``TRPO.for_env`` with one hidden layer of ``hidden`` units in both networks and seed 0 (``kwargs``
+    override or add model arguments), compiled with ``Adam(learning_rate)`` unless ``compile=False``."""
+    kwargs = {"hidden_units": (hidden,), "value_hidden_units": (hidden,), "seed": 0, **kwargs}
+    model = keras_trpo.TRPO.for_env(env, **kwargs)
+    if compile:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+    return model
+
+
+def cartpole_run(num_envs=2, steps=64, seed=0, hidden=8, **model_kwargs):
+    """A compiled tiny CartPole model and its ``Rollouts`` (model and rollouts seeded with ``seed``)."""
+    env = cartpole_env(num_envs)
+    model = tiny_trpo(env, hidden, seed=seed, **model_kwargs)
+    return model, keras_trpo.Rollouts(env, model, steps=steps, seed=seed)
+
+
+class Batches(keras.utils.PyDataset):
+    """Fixed batches, one per step. ``Batches([batch])`` serves one batch every epoch: stale from the second on
+    (and, without ``policy_version``, batches not tied to a rollout)."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+def snapshot(variables):
+    """Copies of the variables' current values."""
+    return [np.array(v.numpy(), copy=True) for v in variables]
+
+
+def training_variables(model, *, update_counter=True):
+    """Every variable training changes: the model's weights (without the update counter ``policy_version`` if
+    ``update_counter=False``), the critic optimizer's variables and the critic-shuffle seed generator's state."""
+    weights = [w for w in model.weights if update_counter or "policy_version" not in w.path]
+    return [*weights, *model.optimizer.variables, model.seed_generator.state]
+
+
+def training_state(model, *, update_counter=True):
+    """``snapshot`` of ``training_variables``: compare two with ``assert_bit_identical`` or ``bit_differences``."""
+    return snapshot(training_variables(model, update_counter=update_counter))
+
+
+def _values(values):
+    return [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in values]
+
+
+def bit_differences(before, after):
+    """Indices at which two equally long lists of arrays (or variables) differ in dtype, shape or any bit."""
+    before, after = _values(before), _values(after)
+    assert len(before) == len(after), (len(before), len(after))
+    return [
+        i for i, (a, b) in enumerate(zip(before, after))
+        if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes()
+    ]
+
+
+def assert_bit_identical(before, after, names=None):
+    """Every array (or variable) of ``after`` is bit for bit the one of ``before``; a failure names the ones that
+    differ (by ``names``, else by index)."""
+    differ = bit_differences(before, after)
+    assert not differ, f"differ bit for bit: {[names[i] for i in differ] if names else differ}"
