@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import pickle
 import time
+from typing import TYPE_CHECKING, Any
 
+import gymnasium
 import keras
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from keras_trpo.acting import PolicySnapshot
+from keras_trpo.buffer import RolloutBuffer, scale_rewards, warn_non_finite
 from keras_trpo.envs import (
     action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, mark_collecting, release,
     resume_seed, run_env_checker, skips_reset_steps,
 )
 from keras_trpo.normalization import RewardScaler
-from keras_trpo.transitions import Transitions, scale_rewards, warn_non_finite
 from keras_trpo.validation import check_steps, check_unit_interval
+
+if TYPE_CHECKING:
+    from keras_trpo.model import TRPO
 
 
 class Rollouts(keras.utils.PyDataset):
@@ -56,8 +61,9 @@ class Rollouts(keras.utils.PyDataset):
 
     **Acting.** Actions are sampled with a numpy copy of the current weights
     (:class:`keras_trpo.acting.PolicySnapshot`; custom networks: one compiled TF function),
-    batched over sub-environments. Observations are stored in the observation space's
-    dtypes, a dict of arrays for a ``Dict`` space (:mod:`keras_trpo.observations`).
+    batched over sub-environments. Transitions go to a :class:`keras_trpo.buffer.RolloutBuffer`
+    (time-major ``[steps / num_envs, num_envs, ...]``, which also computes GAE and the batch);
+    observations in the observation space's dtypes, per key for a ``Dict`` space.
     ``Box`` actions are clipped to the action bounds before ``env.step``; the
     batch stores the unclipped sample, whose log-probability the update uses.
 
@@ -102,9 +108,10 @@ class Rollouts(keras.utils.PyDataset):
     """
 
     def __init__(
-        self, env, model, *, steps=2048, gamma=0.99, gae_lambda=0.97, seed=None, check_env=False,
-        normalize_rewards=False,
-    ):  # fmt: skip
+        self, env: gymnasium.Env | gymnasium.vector.VectorEnv, model: TRPO, *, steps: int = 2048,
+        gamma: float = 0.99, gae_lambda: float = 0.97, seed: int | None = None, check_env: bool = False,
+        normalize_rewards: bool = False,
+    ) -> None:  # fmt: skip
         # No workers: a batch must never be collected ahead of the update before it.
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=1)
         check_unit_interval("gamma", gamma)
@@ -147,13 +154,13 @@ class Rollouts(keras.utils.PyDataset):
 
     # -- PyDataset protocol -------------------------------------------------
     @property
-    def num_batches(self):
+    def num_batches(self) -> int:
         return 1
 
-    def __len__(self):
+    def __len__(self) -> int:
         return 1
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> dict:
         version = self.model.policy_version
         if self._cached is not None and self._cached[0] == version:
             # Already collected by these weights (on Keras' tf.data path: the batch read to infer
@@ -170,7 +177,7 @@ class Rollouts(keras.utils.PyDataset):
         return batch
 
     # -- collection ---------------------------------------------------------
-    def collect(self) -> dict:
+    def collect(self) -> dict[str, Any]:
         """Runs the current policy for ``steps`` transitions and returns the batch dict.
 
         If collection stops early (an env error, ``KeyboardInterrupt``), the
@@ -180,7 +187,7 @@ class Rollouts(keras.utils.PyDataset):
         """
         start = time.perf_counter()
         try:
-            batch = self._collect_skipping_reset_steps() if self.skips_reset_steps else self._collect()
+            batch = self._collect()
             self.collect_seconds += time.perf_counter() - start
             return batch
         except BaseException:
@@ -206,120 +213,101 @@ class Rollouts(keras.utils.PyDataset):
         self._episode_return[done] = 0.0
         self._episode_length[done] = 0
 
-    def _batch(self, buffers, policy, first_finished) -> dict:
-        return buffers.batch(
+    def _collect(self) -> dict:
+        """One batch: steps the env until every sub-env has ``horizon`` transitions in the buffer.
+
+        A sub-env's step after its episode ended only resets it (``skips_reset_steps``): no
+        transition, not stored. Transitions of a sub-env whose column is full are not stored
+        either (they count for the episode statistics and ``env_steps``), and the next batch goes
+        on from where the env then is. Every other env steps and stores ``horizon`` times.
+        """
+        policy, spec = PolicySnapshot(self.model), self.model.observation_spec
+        observations = self._start()
+        buffer = RolloutBuffer(spec, self.model.head, self.horizon, self.num_envs)
+        first_finished, transitions, t = len(self.episode_returns), 0, 0
+        low, high = action_bounds(self.env)
+        while not buffer.full:
+            actions, values = policy.act(observations, self._rng)
+            stepped = ~self._resetting  # False: the sub-env's step only resets it
+            cells = buffer.next_cells(stepped)  # a real transition with room in its column
+            columns = cells[1]
+            buffer.add(cells, observations=spec.map(lambda _, o: o[columns], observations),
+                       actions=actions[columns], values=values[columns])
+            env_actions = actions if low is None else np.clip(actions, low, high)
+            following, rewards, terminated, truncated, info = self._call_env(
+                lambda: self.env.step(env_actions), "step", t
+            )
+            terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+            rewards, done = self._account(rewards, terminated | truncated, stepped, columns, t)
+            buffer.add(cells, rewards=rewards[columns], terminated=terminated[columns], truncated=truncated[columns])
+            self._bootstrap(policy, buffer, cells, self._final_observations(following, done, info), terminated,
+                            truncated)
+            buffer.advance(columns)
+            transitions += int(stepped.sum())
+            observations, t = self._after_episodes(following, done, t), t + 1
+        self._observations = observations
+        self.env_steps += transitions
+        return buffer.batch(
             self.gamma, self.gae_lambda, policy_version=policy.version, env_steps=self.env_steps,
             finished_returns=self.episode_returns[first_finished:],
             finished_lengths=self.episode_lengths[first_finished:],
         )  # fmt: skip
 
-    def _collect(self) -> dict:
-        policy = PolicySnapshot(self.model)
-        env, horizon = self.env, self.horizon
-        observations = self._start()
-        spec = self.model.observation_spec
-        buffers = Transitions(spec, self.model.head, horizon, self.num_envs)
-        rewards, final_values, terminated, truncated = (
-            buffers.rewards, buffers.final_values, buffers.terminated, buffers.truncated
-        )
-        first_finished = len(self.episode_returns)
-        low, high = action_bounds(self.env)
-        for t in range(horizon):
-            actions, buffers.values[t] = policy.act(observations, self._rng)
-            buffers.put_observations(t, observations)
-            buffers.actions[t] = actions
-            env_actions = actions if low is None else np.clip(actions, low, high)
-            observations, rewards[t], terminated[t], truncated[t], info = self._call_env(
-                lambda: env.step(env_actions), "step", t
-            )
-            warn_non_finite(rewards[t], t)
-            self._episode_return += rewards[t]
-            self._episode_length += 1
-            done = terminated[t] | truncated[t]
-            if self.reward_scaler is not None:
-                rewards[t] = self.reward_scaler(rewards[t], done)
-            if done.any():
-                self._end_episodes(done)
-                if self.autoreset_mode == AutoresetMode.SAME_STEP:
-                    last_observations = spec.map(lambda _, o: np.array(o, copy=True), observations)
-                    for i in np.flatnonzero(done):
-                        spec.map(lambda _, last, final: last.__setitem__(i, final), last_observations,
-                                 info["final_obs"][i])
-                else:
-                    last_observations = observations
-                cut = truncated[t]
-                if cut.any():
-                    final_values[t, cut] = policy.values(spec.map(lambda _, o: o[cut], last_observations))
-                if self.autoreset_mode != AutoresetMode.SAME_STEP:
-                    observations, _ = self._call_env(
-                        lambda: env.reset(options={"reset_mask": done}), "reset", t
-                    )
-        # Bootstrap whatever continues into the next batch from the current observation.
-        running = ~(terminated[-1] | truncated[-1])
-        if running.any():
-            final_values[-1, running] = policy.values(spec.map(lambda _, o: o[running], observations))
-        self._observations = observations
-        self.env_steps += self.steps
-        return self._batch(buffers, policy, first_finished)
+    def _account(self, rewards, ended, stepped, columns, t):
+        """This step's rewards as float64 (scaled if asked) and ``done``; the episode statistics and the NaN warning.
 
-    def _collect_skipping_reset_steps(self) -> dict:
-        """``_collect`` for a ``NEXT_STEP`` env that ignores ``reset_mask`` (``skips_reset_steps``).
-
-        Steps the env until every sub-env has ``horizon`` transitions in its column. A sub-env's
-        step after its episode ended only resets it (no transition): not stored. Transitions of a
-        sub-env whose column is full are not stored either (they count for the episode statistics
-        and ``env_steps``), and the next batch goes on from where the env then is.
+        ``stepped``: the sub-envs whose step was a transition; ``columns``: those stored.
         """
-        policy = PolicySnapshot(self.model)
-        env, horizon, spec = self.env, self.horizon, self.model.observation_spec
-        observations = self._start()
-        buffers = Transitions(spec, self.model.head, horizon, self.num_envs)
-        first_finished, transitions, t = len(self.episode_returns), 0, 0
-        kept = np.zeros(self.num_envs, np.int64)  # transitions stored per sub-env
-        low, high = action_bounds(env)
-        while (kept < horizon).any():
-            actions, values = policy.act(observations, self._rng)
-            env_actions = actions if low is None else np.clip(actions, low, high)
-            step = self._call_env(lambda: env.step(env_actions), "step", t)
-            following, rewards, terminated, truncated = step[:4]
-            stepped = ~self._resetting
-            store = stepped & (kept < horizon)  # a real transition with room in its column
-            rewards = np.asarray(rewards, np.float64)
-            warn_non_finite(np.where(store, rewards, 0.0), t)  # only stored rewards reach train_step
-            self._episode_return[stepped] += rewards[stepped]
-            self._episode_length[stepped] += 1
-            done = (terminated | truncated) & stepped
-            if self.reward_scaler is not None:
-                rewards = scale_rewards(self.reward_scaler, rewards, done, stepped)
-            self._end_episodes(done)
-            rows, columns = kept[store], np.flatnonzero(store)
-            buffers.put_observations((rows, columns), spec.map(lambda _, o: o[columns], observations))
-            buffers.actions[rows, columns] = actions[columns]
-            buffers.values[rows, columns] = values[columns]
-            buffers.rewards[rows, columns] = rewards[columns]
-            buffers.terminated[rows, columns] = terminated[columns]
-            buffers.truncated[rows, columns] = truncated[columns]
-            # V of the observation that followed the row (under NEXT_STEP the step returns the true last
-            # one): for a truncated row, and for a column's last row unless the episode terminated there.
-            bootstrap = store & (truncated | ((kept == horizon - 1) & ~terminated))
-            if bootstrap.any():
-                buffers.final_values[kept[bootstrap], bootstrap] = policy.values(
-                    spec.map(lambda _, o: o[bootstrap], following)
-                )
-            kept[store] += 1
-            transitions += int(stepped.sum())
-            self._resetting = done
-            observations, t = following, t + 1
-        self._observations = observations
-        self.env_steps += transitions
-        return self._batch(buffers, policy, first_finished)
+        rewards = np.asarray(rewards, np.float64)
+        store = np.zeros(self.num_envs, bool)
+        store[columns] = True
+        warn_non_finite(np.where(store, rewards, 0.0), t, stacklevel=4)  # only stored rewards reach train_step
+        self._episode_return[stepped] += rewards[stepped]
+        self._episode_length[stepped] += 1
+        done = ended & stepped
+        if self.reward_scaler is not None:
+            rewards = scale_rewards(self.reward_scaler, rewards, done, stepped)
+        self._end_episodes(done)
+        return rewards, done
 
-    def close(self):
+    def _final_observations(self, following, done, info):
+        """The true last observations of the step: under ``SAME_STEP`` the finished sub-envs' ``info["final_obs"]``."""
+        if self.autoreset_mode != AutoresetMode.SAME_STEP or not done.any():
+            return following
+        spec = self.model.observation_spec
+        last_observations = spec.map(lambda _, o: np.array(o, copy=True), following)
+        for i in np.flatnonzero(done):
+            spec.map(lambda _, last, final: last.__setitem__(i, final), last_observations, info["final_obs"][i])
+        return last_observations
+
+    def _bootstrap(self, policy, buffer, cells, last_observations, terminated, truncated):
+        """Stores ``final_values`` where GAE reads them: V of the observation that followed a truncated row,
+        and a column's last row unless the episode terminated there."""
+        rows, columns = cells
+        cut = truncated[columns]
+        running = (rows == self.horizon - 1) & ~terminated[columns] & ~cut
+        # The V calls keep the row groups of the two loops this one replaced (a batched matmul over other rows may
+        # round differently): reset-step envs in one call, the others truncated rows first, then the last row's rest.
+        for group in [cut | running] if self.skips_reset_steps else [cut, running]:
+            if group.any():
+                v = policy.values(self.model.observation_spec.map(lambda _, o: o[columns[group]], last_observations))
+                buffer.add((rows[group], columns[group]), final_values=v)
+
+    def _after_episodes(self, following, done, t):
+        """The observations to act on next: the finished sub-envs reset (``reset_mask``), or marked to reset on
+        their next step (``skips_reset_steps``), or already reset by the env (``SAME_STEP``)."""
+        if self.skips_reset_steps:
+            self._resetting = done
+        elif done.any() and self.autoreset_mode != AutoresetMode.SAME_STEP:
+            following, _ = self._call_env(lambda: self.env.reset(options={"reset_mask": done}), "reset", t)
+        return following
+
+    def close(self) -> None:
         """Closes the environment."""
         self.env.close()
 
     # -- resumption ---------------------------------------------------------
-    def get_state(self) -> dict:
+    def get_state(self) -> dict[str, Any]:
         """Everything besides the model that decides the next batches, as picklable values.
 
         With the model's weights (``BackupAndRestore``) and this state, a resumed ``fit``
@@ -349,7 +337,7 @@ class Rollouts(keras.utils.PyDataset):
             "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.get_state(),
         }
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Restores :meth:`get_state`; a batch collected before the restore is never served.
 
         Without a saved env (``state["env"] is None``) this env is reset, seeded from ``seed`` and

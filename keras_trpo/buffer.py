@@ -1,0 +1,184 @@
+"""The rollout buffer: one batch's transitions, time-major ``[horizon, num_envs, ...]``, and the batch dict.
+
+``Rollouts`` steps the env and keeps the episodes; the buffer owns the storage (written with
+:meth:`RolloutBuffer.add`), the advantages (:func:`keras_trpo.advantages.compute_gae`) and the
+batch dict (:meth:`RolloutBuffer.batch`), like sb3's ``RolloutBuffer``. Every stored array is
+declared once, in :func:`stored_fields`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from keras_trpo.advantages import compute_gae
+from keras_trpo.normalization import RewardScaler
+from keras_trpo.observations import ObservationSpec
+from keras_trpo.policies import PolicyHead
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One stored array: its per-step ``shape`` and ``dtype``; ``in_batch``: served as ``batch[name]``."""
+
+    shape: tuple
+    dtype: np.dtype
+    in_batch: bool = False
+
+
+def stored_fields(spec: ObservationSpec, head: PolicyHead) -> dict[str, Field | dict[str, Field]]:
+    """Every array the buffer stores per transition, by name: the one place to declare one.
+
+    A new field is one entry here, and its value passed to :meth:`RolloutBuffer.add`; with
+    ``in_batch=True`` it is also served in the batch, ``[horizon · num_envs, *shape]``, time-major.
+    Observations are in the space's dtypes (``uint8`` images stay ``uint8``), one array per key
+    of a ``Dict`` space. ``final_values[t, i]`` is ``V`` of the observation that followed row ``t``
+    of sub-env ``i``; GAE reads it on truncated rows and on each column's last row.
+    """
+    observations = spec.structure(Field(leaf.shape, leaf.dtype, in_batch=True) for leaf in spec.leaves)
+    return {
+        "observations": observations,
+        "actions": Field(head.action_shape, np.dtype(np.int64 if head.integer_actions else np.float32), True),
+        "values": Field((), np.dtype(np.float64)),
+        "rewards": Field((), np.dtype(np.float64)),
+        "terminated": Field((), np.dtype(bool)),
+        "truncated": Field((), np.dtype(bool)),
+        "final_values": Field((), np.dtype(np.float64)),
+    }
+
+
+def _per_key(fn, field, *values):
+    """``fn(field, *arrays)``, key by key when ``field`` is a dict (a ``Dict`` observation space)."""
+    if isinstance(field, Mapping):
+        return {key: fn(field[key], *(value[key] for value in values)) for key in field}
+    return fn(field, *values)
+
+
+class RolloutBuffer:
+    """The ``[horizon, num_envs, ...]`` storage of one batch: column ``i`` holds sub-env ``i``'s transitions in order.
+
+    Args:
+        spec: the model's observation spec.
+        head: the model's action head (action shape and dtype).
+        horizon: rows per sub-env (``steps / num_envs``).
+        num_envs: columns, one per sub-env.
+
+    Attributes:
+        fields: :func:`stored_fields`.
+        storage: one zero-initialized array per field (a dict of arrays for ``Dict`` observations).
+        kept: ``[num_envs]``, the rows filled per sub-env (:meth:`advance`).
+    """
+
+    def __init__(self, spec: ObservationSpec, head: PolicyHead, horizon: int, num_envs: int):
+        self.horizon, self.num_envs = int(horizon), int(num_envs)
+        self.fields = stored_fields(spec, head)
+        self.storage = {
+            name: _per_key(lambda f: np.zeros((self.horizon, self.num_envs, *f.shape), f.dtype), field)
+            for name, field in self.fields.items()
+        }
+        self.kept = np.zeros(self.num_envs, np.int64)
+
+    def __getitem__(self, name: str):
+        """The ``[horizon, num_envs, ...]`` array of a field (a dict of them for ``Dict`` observations)."""
+        return self.storage[name]
+
+    @property
+    def full(self) -> bool:
+        """Whether every sub-env has ``horizon`` rows."""
+        return bool((self.kept >= self.horizon).all())
+
+    def next_cells(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, columns)``: the next free row of each sub-env in the bool ``mask`` that has one."""
+        columns = np.flatnonzero(np.asarray(mask, bool) & (self.kept < self.horizon))
+        return self.kept[columns], columns
+
+    def advance(self, columns: np.ndarray) -> None:
+        """Marks the next row of each sub-env in ``columns`` filled (after its :meth:`add` calls)."""
+        self.kept[columns] += 1
+
+    def add(self, index: int | tuple[np.ndarray, np.ndarray], **values) -> None:
+        """Writes ``storage[name][index] = value`` for each field given, key by key for ``Dict`` observations.
+
+        ``index`` is a row ``t`` (values ``[num_envs, ...]``, one per sub-env) or the cells
+        ``(rows, columns)`` (values ``[len(columns), ...]``: sub-env ``columns[j]``'s in row ``rows[j]``).
+        Values are cast to the field's dtype.
+        """
+        unknown = sorted(set(values) - set(self.fields))
+        if unknown:
+            raise KeyError(f"RolloutBuffer.add got fields {unknown}; declared fields: {sorted(self.fields)} (add one "
+                           "in keras_trpo.buffer.stored_fields).")
+        for name, value in values.items():
+            _per_key(lambda _, array, v: array.__setitem__(index, v), self.fields[name], self.storage[name], value)
+
+    def advantages_and_returns(self, gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
+        """GAE(γ, λ) advantages and value targets per column, float32 ``[horizon, num_envs]``."""
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rewards were warned about
+            return compute_gae(
+                self["rewards"], self["values"], self["terminated"], self["truncated"], self["final_values"],
+                gamma, gae_lambda,
+            )  # fmt: skip
+
+    def batch(
+        self, gamma: float, gae_lambda: float, *, policy_version: int, finished_returns: list[float],
+        finished_lengths: list[int], env_steps: int,
+    ) -> dict:  # fmt: skip
+        """The batch dict: the ``in_batch`` fields, advantages, returns, statistics; ``horizon · num_envs`` rows.
+
+        Time-major: row ``t · num_envs + i`` is sub-env ``i``'s row ``t``. The statistics are
+        ``[N]`` columns of one repeated value: the episodes that finished in this batch (means; NaN
+        when none did) and ``env_steps``.
+        """
+        advantages, returns = self.advantages_and_returns(gamma, gae_lambda)
+        n = self.horizon * self.num_envs
+        batch = {
+            name: _per_key(lambda f, array: array.reshape(n, *f.shape), field, self.storage[name])
+            for name, field in self.fields.items()
+            if all(f.in_batch for f in (field.values() if isinstance(field, Mapping) else [field]))
+        }
+        return batch | {
+            "advantages": advantages.reshape(n),
+            "returns": returns.reshape(n),
+            # Scalars travel as [N] columns of one repeated value: Keras datasets need rank >= 1, and
+            # under a tf.distribute strategy every replica's share of the batch then carries them.
+            "policy_version": np.full(n, policy_version, np.int64),
+            "episode_return": np.full(n, np.mean(finished_returns) if finished_returns else np.nan, np.float32),
+            "episode_length": np.full(n, np.mean(finished_lengths) if finished_lengths else np.nan, np.float32),
+            "episodes": np.full(n, len(finished_returns), np.float32),
+            "env_steps": np.full(n, env_steps, np.float32),
+        }
+
+
+def scale_rewards(scaler: RewardScaler, rewards: np.ndarray, done: np.ndarray, stepped: np.ndarray) -> np.ndarray:
+    """``scaler(rewards, done)`` on the sub-envs in the mask ``stepped`` only; the others' rewards come back 0.
+
+    For steps where some sub-envs only reset (``Rollouts`` with a ``NEXT_STEP`` env that ignores
+    ``reset_mask``): those are no transitions, so they neither extend the running discounted return
+    nor enter its statistics. Uses the scaler's public ``returns`` (one running return per sub-env).
+    """
+    if stepped.all():
+        return scaler(rewards, done)
+    scaled = np.zeros(len(rewards))
+    if stepped.any():
+        returns = scaler.returns
+        scaler.returns = returns[stepped]
+        try:
+            scaled[stepped] = scaler(np.asarray(rewards)[stepped], np.asarray(done)[stepped])
+            returns[stepped] = scaler.returns
+        finally:
+            scaler.returns = returns
+    return scaled
+
+
+def warn_non_finite(rewards: np.ndarray, t: int, stacklevel: int = 3) -> None:
+    """A ``RuntimeWarning`` naming the sub-envs whose reward at step ``t`` of the batch is NaN or infinite."""
+    if not np.all(np.isfinite(rewards)):
+        bad = np.flatnonzero(~np.isfinite(rewards)).tolist()
+        warnings.warn(
+            f"sub-environment(s) {bad} returned a non-finite reward {np.asarray(rewards)[bad].tolist()} at "
+            f"step {t} of this batch; TRPO.train_step will reject the batch and leave the model unchanged.",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
