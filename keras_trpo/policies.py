@@ -28,7 +28,7 @@ TensorShape([5])
 
 from __future__ import annotations
 
-import math
+from typing import Any, Mapping
 
 import gymnasium
 import numpy as np
@@ -47,6 +47,10 @@ SUPPORTED_ACTION_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 # never see 0 * inf.
 _PAD_LOGIT = -1e9
 
+#: Distribution parameters by name (``logits``; ``mean`` and ``log_std``): tensors, or numpy arrays
+#: for the acting path. TensorFlow has no type stubs, so a tensor is ``Any`` to a type checker.
+Params = Mapping[str, Any]
+
 
 class PolicyHead:
     """Base class: maps raw network outputs to a distribution.
@@ -61,37 +65,38 @@ class PolicyHead:
 
     has_log_std = False
     integer_actions = True
+    num_outputs: int  # set by each subclass
 
-    def __init__(self, action_space):
+    def __init__(self, action_space: gymnasium.spaces.Space) -> None:
         self.action_space = action_space
-        self.action_shape = tuple(action_space.shape)
+        self.action_shape: tuple[int, ...] = tuple(action_space.shape or ())
 
     # -- parameters ------------------------------------------------------
-    def params(self, outputs, log_std=None):
+    def params(self, outputs: Any, log_std: Any = None) -> dict[str, Any]:
         """Returns the named distribution parameters for network ``outputs``."""
         return {"logits": outputs}
 
-    def numpy_params(self, outputs, log_std=None):
+    def numpy_params(self, outputs: np.ndarray, log_std: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Numpy twin of :meth:`params` (used by the fast acting path)."""
         return {"logits": outputs}
 
-    def distribution(self, params):
+    def distribution(self, params: Params) -> tfp.distributions.Distribution:
         """Returns a ``tfd.Distribution`` with batch shape ``[N]``."""
         raise NotImplementedError
 
-    def mode(self, params):
+    def mode(self, params: Params) -> Any:
         """Returns the deterministic (most likely) action, ``[N, *action_shape]``."""
         raise NotImplementedError
 
-    def cast_actions(self, actions):
+    def cast_actions(self, actions: Any) -> Any:
         """Casts an action batch to the dtype ``log_prob`` expects."""
         return tf.cast(actions, tf.int32) if self.integer_actions else tf.cast(actions, float_dtype())
 
-    def numpy_sample(self, params, rng):
+    def numpy_sample(self, params: Params, rng: np.random.Generator) -> np.ndarray:
         """Samples actions with numpy from numpy parameters (fast acting path)."""
         raise NotImplementedError
 
-    def stateless_sample(self, params, seed):
+    def stateless_sample(self, params: Params, seed: Any) -> Any:
         """One action per row with ``tf.random.stateless_*`` ops (the exported ``sample`` signature).
 
         ``seed`` is a shape-[2] int32 tensor; the same seed gives the same actions.
@@ -103,24 +108,24 @@ class PolicyHead:
 class CategoricalHead(PolicyHead):
     """``Discrete(n)`` → ``Categorical(logits)``; actions are ``start + index``."""
 
-    def __init__(self, action_space):
+    def __init__(self, action_space: gymnasium.spaces.Discrete) -> None:
         super().__init__(action_space)
         self.num_outputs = int(action_space.n)
         self.start = int(action_space.start)
 
-    def distribution(self, params):
+    def distribution(self, params: Params) -> tfp.distributions.Distribution:
         return tfd.Categorical(logits=params["logits"])
 
-    def mode(self, params):
+    def mode(self, params: Params) -> Any:
         return tf.argmax(params["logits"], axis=-1, output_type=tf.int32) + self.start
 
-    def cast_actions(self, actions):
+    def cast_actions(self, actions: Any) -> Any:
         return tf.cast(actions, tf.int32) - self.start
 
-    def numpy_sample(self, params, rng):
+    def numpy_sample(self, params: Params, rng: np.random.Generator) -> np.ndarray:
         return _numpy_categorical(params["logits"], rng) + self.start
 
-    def stateless_sample(self, params, seed):
+    def stateless_sample(self, params: Params, seed: Any) -> Any:
         return tf.random.stateless_categorical(params["logits"], 1, seed=seed, dtype=tf.int32)[:, 0] + self.start
 
 
@@ -131,7 +136,7 @@ class MultiCategoricalHead(PolicyHead):
     padded logits, wrapped in ``Independent`` so KL and entropy sum over factors.
     """
 
-    def __init__(self, action_space):
+    def __init__(self, action_space: gymnasium.spaces.MultiDiscrete) -> None:
         super().__init__(action_space)
         nvec = np.asarray(action_space.nvec)
         if nvec.ndim != 1:
@@ -150,23 +155,23 @@ class MultiCategoricalHead(PolicyHead):
             offset += n
         self._gather_index = index
 
-    def _padded_logits(self, logits):
+    def _padded_logits(self, logits: Any) -> Any:
         pad = tf.fill(tf.stack([tf.shape(logits)[0], 1]), tf.constant(_PAD_LOGIT, logits.dtype))
         return tf.gather(tf.concat([logits, pad], axis=-1), self._gather_index, axis=-1)
 
-    def distribution(self, params):
+    def distribution(self, params: Params) -> tfp.distributions.Distribution:
         return tfd.Independent(
             tfd.Categorical(logits=self._padded_logits(params["logits"])), reinterpreted_batch_ndims=1
         )
 
-    def mode(self, params):
+    def mode(self, params: Params) -> Any:
         index = tf.argmax(self._padded_logits(params["logits"]), axis=-1, output_type=tf.int32)
         return index + tf.constant(self.start, tf.int32)
 
-    def cast_actions(self, actions):
+    def cast_actions(self, actions: Any) -> Any:
         return tf.cast(actions, tf.int32) - tf.constant(self.start, tf.int32)
 
-    def numpy_sample(self, params, rng):
+    def numpy_sample(self, params: Params, rng: np.random.Generator) -> np.ndarray:
         logits = params["logits"]
         parts, offset = [], 0
         for n in self.nvec:
@@ -174,7 +179,7 @@ class MultiCategoricalHead(PolicyHead):
             offset += n
         return np.stack(parts, axis=-1) + self.start
 
-    def stateless_sample(self, params, seed):
+    def stateless_sample(self, params: Params, seed: Any) -> Any:
         padded = self._padded_logits(params["logits"])  # [N, K, max(nvec)]; padding has probability 0
         k, width = len(self.nvec), padded.shape[-1]
         flat = tf.random.stateless_categorical(tf.reshape(padded, [-1, width]), 1, seed=seed, dtype=tf.int32)
@@ -184,30 +189,30 @@ class MultiCategoricalHead(PolicyHead):
 class BernoulliHead(PolicyHead):
     """``MultiBinary(n)`` → independent ``Bernoulli(logits)`` over ``n`` bits."""
 
-    def __init__(self, action_space):
+    def __init__(self, action_space: gymnasium.spaces.Space) -> None:
         super().__init__(action_space)
         self.num_outputs = int(np.prod(self.action_shape))
 
-    def params(self, outputs, log_std=None):
+    def params(self, outputs: Any, log_std: Any = None) -> dict[str, Any]:
         return {"logits": tf.reshape(outputs, [-1, *self.action_shape])}
 
-    def numpy_params(self, outputs, log_std=None):
+    def numpy_params(self, outputs: np.ndarray, log_std: np.ndarray | None = None) -> dict[str, np.ndarray]:
         return {"logits": outputs.reshape(-1, *self.action_shape)}
 
-    def distribution(self, params):
+    def distribution(self, params: Params) -> tfp.distributions.Distribution:
         return tfd.Independent(
             tfd.Bernoulli(logits=params["logits"], dtype=tf.int32),
             reinterpreted_batch_ndims=len(self.action_shape),
         )
 
-    def mode(self, params):
+    def mode(self, params: Params) -> Any:
         return tf.cast(params["logits"] > 0, tf.int32)
 
-    def numpy_sample(self, params, rng):
+    def numpy_sample(self, params: Params, rng: np.random.Generator) -> np.ndarray:
         probs = 1.0 / (1.0 + np.exp(-params["logits"]))
         return (rng.random(probs.shape) < probs).astype(np.int8)
 
-    def stateless_sample(self, params, seed):
+    def stateless_sample(self, params: Params, seed: Any) -> Any:
         logits = params["logits"]
         uniform = tf.random.stateless_uniform(tf.shape(logits), seed=seed, dtype=logits.dtype)
         return tf.cast(uniform < tf.sigmoid(logits), tf.int32)
@@ -224,40 +229,41 @@ class DiagGaussianHead(PolicyHead):
     has_log_std = True
     integer_actions = False
 
-    def __init__(self, action_space):
+    def __init__(self, action_space: gymnasium.spaces.Space) -> None:
         super().__init__(action_space)
         self.num_outputs = int(np.prod(self.action_shape)) if self.action_shape else 1
 
-    def params(self, outputs, log_std=None):
+    def params(self, outputs: Any, log_std: Any = None) -> dict[str, Any]:
         mean = tf.reshape(outputs, [-1, *self.action_shape])
         log_std = tf.reshape(log_std, self.action_shape)
         return {"mean": mean, "log_std": tf.broadcast_to(log_std, tf.shape(mean))}
 
-    def numpy_params(self, outputs, log_std=None):
+    def numpy_params(self, outputs: np.ndarray, log_std: np.ndarray | None = None) -> dict[str, np.ndarray]:
         mean = outputs.reshape(-1, *self.action_shape)
+        assert log_std is not None, "a Box head's parameters include the model's log_std"
         return {"mean": mean, "log_std": np.broadcast_to(log_std.reshape(self.action_shape), mean.shape)}
 
-    def distribution(self, params):
+    def distribution(self, params: Params) -> tfp.distributions.Distribution:
         return tfd.Independent(
             tfd.Normal(loc=params["mean"], scale=tf.exp(params["log_std"])),
             reinterpreted_batch_ndims=len(self.action_shape),
         )
 
-    def mode(self, params):
+    def mode(self, params: Params) -> Any:
         return params["mean"]
 
-    def numpy_sample(self, params, rng):
+    def numpy_sample(self, params: Params, rng: np.random.Generator) -> np.ndarray:
         mean = params["mean"]
         noise = rng.standard_normal(mean.shape).astype(mean.dtype)
         return mean + np.exp(params["log_std"]) * noise
 
-    def stateless_sample(self, params, seed):
+    def stateless_sample(self, params: Params, seed: Any) -> Any:
         mean = params["mean"]
         noise = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
         return mean + tf.exp(params["log_std"]) * noise
 
 
-def make_head(action_space) -> PolicyHead:
+def make_head(action_space: gymnasium.spaces.Space) -> PolicyHead:
     """Returns the distribution head for a gymnasium action space.
 
     Raises:
@@ -283,27 +289,7 @@ def make_head(action_space) -> PolicyHead:
     )
 
 
-def check_observation_space(observation_space) -> tuple[int, ...]:
-    """Validates an observation space and returns its shape.
-
-    Raises:
-        TypeError: the space is not a gymnasium ``Box``.
-    """
-    if not isinstance(observation_space, gymnasium.spaces.Box):
-        raise TypeError(
-            f"Unsupported observation space {type(observation_space).__name__} "
-            f"({observation_space!r}). Supported observation spaces: Box (any shape; it is "
-            "flattened). Wrap Dict/Tuple observations with gymnasium.wrappers.FlattenObservation."
-        )
-    return tuple(observation_space.shape)
-
-
-def _numpy_categorical(logits, rng):
+def _numpy_categorical(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Samples one index per row of ``logits`` with the Gumbel-max trick."""
     gumbel = -np.log(-np.log(rng.random(logits.shape)))
     return np.argmax(logits + gumbel, axis=-1)
-
-
-def flat_size(shape) -> int:
-    """Number of scalars in one element of ``shape``."""
-    return int(math.prod(shape))

@@ -411,13 +411,3 @@ def test_integer_box_action_space_raises_type_error(dtype):
 def test_multidiscrete_with_2d_nvec_raises_type_error():
     with pytest.raises(TypeError, match="1-D nvec"):
         policies.make_head(spaces.MultiDiscrete([[2, 3], [4, 5]]))
-
-
-def test_check_observation_space():
-    assert policies.check_observation_space(spaces.Box(-1.0, 1.0, (3,))) == (3,)
-    assert policies.check_observation_space(spaces.Box(-1.0, 1.0, (4, 2))) == (4, 2)
-    for bad in (spaces.Discrete(3), spaces.MultiBinary(2), spaces.Dict({"a": spaces.Box(-1.0, 1.0, (1,))})):
-        with pytest.raises(TypeError) as excinfo:
-            policies.check_observation_space(bad)
-        message = str(excinfo.value)
-        assert type(bad).__name__ in message and "Box" in message
