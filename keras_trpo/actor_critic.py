@@ -22,16 +22,38 @@ moves them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
+
 import keras
+import numpy as np
 
 from keras_trpo import networks
 from keras_trpo.normalization import RunningNormalization
 
+if TYPE_CHECKING:
+    from keras_trpo.observations import ObservationSpec
+
 #: Default widths when no network is given.
 DEFAULT_UNITS = (64, 64)
 
+#: Added to ``seed`` for a network given by name (``policy_network="nature_cnn"``): the output heads
+#: take the seeds ``seed, seed + 1`` (:func:`keras_trpo.networks.dense_stack`), and the named
+#: network's kernels start this far above them, so no kernel of the network reuses a head's seed.
+#: Changing it changes every seeded initialization of a named network.
+NAMED_NETWORK_SEED_OFFSET = 1000
 
-def make(spec, num_outputs, *, policy_network, value_network, hidden_units, value_hidden_units, activation, seed):
+#: What ``TRPO(policy_network=...)`` takes: a Keras layer or model, a name from
+#: :data:`keras_trpo.networks.BUILDERS`, or ``None`` for the default MLP.
+Network = Union[keras.layers.Layer, str, None]
+#: One tower: the layers applied in order, then its output ``Dense``.
+Tower = tuple[list[keras.layers.Layer], keras.layers.Dense]
+
+
+def make(
+    spec: ObservationSpec, num_outputs: int, *, policy_network: Network, value_network: Network,
+    hidden_units: Sequence[int] | None, value_hidden_units: Sequence[int] | None, activation: networks.Activation,
+    seed: int | None,
+) -> tuple[list[keras.layers.Layer], keras.layers.Dense, list[keras.layers.Layer], keras.layers.Dense]:
     """The four parts ``(policy_layers, policy_output, value_layers, value_output)``, unbuilt.
 
     Raises:
@@ -59,15 +81,15 @@ def make(spec, num_outputs, *, policy_network, value_network, hidden_units, valu
                                                         seed=seed)
         else:
             if isinstance(network, str):
-                network = networks.from_name(network, _input_shapes(spec), seed=None if seed is None else seed + 1000,
-                                             prefix=f"{prefix}_")
+                named_seed = None if seed is None else seed + NAMED_NETWORK_SEED_OFFSET
+                network = networks.from_name(network, _input_shapes(spec), seed=named_seed, prefix=f"{prefix}_")
             _, output, seed = networks.dense_stack((), activation, outputs, output_gain=gain, prefix=prefix, seed=seed)
             hidden = [network]
         parts += [hidden, output]
     return tuple(parts)
 
 
-def build(spec, policy_network: bool, value_network: bool, policy, value) -> None:
+def build(spec: ObservationSpec, policy_network: bool, value_network: bool, policy: Tower, value: Tower) -> None:
     """Builds both towers: ``policy``/``value`` are ``(layers, output)``; the flags say which is custom.
 
     A custom network is called once on a zero batch (which builds any Keras layer,
@@ -96,7 +118,7 @@ def build(spec, policy_network: bool, value_network: bool, policy, value) -> Non
         check_not_shared(policy[0], value[0])
 
 
-def _feature_width(features, spec, which) -> int:
+def _feature_width(features: Any, spec: ObservationSpec, which: str) -> int:
     """``F`` of a network's output ``[N, F]`` (N = 2); ValueError if it is not one such tensor."""
     given = f"given observations {spec.describe()} (N = 2) it returned"
     if isinstance(features, dict):
@@ -114,7 +136,7 @@ def _feature_width(features, spec, which) -> int:
     return int(shape[1])
 
 
-def _check_full_precision(features, network) -> None:
+def _check_full_precision(features: Any, network: keras.layers.Layer) -> None:
     """ValueError if the policy network has float16 weights or output (the critic may: only Adam sees it)."""
     floatx, output_dtype = keras.config.floatx(), keras.backend.standardize_dtype(features.dtype)
     odd = [(w.path, w.dtype) for w in network.trainable_weights if "float" in str(w.dtype) and w.dtype != floatx]
@@ -129,7 +151,7 @@ def _check_full_precision(features, network) -> None:
                          "float16 or mixed-precision layers).")
 
 
-def _nested_layers(layer):
+def _nested_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
     """``layer`` and, recursively, the ``layers`` of the models inside it (Sequential, Functional, subclassed)."""
     yield layer
     for inner in getattr(layer, "layers", ()):
@@ -140,7 +162,7 @@ _WHY_NOT_SHARED = ("the critic's optimizer would move shared trainable weights, 
                    "trust region (the parameter-sharing caveat of the PPO paper)")
 
 
-def check_not_shared(policy_layers, value_layers) -> None:
+def check_not_shared(policy_layers: Sequence[keras.layers.Layer], value_layers: Sequence[keras.layers.Layer]) -> None:
     """Raises ValueError naming the first trainable variable found in both networks (by identity).
 
     Frozen variables may be shared: neither the critic's optimizer (``TRPO.value_variables``) nor
@@ -153,7 +175,7 @@ def check_not_shared(policy_layers, value_layers) -> None:
             raise ValueError(_shared_message(variable))
 
 
-def check_variables_not_shared(policy_variables, value_variables) -> None:
+def check_variables_not_shared(policy_variables: Sequence[Any], value_variables: Sequence[Any]) -> None:
     """The same check on the trainable variables themselves (``TRPO.compile``: a layer unfrozen since)."""
     policy = {id(_backing(v)) for v in policy_variables}
     for variable in value_variables:
@@ -161,13 +183,13 @@ def check_variables_not_shared(policy_variables, value_variables) -> None:
             raise ValueError(_shared_message(variable))
 
 
-def _shared_message(variable) -> str:
+def _shared_message(variable: Any) -> str:
     return (f"the policy and value networks must not share trainable weights, and both hold {variable.path!r}: "
             f"{_WHY_NOT_SHARED}. Build two networks, or freeze the shared layer (layer.trainable = False) if its "
             "weights are pretrained and fixed.")
 
 
-def _not_a_network(network, which) -> str:
+def _not_a_network(network: object, which: str) -> str:
     """Why ``network`` (not a str nor a Keras 3 layer) is refused, and what to pass instead."""
     expected = f"{which} must be a Keras layer or model, or one of the names {sorted(networks.BUILDERS)}"
     cls = network if isinstance(network, type) else type(network)
@@ -186,17 +208,17 @@ def _not_a_network(network, which) -> str:
     return f"{expected}; got {type(network).__name__}."
 
 
-def _backing(variable):
+def _backing(variable: Any) -> Any:
     # Two Keras variables wrapping one tf.Variable share weights too.
     return getattr(variable, "value", variable) if isinstance(variable, keras.Variable) else variable
 
 
-def _input_shapes(spec):
-    shapes = {leaf.key: leaf.feature_shape for leaf in spec.leaves}
+def _input_shapes(spec: ObservationSpec) -> networks.Shape | dict[str, networks.Shape]:
+    shapes: dict[Any, networks.Shape] = {leaf.key: leaf.feature_shape for leaf in spec.leaves}  # key None: a Box
     return shapes if spec.structured else shapes[None]
 
 
-def make_normalizer(spec) -> RunningNormalization:
+def make_normalizer(spec: ObservationSpec) -> RunningNormalization:
     """The running normalization of the float ``Box`` observations (``normalize_observations=True``).
 
     Raises:
@@ -212,7 +234,9 @@ def make_normalizer(spec) -> RunningNormalization:
     return RunningNormalization(spec.float_size, name="observation_normalizer")
 
 
-def numpy_mlp(layers, output, activation):
+def numpy_mlp(
+    layers: Sequence[keras.layers.Dense], output: keras.layers.Dense, activation: Any,
+) -> list[tuple[np.ndarray, np.ndarray, Any]]:
     """``[(kernel, bias, activation), ...]`` of a default tower, for the numpy acting path."""
     weights = [(layer.kernel.numpy(), layer.bias.numpy(), activation) for layer in layers]
     return weights + [(output.kernel.numpy(), output.bias.numpy(), None)]

@@ -31,22 +31,38 @@ from __future__ import annotations
 import copy
 import math
 import random
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import keras
 
 HIDDEN_GAIN = math.sqrt(2.0)
 
+#: Seed distance between the CNNs that :func:`from_name` builds for the image entries of a ``Dict``
+#: space: the ``i``-th (in key order) is seeded ``seed + ENCODER_SEED_STRIDE * i`` and seeds its own
+#: kernels ``+ 0, + 1, ...`` (:func:`_hidden_kernels`; each builder has at most 4), so no two encoders'
+#: kernels share a seed and draw the same initial weights. Changing it changes every seeded
+#: initialization of such a network.
+ENCODER_SEED_STRIDE = 10
 
-def _orthogonal(gain, seed):
+#: A Keras activation: its name (``"tanh"``), a callable, or ``None`` (linear).
+Activation = Union[str, Callable[..., Any], None]
+#: The per-sample shape of one observation array.
+Shape = Sequence[int]
+
+
+def _orthogonal(gain: float, seed: int | None) -> keras.initializers.Initializer:
     return keras.initializers.Orthogonal(gain=gain, seed=seed)
 
 
-def _hidden_kernels(seed):
+def _hidden_kernels(seed: int | None) -> Callable[[int], keras.initializers.Initializer]:
     """``i -> Orthogonal(√2)`` seeded ``seed + i`` (unseeded for ``seed=None``)."""
     return lambda i: _orthogonal(HIDDEN_GAIN, None if seed is None else seed + i)
 
 
-def dense_stack(units, activation, output_units, *, output_gain, prefix, seed=None):
+def dense_stack(
+    units: Sequence[int], activation: Activation, output_units: int, *, output_gain: float, prefix: str,
+    seed: int | None = None,
+) -> tuple[list[keras.layers.Dense], keras.layers.Dense, int | None]:
     """Hidden ``Dense`` layers of widths ``units`` and an output ``Dense(output_units)``.
 
     Kernels are orthogonal with gain √2 (hidden) and ``output_gain`` (output);
@@ -58,7 +74,7 @@ def dense_stack(units, activation, output_units, *, output_gain, prefix, seed=No
         ``(hidden_layers, output_layer, next_seed)``.
     """
 
-    def dense(width, gain, act, name):
+    def dense(width: int, gain: float, act: Activation, name: str) -> keras.layers.Dense:
         nonlocal seed
         kernel = _orthogonal(gain, seed)
         if seed is not None:
@@ -70,14 +86,16 @@ def dense_stack(units, activation, output_units, *, output_gain, prefix, seed=No
     return hidden, output, seed
 
 
-def build_stack(layers, input_width: int) -> None:
+def build_stack(layers: Sequence[keras.layers.Dense], input_width: int) -> None:
     """Builds ``Dense`` layers applied in order to inputs of ``input_width`` features."""
     for layer in layers:
         layer.build((None, input_width))
         input_width = layer.units
 
 
-def mlp(units=(64, 64), activation="tanh", *, seed=None, name="mlp"):
+def mlp(
+    units: Sequence[int] = (64, 64), activation: Activation = "tanh", *, seed: int | None = None, name: str = "mlp",
+) -> keras.Sequential:
     """A ``keras.Sequential`` of ``Flatten`` and ``Dense`` layers (orthogonal, gain √2).
 
     Example:
@@ -93,7 +111,10 @@ def mlp(units=(64, 64), activation="tanh", *, seed=None, name="mlp"):
     return keras.Sequential(layers, name=name)
 
 
-def nature_cnn(features=512, *, channels_first=False, scale=1.0 / 255.0, seed=None, name="nature_cnn"):
+def nature_cnn(
+    features: int = 512, *, channels_first: bool = False, scale: float = 1.0 / 255.0, seed: int | None = None,
+    name: str = "nature_cnn",
+) -> keras.Sequential:
     """The DQN CNN of Mnih et al. 2015: 32×8×8/4, 64×4×4/2, 64×3×3/1 (ReLU), then ``Dense(features)``.
 
     Args:
@@ -124,7 +145,7 @@ def nature_cnn(features=512, *, channels_first=False, scale=1.0 / 255.0, seed=No
     return keras.Sequential(layers, name=name)
 
 
-def minigrid_cnn(features=64, *, seed=None, name="minigrid_cnn"):
+def minigrid_cnn(features: int = 64, *, seed: int | None = None, name: str = "minigrid_cnn") -> keras.Sequential:
     """A small CNN for MiniGrid's 7×7×3 egocentric view (the one of Farama's rl-starter-files).
 
     Conv 16×2×2, max-pool 2×2, Conv 32×2×2, Conv 64×2×2 (ReLU), flattened (64 features for a
@@ -168,38 +189,42 @@ class Combined(keras.layers.Layer):
     (2, 68)
     """
 
-    def __init__(self, encoders, **kwargs):
+    def __init__(self, encoders: Mapping[str, keras.layers.Layer], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoders = dict(encoders)
         self.flatten = keras.layers.Flatten()
 
-    def build(self, input_shape):
+    def build(self, input_shape: Mapping[str, Shape]) -> None:
         for key, encoder in self.encoders.items():
             if not encoder.built:
                 encoder.build(input_shape[key])
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs: Mapping[str, Any]) -> Any:
         parts = [self.encoders[key](inputs[key]) if key in self.encoders else self.flatten(inputs[key])
                  for key in sorted(inputs)]
         return keras.ops.concatenate(parts, axis=-1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         encoders = {key: keras.saving.serialize_keras_object(layer) for key, layer in self.encoders.items()}
         return {**super().get_config(), "encoders": encoders}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> Combined:
         config = dict(config)
         config["encoders"] = {k: keras.saving.deserialize_keras_object(v) for k, v in config["encoders"].items()}
         return cls(**config)
 
 
 #: The builders usable by name.
-BUILDERS = {"mlp": mlp, "nature_cnn": nature_cnn, "minigrid_cnn": minigrid_cnn}
+BUILDERS: dict[str, Callable[..., keras.Sequential]] = {
+    "mlp": mlp, "nature_cnn": nature_cnn, "minigrid_cnn": minigrid_cnn,
+}
 
 
-def from_name(name: str, input_shapes, *, seed=None, prefix=""):
+def from_name(
+    name: str, input_shapes: Shape | dict[str, Shape], *, seed: int | None = None, prefix: str = "",
+) -> keras.layers.Layer:
     """Builds the network called ``name`` for inputs of per-sample shapes ``input_shapes``.
 
     ``input_shapes`` is one shape, or ``{key: shape}`` for a ``Dict`` space: then the CNN
@@ -219,7 +244,7 @@ def from_name(name: str, input_shapes, *, seed=None, prefix=""):
                              "out (the default MLP flattens and concatenates the entries).")
         return builder(seed=seed, name=prefix + name)
 
-    def cnn(shape, offset=0, full_name=prefix + name):
+    def cnn(shape: Shape, offset: int = 0, full_name: str = prefix + name) -> keras.Sequential:
         sub_seed = None if seed is None else seed + offset
         if name == "nature_cnn":
             return builder(channels_first=shape[0] < shape[-1], seed=sub_seed, name=full_name)
@@ -230,7 +255,8 @@ def from_name(name: str, input_shapes, *, seed=None, prefix=""):
         if not images:
             raise ValueError(f"network {name!r} needs an image entry (a Box of rank 3); the observation entries "
                              f"have shapes {input_shapes}.")
-        encoders = {key: cnn(input_shapes[key], 10 * i, f"{prefix}{key}_{name}") for i, key in enumerate(images)}
+        encoders = {key: cnn(input_shapes[key], ENCODER_SEED_STRIDE * i, f"{prefix}{key}_{name}")
+                    for i, key in enumerate(images)}
         return Combined(encoders, name=f"{prefix}combined_{name}")
     if len(input_shapes) != 3:
         raise ValueError(f"network {name!r} needs image observations (a Box of rank 3); they have shape "
@@ -238,14 +264,16 @@ def from_name(name: str, input_shapes, *, seed=None, prefix=""):
     return cnn(input_shapes)
 
 
-def serialize(network):
+def serialize(network: keras.layers.Layer | str | None) -> dict[str, Any] | str | None:
     """A network as stored in ``TRPO.get_config``: its name, or ``keras.saving.serialize_keras_object``."""
     if network is None or isinstance(network, str):
         return network
     return keras.saving.serialize_keras_object(network)
 
 
-def serialize_pair(policy, value) -> tuple:
+def serialize_pair(
+    policy: keras.layers.Layer | str | None, value: keras.layers.Layer | str | None,
+) -> tuple[dict[str, Any] | str | None, dict[str, Any] | str | None]:
     """``(serialize(policy), serialize(value))``, such that a (frozen) layer in both stays one layer on load.
 
     Under ``model.save`` Keras serializes inside its object-sharing scope: an object met a second
@@ -262,7 +290,7 @@ def serialize_pair(policy, value) -> tuple:
     return policy_config, value_config
 
 
-def check_serializable(network, which="network") -> None:
+def check_serializable(network: keras.layers.Layer | str | None, which: str = "network") -> None:
     """Raises ValueError unless ``network`` can be rebuilt from :func:`serialize` (``TRPO.save`` calls it).
 
     Rebuilds it once from a copy of its config (Keras empties a Functional config while
@@ -297,7 +325,7 @@ def check_serializable(network, which="network") -> None:
 _KERAS_PACKAGES = {"keras", "keras_hub", "keras_cv", "keras_nlp", "builtins"}
 
 
-def unregistered_classes(config) -> list:
+def unregistered_classes(config: Any) -> list[dict[str, Any]]:
     """The serialized objects in ``config`` whose class Keras cannot find in this process, outermost first.
 
     A class outside Keras is found only by its registered name
@@ -307,7 +335,8 @@ def unregistered_classes(config) -> list:
     """
     found = []
 
-    def visit(node):
+    def visit(node: Any) -> None:
+        nodes: Iterable[Any]
         if isinstance(node, dict):
             module, name = node.get("module"), node.get("registered_name")
             # Keras writes module None for a class it does not know (unregistered, defined in __main__).
@@ -326,7 +355,7 @@ def unregistered_classes(config) -> list:
     return found
 
 
-def deserialize(config, which="network"):
+def deserialize(config: Any, which: str = "network") -> Any:
     """Inverse of :func:`serialize` (a name stays a name).
 
     Raises:
@@ -358,7 +387,7 @@ def deserialize(config, which="network"):
                          f"rebuilt; {fix}.") from error
 
 
-def _innermost(error) -> str:
+def _innermost(error: BaseException) -> str:
     """The first line of the innermost cause in Keras' nested "could not be deserialized" messages."""
     text = str(error).rsplit("Exception encountered: ", 1)[-1].strip()
     return (text.splitlines()[0] if text else type(error).__name__).split(". ")[0].rstrip(".")
