@@ -1,8 +1,8 @@
 """Fast action selection for collection: a numpy snapshot of the current weights.
 
-Choosing one action through TensorFlow costs ~300 µs per call (``tf.function``
-with a TFP sample) against ~5 µs for the same 64×64 MLP in numpy, and the
-environment step itself often costs less than that. :class:`PolicySnapshot`
+A call into TensorFlow has a fixed cost that is many times that of the same
+64×64 MLP in numpy, and often more than the environment step itself (measured in
+benchmarks/README.md, "Cost of acting per env step"). :class:`PolicySnapshot`
 reads the weights once per iteration and runs the forward pass of both networks
 in numpy, batched over sub-environments. This is safe for TRPO: the
 log-probabilities used by the update are recomputed in TensorFlow from the
@@ -17,17 +17,28 @@ only slower.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
 import gymnasium
 import numpy as np
 
 from keras_trpo import actor_critic
 
+if TYPE_CHECKING:
+    from keras_trpo.model import TRPO
 
-def _sigmoid(x):
+#: Observations as a vector env returns them: one array, or a dict of arrays for a ``Dict`` space.
+Observations = Any
+#: One numpy layer of :func:`keras_trpo.actor_critic.numpy_mlp`: ``(kernel, bias, activation or None)``.
+NumpyLayer = tuple[np.ndarray, np.ndarray, Any]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)
 
 
-NUMPY_ACTIVATIONS = {
+#: Numpy twins of Keras activations, by name (``None``: linear); other activations act through TensorFlow.
+NUMPY_ACTIVATIONS: dict[Any, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": np.tanh,
     "relu": lambda x: np.maximum(x, 0.0),
     "linear": lambda x: x,
@@ -50,7 +61,9 @@ class PolicySnapshot:
         version: the model's ``policy_version`` when the snapshot was taken.
     """
 
-    def __init__(self, model):
+    _tf: Callable[[Any], tuple[Any, Any]] | None  # TRPO.acting_function(), or None for the numpy MLPs
+
+    def __init__(self, model: TRPO) -> None:
         self.head = model.head
         self.version = model.policy_version
         self.log_std = None if model.log_std is None else model.log_std.numpy()
@@ -66,19 +79,19 @@ class PolicySnapshot:
         self._policy = actor_critic.numpy_mlp(model.policy_layers, model.policy_output, activation)
         self._value = actor_critic.numpy_mlp(model.value_layers, model.value_output, activation)
 
-    def _features(self, observations):
+    def _features(self, observations: Observations) -> np.ndarray:
         x = np.asarray(observations, dtype=np.float32).reshape(-1, self._obs_size)
         return x if self._normalize is None else self._normalize(x)
 
     @staticmethod
-    def _mlp(layers, x):
+    def _mlp(layers: Sequence[NumpyLayer], x: np.ndarray) -> np.ndarray:
         for kernel, bias, activation in layers:
             x = x @ kernel + bias
             if activation is not None:
                 x = activation(x)
         return x
 
-    def outputs_and_values(self, observations):
+    def outputs_and_values(self, observations: Observations) -> tuple[np.ndarray, np.ndarray]:
         """Raw policy outputs ``[n, num_outputs]`` and values ``[n]``."""
         if self._tf is not None:
             outputs, values = self._tf(self._spec.numpy(observations))
@@ -86,17 +99,17 @@ class PolicySnapshot:
         x = self._features(observations)
         return self._mlp(self._policy, x), self._mlp(self._value, x)[:, 0]
 
-    def values(self, observations):
+    def values(self, observations: Observations) -> np.ndarray:
         """``V(s)`` for a batch of observations, ``[n]`` (the policy network is not run)."""
         if self._tf is not None:
             return self.outputs_and_values(observations)[1]
         return self._mlp(self._value, self._features(observations))[:, 0]
 
-    def distribution_params(self, observations):
+    def distribution_params(self, observations: Observations) -> dict[str, np.ndarray]:
         """Numpy twin of ``model.distribution_params``."""
         return self.head.numpy_params(self.outputs_and_values(observations)[0], self.log_std)
 
-    def act(self, observations, rng):
+    def act(self, observations: Observations, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Samples actions and returns ``(actions, values)`` for a batch of observations."""
         outputs, values = self.outputs_and_values(observations)
         return self.head.numpy_sample(self.head.numpy_params(outputs, self.log_std), rng), values
