@@ -35,7 +35,7 @@ class StaleBatchError(ValueError):
     """A batch was collected by other weights than the ones ``train_step`` starts from."""
 
 
-def stale_batch_message(batch_version, model_version) -> str:
+def stale_batch_message(batch_version: int, model_version: int) -> str:
     """The one-line explanation of a stale batch."""
     return (
         f"Stale batch: it was collected by policy_version {batch_version} but the model is at "
@@ -44,7 +44,7 @@ def stale_batch_message(batch_version, model_version) -> str:
     )
 
 
-def uneven_split_message(steps, replicas) -> str:
+def uneven_split_message(steps: int, replicas: int) -> str:
     """The one-line explanation of a batch that does not split evenly over a worker's replicas."""
     lower = max(replicas, steps - steps % replicas)
     return (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from typing import Any, Callable, Sequence, Union
 
 import gymnasium
 import numpy as np
@@ -18,8 +19,17 @@ from keras_trpo.validation import check_int
 #: How to install what ``video_folder`` needs.
 VIDEO_INSTALL = 'pip install "keras-trpo[video]"'
 
+#: What :func:`evaluate` acts with: a ``TRPO``, a loaded SavedModel or signature, or a callable from
+#: a batch of observations to actions (Keras and TensorFlow have no type stubs: see :func:`evaluate`).
+Policy = Any
+#: An env id, a gymnasium ``Env`` or a ``VectorEnv``.
+EnvLike = Union[str, gymnasium.Env, gymnasium.vector.VectorEnv]
 
-def evaluate(model, env, episodes: int = 10, seed: int | None = None, *, video_folder=None) -> list[float]:
+
+def evaluate(
+    model: Policy, env: EnvLike, episodes: int = 10, seed: int | None = None, *,
+    video_folder: str | os.PathLike[str] | None = None,
+) -> list[float]:
     """Runs ``episodes`` episodes with the deterministic action (the mode) and returns their returns.
 
     Args:
@@ -82,16 +92,19 @@ def check_video_dependencies() -> None:
         raise ImportError(f"video_folder needs moviepy, which gymnasium's RecordVideo writes videos with: {VIDEO_INSTALL}")
 
 
-def video_wrapper(video_folder, episodes_per_env):
+def video_wrapper(
+    video_folder: str | os.PathLike[str], episodes_per_env: Sequence[int],
+) -> Callable[[gymnasium.Env], gymnasium.Wrapper]:
     """A ``wrappers=`` entry for ``gymnasium.make_vec(..., render_mode="rgb_array")``: sub-environment ``i`` (in
     the order they are made: sync vectorization only) records its first ``episodes_per_env[i]`` episodes to
     ``video_folder/env{i}-episode-{k}.mp4`` with gymnasium's ``RecordVideo``."""
     check_video_dependencies()
     from gymnasium.wrappers import RecordVideo
 
-    folder, made = os.fspath(video_folder), []
+    folder = os.fspath(video_folder)
+    made: list[gymnasium.Wrapper] = []
 
-    def wrap(env):
+    def wrap(env: gymnasium.Env) -> gymnasium.Wrapper:
         index = len(made)
         if index >= len(episodes_per_env):
             raise ValueError(f"video_wrapper was given episodes for {len(episodes_per_env)} sub-environments; "
@@ -99,7 +112,8 @@ def video_wrapper(video_folder, episodes_per_env):
         with warnings.catch_warnings():
             if index:  # the first sub-environment created the folder: not a folder of someone else's videos
                 warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
-            recorder = RecordVideo(env, folder, episode_trigger=lambda k, n=episodes_per_env[index]: k < n,
+            quota = episodes_per_env[index]
+            recorder = RecordVideo(env, folder, episode_trigger=lambda k: k < quota,
                                    name_prefix=f"env{index}", disable_logger=True)
         made.append(recorder)
         return recorder
@@ -107,7 +121,9 @@ def video_wrapper(video_folder, episodes_per_env):
     return wrap
 
 
-def _evaluation_env(env, episodes, video_folder):
+def _evaluation_env(
+    env: EnvLike, episodes: int, video_folder: str | os.PathLike[str] | None,
+) -> tuple[gymnasium.vector.VectorEnv, bool]:
     """``(vector env, whether evaluate made it)``."""
     if video_folder is None:
         if isinstance(env, str):
@@ -130,7 +146,7 @@ def _evaluation_env(env, episodes, video_folder):
     return as_vector_env(video_wrapper(video_folder, [episodes])(env)), False
 
 
-def actions_function(model):
+def actions_function(model: Policy) -> Callable[[Any], np.ndarray]:
     """``observations -> numpy actions`` for what :func:`evaluate` accepts as ``model``.
 
     A TRPO model acts through one traced function, observations in their own dtypes. A loaded
@@ -148,21 +164,23 @@ def actions_function(model):
                         f"batch of observations to actions; got {type(model).__name__}.")
     inputs = getattr(model, "structured_input_signature", (None, None))[1]  # a signature's {name: TensorSpec}
     if inputs:
-        def call(observations):
+        def call(observations: Any) -> Any:
             named = observations if isinstance(observations, dict) else {next(iter(inputs)): observations}
             return model(**{key: tf.convert_to_tensor(named[key], inputs[key].dtype) for key in inputs})
     else:
-        def call(observations):
+        def call(observations: Any) -> Any:
             return model(tf.convert_to_tensor(observations, tf.float32))
 
-    def act(observations):
+    def act(observations: Any) -> np.ndarray:
         out = call(observations)
         return np.asarray(out["actions"] if isinstance(out, dict) else out)
 
     return act
 
 
-def _run_episodes(model, env, episodes, seed, skip_reset_steps) -> list[float]:
+def _run_episodes(
+    model: Policy, env: gymnasium.vector.VectorEnv, episodes: int, seed: int | None, skip_reset_steps: bool,
+) -> list[float]:
     """Plays until each sub-env finished its quota. An env that resets finished sub-envs on its next step
     (``skip_reset_steps``, e.g. ``CartPoleVectorEnv``) is not reset here: that step has reward 0 and no done."""
     act = actions_function(model)

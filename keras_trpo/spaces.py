@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import gymnasium
 import numpy as np
 
 _SPACES = gymnasium.spaces
 
 
-def space_to_config(space) -> dict:
+def space_to_config(space: gymnasium.spaces.Space) -> dict[str, Any]:
     """Returns a dict of plain Python values describing ``space``."""
     if isinstance(space, _SPACES.Box):
         return {
@@ -41,7 +43,7 @@ def space_to_config(space) -> dict:
     )
 
 
-def space_from_config(config):
+def space_from_config(config: Mapping[str, Any] | gymnasium.spaces.Space) -> gymnasium.spaces.Space:
     """Inverse of :func:`space_to_config`; passes gymnasium spaces through."""
     if isinstance(config, _SPACES.Space):
         return config

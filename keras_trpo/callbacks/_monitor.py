@@ -4,11 +4,17 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
-from keras_trpo.callbacks._logs import finite
+from keras_trpo.callbacks._logs import Logs, finite
+
+if TYPE_CHECKING:  # to a type checker, the Keras callback it is mixed into (Keras has no stubs: Any)
+    from keras.callbacks import MonitorCallback as _MonitorCallback
+else:
+    _MonitorCallback = object
 
 
-class SkipsIterationsWithoutMonitor:
+class SkipsIterationsWithoutMonitor(_MonitorCallback):
     """Mixin for a ``keras.callbacks.MonitorCallback`` subclass: ``on_epoch_end`` runs only when ``monitor`` is
     logged with a finite value.
 
@@ -27,19 +33,19 @@ class SkipsIterationsWithoutMonitor:
         """False when the callback does not depend on ``monitor`` (it then runs every iteration)."""
         return True
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         super().on_train_begin(logs)
         self._monitor_seen = False
-        self._logged_keys = []
+        self._logged_keys: list[str] = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         if self.monitors_this_fit() and not finite((logs or {}).get(self.monitor)):
             self._logged_keys = sorted(logs or {})
             return
         self._monitor_seen = True
         super().on_epoch_end(epoch, logs)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         super().on_train_end(logs)
         if self.monitors_this_fit() and not getattr(self, "_monitor_seen", True):
             hint = (

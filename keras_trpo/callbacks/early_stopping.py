@@ -3,9 +3,11 @@ and the best weights are those the best value was measured on."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
-from keras_trpo.callbacks._logs import finite
+from keras_trpo.callbacks._logs import Logs, finite
 from keras_trpo.callbacks._monitor import SkipsIterationsWithoutMonitor
 from keras_trpo.callbacks.best_policy import KeepsWeightsBeforeUpdate
 
@@ -44,13 +46,15 @@ class EarlyStopping(KeepsWeightsBeforeUpdate, SkipsIterationsWithoutMonitor, ker
     ```
     """
 
-    def __init__(self, monitor: str = "eval_return", mode: str = "max", **kwargs):
+    best_weights: Any  # Keras' (a list of arrays, or None)
+
+    def __init__(self, monitor: str = "eval_return", mode: str = "max", **kwargs: Any) -> None:
         super().__init__(monitor=monitor, mode=mode, **kwargs)
 
     def keeps_weights_before_update(self) -> bool:
         return bool(self.restore_best_weights) and super().keeps_weights_before_update()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         super().on_epoch_end(epoch, logs)
         # Keras copied model.get_weights() (the updated weights) if this epoch is the best so far.
         before = getattr(self, "before_update", None)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import gymnasium
 import keras
 import numpy as np
 
+from keras_trpo.callbacks._logs import Logs, PrintFn
 from keras_trpo.envs import check_not_collecting
-from keras_trpo.evaluation import evaluate
+from keras_trpo.evaluation import EnvLike, evaluate
 from keras_trpo.validation import check_int
 
 
@@ -53,7 +55,10 @@ class Evaluation(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, env, episodes: int = 10, every: int = 10, seed: int | None = None, verbose: int = 0, print_fn=print):
+    def __init__(
+        self, env: EnvLike, episodes: int = 10, every: int = 10, seed: int | None = None, verbose: int = 0,
+        print_fn: PrintFn = print,
+    ) -> None:
         super().__init__()
         self.env = env
         self.episodes = check_int("episodes", episodes)
@@ -62,17 +67,17 @@ class Evaluation(keras.callbacks.Callback):
         self.verbose = verbose
         self.print_fn = print_fn
         #: One dict per evaluation: ``epoch``, ``env_steps``, ``returns``, ``mean``.
-        self.results: list[dict] = []
-        self._env = None
+        self.results: list[dict[str, Any]] = []
+        self._env: gymnasium.Env | gymnasium.vector.VectorEnv | None = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         check_not_collecting(self.env)  # before the first iteration, not at the first evaluation
         if isinstance(self.env, str):
             self._env = gymnasium.make_vec(self.env, num_envs=self.episodes, vectorization_mode="sync")
         else:
             self._env = self.env
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         if isinstance(self.env, str) and self._env is not None:
             self._env.close()
         self._env = None
@@ -82,11 +87,12 @@ class Evaluation(keras.callbacks.Callback):
         last = self.params.get("epochs") if self.params else None
         return epoch == 0 or (epoch + 1) % self.every == 0 or (last is not None and epoch + 1 == last)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         if not self.should_evaluate(epoch):
             return
         if self._env is None:  # on_epoch_end called outside fit
             self.on_train_begin()
+        assert self._env is not None  # on_train_begin set it
         returns = evaluate(self.model, self._env, episodes=self.episodes, seed=self.seed)
         mean = float(np.mean(returns))
         env_steps = float(logs.get("env_steps", math.nan)) if logs else math.nan

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import warnings
 
 import keras
 
+from keras_trpo.callbacks._logs import Logs, PrintFn
 from keras_trpo.callbacks.best_policy import KeepsWeightsBeforeUpdate
 from keras_trpo.validation import check_int
 
@@ -55,14 +57,14 @@ class ExportBest(KeepsWeightsBeforeUpdate, keras.callbacks.Callback):
 
     def __init__(
         self,
-        filepath,
+        filepath: str | os.PathLike[str],
         monitor: str = "eval_return",
         mode: str = "max",
         min_delta: float = 0.0,
         max_to_keep: int | None = None,
         verbose: int = 0,
-        print_fn=print,
-    ):
+        print_fn: PrintFn = print,
+    ) -> None:
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min'; got {mode!r}.")
@@ -75,23 +77,23 @@ class ExportBest(KeepsWeightsBeforeUpdate, keras.callbacks.Callback):
         self.max_to_keep = max_to_keep
         self.verbose = verbose
         self.print_fn = print_fn
-        self.best = None
-        self.best_path = None
+        self.best: float | None = None
+        self.best_path: str | None = None
         self.exported: list[tuple[int, float, str]] = []
         self._seen = False
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         super().on_train_begin(logs)
         self._seen = False
 
-    def _improved(self, value) -> bool:
+    def _improved(self, value: float) -> bool:
         if self.best is None:
             return True
         if self.mode == "max":
             return value > self.best + self.min_delta
         return value < self.best - self.min_delta
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         if not logs or self.monitor not in logs:
             return
         self._seen = True
@@ -110,7 +112,7 @@ class ExportBest(KeepsWeightsBeforeUpdate, keras.callbacks.Callback):
             for _, _, old in self.exported[: -self.max_to_keep]:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         if not self._seen:
             warnings.warn(
                 f"ExportBest never found {self.monitor!r} in the logs, so nothing was exported. Put "

@@ -9,7 +9,7 @@ from collections import deque
 import keras
 import numpy as np
 
-from keras_trpo.callbacks._logs import finite
+from keras_trpo.callbacks._logs import Logs, PrintFn, finite
 from keras_trpo.errors import REJECTION_REASONS
 from keras_trpo.validation import check_int
 
@@ -78,8 +78,9 @@ class LineSearchMonitor(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, patience: int = 3, window: int = 10, stop_training: bool = False, verbose: int = 0, print_fn=print
-    ):
+        self, patience: int = 3, window: int = 10, stop_training: bool = False, verbose: int = 0,
+        print_fn: PrintFn = print,
+    ) -> None:
         super().__init__()
         self.patience = check_int("patience", patience)
         self.window = check_int("window", window)
@@ -88,10 +89,10 @@ class LineSearchMonitor(keras.callbacks.Callback):
         self.print_fn = print_fn
         self.history: dict[str, list[float]] = {key: [] for key in ("epoch", *_LINE_SEARCH_KEYS)}
         self.warnings: list[str] = []
-        self._recent = deque(maxlen=self.window)
+        self._recent: deque[bool] = deque(maxlen=self.window)
         self._streak: list[int] = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         if logs is None or "step_accepted" not in logs:
             return
         self.history["epoch"].append(epoch)
@@ -114,7 +115,7 @@ class LineSearchMonitor(keras.callbacks.Callback):
             if self.stop_training:
                 self.model.stop_training = True
 
-    def _warn(self, epoch):
+    def _warn(self, epoch: int) -> None:
         reasons = [r for r in self._streak if r in REJECTION_HINTS] or [3]
         reason = max(set(reasons), key=reasons.count)
         first = epoch + 1 - len(self._streak) + 1
@@ -143,6 +144,6 @@ class LineSearchMonitor(keras.callbacks.Callback):
             text += f"; rejections by reason: {counts}"
         return text
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         if self.verbose:
             self.print_fn(f"Line search: {self.summary()}")

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import keras
 
+from keras_trpo.callbacks._logs import Logs
 from keras_trpo.callbacks._monitor import SkipsIterationsWithoutMonitor
 from keras_trpo.callbacks.best_policy import KeepsWeightsBeforeUpdate
 
@@ -45,7 +49,10 @@ class ModelCheckpoint(KeepsWeightsBeforeUpdate, SkipsIterationsWithoutMonitor, k
     ```
     """
 
-    def __init__(self, filepath, monitor: str = "eval_return", mode: str = "max", save_best_only: bool = True, **kwargs):
+    def __init__(
+        self, filepath: str | os.PathLike[str], monitor: str = "eval_return", mode: str = "max",
+        save_best_only: bool = True, **kwargs: Any,
+    ) -> None:
         super().__init__(filepath, monitor=monitor, mode=mode, save_best_only=save_best_only, **kwargs)
 
     def monitors_this_fit(self) -> bool:
@@ -54,14 +61,14 @@ class ModelCheckpoint(KeepsWeightsBeforeUpdate, SkipsIterationsWithoutMonitor, k
     def keeps_weights_before_update(self) -> bool:
         return bool(self.save_best_only) and super().keeps_weights_before_update()
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
         if self.save_freq == "epoch":  # Keras saves at on_epoch_end only
             super().on_train_batch_end(batch, logs)
             return
         with self.weights_that_collected_the_batch(logs):
             super().on_train_batch_end(batch, logs)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         if self.save_freq != "epoch":
             super().on_epoch_end(epoch, logs)
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from keras_trpo.callbacks._logs import Logs, PrintFn
 from keras_trpo.callbacks.steps_per_second import StepsPerSecond
 from keras_trpo.validation import check_int
 
@@ -31,12 +32,12 @@ class ProgressLogger(StepsPerSecond):
     ```
     """
 
-    def __init__(self, every: int = 10, print_fn=print):
+    def __init__(self, every: int = 10, print_fn: PrintFn = print) -> None:
         super().__init__()
         self.every = check_int("every", every)
         self.print_fn = print_fn
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         logs = {} if logs is None else logs
         super().on_epoch_end(epoch, logs)  # adds steps_per_second
         if (epoch + 1) % self.every:

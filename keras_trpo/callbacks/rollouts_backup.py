@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+from typing import TYPE_CHECKING, Literal
 
 import keras
 
+from keras_trpo.callbacks._logs import Logs
 from keras_trpo.envs import env_snapshot
 from keras_trpo.validation import check_int
+
+if TYPE_CHECKING:
+    from keras_trpo.rollouts import Rollouts
 
 
 class RolloutsBackup(keras.callbacks.Callback):
@@ -53,7 +58,9 @@ class RolloutsBackup(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, rollouts, backup_dir, save_freq="epoch"):
+    def __init__(
+        self, rollouts: Rollouts, backup_dir: str | os.PathLike[str], save_freq: int | Literal["epoch"] = "epoch",
+    ) -> None:
         super().__init__()
         if save_freq != "epoch":
             check_int("save_freq", save_freq)
@@ -68,12 +75,12 @@ class RolloutsBackup(keras.callbacks.Callback):
             self._warn_not_exact(why)
 
     @staticmethod
-    def _warn_not_exact(why):
+    def _warn_not_exact(why: str) -> None:
         warnings.warn(f"RolloutsBackup cannot save the env ({why}): a resumed run restarts the episodes that were "
                       "running from a seeded reset (weights, RNG and counters are restored exactly), so it is not "
                       "bit-identical to an uninterrupted one.", UserWarning, stacklevel=3)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         if not os.path.exists(self.path):
             return
         with open(self.path, "rb") as f:
@@ -84,24 +91,24 @@ class RolloutsBackup(keras.callbacks.Callback):
                              f"is at {version}: {self._mismatch_cause(version)}; or delete that file to resume without it.")
         self.rollouts.set_state(state)
 
-    def _mismatch_cause(self, version) -> str:
+    def _mismatch_cause(self, version: int) -> str:
         if version == 0:
             return ("no weights were restored before it: list it after keras.callbacks.BackupAndRestore, with the same "
                     "backup_dir (callbacks run in list order)")
         return "BackupAndRestore saves at other times: give both the same save_freq"
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
         if self.save_freq != "epoch":
             self._batches_since_saving += 1
             if self._batches_since_saving >= self.save_freq:
                 self._batches_since_saving = 0
                 self._save()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         if self.save_freq == "epoch":
             self._save()
 
-    def _save(self):
+    def _save(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         state = self.rollouts.get_state()
         if self.bit_exact and state["env_not_saved"] is not None:  # it pickled at construction, not now
@@ -111,6 +118,6 @@ class RolloutsBackup(keras.callbacks.Callback):
             pickle.dump(state, f)
         os.replace(self.path + ".tmp", self.path)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         if os.path.exists(self.path):
             os.remove(self.path)

@@ -6,7 +6,7 @@ import time
 
 import keras
 
-from keras_trpo.callbacks._logs import finite
+from keras_trpo.callbacks._logs import Logs, finite
 
 
 class StepsPerSecond(keras.callbacks.Callback):
@@ -29,17 +29,17 @@ class StepsPerSecond(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._previous_steps = 0.0  # env steps at the end of the previous fit
         self.on_train_begin()
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         self._start_time = time.perf_counter()
-        self._start_steps = None  # env steps at the end of the first iteration
-        self._first_end_time = None
+        self._start_steps: float | None = None  # env steps at the end of the first iteration
+        self._first_end_time: float | None = None
 
-    def _rate(self, logs) -> float | None:
+    def _rate(self, logs: Logs) -> float | None:
         if not logs or "env_steps" not in logs or not finite(logs["env_steps"]):
             return None
         now = time.perf_counter()
@@ -50,11 +50,12 @@ class StepsPerSecond(keras.callbacks.Callback):
             done = steps - self._previous_steps if steps > self._previous_steps else steps
             rate = done / max(now - self._start_time, 1e-9)
         else:
+            assert self._start_steps is not None  # set with _first_end_time
             rate = (steps - self._start_steps) / max(now - self._first_end_time, 1e-9)
         self._previous_steps = steps
         return rate
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         rate = self._rate(logs)
-        if rate is not None:
+        if rate is not None and logs is not None:  # a rate comes from logs
             logs["steps_per_second"] = rate

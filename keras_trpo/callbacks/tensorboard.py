@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from typing import Any
 
 import keras
 import tensorflow as tf
+
+from keras_trpo.callbacks._logs import Logs
 
 
 class TensorBoard(keras.callbacks.Callback):
@@ -43,30 +47,30 @@ class TensorBoard(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, log_dir):
+    def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         super().__init__()
         self.log_dir = str(log_dir)
-        self._writer = None
+        self._writer: tf.summary.SummaryWriter | None = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
-    def _learning_rate(self):
-        optimizer = getattr(self.model, "optimizer", None)
+    def _learning_rate(self) -> float | None:
+        optimizer: Any = getattr(self.model, "optimizer", None)
         try:
             return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         except (AttributeError, TypeError, ValueError):
             return None
 
-    def scalars(self, logs) -> dict[str, float]:
+    def scalars(self, logs: Logs) -> dict[str, float]:
         """The finite numeric values of ``logs`` (and the critic's ``learning_rate``) that get written."""
-        values = {}
+        values: dict[str, float] = {}
         for key, value in (logs or {}).items():
             if isinstance(value, numbers.Real) or (hasattr(value, "shape") and not tuple(value.shape)):
                 values[key] = float(value)
@@ -76,7 +80,7 @@ class TensorBoard(keras.callbacks.Callback):
                 values["learning_rate"] = rate
         return {key: value for key, value in values.items() if math.isfinite(value)}
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         logs = logs or {}
         env_steps = logs.get("env_steps")
         if env_steps is None or not math.isfinite(float(env_steps)):
@@ -86,6 +90,7 @@ class TensorBoard(keras.callbacks.Callback):
             )
         if self._writer is None:  # on_epoch_end called outside fit
             self.on_train_begin()
+        assert self._writer is not None  # on_train_begin made it
         step = int(round(float(env_steps)))
         with self._writer.as_default(step=step):
             for key, value in self.scalars(logs).items():

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Any, Callable
 
 import keras
+
+from keras_trpo.callbacks._logs import Logs, PrintFn
 
 
 class TrustRegionSchedule(keras.callbacks.Callback):
@@ -35,7 +38,7 @@ class TrustRegionSchedule(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, schedule, verbose: int = 0, print_fn=print):
+    def __init__(self, schedule: Callable[..., float], verbose: int = 0, print_fn: PrintFn = print) -> None:
         super().__init__()
         if not callable(schedule):
             raise TypeError(f"schedule must be callable as schedule(epoch[, max_kl]); got {schedule!r}.")
@@ -44,7 +47,7 @@ class TrustRegionSchedule(keras.callbacks.Callback):
         self.print_fn = print_fn
         self._takes_current = _takes_two_arguments(schedule)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
         if not hasattr(self.model, "max_kl"):
             raise ValueError("TrustRegionSchedule needs a keras_trpo.TRPO model (it sets model.max_kl).")
         current = self.model.max_kl
@@ -61,12 +64,12 @@ class TrustRegionSchedule(keras.callbacks.Callback):
         if self.verbose and value != current:
             self.print_fn(f"Epoch {epoch + 1}: TrustRegionSchedule setting max_kl to {value:.6g}.")
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         if logs is not None:
             logs["max_kl"] = self.model.max_kl
 
 
-def _takes_two_arguments(function) -> bool:
+def _takes_two_arguments(function: Callable[..., Any]) -> bool:
     try:
         parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):
