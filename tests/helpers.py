@@ -49,8 +49,10 @@ class Batches(keras.utils.PyDataset):
 
 
 def snapshot(variables):
-    """Copies of the variables' current values."""
-    return [np.array(v.numpy(), copy=True) for v in variables]
+    """Copies of the variables' current values, by variable path (in the variables' order)."""
+    values = {v.path: np.array(v.numpy(), copy=True) for v in variables}
+    assert len(values) == len(variables), "two variables share a path"
+    return values
 
 
 def training_variables(model, *, update_counter=True):
@@ -66,21 +68,26 @@ def training_state(model, *, update_counter=True):
 
 
 def _values(values):
+    if isinstance(values, dict):
+        return list(values.values())
     return [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in values]
 
 
 def bit_differences(before, after):
-    """Indices at which two equally long lists of arrays (or variables) differ in dtype, shape or any bit."""
+    """Where two equally long snapshots (or lists of arrays or variables) differ in dtype, shape or any bit,
+    compared in order: the paths of ``before`` if it is a snapshot, else the indices. Two models' snapshots
+    compare although their paths differ (``trpo/...`` and ``trpo_1/...``)."""
+    names = list(before) if isinstance(before, dict) else None
     before, after = _values(before), _values(after)
-    assert len(before) == len(after), (len(before), len(after))
+    assert len(before) == len(after), f"{len(before)} values before, {len(after)} after"
     return [
-        i for i, (a, b) in enumerate(zip(before, after))
+        names[i] if names else i
+        for i, (a, b) in enumerate(zip(before, after))
         if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes()
     ]
 
 
-def assert_bit_identical(before, after, names=None):
-    """Every array (or variable) of ``after`` is bit for bit the one of ``before``; a failure names the ones that
-    differ (by ``names``, else by index)."""
+def assert_bit_identical(before, after):
+    """Every value of ``after`` is bit for bit the one of ``before`` (see ``bit_differences``)."""
     differ = bit_differences(before, after)
-    assert not differ, f"differ bit for bit: {[names[i] for i in differ] if names else differ}"
+    assert not differ, f"differ bit for bit: {differ}"
