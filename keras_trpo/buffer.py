@@ -65,23 +65,27 @@ class RolloutBuffer:
         head: the model's action head (action shape and dtype).
         horizon: rows per sub-env (``steps / num_envs``).
         num_envs: columns, one per sub-env.
+        fields: what is stored, by name; :func:`stored_fields` by default.
 
     Attributes:
-        fields: :func:`stored_fields`.
+        fields: the stored fields.
         storage: one zero-initialized array per field (a dict of arrays for ``Dict`` observations).
         kept: ``[num_envs]``, the rows filled per sub-env (:meth:`advance`).
     """
 
-    def __init__(self, spec: ObservationSpec, head: PolicyHead, horizon: int, num_envs: int):
+    def __init__(
+        self, spec: ObservationSpec, head: PolicyHead, horizon: int, num_envs: int,
+        fields: dict[str, Field | dict[str, Field]] | None = None,
+    ) -> None:  # fmt: skip
         self.horizon, self.num_envs = int(horizon), int(num_envs)
-        self.fields = stored_fields(spec, head)
+        self.fields = stored_fields(spec, head) if fields is None else dict(fields)
         self.storage = {
             name: _per_key(lambda f: np.zeros((self.horizon, self.num_envs, *f.shape), f.dtype), field)
             for name, field in self.fields.items()
         }
         self.kept = np.zeros(self.num_envs, np.int64)
 
-    def __getitem__(self, name: str):
+    def __getitem__(self, name: str) -> np.ndarray | dict[str, np.ndarray]:
         """The ``[horizon, num_envs, ...]`` array of a field (a dict of them for ``Dict`` observations)."""
         return self.storage[name]
 
@@ -108,7 +112,7 @@ class RolloutBuffer:
         """
         unknown = sorted(set(values) - set(self.fields))
         if unknown:
-            raise KeyError(f"RolloutBuffer.add got fields {unknown}; declared fields: {sorted(self.fields)} (add one "
+            raise TypeError(f"RolloutBuffer.add got fields {unknown}; declared fields: {sorted(self.fields)} (add one "
                            "in keras_trpo.buffer.stored_fields).")
         for name, value in values.items():
             _per_key(lambda _, array, v: array.__setitem__(index, v), self.fields[name], self.storage[name], value)
