@@ -16,7 +16,6 @@ What a bit-identical resume needs (also in docs/serving.md, "Checkpoints and res
 
 import functools
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -32,22 +31,14 @@ from gymnasium.utils import EzPickle
 
 import keras_trpo
 
+from helpers import assert_bit_identical, bit_differences, cartpole_env, snapshot, tiny_trpo, training_state
+
 
 # --------------------------------------------------------------------------
 # .keras round trip
 # --------------------------------------------------------------------------
 def tiny_model(env, **kwargs):
-    model = keras_trpo.TRPO.for_env(
-        env,
-        seed=0,
-        hidden_units=(16,),
-        value_hidden_units=(16,),
-        value_epochs=2,
-        value_batch_size=32,
-        **kwargs,
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return model
+    return tiny_trpo(env, 16, value_epochs=2, value_batch_size=32, **kwargs)
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"], ids=["discrete", "box"])
@@ -119,7 +110,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
 def test_backup_and_restore_resumes_an_interrupted_fit_where_it_stopped(tmp_path):
     backup = str(tmp_path / "backup")
-    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    env = cartpole_env()
     model = tiny_model(env)
     recorder = EpochRecorder()
     with pytest.raises(Interrupt):
@@ -130,18 +121,18 @@ def test_backup_and_restore_resumes_an_interrupted_fit_where_it_stopped(tmp_path
             callbacks=[keras.callbacks.BackupAndRestore(backup), InterruptAt(3), recorder],
         )
     assert recorder.epochs == [0, 1, 2] and model.policy_version == 3  # epochs 0-2 finished and saved
-    saved = [w.numpy().copy() for w in model.weights]
+    saved = snapshot(model.weights)
     assert os.path.exists(os.path.join(backup, "latest.weights.h5"))
 
     # A new process would build everything anew: fresh model, optimizer and rollouts.
-    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    env = cartpole_env()
     resumed = tiny_model(env)
     assert resumed.policy_version == 0
-    restored = []
+    restored = {}
 
     class Restored(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            restored.extend(w.numpy().copy() for w in self.model.weights)
+            restored.update(snapshot(self.model.weights))
 
     recorder = EpochRecorder()
     history = resumed.fit(
@@ -152,8 +143,7 @@ def test_backup_and_restore_resumes_an_interrupted_fit_where_it_stopped(tmp_path
     )
     assert recorder.epochs == [3, 4]  # continues at the interrupted epoch
     assert len(history.history["kl"]) == 2
-    for a, b in zip(saved, restored):
-        np.testing.assert_array_equal(a, b)
+    assert_bit_identical(saved, restored)
     assert resumed.policy_version == 5  # no Stale batch: each resumed batch matched the restored weights
     assert history.history["step_accepted"] == [1.0, 1.0]
     assert not os.path.exists(os.path.join(backup, "latest.weights.h5"))  # finished: backup removed
@@ -205,11 +195,10 @@ def walk_run(backup=None, interrupt=None, save_rollouts=True, save_freq="epoch",
     """A seeded run on the deterministic env; returns the model, its rollouts and the history."""
     keras.utils.set_random_seed(0)
     env = walk_env()
-    model = keras_trpo.TRPO.for_env(
-        env, seed=0, hidden_units=(8,), value_hidden_units=(8,), value_epochs=3, value_batch_size=16,
-        normalize_observations=True, max_kl=0.05, name="walk",
+    model = tiny_trpo(
+        env, value_epochs=3, value_batch_size=16, normalize_observations=True, max_kl=0.05, name="walk",
+        learning_rate=3e-3,
     )
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
     rollouts = keras_trpo.Rollouts(env, model, steps=48, gamma=0.9, gae_lambda=0.9, seed=0)
     callbacks = []
     if backup is not None:
@@ -224,18 +213,12 @@ def walk_run(backup=None, interrupt=None, save_rollouts=True, save_freq="epoch",
     return model, rollouts, history.history
 
 
-def state_of(model):
-    """(path, value) of every variable that training changes (the optimizer's "_N" suffix dropped)."""
-    variables = [*model.weights, *model.optimizer.variables, model.seed_generator.state]
-    return [(re.sub(r"^([^/]*?)_\d+/", r"\1/", v.path), v.numpy().copy()) for v in variables]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted():
     model, rollouts, history = walk_run()
     assert sum(history["step_accepted"]) >= EPOCHS - 1  # the weights really move
     assert rollouts.episode_returns  # episodes end, inside and across batches
-    return state_of(model), rollouts, history
+    return training_state(model), rollouts, history
 
 
 def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(uninterrupted, tmp_path):
@@ -247,10 +230,7 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(uninterrupted,
     assert len(history["kl"]) == EPOCHS - INTERRUPT_AT
     for key in ("kl", "episode_return", "value_loss", "env_steps"):
         np.testing.assert_array_equal(history[key], expected_history[key][INTERRUPT_AT:], err_msg=key)
-    actual = state_of(model)
-    assert [p for p, _ in actual] == [p for p, _ in expected]
-    for (path, a), (_, b) in zip(actual, expected):
-        np.testing.assert_array_equal(a, b, err_msg=path)
+    assert_bit_identical(expected, training_state(model))
     assert rollouts.env_steps == expected_rollouts.env_steps == EPOCHS * 48
     assert rollouts.episode_returns == expected_rollouts.episode_returns
 
@@ -296,12 +276,8 @@ def test_without_the_rollouts_state_a_resumed_run_diverges(uninterrupted, tmp_pa
         walk_run(backup, interrupt=INTERRUPT_AT, save_rollouts=False)
     model, _, history = walk_run(backup, save_rollouts=False)
     assert len(history["kl"]) == EPOCHS - INTERRUPT_AT  # it did resume ...
-    policy_paths = {v.path for v in model.policy_variables}
-    differs = [
-        path
-        for (path, a), (_, b) in zip(state_of(model), expected)
-        if path in policy_paths and not np.array_equal(a, b)
-    ]
+    policy_paths = {v.path for v in model.policy_variables}  # the same in both: both models are named "walk"
+    differs = set(bit_differences(expected, training_state(model))) & policy_paths
     assert differs  # ... but on other transitions, so it ends elsewhere
 
 
@@ -309,7 +285,7 @@ def test_without_the_rollouts_state_a_resumed_run_diverges(uninterrupted, tmp_pa
 # Resume with the envs people build (issue 24, item 2)
 # --------------------------------------------------------------------------
 def sync_cartpole():
-    return gymnasium.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync")
+    return cartpole_env(3)
 
 
 def default_cartpole():
@@ -323,7 +299,7 @@ def wrapped_cartpole():
     (Not the vector NormalizeObservation: it refuses ``reset(options={"reset_mask": ...})``.)
     """
     halve = [lambda env: gymnasium.wrappers.TransformReward(env, lambda r: 0.5 * r)]
-    env = gymnasium.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync", wrappers=halve)
+    env = cartpole_env(3, wrappers=halve)
     return gymnasium.wrappers.vector.RecordEpisodeStatistics(gymnasium.wrappers.vector.NormalizeReward(env))
 
 
@@ -332,7 +308,7 @@ def wrapped_default_cartpole():
 
 
 def async_cartpole():
-    return gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="async")
+    return cartpole_env(2, "async")
 
 
 RUN_EPOCHS, COPY_AT, RUN_STEPS = 5, 3, 48
@@ -355,10 +331,7 @@ def resumable_run(make_env, backup, copy=None, rollouts_class=keras_trpo.Rollout
     """A seeded run with BackupAndRestore + RolloutsBackup; ``copy``: keep the backup of epoch COPY_AT."""
     keras.utils.set_random_seed(0)
     env = make_env()
-    model = keras_trpo.TRPO.for_env(
-        env, seed=0, hidden_units=(8,), value_hidden_units=(8,), value_epochs=2, value_batch_size=16, max_kl=0.05,
-    )
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model = tiny_trpo(env, value_epochs=2, value_batch_size=16, max_kl=0.05, learning_rate=3e-3)
     rollouts = rollouts_class(env, model, steps=RUN_STEPS, seed=0)
     backup_callback = keras_trpo.callbacks.RolloutsBackup(rollouts, backup)
     callbacks = [keras.callbacks.BackupAndRestore(backup), backup_callback]
@@ -386,8 +359,7 @@ def test_resume_is_bit_identical_with_make_vec_envs(make_env, tmp_path):
     assert len(resumed_history["kl"]) == RUN_EPOCHS - COPY_AT
     for key in ("kl", "episode_return", "value_loss", "env_steps"):
         np.testing.assert_array_equal(resumed_history[key], history[key][COPY_AT:], err_msg=key)
-    for (path, a), (_, b) in zip(state_of(resumed), state_of(model)):
-        np.testing.assert_array_equal(a, b, err_msg=path)
+    assert_bit_identical(training_state(model), training_state(resumed))
     assert resumed_rollouts.env_steps == rollouts.env_steps
     assert resumed_rollouts.episode_returns == rollouts.episode_returns
     assert resumed_rollouts.episode_lengths == rollouts.episode_lengths
@@ -415,8 +387,7 @@ def test_async_envs_resume_from_a_seeded_reset_with_rng_and_counters_restored(tm
         assert resumed_rollouts.env_steps == rollouts.env_steps == RUN_EPOCHS * RUN_STEPS
         assert resumed_rollouts.episode_returns[: len(saved["episode_returns"])] == saved["episode_returns"]
     # The reset is seeded (from the Rollouts seed and env_steps): resuming twice gives one run.
-    for (path, a), (_, b) in zip(state_of(first[0]), state_of(second[0])):
-        np.testing.assert_array_equal(a, b, err_msg=path)
+    assert_bit_identical(training_state(first[0]), training_state(second[0]))
     assert first[1].episode_returns == second[1].episode_returns
     assert not backup_callback.bit_exact and "AsyncVectorEnv" in backup_callback.reason
 
@@ -475,7 +446,7 @@ def test_envs_that_pickle_as_constructor_arguments_resume_from_a_reset_not_a_wro
 def test_a_rollouts_state_is_refused_by_rollouts_of_another_number_of_sub_envs():
     """Before: "could not broadcast input array from shape (8,) into shape (4,)" at the next collection
     (new-user trial). Catches: the sub-env count left out of set_state's check."""
-    eight, four = (gymnasium.make_vec("CartPole-v1", num_envs=n, vectorization_mode="sync") for n in (8, 4))
+    eight, four = (cartpole_env(n) for n in (8, 4))
     model = tiny_model(eight)
     state = keras_trpo.Rollouts(eight, model, steps=16, seed=0).get_state()
     rollouts = keras_trpo.Rollouts(four, model, steps=16, seed=1)
@@ -488,12 +459,12 @@ def test_a_rollouts_state_is_refused_by_rollouts_of_another_number_of_sub_envs()
 def test_set_state_changes_nothing_on_a_bad_env_and_closes_the_env_it_replaces():
     """Catches: the env unpickled after the RNG and counters were set (a failed restore then left the
     Rollouts half-restored), and the replaced env left open (review of issue 24)."""
-    model = tiny_model(gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync"))
-    saved = keras_trpo.Rollouts(gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync"), model,
+    model = tiny_model(cartpole_env())
+    saved = keras_trpo.Rollouts(cartpole_env(), model,
                                 steps=8, seed=0)
     saved.collect()
     state = saved.get_state()
-    target_env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    target_env = cartpole_env()
     target = keras_trpo.Rollouts(target_env, model, steps=8, seed=1)
     before = target.get_state()
     with pytest.raises(Exception):
