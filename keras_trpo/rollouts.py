@@ -138,10 +138,10 @@ class Rollouts(keras.utils.PyDataset):
         self._episode_return = np.zeros(self.num_envs)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._resetting = np.zeros(self.num_envs, bool)  # skips_reset_steps: the next step only resets these
-        self._cached = None  # (policy_version, batch)
+        self._cached: tuple[int, dict[str, Any]] | None = None  # (policy_version, batch)
         self._was_reset = False
         #: The exception that ended the last collection, if any (``TRPO.fit`` re-raises it as is).
-        self.pending_error = None
+        self.pending_error: BaseException | None = None
         #: The reward scaler (``None`` unless ``normalize_rewards``).
         self.reward_scaler = RewardScaler(self.num_envs, self.gamma) if normalize_rewards else None
         #: Transitions collected so far (sum over sub-environments).
