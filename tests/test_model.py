@@ -11,6 +11,8 @@ from gymnasium import spaces
 import keras_trpo
 from keras_trpo import ops
 
+from helpers import assert_bit_identical, snapshot
+
 OBS = spaces.Box(-np.inf, np.inf, (3,), np.float32)
 
 
@@ -32,16 +34,6 @@ def random_batch(model, n=64, seed=0):
         "advantages": rng.normal(size=n).astype(np.float32),
         "returns": (observations.sum(axis=1) + rng.normal(size=n)).astype(np.float32),
     }
-
-
-def snapshot(variables):
-    return [np.array(v.numpy(), copy=True) for v in variables]
-
-
-def assert_bit_identical(before, variables):
-    for old, var in zip(before, variables):
-        new = var.numpy()
-        assert old.dtype == new.dtype and np.array_equal(old.reshape(-1).view(np.uint8), new.reshape(-1).view(np.uint8))
 
 
 def explicit_fisher_and_gradient(model, batch):
@@ -91,7 +83,7 @@ def test_step_is_scaled_natural_gradient(space_name, max_kl, float64):
     model.cg_iterations = num_params + 5
     batch = random_batch(model)
     fisher, g = explicit_fisher_and_gradient(model, batch)
-    theta_before = np.concatenate([v.reshape(-1) for v in snapshot(model.policy_variables)]).astype(np.float64)
+    theta_before = np.concatenate([v.reshape(-1) for v in snapshot(model.policy_variables).values()]).astype(np.float64)
 
     logs = model.train_step(batch)
 
