@@ -32,13 +32,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.validation import float_dtype
+from keras_trpo.validation import check_batch_shape, check_rows, float_dtype
 
 _SPACES = gymnasium.spaces
 _LEAF_SPACES = (_SPACES.Box, _SPACES.Discrete, _SPACES.MultiBinary)
@@ -127,7 +128,7 @@ class ObservationSpec:
         TypeError: any other space, or a ``Dict`` entry of another space (named by its key).
     """
 
-    def __init__(self, space):
+    def __init__(self, space: gymnasium.Space) -> None:
         self.space = space
         if isinstance(space, _SPACES.Dict):
             if not space.spaces or not all(isinstance(key, str) for key in space.spaces):
@@ -142,7 +143,7 @@ class ObservationSpec:
 
     # -- describing ---------------------------------------------------------
     @property
-    def keys(self) -> tuple:
+    def keys(self) -> tuple[str | None, ...]:
         return tuple(leaf.key for leaf in self.leaves)
 
     @property
@@ -155,23 +156,23 @@ class ObservationSpec:
         """Scalars in the float ``Box`` entries (what observation normalization sees)."""
         return sum(leaf.feature_size for leaf in self.leaves if leaf.is_float)
 
-    def structure(self, values):
+    def structure(self, values: Iterable) -> Any:
         """``values`` (one per leaf, in order) arranged like a batch: a dict for ``Dict`` spaces."""
         values = list(values)
         return dict(zip(self.keys, values)) if self.structured else values[0]
 
-    def flatten(self, observations) -> list:
+    def flatten(self, observations: Any) -> list:
         """The arrays of a batch in leaf order."""
         if self.structured:
             return [observations[key] for key in self.keys]
         return [observations]
 
-    def map(self, fn, *batches):
+    def map(self, fn: Callable[..., Any], *batches: Any) -> Any:
         """``fn`` applied leaf by leaf to batches of this structure (``fn(leaf, *arrays)``)."""
         flat = [self.flatten(batch) for batch in batches]
         return self.structure(fn(leaf, *arrays) for leaf, *arrays in zip(self.leaves, *flat))
 
-    def tensor_specs(self, space_dtypes: bool = False):
+    def tensor_specs(self, space_dtypes: bool = False) -> Any:
         """``tf.TensorSpec`` per leaf with a free batch dimension, named ``observations`` or by key.
 
         ``space_dtypes``: a float ``Box`` in the space's own dtype (float64 for a float64 ``Box``,
@@ -209,11 +210,11 @@ class ObservationSpec:
                              "signature input names), with each other or the inputs 'seed' and 'actions' of "
                              "model.export; " + fix)
 
-    def zeros(self, n: int = 1):
+    def zeros(self, n: int = 1) -> Any:
         """A batch of ``n`` zero observations (to build networks)."""
         return self.structure(np.zeros((n, *leaf.shape), leaf.dtype) for leaf in self.leaves)
 
-    def buffer(self, *leading):
+    def buffer(self, *leading: int) -> Any:
         """Uninitialized numpy storage of shape ``[*leading, *shape]`` per leaf, in the leaf dtypes."""
         return self.structure(np.empty((*leading, *leaf.shape), leaf.dtype) for leaf in self.leaves)
 
@@ -227,7 +228,7 @@ class ObservationSpec:
             return one(self.leaves[0])
         return "{" + ", ".join(f"{leaf.key!r}: {one(leaf)}" for leaf in self.leaves) + "}"
 
-    def matches(self, space) -> bool:
+    def matches(self, space: gymnasium.Space) -> bool:
         """Whether an environment's observation space gives batches of this structure."""
         try:
             other = ObservationSpec(space)
@@ -236,7 +237,7 @@ class ObservationSpec:
         return [_signature(leaf) for leaf in other.leaves] == [_signature(leaf) for leaf in self.leaves]
 
     # -- checking -----------------------------------------------------------
-    def is_exact_batch(self, observations, n: int) -> bool:
+    def is_exact_batch(self, observations: Any, n: int) -> bool:
         """The per-step fast path: numpy arrays of exactly ``[n, *shape]`` in the leaf dtypes."""
         if self.structured and not isinstance(observations, Mapping):
             return False
@@ -245,12 +246,14 @@ class ObservationSpec:
                 return False
         return True
 
-    def check(self, observations, what="observations", unbatched=None) -> None:
-        """Raises ValueError unless ``observations`` has this structure and ``[N, *shape]`` per leaf.
+    def check(self, observations: Any, what: str = "observations", unbatched: str | None = None) -> int | None:
+        """Raises ValueError unless ``observations`` has this structure and ``[N, *shape]`` per leaf; returns N.
 
         Never reshapes: a wrong width would otherwise become extra rows. ``None`` dims pass
-        (symbolic tensors); the batch dimension must agree between the entries of a dict.
-        ``unbatched``: the fix named for one observation without the batch axis.
+        (symbolic tensors; N is then ``None``); the batch dimension must agree between the entries
+        of a dict (the rules of :func:`~keras_trpo.validation.check_batch_shape` and
+        :func:`~keras_trpo.validation.check_rows`). ``unbatched``: the fix named for one observation
+        without the batch axis.
         """
         if unbatched is None:
             unbatched = ("add the batch axis for one observation ({k: v[None] for k, v in x.items()})"
@@ -272,23 +275,17 @@ class ObservationSpec:
             shape = _shape(value, name, expected)
             if shape is None:
                 continue  # a symbolic tensor of unknown rank (a relaxed trace): nothing to check statically
-            if len(shape) != 1 + len(leaf.shape) or any(
-                s is not None and s != e for s, e in zip(shape[1:], leaf.shape)
-            ):
-                hint = f"; {unbatched}" if shape == leaf.shape else ""
-                raise ValueError(f"{name} has shape {list(shape)}; {expected}{hint}.")
-            if shape[0] is not None:
-                if n is not None and shape[0] != n:
-                    raise ValueError(f"{name} has {shape[0]} rows but other entries have {n}; {expected}.")
-                n = shape[0]
+            check_batch_shape(name, shape, leaf.shape, expected, f"; {unbatched}" if shape == leaf.shape else "")
+            n = check_rows(name, shape[0], n, "other entries have", expected)
             dtype = getattr(value, "dtype", None)
             dtype = np.dtype(np.asarray(value).dtype if dtype is None else tf.as_dtype(dtype).as_numpy_dtype)
             numeric = np.issubdtype(dtype, np.number) or dtype == np.bool_
             # A float array for an integer entry would be truncated by the cast: refused, never rounded.
             if not numeric or (np.issubdtype(dtype, np.floating) and not np.issubdtype(leaf.dtype, np.floating)):
                 raise ValueError(f"{name} has dtype {dtype.name}; {expected}.")
+        return n
 
-    def check_input(self, x, what) -> None:
+    def check_input(self, x: Any, what: str) -> None:
         """:meth:`check` for ``model.predict(x)``, where Keras reads a list as several inputs.
 
         A ``tf.data.Dataset`` is checked by its ``element_spec`` (it must be batched);
@@ -319,16 +316,16 @@ class ObservationSpec:
             self.check(x, what)
 
     # -- converting ---------------------------------------------------------
-    def numpy(self, observations, copy=False):
+    def numpy(self, observations: Any, copy: bool = False) -> Any:
         """A batch as numpy arrays in the leaf dtypes (what acting and the batches hold); ``copy``: never a view."""
         return self.map(lambda leaf, x: np.array(x, leaf.dtype, copy=True) if copy else np.asarray(x, leaf.dtype),
                         observations)
 
-    def tensors(self, observations):
+    def tensors(self, observations: Any) -> Any:
         """A batch as tensors in the leaf dtypes (float Box entries float32, the rest as collected)."""
         return self.map(lambda leaf, x: tf.cast(x, tf.as_dtype(leaf.dtype)), observations)
 
-    def network_inputs(self, observations, normalize=None):
+    def network_inputs(self, observations: Any, normalize: Callable[[tf.Tensor], tf.Tensor] | None = None) -> Any:
         """What a custom network receives: float32 tensors shaped like the space (see module docstring).
 
         ``normalize`` maps ``[N, float_size]`` to ``[N, float_size]`` (the running normalization).
@@ -338,7 +335,7 @@ class ObservationSpec:
             features = self._replace_float(features, normalize)
         return self.structure(features)
 
-    def flat_features(self, observations, normalize=None) -> tf.Tensor:
+    def flat_features(self, observations: Any, normalize: Callable[[tf.Tensor], tf.Tensor] | None = None) -> tf.Tensor:
         """The default MLP's input ``[N, flat_size]``: every leaf's features flattened, in key order."""
         features = [leaf.features(x) for leaf, x in zip(self.leaves, self.flatten(observations))]
         if normalize is not None:
@@ -346,7 +343,7 @@ class ObservationSpec:
         flat = [tf.reshape(f, [-1, leaf.feature_size]) for leaf, f in zip(self.leaves, features)]
         return flat[0] if len(flat) == 1 else tf.concat(flat, axis=-1)
 
-    def float_features(self, observations) -> tf.Tensor:
+    def float_features(self, observations: Any) -> tf.Tensor:
         """The float ``Box`` entries flattened and concatenated, ``[N, float_size]`` (normalization's input)."""
         floats = [
             tf.reshape(tf.cast(x, float_dtype()), [-1, leaf.feature_size])

@@ -33,6 +33,8 @@ from keras_trpo.presets import Preset
 
 #: The final evaluation is seeded with the training seed plus this.
 EVAL_SEED_OFFSET = 10_000
+#: The evaluations during training (``keras-trpo train --eval-every``) are seeded with the training seed plus this.
+PERIODIC_EVAL_SEED_OFFSET = 20_000
 
 
 class EnvCreationError(gymnasium.error.Error):

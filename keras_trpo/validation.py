@@ -1,18 +1,24 @@
 """Argument and batch checks: one clear line naming the argument, what was expected and what came.
 
 A leaf module: it imports nothing from keras_trpo. Every check runs in Python,
-before any TensorFlow computation.
+before any TensorFlow computation. Each rule is checked here once; callers with their own
+error type (presets: ``PresetError``; the command line: argparse) wrap the message.
+
+The argument checks import neither NumPy nor TensorFlow (``keras-trpo presets`` and ``--help``
+use them without loading either); the batch checks and dtypes import TensorFlow when called.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-import keras
-import numpy as np
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 #: The arrays of a ``train_step`` batch, each with the batch dimension first.
 BATCH_KEYS = ("observations", "actions", "advantages", "returns")
@@ -20,36 +26,43 @@ BATCH_KEYS = ("observations", "actions", "advantages", "returns")
 LOG_KEYS = ("episode_return", "episode_length", "episodes", "env_steps")
 
 
-def check_unit_interval(name: str, value) -> float:
-    """Returns ``value`` as a float if it is a number in [0, 1].
+def _is_integer(value: object) -> bool:
+    """A Python or NumPy integer; ``bool`` is not one."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
-    Raises:
-        TypeError: ``value`` is not a real number (``bool`` and strings included).
-        ValueError: ``value`` is outside [0, 1] or not finite.
+
+def _is_real(value: object) -> bool:
+    """A Python or NumPy real number; ``bool`` is not one."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def integer_problem(value: object, minimum: int = 1) -> str | None:
+    """What is wrong with ``value`` as an integer ``>= minimum`` (``bool`` is not one), or ``None``.
+
+    The one integer rule: ``"must be an integer >= 1; got 0"``. :func:`check_int` raises it;
+    presets and the command line, which raise their own errors, wrap it.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number in [0, 1]; got {value!r}.")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1]; got {value!r}.")
-    return float(value)
+    if not _is_integer(value) or value < minimum:  # type: ignore[operator]
+        return f"must be an integer >= {minimum}; got {value!r}"
+    return None
 
 
-def check_int(name: str, value, minimum: int = 1) -> int:
+def check_int(name: str, value: object, minimum: int = 1, *, non_integer: type[Exception] = ValueError) -> int:
     """Returns ``value`` as an ``int`` if it is an integer ``>= minimum`` (``bool`` is not).
 
     Raises:
-        ValueError: naming ``name``, the allowed range and the value received.
+        ValueError: naming ``name``, the allowed range and the value received (``non_integer``,
+            ValueError by default, for a value that is not an integer at all).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
+    problem = integer_problem(value, minimum)
+    if problem is not None:
+        raise (ValueError if _is_integer(value) else non_integer)(f"{name} {problem}.")
+    return int(value)  # type: ignore[call-overload]
 
 
-def check_steps(steps, num_envs: int) -> int:
+def check_steps(steps: object, num_envs: int) -> int:
     """``steps`` as an int: an integer >= 1 (TypeError otherwise) that is a multiple of ``num_envs`` (ValueError)."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise TypeError(f"steps must be an integer >= 1; got {steps!r}.")
-    steps = check_int("steps", steps)
+    steps = check_int("steps", steps, non_integer=TypeError)
     if steps % num_envs:
         lower = max(num_envs, steps - steps % num_envs)
         raise ValueError(f"steps must be a multiple of the number of sub-environments ({num_envs}); got {steps}. "
@@ -57,12 +70,33 @@ def check_steps(steps, num_envs: int) -> int:
     return steps
 
 
-def layer_widths(name: str, value) -> tuple | None:
+def check_unit_interval(name: str, value: object) -> float:
+    """Returns ``value`` as a float if it is a number in [0, 1].
+
+    Raises:
+        TypeError: ``value`` is not a real number (``bool`` and strings included).
+        ValueError: ``value`` is outside [0, 1] or not finite.
+    """
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a number in [0, 1]; got {value!r}.")
+    if not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be in [0, 1]; got {value!r}.")
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Returns ``value`` if it is ``True`` or ``False``; TypeError naming ``name`` otherwise (``1`` is not)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}.")
+    return value
+
+
+def layer_widths(name: str, value: object) -> tuple[int, ...] | None:
     """``value`` as a tuple of layer widths (``None`` stays ``None``); one line naming ``name`` otherwise."""
     if value is None:
         return None
-    if isinstance(value, (int, np.integer, str)) or not hasattr(value, "__iter__"):
-        hint = f": use ({value},) for one hidden layer" if isinstance(value, (int, np.integer)) else ""
+    if isinstance(value, (numbers.Integral, str)) or not hasattr(value, "__iter__"):
+        hint = f": use ({value},) for one hidden layer" if isinstance(value, numbers.Integral) else ""
         raise ValueError(f"{name} must be a list of layer widths such as (64, 64); got {value!r}{hint}.")
     return tuple(check_int(f"{name}[{i}]", width) for i, width in enumerate(value))
 
@@ -84,24 +118,28 @@ def check_hyperparameters(**values) -> None:
     """Raises TypeError/ValueError naming the TRPO hyperparameter and its allowed range."""
     for name, value in values.items():
         check, allowed = _HYPERPARAMETER_RULES[name]
-        is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-        if not is_number or (name in _INTEGER_HYPERPARAMETERS and not float(value).is_integer()):
+        if not _is_real(value) or (name in _INTEGER_HYPERPARAMETERS and not float(value).is_integer()):
             raise TypeError(f"{name} must be {allowed}; got {value!r} of type {type(value).__name__}.")
-        if not np.isfinite(value) or not check(value):
+        if not math.isfinite(value) or not check(value):
             raise ValueError(f"{name} must be {allowed}; got {value!r}.")
 
 
 def float_dtype() -> tf.DType:
     """The float dtype TRPO computes in: Keras' ``floatx`` (float32 by default, or float64)."""
+    import keras
+    import tensorflow as tf
+
     return tf.as_dtype(keras.config.floatx())
 
 
-def check_float_policy(dtype=None) -> None:
+def check_float_policy(dtype: Any = None) -> None:
     """Raises ValueError unless ``dtype`` (or the global Keras dtype policy) computes in Keras' ``floatx``.
 
     TRPO's KL, Fisher-vector products, conjugate gradient and line search need one full-precision
     float type throughout: float32 (the default), or float64 with ``keras.config.set_floatx("float64")``.
     """
+    import keras
+
     policy = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
     floatx = keras.config.floatx()
     if floatx not in ("float32", "float64") or (policy.compute_dtype, policy.variable_dtype) != (floatx, floatx):
@@ -110,7 +148,7 @@ def check_float_policy(dtype=None) -> None:
                          "keras.config.set_dtype_policy('float32') first (or set_floatx and set_dtype_policy 'float64').")
 
 
-def unwrap(data):
+def unwrap(data: Any) -> Any:
     """``data``, or the dict inside a 1-tuple (as ``fit`` may pass a batch)."""
     if isinstance(data, (tuple, list)) and len(data) == 1:
         return data[0]
@@ -122,6 +160,9 @@ def batch_signature(batch: Mapping) -> dict:
 
     A dict entry (the observations of a ``Dict`` space) gets a dict of specs.
     """
+    import numpy as np
+    import tensorflow as tf
+
     signature = {}
     for key, value in batch.items():
         if isinstance(value, Mapping):
@@ -132,12 +173,35 @@ def batch_signature(batch: Mapping) -> dict:
     return signature
 
 
-def batch_size(batch: Mapping):
+def batch_size(batch: Mapping) -> int:
     """Rows of a batch (its ``advantages``: every entry has as many)."""
     return len(batch["advantages"])
 
 
-def validate_batch(data, spec: Mapping, cast_actions) -> dict:
+def check_batch_shape(name: str, shape: tuple, sample_shape: tuple, expected: str, hint: str = "") -> None:
+    """Raises ValueError unless ``shape`` is ``[N, *sample_shape]``; ``None`` dims (symbolic tensors) pass.
+
+    The one shape rule of batch arrays (``validate_batch`` and ``ObservationSpec.check``). Never
+    reshapes: a wrong width would otherwise become extra rows. ``expected``: ``"expected ..."``.
+    """
+    if len(shape) != 1 + len(sample_shape) or any(s is not None and s != e for s, e in zip(shape[1:], sample_shape)):
+        raise ValueError(f"{name} has shape {list(shape)}; {expected}{hint}.")
+
+
+def check_rows(name: str, rows: int | None, n: int | None, other: str, expected: str) -> int | None:
+    """The batch size so far: ``n`` (``None`` until known) checked against this array's ``rows``.
+
+    The one rule that every array of a batch has the same N; ``other`` names the arrays before,
+    with its verb (``"other entries have"``).
+    """
+    if rows is None:
+        return n
+    if n is not None and rows != n:
+        raise ValueError(f"{name} has {rows} rows but {other} {n}; {expected}.")
+    return rows
+
+
+def validate_batch(data: Any, spec: Mapping, cast_actions: Callable[[Any], tf.Tensor]) -> dict:
     """Checks a ``train_step`` batch against ``spec`` and returns it as tensors.
 
     Args:
@@ -159,53 +223,59 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
             samples counts that differ between keys.
     """
     data = unwrap(data)
-
-    def describe(key):
-        if key == "observations":
-            return f"observations {spec[key].describe()}"
-        shape, dtype = spec[key]
-        return f"{key} [N" + "".join(f", {d}" for d in shape) + f"] ({dtype})"
-
-    expected_all = ", ".join(describe(k) for k in BATCH_KEYS)
+    expected_all = ", ".join(_describe_key(spec, k) for k in BATCH_KEYS)
     if not isinstance(data, Mapping):
         raise TypeError(f"train_step expects a dict with {expected_all}; got {type(data).__name__}.")
-    batch, n = {}, None
+    batch: dict = {}
+    n = None
     for key in BATCH_KEYS:
         if key not in data:
             raise ValueError(f"batch is missing key {key!r}; expected {expected_all}.")
-        value = data[key]
         if key == "observations":
-            spec[key].check(value, what="batch['observations']")
-            first = spec[key].flatten(value)[0]
-            n = tuple(getattr(first, "shape", np.shape(first)))[0]
-            batch[key] = spec[key].tensors(value)
-            continue
-        if not hasattr(value, "dtype") or not hasattr(value, "shape"):
-            value = np.asarray(value)
-        shape = tuple(value.shape)
-        expected_shape, expected_dtype = spec[key]
-        if len(shape) != 1 + len(expected_shape) or any(
-            s is not None and s != e for s, e in zip(shape[1:], expected_shape)
-        ):
-            raise ValueError(f"batch[{key!r}] has shape {list(shape)}; expected {describe(key)}.")
-        if shape[0] is not None:
-            if n is None:
-                n = shape[0]
-            elif shape[0] != n:
-                raise ValueError(
-                    f"batch[{key!r}] has {shape[0]} samples but batch['observations'] has {n}; "
-                    f"expected {describe(key)} with the same N for every key."
-                )
-        dtype = tf.as_dtype(value.dtype)
-        ok = {
-            "integer": dtype.is_integer or dtype.is_bool,
-            "floating": dtype.is_floating,
-        }[expected_dtype]
-        if not ok:
-            raise ValueError(f"batch[{key!r}] has dtype {dtype.name}; expected {describe(key)}.")
-        batch[key] = cast_actions(value) if key == "actions" else tf.cast(value, float_dtype())
+            n = spec[key].check(data[key], what="batch['observations']")
+            batch[key] = spec[key].tensors(data[key])
+        else:
+            batch[key], n = _checked_array(key, data[key], spec, n, cast_actions)
     if n == 0:
         raise ValueError(f"batch is empty (N = 0); expected {expected_all} with N >= 1.")
+    batch.update(_scalar_entries(data))
+    return batch
+
+
+def _describe_key(spec: Mapping, key: str) -> str:
+    if key == "observations":
+        return f"observations {spec[key].describe()}"
+    shape, dtype = spec[key]
+    return f"{key} [N" + "".join(f", {d}" for d in shape) + f"] ({dtype})"
+
+
+def _checked_array(key: str, value: Any, spec: Mapping, n: int | None, cast_actions: Callable) -> tuple[Any, int | None]:
+    """One array entry of a batch as a tensor, and the batch size so far."""
+    import numpy as np
+    import tensorflow as tf
+
+    if not hasattr(value, "dtype") or not hasattr(value, "shape"):
+        value = np.asarray(value)
+    name, expected = f"batch[{key!r}]", f"expected {_describe_key(spec, key)}"
+    shape = tuple(value.shape)
+    expected_shape, expected_dtype = spec[key]
+    check_batch_shape(name, shape, expected_shape, expected)
+    n = check_rows(name, shape[0], n, "batch['observations'] has", f"{expected} with the same N for every key")
+    dtype = tf.as_dtype(value.dtype)
+    ok = {
+        "integer": dtype.is_integer or dtype.is_bool,
+        "floating": dtype.is_floating,
+    }[expected_dtype]
+    if not ok:
+        raise ValueError(f"{name} has dtype {dtype.name}; {expected}.")
+    return (cast_actions(value) if key == "actions" else tf.cast(value, float_dtype())), n
+
+
+def _scalar_entries(data: Mapping) -> dict:
+    """``policy_version`` (int64) and the :data:`LOG_KEYS` present in ``data``, as scalars."""
+    import tensorflow as tf
+
+    scalars = {}
     for key in ("policy_version", *LOG_KEYS):
         if key in data:
             value = data[key]
@@ -216,8 +286,8 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
                     f"got shape {list(shape)}."
                 )
             value = tf.cast(value, tf.int64 if key == "policy_version" else float_dtype())
-            batch[key] = tf.reshape(value, [-1])[0]
-    return batch
+            scalars[key] = tf.reshape(value, [-1])[0]
+    return scalars
 
 
 # --------------------------------------------------------------------------
@@ -228,7 +298,7 @@ def validate_batch(data, spec: Mapping, cast_actions) -> dict:
 BATCH_STATISTICS = tuple(key for key in LOG_KEYS if key != "env_steps")  # env_steps is a counter
 
 
-def measured_before_update(key) -> bool:
+def measured_before_update(key: object) -> bool:
     """True for a log key measured on the batch (:data:`BATCH_STATISTICS`), before the update."""
     return key in BATCH_STATISTICS
 
@@ -236,10 +306,12 @@ def measured_before_update(key) -> bool:
 _warned = weakref.WeakSet()
 
 
-def warn_about_keras_best_callbacks(callbacks) -> None:
+def warn_about_keras_best_callbacks(callbacks: Any) -> None:
     """Warns (once per callback) about each Keras callback in ``callbacks`` that would keep the updated
     policy for a batch statistic: ``keras.callbacks.ModelCheckpoint(save_best_only=True)`` or
     ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` monitoring one of :data:`BATCH_STATISTICS`."""
+    import keras
+
     for callback in callbacks or ():
         monitor = getattr(callback, "monitor", None)
         # keras_trpo's own best callbacks (callbacks.best_policy.KeepsWeightsBeforeUpdate) keep the right weights.
@@ -265,12 +337,14 @@ def warn_about_keras_best_callbacks(callbacks) -> None:
         )
 
 
-def warn_about_backup_without_rollouts(x, callbacks) -> None:
+def warn_about_backup_without_rollouts(x: Any, callbacks: Any) -> None:
     """Warns (once per callback) about a ``keras.callbacks.BackupAndRestore`` with no ``RolloutsBackup`` of ``x``.
 
     It restores the model only: a resumed run's ``Rollouts`` (``x``, anything with ``get_state``) would
     start again from ``env_steps`` 0, fresh episodes and a fresh sampling RNG.
     """
+    import keras
+
     callbacks = list(callbacks or ())
     if not hasattr(x, "get_state") or any(getattr(c, "rollouts", None) is x for c in callbacks):
         return

@@ -6,10 +6,12 @@ plot.py and presets.py.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import sys
+from collections.abc import Callable
 
 from keras_trpo.cli.common import PROG, CLIError
 from keras_trpo.cli.models import cmd_evaluate, cmd_export, cmd_info
@@ -17,6 +19,10 @@ from keras_trpo.cli.plot import cmd_plot
 from keras_trpo.cli.presets import cmd_presets
 from keras_trpo.cli.train import cmd_train
 from keras_trpo.presets import PresetError
+from keras_trpo.validation import integer_problem
+
+#: ``add_parser`` of the subcommands, with the options every command shares: makes one command's parser.
+_NewCommand = Callable[..., argparse.ArgumentParser]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,23 +32,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _int_at_least(minimum, described):
-    """An argparse type: an integer >= ``minimum``, with a one-line error otherwise."""
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, the rule and message of
+    :func:`keras_trpo.validation.integer_problem` (argparse names the option)."""
 
-    def parse(text):
+    def parse(text: str) -> int:
         try:
-            value = int(text)
+            value: object = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {described}; got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {described}; got {text!r}")
-        return value
+            value = text
+        problem = integer_problem(value, minimum)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return int(text)
 
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "an integer >= 0")
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 _seed = _non_negative_int
 
 
@@ -70,25 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks of unexpected errors")
     parser.add_argument("--tf-logs", action="store_true", help=_TF_LOGS_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_parser = commands.add_parser
+    # Every command also takes --debug after its name (keras-trpo train ... --debug), not shown in its help.
+    hidden_debug = argparse.ArgumentParser(add_help=False)
+    hidden_debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    new_command = functools.partial(commands.add_parser, parents=[hidden_debug])
+    for add_command in (_add_train, _add_evaluate, _add_export, _add_plot, _add_info, _add_presets):
+        add_command(new_command)
+    return parser
 
-    def add_parser(*args, **kwargs):
-        sub = _add_parser(*args, **kwargs)
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        return sub
 
-    commands.add_parser = add_parser
+def _add_tf_logs(command: argparse.ArgumentParser) -> None:
+    """--tf-logs after the command's name, for the commands that load TensorFlow."""
+    command.add_argument("--tf-logs", action="store_true", default=argparse.SUPPRESS, help=_TF_LOGS_HELP)
 
-    def tf_logs(sub):  # the commands that load TensorFlow
-        sub.add_argument("--tf-logs", action="store_true", default=argparse.SUPPRESS, help=_TF_LOGS_HELP)
 
-    def imports(sub):  # the commands that load a .keras file
-        sub.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+def _add_imports(command: argparse.ArgumentParser) -> None:
+    """--import MODULE, for the commands that load a .keras file."""
+    command.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                          help="import MODULE before loading, for a .keras file whose networks are your own registered "
                          "classes (@keras.saving.register_keras_serializable): a module name (my_nets, found on the "
                          "Python path or in the current directory) or a file (path/to/my_nets.py); repeatable")
 
-    train = commands.add_parser(
+
+def _add_train(new_command: _NewCommand) -> None:
+    train = new_command(
         "train",
         help="train a policy; writes a run directory",
         description="Train TRPO on a gymnasium environment with a hyperparameter preset. Writes a run "
@@ -119,10 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                        help="0: one progress line per tenth of the run (default); 1: Keras progress bar; "
                        "2: one Keras line per iteration")
-    tf_logs(train)
+    _add_tf_logs(train)
     train.set_defaults(func=cmd_train)
 
-    evaluate = commands.add_parser(
+
+def _add_evaluate(new_command: _NewCommand) -> None:
+    evaluate = new_command(
         "evaluate",
         help="evaluate a SavedModel or .keras policy deterministically",
         description="Run the deterministic policy of a SavedModel (its serving_default signature), a .keras "
@@ -142,11 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also record the first episode to this .mp4 (gymnasium RecordVideo; the episodes and "
                           'returns are those without --video; needs moviepy: pip install "keras-trpo[video]")')
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
-    imports(evaluate)
-    tf_logs(evaluate)
+    _add_imports(evaluate)
+    _add_tf_logs(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    export = commands.add_parser(
+
+def _add_export(new_command: _NewCommand) -> None:
+    export = new_command(
         "export",
         help="export a .keras checkpoint as a TF Serving SavedModel",
         description="Export CHECKPOINT (a .keras file or a run directory) as a SavedModel. OUT is a model base "
@@ -156,11 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", metavar="OUT", help="model base directory (gets the next integer version) or version "
                         "directory (e.g. saved_models/cartpole/3)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
-    imports(export)
-    tf_logs(export)
+    _add_imports(export)
+    _add_tf_logs(export)
     export.set_defaults(func=cmd_export)
 
-    plot = commands.add_parser(
+
+def _add_plot(new_command: _NewCommand) -> None:
+    plot = new_command(
         "plot",
         help="plot learning curves of run directories",
         description="Plot return against env steps from the metrics.csv of each run: one line per run, or the "
@@ -175,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--title", help="figure title")
     plot.set_defaults(func=cmd_plot)
 
-    info = commands.add_parser(
+
+def _add_info(new_command: _NewCommand) -> None:
+    info = new_command(
         "info",
         help="list the signatures of a SavedModel (or describe a .keras model)",
         description="For a SavedModel: every signature with its input and output names, dtypes and shapes. "
@@ -184,14 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("path", metavar="PATH", help="SavedModel directory (or its base directory), .keras file or "
                       "run directory")
-    imports(info)
-    tf_logs(info)
+    _add_imports(info)
+    _add_tf_logs(info)
     info.set_defaults(func=cmd_info)
 
-    presets = commands.add_parser("presets", help="list the hyperparameter presets, or show one")
+
+def _add_presets(new_command: _NewCommand) -> None:
+    presets = new_command("presets", help="list the hyperparameter presets, or show one")
     presets.add_argument("name", nargs="?", metavar="NAME", help="show this preset as JSON")
     presets.set_defaults(func=cmd_presets)
-    return parser
 
 
 def main(argv=None) -> int:

@@ -130,8 +130,8 @@ class _RunDirectory:
             self.eval_env = training.make_env(self.preset, self.args.env_id, num_envs=episodes,
                                               vectorization_mode="sync")
             callback_list += [
-                callbacks.Evaluation(self.eval_env, episodes=episodes,
-                                     every=self.args.eval_every, seed=self.args.seed + 20_000),
+                callbacks.Evaluation(self.eval_env, episodes=episodes, every=self.args.eval_every,
+                                     seed=self.args.seed + training.PERIODIC_EVAL_SEED_OFFSET),
                 callbacks.ExportBest(self.path(BEST_DIR), max_to_keep=1),
             ]
         return callback_list + [

@@ -8,12 +8,15 @@ rollouts are built.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
+from collections.abc import Iterator
 
 from keras_trpo.presets import environments
 from keras_trpo.presets.errors import PresetError
+from keras_trpo.validation import check_bool, check_int, check_unit_interval
 
 _TOP_LEVEL_KEYS = (
     "env_id",
@@ -108,14 +111,10 @@ class Preset:
         environments.check_env_settings(self.name, self.env_modules, self.env_kwargs, self.wrappers)
         if sorted(self.rollouts) != sorted(_ROLLOUT_KEYS):
             raise PresetError(f"{self.name}: rollouts must have exactly the keys {list(_ROLLOUT_KEYS)}; got {sorted(self.rollouts)}")
-        if not isinstance(self.rollouts["normalize_rewards"], bool):
-            raise PresetError(
-                f"{self.name}: rollouts.normalize_rewards must be true or false; got {self.rollouts['normalize_rewards']!r}"
-            )
-        for key in ("gamma", "gae_lambda"):
-            value = self.rollouts[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise PresetError(f"{self.name}: rollouts.{key} must be a number in [0, 1]; got {value!r}")
+        with _as_preset_error():
+            check_bool(f"{self.name}: rollouts.normalize_rewards", self.rollouts["normalize_rewards"])
+            for key in ("gamma", "gae_lambda"):
+                check_unit_interval(f"{self.name}: rollouts.{key}", self.rollouts[key])
         if self.rollouts["steps"] % self.num_envs:
             raise PresetError(
                 f"{self.name}: rollouts.steps ({self.rollouts['steps']}) must be a multiple of num_envs ({self.num_envs})"
@@ -271,10 +270,18 @@ def _describe_keys(data: dict) -> str:
     return "known keys: " + ", ".join(keys)
 
 
-def _as_int(name, value) -> int:
+def _as_int(name: str, value: object) -> int:
     """``value`` as an int >= 1; integral floats (``1e6`` in JSON) are accepted."""
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PresetError(f"{name} must be an integer >= 1; got {value!r}")
-    return value
+    with _as_preset_error():
+        return check_int(name, value)
+
+
+@contextlib.contextmanager
+def _as_preset_error() -> Iterator[None]:
+    """The checks of :mod:`keras_trpo.validation` raise :class:`PresetError` here, with their message."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        raise PresetError(str(error)) from None
