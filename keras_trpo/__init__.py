@@ -8,18 +8,18 @@ model.compile(optimizer=keras.optimizers.Adam(1e-3))   # trains the critic
 ```
 
 ``import keras_trpo`` imports Keras and TensorFlow and registers :class:`TRPO` for
-``keras.models.load_model``, whether Keras was imported before or after it. One process
-differs: the ``keras-trpo`` command (or ``python -m keras_trpo.cli``), where the public names
-are imported when first used (PEP 562 module ``__getattr__``), so that ``keras-trpo --help``,
-``presets`` and ``plot`` start without TensorFlow; its other commands load it first
-(``keras_trpo.cli.startup``).
+``keras.models.load_model``, whether Keras was imported before or after it. With the environment
+variable ``KERAS_TRPO_LAZY_IMPORT=1`` it imports neither: the public names are imported when first
+used (PEP 562 module ``__getattr__``), TRPO's registration with them. The ``keras-trpo`` command
+sets it: its entry point, :func:`keras_trpo_command.main`, sits outside this package (importing any
+``keras_trpo`` module runs this file first), so that ``keras-trpo --help``, ``presets`` and ``plot``
+start without TensorFlow; its other commands load it first (``keras_trpo.cli.startup``).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import sys
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -38,6 +38,8 @@ __all__ = [
     "policies",
 ]
 _SUBMODULES = ("callbacks", "ops", "policies")
+#: ``KERAS_TRPO_LAZY_IMPORT=1``: ``import keras_trpo`` imports neither Keras nor TensorFlow (see above).
+LAZY_IMPORT_VARIABLE = "KERAS_TRPO_LAZY_IMPORT"
 
 if TYPE_CHECKING:  # what the public names are, for type checkers and readers
     from keras_trpo import callbacks, ops, policies
@@ -49,20 +51,20 @@ if TYPE_CHECKING:  # what the public names are, for type checkers and readers
     from keras_trpo.rollouts import Rollouts
 
 
-def _backend_error(backend) -> ImportError:
+def _backend_error(backend: object) -> ImportError:
     return ImportError(
         f"keras_trpo needs the TensorFlow Keras backend; KERAS_BACKEND is {backend!r}. Set KERAS_BACKEND=tensorflow."
     )
 
 
-def _check_backend():
+def _check_backend() -> None:
     import keras
 
     if keras.backend.backend() != "tensorflow":
         raise _backend_error(keras.backend.backend())
 
 
-def _load_public_api():
+def _load_public_api() -> None:
     """Imports Keras (after checking its backend) and the public names into this module."""
     _check_backend()
     from keras_trpo.advantages import compute_gae
@@ -81,7 +83,7 @@ def _load_public_api():
     globals().update(public)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     if name in _SUBMODULES:
         # Only that submodule: keras_trpo.model runs "from keras_trpo import ops" while it loads.
         _check_backend()
@@ -92,23 +94,13 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-def _running_the_command_line() -> bool:
-    """Whether this process is ``keras-trpo`` (the console script) or ``python -m keras_trpo.cli``."""
-    script = os.path.basename(sys.argv[0] if sys.argv else "")
-    if script in ("keras-trpo", "keras-trpo.exe", "keras-trpo-script.py"):
-        return True
-    argv = getattr(sys, "orig_argv", [])  # while -m locates the module, sys.argv[0] is "-m"
-    return any(flag == "-m" and module in ("keras_trpo.cli", "keras_trpo.cli.__main__")
-               for flag, module in zip(argv, argv[1:]))
 
 
 # The environment variable is checked at import even when Keras is not imported yet (the
 # keras.json setting is checked when it is).
 if os.environ.get("KERAS_BACKEND") not in (None, "", "tensorflow"):
     raise _backend_error(os.environ["KERAS_BACKEND"])
-if "keras" in sys.modules or not _running_the_command_line():
+if os.environ.get(LAZY_IMPORT_VARIABLE) != "1":
     _load_public_api()

@@ -234,8 +234,9 @@ def test_import_loads_a_keras_file_whose_networks_are_custom_classes(tmp_path):
     # One fresh process runs the four commands in order (the first without my_nets imported), as the keras-trpo
     # console script would: TensorFlow loaded by the first command, the current directory off sys.path.
     script = """
-import json, sys
-commands, sys.argv[0] = json.loads(sys.argv[1]), "keras-trpo"
+import json, os, sys
+commands = json.loads(sys.argv[1])
+os.environ["KERAS_TRPO_LAZY_IMPORT"] = "1"  # what the keras-trpo console script (keras_trpo_command.main) sets
 sys.path[:] = [p for p in sys.path if p not in ("", ".")]
 from keras_trpo.cli import main
 for argv in commands:
@@ -417,7 +418,7 @@ def test_bad_input_exits_non_zero_with_one_line_and_no_traceback(tmp_path):
     every other case through the same main() that the console script calls."""
     cases = {
         "unknown env": (["train", "NoSuchEnv-v0"], 1, "unknown environment 'NoSuchEnv-v0'"),
-        "negative steps": (["train", "CartPole-v1", "--steps", "-5"], 2, "argument --steps: must be a positive integer; got '-5'"),
+        "negative steps": (["train", "CartPole-v1", "--steps", "-5"], 2, "argument --steps: must be an integer >= 1; got -5"),
     }
     for name, (argv, status, message) in cases.items():
         result = run(*argv)
@@ -444,14 +445,14 @@ def call_main(argv):
         (["train", "CartPole-v1", "--num-envs", "3"], 1, "CartPole-v1: rollouts.steps (1024) must be a multiple of num_envs (3) (use --batch"),
         (["train", "CartPole-v1", "--set", "model.maxkl=0.1"], 1, "unknown preset key 'model.maxkl'"),
         (["train", "CartPole-v1", "--set", "model.max_kl"], 2, "argument --set: expected KEY=VALUE"),
-        (["train", "CartPole-v1", "--steps", "many"], 2, "argument --steps: must be a positive integer; got 'many'"),
+        (["train", "CartPole-v1", "--steps", "many"], 2, "argument --steps: must be an integer >= 1; got 'many'"),
         (["train", "CartPole-v1", "--preset", "missing/preset.json"], 1, "preset file 'missing/preset.json' does not exist"),
         (["evaluate", "RUN", "CartPole-v2"], 1, "unknown environment 'CartPole-v2'"),
         (["export", "missing/model.keras", "out"], 1, "no such file or directory: 'missing/model.keras'"),
         (["info", "missing"], 1, "no such file or directory: 'missing'"),
         (["plot", "missing", "-o", "curve.png"], 1, "no such run directory: 'missing'"),
-        (["train", "CartPole-v1", "--steps", "-5"], 2, "argument --steps: must be a positive integer; got '-5'"),
-        (["train", "CartPole-v1", "--num-envs", "0"], 2, "argument --num-envs: must be a positive integer; got '0'"),
+        (["train", "CartPole-v1", "--steps", "-5"], 2, "argument --steps: must be an integer >= 1; got -5"),
+        (["train", "CartPole-v1", "--num-envs", "0"], 2, "argument --num-envs: must be an integer >= 1; got 0"),
         (["plot", "RUN", "-o", "curve.txt"], 1, "-o must name a .png, .svg, .pdf or .jpg file"),
         (["frobnicate"], 2, "argument COMMAND: invalid choice: 'frobnicate'"),
         ([], 2, "the following arguments are required: COMMAND"),
@@ -555,7 +556,7 @@ def test_presets_ship_as_package_data():
 
     with open(Path(__file__).parents[1] / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)
-    assert project["project"]["scripts"]["keras-trpo"] == "keras_trpo.cli:main"
+    assert project["project"]["scripts"]["keras-trpo"] == "keras_trpo_command:main"
     assert "*.json" in project["tool"]["setuptools"]["package-data"]["keras_trpo.presets"]
     assert sorted(p.name for p in presets.PRESET_DIR.glob("*.json")) == sorted(
         f"{name}.json" for name in presets.preset_names()

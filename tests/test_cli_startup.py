@@ -72,8 +72,8 @@ def test_keras_trpo_help_is_quick_and_quiet():
 
 def test_in_the_keras_trpo_process_the_public_names_load_when_first_used():
     code = """
-import sys
-sys.argv[0] = "/venv/bin/keras-trpo"  # what the console script's process has
+import os, sys
+os.environ["KERAS_TRPO_LAZY_IMPORT"] = "1"  # what the keras-trpo console script sets before importing keras_trpo
 import keras_trpo
 assert "keras" not in sys.modules and "tensorflow" not in sys.modules, "import keras_trpo loaded Keras"
 assert keras_trpo.__version__
@@ -128,7 +128,7 @@ def test_train_shows_no_tensorflow_start_up_line_unless_tf_logs(tmp_path):
 def test_python_output_after_start_up_reaches_stderr(show):
     code = f"""
 import os, sys, warnings
-sys.argv[0] = "/venv/bin/keras-trpo"  # as in the console script's process: keras_trpo does not load TensorFlow
+os.environ["KERAS_TRPO_LAZY_IMPORT"] = "1"  # as in the console script's process: keras_trpo does not load TensorFlow
 from keras_trpo.cli.startup import load_tensorflow
 load_tensorflow(show_logs={show})
 warnings.warn("a Python warning after start-up")
@@ -145,7 +145,7 @@ os.write(2, b"a C++-level line on fd 2\\n")
 def test_what_tensorflow_printed_is_shown_when_loading_fails():
     code = """
 import os, sys
-sys.argv[0] = "/venv/bin/keras-trpo"
+os.environ["KERAS_TRPO_LAZY_IMPORT"] = "1"
 from keras_trpo.cli import startup
 
 def failing_load():

@@ -21,7 +21,9 @@ Modules: ``parser`` (arguments and :func:`main`), ``common`` (what the commands 
 shows it), ``train``, ``models`` (evaluate, export, info), ``plot``, ``presets``, and ``example``
 (the command line of ``examples/*.py``, not part of ``keras-trpo``). Training itself is
 :func:`keras_trpo.training.train`. TensorFlow is imported when a command that needs it runs:
-``keras-trpo --help``, ``presets`` and ``plot`` never import it.
+``keras-trpo --help``, ``presets`` and ``plot`` never import it. For that, the console script's entry point,
+``keras_trpo_command.main``, sets ``KERAS_TRPO_LAZY_IMPORT=1`` before it imports this package (``import keras_trpo``
+otherwise loads TensorFlow); ``python -m keras_trpo.cli`` runs the same commands after it has.
 """
 
 from keras_trpo.cli.common import CLIError
