@@ -204,10 +204,11 @@ def keras_profile(cfg, repeats):
     """Cumulative compiled pieces of ``train_step`` (keras_trpo.update's functions), each timed on the batch."""
     import tensorflow as tf
 
+    from keras_trpo import critic as critic_module
     from keras_trpo import ops, update
 
     model, batch = keras_pong_batch(cfg)
-    replicas = model._replicas
+    replicas = model.replicas
     obs, actions, returns = batch["observations"], batch["actions"], batch["returns"]
 
     def objective():
@@ -230,10 +231,10 @@ def keras_profile(cfg, repeats):
         fvp = o.fisher_vector_product(None, model._damping)
         direction, info = ops.conjugate_gradient(fvp, g, model.cg_iterations)
         max_kl = tf.convert_to_tensor(model._max_kl)
-        step, well_posed = update.full_step(fvp, direction, info, max_kl)
-        metrics = update.line_search(o, g, step, surrogate_old, max_kl, well_posed, info,
-                                     model.backtrack_coefficient, model.backtrack_iterations)
-        return metrics["line_search_steps"]
+        step = update.full_step(fvp, direction, info, max_kl)
+        search = update.line_search(o, step, surrogate_old, max_kl, model.backtrack_coefficient,
+                                    model.backtrack_iterations)
+        return update.policy_metrics(o, surrogate_old, g, info, step, search)["line_search_steps"]
 
     def one_forward():
         return tf.reduce_sum(model.distribution_params(obs)["logits"])
@@ -243,8 +244,8 @@ def keras_profile(cfg, repeats):
         return o.fisher_vector_product(None, model._damping)(ops.flatten(model.policy_variables))
 
     def critic():
-        return update.critic_step(model, replicas, obs, returns, model.value_epochs, model.value_batch_size,
-                                  model.seed_generator)["value_loss"]
+        return critic_module.train(model, replicas, obs, returns, model.value_epochs, model.value_batch_size,
+                                   model.seed_generator)["value_loss"]
 
     def whole():
         return model.train_step(batch)["line_search_steps"]

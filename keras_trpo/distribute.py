@@ -26,6 +26,9 @@ runs exactly the same operations as before distribution was added.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -42,7 +45,11 @@ def check_even_split(steps: int, local_replicas: int) -> None:
         raise ValueError(errors.uneven_split_message(steps, local_replicas))
 
 
-def distribute_py_dataset(py_dataset, strategy):
+def distribute_py_dataset(
+    py_dataset: keras.utils.PyDataset,
+    strategy: tf.distribute.Strategy,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> tf.distribute.DistributedDataset:
     """Splits each batch of a ``PyDataset`` (e.g. :class:`keras_trpo.Rollouts`) over the local replicas.
 
     Uses ``strategy.distribute_datasets_from_function``: every worker builds its
@@ -56,6 +63,9 @@ def distribute_py_dataset(py_dataset, strategy):
         py_dataset: a ``keras.utils.PyDataset`` yielding dicts of arrays with a
             common first dimension.
         strategy: the model's ``tf.distribute`` strategy.
+        on_error: called with any exception ``py_dataset`` raises while a batch is read
+            on a ``tf.data`` thread (which TensorFlow reports as an ``UnknownError``),
+            so that ``fit`` can raise the original one (:mod:`keras_trpo.feeding`).
 
     Returns:
         A ``tf.distribute.DistributedDataset`` for ``keras.Model.fit``.
@@ -74,12 +84,17 @@ def distribute_py_dataset(py_dataset, strategy):
     check_even_split(validation.batch_size(first), len(strategy.extended.worker_devices))
     signature = validation.batch_signature(first)
 
-    def dataset_fn(context):
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = context.num_replicas_in_sync // context.num_input_pipelines
 
-        def shares():
+        def shares() -> Iterator[Any]:
             for index in range(len(py_dataset)):
-                batch = py_dataset[index]
+                try:
+                    batch = py_dataset[index]
+                except BaseException as error:
+                    if on_error is not None:
+                        on_error(error)
+                    raise
                 n = validation.batch_size(batch)
                 check_even_split(n, local)
                 size = n // local
@@ -92,7 +107,7 @@ def distribute_py_dataset(py_dataset, strategy):
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def is_per_replica(value) -> bool:
+def is_per_replica(value: Any) -> bool:
     """Whether ``value`` holds one share per replica (a ``tf.distribute.DistributedValues``)."""
     return isinstance(value, tf.distribute.DistributedValues)
 
@@ -114,30 +129,26 @@ class Replicas:
 
     def __init__(self, strategy: tf.distribute.Strategy | None = None):
         self.strategy = strategy
-        self.count = 1 if strategy is None else strategy.num_replicas_in_sync
-        #: True without a strategy: ``run`` is a plain call, ``reduce_mean`` the identity.
-        self.default = strategy is None
+        #: Number of replicas in sync (1 without a strategy); with 1, means over replicas are the values.
+        self.count: int = 1 if strategy is None else strategy.num_replicas_in_sync
+        #: False without a strategy: then ``run`` is a plain call and ``reduce_mean`` the identity.
+        self.distributed: bool = strategy is not None
 
-    @property
-    def single(self) -> bool:
-        """True with one replica: means over replicas are the values themselves."""
-        return self.count == 1
-
-    def run(self, fn, *args):
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn`` on each replica's share of ``args``; returns per-replica values."""
-        if self.default:
+        if self.strategy is None:
             return fn(*args)
         return self.strategy.run(fn, args=args)
 
-    def reduce_mean(self, per_replica):
+    def reduce_mean(self, per_replica: Any) -> Any:
         """The mean over replicas of per-replica values (any nested structure)."""
-        if self.default or (self.single and not isinstance(per_replica, tf.distribute.DistributedValues)):
+        if self.strategy is None or (self.count == 1 and not is_per_replica(per_replica)):
             return per_replica
         return tf.nest.map_structure(
             lambda value: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None), per_replica
         )
 
-    def mean(self, fn, *args):
+    def mean(self, fn: Callable[..., Any], *args: Any) -> Any:
         """The mean over replicas of ``fn(*local args)``, for ``fn`` returning local batch means.
 
         With several replicas the float32 outputs of ``fn`` (a loss and a gradient
@@ -145,11 +156,11 @@ class Replicas:
         rather than one per tensor: across workers every all-reduce is a network
         round trip, and the critic makes one call per minibatch.
         """
-        if self.default:
+        if self.strategy is None:
             return fn(*args)
-        spec = {}
+        strategy, spec = self.strategy, {}
 
-        def packed(*local_args):
+        def packed(*local_args: Any) -> tf.Tensor:
             out = fn(*local_args)
             leaves = tf.nest.flatten(out)
             spec["structure"], spec["shapes"] = out, [leaf.shape for leaf in leaves]
@@ -157,12 +168,12 @@ class Replicas:
                 raise TypeError("Replicas.mean packs float tensors of one dtype and static shape")
             return tf.concat([tf.reshape(leaf, [-1]) for leaf in leaves], axis=0)
 
-        vector = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, self.run(packed, *args), axis=None)
+        vector = strategy.reduce(tf.distribute.ReduceOp.MEAN, self.run(packed, *args), axis=None)
         sizes = [shape.num_elements() for shape in spec["shapes"]]
         parts = [tf.reshape(part, shape) for part, shape in zip(tf.split(vector, sizes), spec["shapes"])]
         return tf.nest.pack_sequence_as(spec["structure"], parts)
 
-    def moments(self, values, axes=(0,)):
+    def moments(self, values: Any, axes: tuple[int, ...] = (0,)) -> tuple[Any, Any]:
         """Mean and variance over the whole batch of per-replica ``values`` (equal shares).
 
         Pooled from per-replica ``tf.nn.moments``: ``var = mean_r(var_r + (mean_r − mean)²)``;
@@ -170,19 +181,19 @@ class Replicas:
         """
         local_mean, local_variance = self.run(lambda x: tf.nn.moments(x, axes=list(axes)), values)
         mean = self.reduce_mean(local_mean)
-        if self.single:
+        if self.count == 1:
             return mean, local_variance
         spread = self.run(lambda m, v: v + tf.square(m - mean), local_mean, local_variance)
         return mean, self.reduce_mean(spread)
 
-    def assert_equal_shares(self, values):
+    def assert_equal_shares(self, values: Any) -> None:
         """Fails unless every replica (on every worker) holds as many rows of ``values`` as the others.
 
         Every batch quantity is a mean of the replicas' means, which is the batch
         mean only for equal shares. ``check_even_split`` checks one worker's split
         on the host; this checks across workers, in the graph.
         """
-        if self.single:
+        if self.count == 1:
             return
         sizes = self.run(lambda v: tf.cast(tf.shape(v)[0], tf.float32), values)
         mean_size = self.reduce_mean(sizes)
@@ -194,26 +205,28 @@ class Replicas:
             sizes,
         )
 
-    def local_size(self, values) -> tf.Tensor:
+    def local_size(self, values: Any) -> tf.Tensor:
         """Number of samples on one replica (all replicas hold the same number)."""
-        if self.default:
+        if self.strategy is None:
             return tf.shape(values)[0]
         return tf.shape(self.strategy.experimental_local_results(values)[0])[0]
 
-    def apply_gradients(self, optimizer, gradients, variables):
+    def apply_gradients(
+        self, optimizer: keras.optimizers.Optimizer, gradients: list[tf.Tensor], variables: list[keras.Variable]
+    ) -> Any:
         """``optimizer.apply`` of gradients that are already means over all replicas.
 
         A Keras optimizer must be applied in a replica context under a strategy,
         where it sums the gradients over replicas; each replica therefore passes
         ``gradients / R``, so the sum is the mean again.
         """
-        if self.default or not _needs_merge_call(self.strategy):
+        if self.strategy is None or not _needs_merge_call(self.strategy):
             # MultiWorkerMirroredStrategy's optimizer update needs no merge_call: apply the mean
             # directly in the cross-replica context, with no second all-reduce.
             return optimizer.apply(gradients, variables)
         count = float(self.count)
 
-        def apply_share():
+        def apply_share() -> Any:
             # Computed inside the replica function, so each share lives on its replica's device
             # (the all-reduce in optimizer.apply reduces to the devices of its inputs).
             return optimizer.apply([tf.identity(g) / count for g in gradients], variables)
@@ -221,7 +234,7 @@ class Replicas:
         return self.run(apply_share)
 
 
-def _needs_merge_call(strategy) -> bool:
+def _needs_merge_call(strategy: tf.distribute.Strategy) -> bool:
     """Whether a Keras optimizer must be applied from a replica context under ``strategy``.
 
     Keras' TF optimizer goes through ``maybe_merge_call``, which calls

@@ -6,24 +6,40 @@ The update's math is in :mod:`keras_trpo.update`, the train function in
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import gymnasium
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-from keras_trpo import actor_critic, distribute, envs, export, networks, ops, trainer, update, validation
-from keras_trpo.distribute import Replicas
+from keras_trpo import (
+    actor_critic,
+    critic,
+    distribute,
+    envs,
+    export,
+    forward,
+    networks,
+    ops,
+    trainer,
+    update,
+    validation,
+)
 from keras_trpo.observations import ObservationSpec
 from keras_trpo.policies import make_head
 from keras_trpo.spaces import space_from_config, space_to_config
 
-tfd = tfp.distributions
 Constant = keras.initializers.Constant
+#: A space, or its JSON config (:mod:`keras_trpo.spaces`).
+Space = gymnasium.spaces.Space | Mapping[str, Any]
+#: A Keras layer or model, a network's name (``"nature_cnn"``, ...), its serialized config, or None.
+Network = Any
 
 
 @keras.saving.register_keras_serializable(package="keras_trpo")
-class TRPO(trainer.Trainer):
+class TRPO(forward.Forward, trainer.Trainer):
     """Trust Region Policy Optimization as a Keras model (Schulman et al., 2015).
 
     A policy network with a distribution head chosen by the action space
@@ -77,27 +93,27 @@ class TRPO(trainer.Trainer):
 
     def __init__(
         self,
-        observation_space,
-        action_space,
+        observation_space: Space,
+        action_space: Space,
         *,
-        policy_network=None,
-        value_network=None,
-        hidden_units=None,
-        value_hidden_units=None,
-        activation="tanh",
-        max_kl=0.01,
-        damping=0.1,
-        cg_iterations=10,
-        backtrack_coefficient=0.8,
-        backtrack_iterations=10,
-        fvp_fraction=1.0,
-        normalize_advantages=True,
-        value_epochs=10,
-        value_batch_size=128,
-        log_std_init=0.0,
-        normalize_observations=False,
-        seed=None,
-        **kwargs,
+        policy_network: Network = None,
+        value_network: Network = None,
+        hidden_units: Sequence[int] | None = None,
+        value_hidden_units: Sequence[int] | None = None,
+        activation: str | Callable[[tf.Tensor], tf.Tensor] = "tanh",
+        max_kl: float = 0.01,
+        damping: float = 0.1,
+        cg_iterations: int = 10,
+        backtrack_coefficient: float = 0.8,
+        backtrack_iterations: int = 10,
+        fvp_fraction: float = 1.0,
+        normalize_advantages: bool = True,
+        value_epochs: int = 10,
+        value_batch_size: int = 128,
+        log_std_init: float = 0.0,
+        normalize_observations: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
     ):
         validation.check_float_policy(kwargs.get("dtype"))
         super().__init__(**kwargs)
@@ -127,16 +143,16 @@ class TRPO(trainer.Trainer):
         self.log_std_init = float(log_std_init)
         self.normalize_observations = bool(normalize_observations)
         self.seed = seed
-        # Keras' own rule (TensorFlowTrainer.__init__): a model created under a strategy's scope
-        # trains with that strategy. Then train_step runs cross-replica (keras_trpo.distribute).
-        self._replicas = Replicas(tf.distribute.get_strategy() if tf.distribute.has_strategy() else None)
-        self._acting_function = None
-
         self.policy_layers, self.policy_output, self.value_layers, self.value_output = actor_critic.make(
             self.observation_spec, self.head.num_outputs, policy_network=self._networks[0],
             value_network=self._networks[1], hidden_units=self.hidden_units, value_hidden_units=self.value_hidden_units,
             activation=activation, seed=None if seed is None else int(seed),
         )
+        self._add_state(max_kl, damping, seed)
+        self.build(self._batch_shape())
+
+    def _add_state(self, max_kl: float, damping: float, seed: int | None) -> None:
+        """The model's variables besides the networks', and the critic's shuffle stream, in this order."""
         # Trust-region hyperparameters live in variables so that callbacks can
         # change them between iterations without retracing train_step.
         self._max_kl = self.add_weight(shape=(), initializer=Constant(max_kl), trainable=False, name="max_kl")
@@ -147,23 +163,66 @@ class TRPO(trainer.Trainer):
                 shape=(self.head.num_outputs,), initializer=Constant(self.log_std_init), trainable=True, name="log_std"
             )
         self.normalizer = actor_critic.make_normalizer(self.observation_spec) if self.normalize_observations else None
-        # Incremented by every train_step: Rollouts stamps each batch with the
-        # version that collected it, and train_step refuses a stale batch.
-        self._policy_version = self.add_weight(
-            shape=(), dtype="int64", initializer="zeros", trainable=False, name="policy_version"
-        )
-        self.seed_generator = keras.random.SeedGenerator(seed, name="critic_shuffle_seed")
-        self.build(self.observation_spec.structure((None, *leaf.shape) for leaf in self.observation_spec.leaves))
+        self._add_training_state(seed)
 
     # ------------------------------------------------------------------
     # Construction and serialization
     # ------------------------------------------------------------------
     @classmethod
-    def for_env(cls, env, **kwargs) -> "TRPO":
-        """Builds a model for a gymnasium ``Env`` or ``VectorEnv`` (its ``single_*`` spaces)."""
-        return cls(*envs.spaces_of(env), **kwargs)
+    def for_env(
+        cls,
+        env: gymnasium.Env | gymnasium.vector.VectorEnv,
+        *,
+        policy_network: Network = None,
+        value_network: Network = None,
+        hidden_units: Sequence[int] | None = None,
+        value_hidden_units: Sequence[int] | None = None,
+        activation: str | Callable[[tf.Tensor], tf.Tensor] = "tanh",
+        max_kl: float = 0.01,
+        damping: float = 0.1,
+        cg_iterations: int = 10,
+        backtrack_coefficient: float = 0.8,
+        backtrack_iterations: int = 10,
+        fvp_fraction: float = 1.0,
+        normalize_advantages: bool = True,
+        value_epochs: int = 10,
+        value_batch_size: int = 128,
+        log_std_init: float = 0.0,
+        normalize_observations: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> TRPO:
+        """Builds a model for a gymnasium ``Env`` or ``VectorEnv`` (its ``single_*`` spaces).
 
-    def build(self, input_shape):
+        The options and their defaults are :class:`TRPO`'s; ``kwargs`` go to ``keras.Model`` (e.g. ``name``).
+        """
+        return cls(
+            *envs.spaces_of(env), policy_network=policy_network, value_network=value_network,
+            hidden_units=hidden_units, value_hidden_units=value_hidden_units, activation=activation,
+            max_kl=max_kl, damping=damping, cg_iterations=cg_iterations, backtrack_coefficient=backtrack_coefficient,
+            backtrack_iterations=backtrack_iterations, fvp_fraction=fvp_fraction,
+            normalize_advantages=normalize_advantages, value_epochs=value_epochs, value_batch_size=value_batch_size,
+            log_std_init=log_std_init, normalize_observations=normalize_observations, seed=seed, **kwargs,
+        )
+
+    def _batch_shape(self) -> Any:
+        """``(None, *shape)`` of the observations (``{key: (None, *shape)}`` for a ``Dict`` space)."""
+        return self.observation_spec.structure((None, *leaf.shape) for leaf in self.observation_spec.leaves)
+
+    def build(self, input_shape: Any) -> None:
+        """Builds the networks for batches of observations shaped ``input_shape``.
+
+        ``__init__`` calls it with the observation space's shapes and a free batch
+        dimension. The networks' sizes follow from the space: any other per-sample
+        shape is refused in one line, and a later call with the right one changes nothing.
+        """
+        if _per_sample(input_shape) != self.observation_shape:
+            raise ValueError(
+                f"TRPO.build got input_shape={input_shape!r}; the observation space gives {self._batch_shape()!r} "
+                "(batch dimension first). The model is built by its constructor: build a TRPO for the new space instead."
+            )
+        if self.built:
+            return
         if self.normalizer is not None:
             self.normalizer.build((None, self.observation_spec.float_size))
         actor_critic.build(self.observation_spec, *self.custom_networks,
@@ -171,12 +230,7 @@ class TRPO(trainer.Trainer):
         self.built = True
 
     @property
-    def custom_networks(self) -> tuple:
-        """``(policy, value)``: whether each is a given network rather than the default MLP."""
-        return tuple(network is not None for network in self._networks)
-
-    @property
-    def observation_shape(self):
+    def observation_shape(self) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
         """Per-sample shape of the observations (``{key: shape}`` for a ``Dict`` space)."""
         return self.observation_spec.structure(leaf.shape for leaf in self.observation_spec.leaves)
 
@@ -186,7 +240,7 @@ class TRPO(trainer.Trainer):
         "value_epochs", "value_batch_size", "log_std_init", "normalize_observations", "seed", "name",
     )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = {name: getattr(self, name) for name in self._CONFIG_KEYS}
         for key in ("hidden_units", "value_hidden_units"):
             config[key] = None if config[key] is None else list(config[key])
@@ -198,14 +252,17 @@ class TRPO(trainer.Trainer):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> TRPO:
         return cls(**config)
 
     def check_saveable(self) -> None:
         for network, which in zip(self._networks, ("policy_network", "value_network")):
             networks.check_serializable(network, which)
 
-    def export(self, filepath, format="tf_saved_model", *, overwrite=False, verbose=False, **kwargs):
+    def export(
+        self, filepath: Any, format: str = "tf_saved_model", *, overwrite: bool = False, verbose: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """Writes a TF Serving SavedModel of the policy and critic; returns the version directory.
 
         Signatures ``serving_default``, ``sample``, ``value``, ``log_prob`` and
@@ -222,98 +279,32 @@ class TRPO(trainer.Trainer):
         return float(self._max_kl.numpy())
 
     @max_kl.setter
-    def max_kl(self, value):
+    def max_kl(self, value: float) -> None:
         validation.check_hyperparameters(max_kl=value)
         self._max_kl.assign(float(value))
-
-    @property
-    def policy_version(self) -> int:
-        """Number of ``train_step`` calls so far: identifies the weights that collect a batch."""
-        return int(self._policy_version.numpy())
 
     @property
     def damping(self) -> float:
         return float(self._damping.numpy())
 
     @damping.setter
-    def damping(self, value):
+    def damping(self, value: float) -> None:
         # Not validated: negative damping is how the reliability tests build an
         # indefinite Fisher. The constructor rejects it.
         self._damping.assign(float(value))
 
     # ------------------------------------------------------------------
-    # Networks
+    # Networks (the forward pass: keras_trpo.forward)
     # ------------------------------------------------------------------
-    @property
-    def policy_variables(self) -> list:
-        """Trainable weights moved by the trust-region step."""
-        variables = [w for layer in (*self.policy_layers, self.policy_output) for w in layer.trainable_weights]
-        if self.log_std is not None:
-            variables.append(self.log_std)
-        return variables
-
-    @property
-    def value_variables(self) -> list:
-        """Trainable weights of the critic (the compiled optimizer's only targets)."""
-        return [w for layer in (*self.value_layers, self.value_output) for w in layer.trainable_weights]
-
-    def _inputs(self, observations, custom: bool):
-        """The input of a network: flat features for the default MLP, structured ones for a custom network."""
-        spec = self.observation_spec
-        spec.check(observations)
-        if custom:
-            return spec.network_inputs(observations, self.normalizer)
-        return spec.flat_features(observations, self.normalizer)
-
-    def policy_outputs(self, observations) -> tf.Tensor:
-        """Raw outputs of the policy network, ``[N, head.num_outputs]``."""
-        x = self._inputs(observations, self.custom_networks[0])
-        for layer in self.policy_layers:
-            x = layer(x)
-        return self.policy_output(x)
-
-    def distribution_params(self, observations) -> dict:
-        """Named parameters of the policy distribution (``logits`` or ``mean``/``log_std``)."""
-        return self.head.params(self.policy_outputs(observations), self.log_std)
-
-    def distribution(self, observations) -> tfd.Distribution:
-        """The policy distribution π(·|s) with batch shape ``[N]``."""
-        return self.head.distribution(self.distribution_params(observations))
-
-    def value(self, observations) -> tf.Tensor:
-        """State values ``V(s)``, shape ``[N]``."""
-        x = self._inputs(observations, self.custom_networks[1])
-        for layer in self.value_layers:
-            x = layer(x)
-        return tf.squeeze(self.value_output(x), axis=-1)
-
-    def __call__(self, observations, *args, **kwargs):
+    def __call__(self, observations: Any, *args: Any, **kwargs: Any) -> Any:
         # Checked before Keras' __call__, which would wrap the error in a multi-line report.
         self.observation_spec.check(observations)
         return super().__call__(observations, *args, **kwargs)
 
-    def call(self, observations):
-        """Deterministic action (the distribution's mode), ``[N, *action_shape]``."""
-        return self.head.mode(self.distribution_params(observations))
-
-    def acting_function(self):
-        """``observations -> (policy outputs, values)`` as one ``tf.function``, traced once.
-
-        Collection uses it for networks without a numpy twin (:mod:`keras_trpo.acting`);
-        its input signature has a free batch dimension and the observations' own dtypes
-        (a ``uint8`` image is cast inside).
-        """
-        if self._acting_function is None:
-            self._acting_function = tf.function(
-                lambda observations: (self.policy_outputs(observations), self.value(observations)),
-                input_signature=[self.observation_spec.tensor_specs()], autograph=False,
-            )
-        return self._acting_function
-
     # ------------------------------------------------------------------
     # One TRPO iteration (fit, compile and the train function: keras_trpo.trainer.Trainer)
     # ------------------------------------------------------------------
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One TRPO iteration on ``data``: a policy step in the trust region, then critic regression.
 
         ``data``: dict with ``observations [N, *obs_shape]``, ``actions [N,
@@ -329,8 +320,8 @@ class TRPO(trainer.Trainer):
         """
         if getattr(self, "optimizer", None) is None:
             raise RuntimeError("Call model.compile(optimizer=...) before train_step; it trains the critic.")
-        replicas = self._replicas
-        if not replicas.default and not any(map(distribute.is_per_replica, tf.nest.flatten(data))):
+        replicas = self.replicas
+        if replicas.distributed and not any(map(distribute.is_per_replica, tf.nest.flatten(data))):
             raise RuntimeError("Under a tf.distribute strategy, TRPO trains through model.fit, which splits each "
                                "batch over the replicas and runs the update cross-replica (keras_trpo.distribute).")
         batch = replicas.run(self._validated_batch, data)
@@ -340,7 +331,7 @@ class TRPO(trainer.Trainer):
         refused = update.rejection_before_update(replicas, batch, self.head, self._policy_version)
         max_kl = tf.convert_to_tensor(self._max_kl)
 
-        def iteration():
+        def iteration() -> update.Metrics:
             advantages = batch["advantages"]
             if self.normalize_advantages:
                 advantages = update.normalized(replicas, advantages)
@@ -353,13 +344,14 @@ class TRPO(trainer.Trainer):
             fvp = objective.fisher_vector_product(rows, self._damping)
             direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
             # 4. The full step √(2δ / sᵀ(F + λI)s) · s.
-            step, well_posed = update.full_step(fvp, direction, cg_info, max_kl)
+            step = update.full_step(fvp, direction, cg_info, max_kl)
             # 5. Backtracking line search: KL ≤ δ and a positive improvement, else restore θ_old.
-            policy = update.line_search(objective, g, step, surrogate_old, max_kl, well_posed, cg_info,
-                                        self.backtrack_coefficient, self.backtrack_iterations)
+            search = update.line_search(objective, step, surrogate_old, max_kl, self.backtrack_coefficient,
+                                        self.backtrack_iterations)
+            policy = update.policy_metrics(objective, surrogate_old, g, cg_info, step, search)
             # 6. Critic regression, kept only after an accepted policy step (it runs alongside 1-5).
-            critic = update.critic_kept_if(policy["step_accepted"] > 0, self, replicas, observations, returns)
-            return {**policy, **critic}
+            value = critic.train_kept_if_accepted(search.accepted, self, replicas, observations, returns)
+            return {**policy, **value}
 
         logs = tf.cond(refused == 0, iteration, lambda: update.rejected_metrics(refused))
         # Stateful ops on different resources are not ordered inside tf.function: the version
@@ -373,7 +365,7 @@ class TRPO(trainer.Trainer):
         logs["loss"] = tf.where(weights_finite, tf.where(tf.math.is_finite(value_loss), value_loss, 0.0), np.nan)
         return {**logs, **{key: replicas.reduce_mean(batch[key]) for key in validation.LOG_KEYS if key in batch}}
 
-    def batch_spec(self) -> dict:
+    def batch_spec(self) -> dict[str, Any]:
         """``{key: (per-sample shape, dtype description)}`` of a valid ``train_step`` batch."""
         return {
             "observations": self.observation_spec,
@@ -382,5 +374,15 @@ class TRPO(trainer.Trainer):
             "returns": ((), "floating"),
         }
 
-    def _validated_batch(self, data) -> dict:
+    def _validated_batch(self, data: Any) -> dict[str, Any]:
         return validation.validate_batch(data, self.batch_spec(), self.head.cast_actions)
+
+
+def _per_sample(input_shape: Any) -> Any:
+    """``input_shape`` without its batch dimension, as tuples (``None`` if it is no batch shape)."""
+    try:
+        if isinstance(input_shape, Mapping):
+            return {key: tuple(shape)[1:] for key, shape in input_shape.items()}
+        return tuple(input_shape)[1:]
+    except TypeError:
+        return None

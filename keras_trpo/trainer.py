@@ -6,10 +6,10 @@ the networks and ``train_step``. ``make_train_function`` returns a
 :class:`TrainFunction`; Keras calls it
 with its epoch iterator. One call is one update:
 
-1. the batch: read from a one-batch ``PyDataset`` (``Rollouts``) right now, in
-   this thread, when ``TRPO.fit`` has set :attr:`TrainFunction.source`;
-   otherwise the next element of Keras' iterator (a ``tf.data`` dataset, or
-   the per-replica batch under a ``tf.distribute`` strategy);
+1. the batch, from the :class:`~keras_trpo.feeding.Feed` that ``fit`` installed: read
+   from a one-batch ``PyDataset`` (``Rollouts``) right now, in this thread, or
+   the next element of Keras' iterator (a ``tf.data`` dataset, or the
+   per-replica batch under a ``tf.distribute`` strategy);
 2. the stale-batch check, on the host, before any compute;
 3. ``train_step`` compiled once per batch structure (``tf.function``, with
    XLA when the model was compiled with ``jit_compile=True``), or eagerly
@@ -21,39 +21,85 @@ with its epoch iterator. One call is one update:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import gymnasium
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo import actor_critic, distribute, errors, validation
+from keras_trpo import actor_critic, distribute, errors, feeding, validation
+from keras_trpo.distribute import Replicas
+from keras_trpo.observations import ObservationSpec
 from keras_trpo.progbar import ProgressBar
 
 
 class Trainer(keras.Model):
     """``compile``, ``fit`` and ``make_train_function`` of :class:`keras_trpo.TRPO`.
 
-    Subclasses provide ``train_step``, ``policy_variables``, ``value_variables``, ``policy_version``,
-    ``seed_generator``, ``observation_spec`` and ``_replicas`` (a :class:`~keras_trpo.distribute.Replicas`).
+    It owns the state of training: :attr:`replicas` (the devices the update runs on),
+    the update counter :attr:`policy_version` and ``seed_generator``, the critic's shuffle
+    stream (both created by :meth:`_add_training_state`). Subclasses provide ``train_step``,
+    ``observation_spec`` and the ``policy_variables`` and ``value_variables`` properties.
     """
+
+    observation_spec: ObservationSpec
+    # keras.Model's own attributes, as this module and TRPO use them.
+    train_function: TrainFunction | None
+    built: bool
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        # Keras' own rule (TensorFlowTrainer.__init__): a model created under a strategy's scope
+        # trains with that strategy. Then train_step runs cross-replica (keras_trpo.distribute).
+        self._replicas = Replicas(tf.distribute.get_strategy() if tf.distribute.has_strategy() else None)
+
+    def _add_training_state(self, seed: int | None) -> None:
+        """Creates the update counter and the critic's shuffle stream; the subclass calls it after its weights."""
+        # Incremented by every train_step: Rollouts stamps each batch with the
+        # version that collected it, and train_step refuses a stale batch.
+        self._policy_version = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="policy_version"
+        )
+        self.seed_generator = keras.random.SeedGenerator(seed, name="critic_shuffle_seed")
+
+    @property
+    def replicas(self) -> Replicas:
+        """The strategy's replicas the update runs on (``replicas.distributed`` False: one device)."""
+        return self._replicas
+
+    @property
+    def policy_version(self) -> int:
+        """Number of ``train_step`` calls so far: identifies the weights that collect a batch."""
+        return int(self._policy_version.numpy())
+
+    @property
+    def policy_variables(self) -> list[keras.Variable]:
+        """Trainable weights moved by the trust-region step."""
+        raise NotImplementedError
+
+    @property
+    def value_variables(self) -> list[keras.Variable]:
+        """Trainable weights of the critic (the compiled optimizer's only targets)."""
+        raise NotImplementedError
+
 
     # .keras files and weight checkpoints (BackupAndRestore): TRPO overrides compile(), so
     # Keras will not recompile it on load unless these two are defined; without the
     # optimizer its state (Adam moments, iterations) would not be restored either.
-    def get_compile_config(self):
+    def get_compile_config(self) -> dict[str, Any]:
         if getattr(self, "optimizer", None) is None:
             return {}
         return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: Mapping[str, Any] | None) -> None:
         config = dict(config or {})
         if config.get("optimizer") is None:
             return
         self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
 
-    def save(self, filepath, *args, **kwargs):
+    def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
         """``keras.Model.save``, after checking that the config serializes (custom networks).
 
         Keras would otherwise leave a partly written file behind when a network cannot be rebuilt.
@@ -68,18 +114,18 @@ class Trainer(keras.Model):
     # model's own variables so that a restored model continues the same random stream.
     _SEED_KEY = "critic_shuffle_seed_state"
 
-    def save_own_variables(self, store):
+    def save_own_variables(self, store: Any) -> None:
         super().save_own_variables(store)
         store[self._SEED_KEY] = self.seed_generator.state.numpy()
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: Any) -> None:
         keys = list(store.keys())
         if self._SEED_KEY in keys:
             self.seed_generator.state.assign(store[self._SEED_KEY])
             store = {key: store[key] for key in keys if key != self._SEED_KEY}
         super().load_own_variables(store)
 
-    def compile(self, optimizer="adam", **kwargs):
+    def compile(self, optimizer: Any = "adam", **kwargs: Any) -> None:
         """Configures the critic optimizer (the policy is moved by the TRPO step only).
 
         ``loss`` and ``metrics`` are not used by TRPO and are rejected.
@@ -96,7 +142,16 @@ class Trainer(keras.Model):
         # Build the optimizer state for the value network only.
         self.optimizer.build(self.value_variables)
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, **kwargs):
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: Any = "auto",
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        **kwargs: Any,
+    ) -> keras.callbacks.History:
         """``keras.Model.fit``: one epoch of :class:`keras_trpo.Rollouts` is one TRPO iteration.
 
         A one-batch ``PyDataset`` is read by the train function itself, right before
@@ -105,51 +160,31 @@ class Trainer(keras.Model):
         reaches the caller as itself. Under a ``tf.distribute`` strategy the batches are
         split over the replicas (:func:`keras_trpo.distribute.distribute_py_dataset`).
         Each rejected update issues one :class:`keras_trpo.UpdateRejectedWarning`.
+        How the batches reach the update: :mod:`keras_trpo.feeding`.
         """
         _check_fit_arguments(self, x, y, {"batch_size": batch_size, **kwargs})
         validation.warn_about_keras_best_callbacks(callbacks)
         validation.warn_about_backup_without_rollouts(x, callbacks)
         if verbose != 0 and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks or []):
             callbacks = [*(callbacks or []), ProgressBar()]  # Keras then adds no bar of its own
-        train_function, source = self.make_train_function(), x
-        if not self._replicas.default:
-            x = distribute.distribute_py_dataset(x, self._replicas.strategy)
+        train_function = self.make_train_function()
+        feed = feeding.Feed.for_fit(x, self.replicas, kwargs.get("steps_per_epoch"))
+        if feed.in_order:
             kwargs.setdefault("shuffle", False)
-        elif isinstance(x, keras.utils.PyDataset) and len(x) == 1 and kwargs.get("steps_per_epoch") is None:
-            # Keras gets a one-element placeholder, so its epoch has exactly one step; the train
-            # function reads the real batch from the PyDataset (no tf.data generator per epoch).
-            train_function.source, x = x, tf.data.Dataset.from_tensors(np.zeros((), np.int8))
-            kwargs.setdefault("shuffle", False)
-        if hasattr(source, "pending_error"):
-            source.pending_error = None
-        try:
-            with warnings.catch_warnings():
-                if not self._replicas.default:
-                    # Each epoch's input ends after its one batch: that is how it stays on-policy.
-                    warnings.filterwarnings("ignore", message="Your input ran out of data")
-                return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
-        except tf.errors.OpError:
-            # Under a strategy a Rollouts batch is collected on a tf.data thread, which reports any
-            # Python exception as UnknownError; give the user the original one (RolloutError, ...).
-            original = getattr(source, "pending_error", None)
-            if original is None:
-                raise
-            source.pending_error = None
-            raise original from original.__cause__
-        finally:
-            train_function.source = None
+        with feed.serving(train_function):
+            return super().fit(feed.keras_input, y, batch_size, epochs, verbose, callbacks, **kwargs)
 
-    def predict(self, x, *args, **kwargs):
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """``keras.Model.predict``, after checking ``x`` in one line (Keras would split a list into inputs)."""
         self.observation_spec.check_input(x, "model.predict x")
         return super().predict(x, *args, **kwargs)
 
-    def predict_on_batch(self, x):
+    def predict_on_batch(self, x: Any) -> Any:
         """``keras.Model.predict_on_batch``, after the same check as :meth:`predict`."""
         self.observation_spec.check_input(x, "model.predict_on_batch x")
         return super().predict_on_batch(x)
 
-    def evaluate(self, *args, **kwargs):
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
         """Not Keras' supervised ``evaluate``: TRPO has no labelled data to score."""
         raise TypeError(
             "TRPO has no loss to evaluate on data. Evaluate the policy on an environment with "
@@ -157,7 +192,7 @@ class Trainer(keras.Model):
             "keras_trpo.callbacks.Evaluation(env, every=10)."
         )
 
-    def make_train_function(self, force=False):
+    def make_train_function(self, force: bool = False) -> TrainFunction:
         """The one train function for every input and strategy: a :class:`TrainFunction`."""
         if self.steps_per_execution != 1:
             raise ValueError(f"TRPO runs one update per step; got steps_per_execution={self.steps_per_execution}.")
@@ -165,17 +200,17 @@ class Trainer(keras.Model):
             self.train_function = TrainFunction(self)
         return self.train_function
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
         # Private Keras hook, overridden on purpose: under a strategy Keras reads one batch here to
         # build the model symbolically and reduces it across replicas, which fails for dict batches
         # under MultiWorkerMirroredStrategy. TRPO builds its networks in __init__ and the critic's
         # optimizer in compile, so there is nothing to build. tests/test_trainer.py fails if
         # Keras renames it or stops calling it.
-        if self._replicas.default:
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if not self.replicas.distributed:
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
-def _check_fit_arguments(model, x, y, kwargs) -> None:
+def _check_fit_arguments(model: Trainer, x: Any, y: Any, kwargs: Mapping[str, Any]) -> None:
     """Refuses what ``fit`` cannot do for TRPO, with one line saying what to do instead."""
     usage = "model.fit(keras_trpo.Rollouts(env, model, steps=2048), epochs=N)"
     if isinstance(x, (gymnasium.Env, gymnasium.vector.VectorEnv)):
@@ -219,20 +254,20 @@ class TrainFunction:
     """``train_function(iterator) -> logs`` for ``keras.Model.fit``; see the module docstring.
 
     Attributes:
-        source: the one-batch ``PyDataset`` read directly by each call, or ``None``
-            to read Keras' iterator.
+        feed: where each call reads its batch (:mod:`keras_trpo.feeding`): the feed of the
+            running ``fit``, else Keras' iterator.
     """
 
-    def __init__(self, model):
+    def __init__(self, model: Trainer):
         self.model = model
-        self.source = None
-        self._compiled = {}
+        self.feed: feeding.Feed = feeding.KERAS_ITERATOR
+        self._compiled: dict[str, Any] = {}  # a tf.function per batch structure
 
-    def __call__(self, iterator):
+    def __call__(self, iterator: Iterator[Any]) -> dict[str, tf.Tensor]:
         model = self.model
-        batch = validation.unwrap(self.source[0] if self.source is not None else next(iterator))
+        batch = self.feed.next_batch(iterator)
         check_fresh(model, batch)
-        eager = model.run_eagerly and model._replicas.default  # a strategy's update is always compiled
+        eager = model.run_eagerly and not model.replicas.distributed  # a strategy's update is always compiled
         logs = model.train_step(batch) if eager else self._step_for(batch)(batch)
         if "step_accepted" in logs and float(logs["step_accepted"]) < 0.5:
             reason = int(round(float(logs.get("rejection_reason", errors.NON_FINITE))))
@@ -245,9 +280,9 @@ class TrainFunction:
             )
         return logs
 
-    def _step_for(self, batch):
+    def _step_for(self, batch: Any) -> Callable[[Any], dict[str, tf.Tensor]]:
         """The compiled ``train_step`` for batches shaped like ``batch`` (free batch dimension)."""
-        options = {"jit_compile": bool(self.model.jit_compile), "input_signature": None}
+        options: dict[str, Any] = {"jit_compile": bool(self.model.jit_compile), "input_signature": None}
         if not isinstance(batch, Mapping):
             key = "not a dict"  # train_step raises the TypeError naming the expected keys
         elif any(map(distribute.is_per_replica, batch.values())):
@@ -260,8 +295,8 @@ class TrainFunction:
             options["input_signature"] = [signature]
         if key not in self._compiled:
             # No autograph: the update's loops are explicit tf.while_loop/tf.cond and every Python
-            # branch is on static values, so conversion would change nothing but costs ~3 s of
-            # tracing (3.5 s -> 0.6 s for the 64x64 CartPole model). Keras' own train function
+            # branch is on static values, so conversion would change nothing but the tracing time
+            # (measured in benchmarks/README.md, "autograph=False"). Keras' own train function
             # opts out too (do_not_convert in backend/tensorflow/trainer.py).
             self._compiled[key] = tf.function(self.model.train_step, autograph=False, **options)
         return self._compiled[key]
@@ -271,7 +306,7 @@ class TrainFunction:
         return sum(function.experimental_get_tracing_count() for function in self._compiled.values())
 
 
-def check_fresh(model, batch) -> None:
+def check_fresh(model: Trainer, batch: Any) -> None:
     """Raises :class:`~keras_trpo.errors.StaleBatchError` if ``batch`` was collected by other weights.
 
     Reads ``batch["policy_version"]`` on the host: a numpy array, an eager

@@ -1,0 +1,130 @@
+"""Step 6 of the TRPO update: the critic's regression on the returns, kept only after an accepted policy step.
+
+``TRPO.train_step`` calls :func:`train_kept_if_accepted` after the policy step of
+:mod:`keras_trpo.update`; like it, every function takes the model and a
+:class:`~keras_trpo.distribute.Replicas`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_trpo.distribute import Replicas
+from keras_trpo.update import ActorCritic, Metrics
+from keras_trpo.validation import float_dtype
+
+
+def train_kept_if_accepted(
+    accepted: tf.Tensor, model: ActorCritic, replicas: Replicas, observations: Any, returns: Any
+) -> Metrics:
+    """Step 6: :func:`train`, kept with the normalizer's new moments if ``accepted``, else undone.
+
+    The critic shares no variable with steps 1–5, so TensorFlow runs it beside them (two
+    independent branches of the graph; benchmarks/README.md, "Round 2", measures what this
+    saves). After a rejected policy
+    step every variable it wrote is restored bit for bit (:func:`written_variables`; the value
+    network is called without ``training=True``, so its layers write no other state) and the
+    metrics are those of the unchanged critic. Under a ``tf.distribute`` strategy it starts
+    after the line search's outcome, so that its all-reduces follow the policy step's on
+    every worker (those of the final policy metrics stay in program order through TF's
+    collective ordering).
+    """
+    written = written_variables(model)
+    saved = [tf.identity(v) for v in written]
+    ordered = tf.control_dependencies([accepted]) if replicas.distributed else contextlib.nullcontext()
+    with ordered, tf.name_scope("critic"):
+        metrics = train(
+            model, replicas, observations, returns, model.value_epochs, model.value_batch_size, model.seed_generator
+        )
+
+    def keep() -> Metrics:
+        if model.normalizer is not None:
+            # After both updates: the "old" policy of this update was the one that collected the batch.
+            normalizer_step(model.normalizer, replicas, observations, model.observation_spec)
+        return metrics
+
+    def undo() -> Metrics:
+        restore(written, saved)
+        return value_metrics(model, replicas, observations, returns)
+
+    return tf.cond(accepted, keep, undo)
+
+
+def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: Any, epochs: int,
+                batch_size: int, seed_generator: keras.random.SeedGenerator) -> Metrics:
+    """Regresses V(s) on the returns: ``epochs`` shuffled passes of minibatches, with ``model.optimizer``.
+
+    With ``R`` replicas each takes ``batch_size // R`` samples of its share per
+    minibatch (the same permutation positions on every replica), and the optimizer
+    applies the mean of the replicas' gradients.
+    """
+    variables = model.value_variables
+    values_before = replicas.run(model.value, observations)
+    n = replicas.local_size(returns)
+    minibatch = tf.minimum(max(1, batch_size // replicas.count), n)
+    batches_per_epoch = (n + minibatch - 1) // minibatch
+    total = epochs * batches_per_epoch
+    # One independent permutation of the (local) batch per epoch.
+    permutations = tf.argsort(keras.random.uniform((epochs, n), seed=seed_generator), axis=-1)
+
+    def body(k: tf.Tensor, loss_sum: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        epoch, start = k // batches_per_epoch, (k % batches_per_epoch) * minibatch
+        index = permutations[epoch, start : tf.minimum(start + minibatch, n)]
+
+        def local_loss_and_gradients(o: Any, r: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+            with tf.GradientTape() as tape:
+                minibatch = tf.nest.map_structure(lambda x: tf.gather(x, index), o)  # a dict for Dict spaces
+                loss = tf.reduce_mean(tf.square(model.value(minibatch) - tf.gather(r, index)))
+            return loss, tape.gradient(loss, variables)
+
+        loss, grads = replicas.mean(local_loss_and_gradients, observations, returns)
+        replicas.apply_gradients(model.optimizer, grads, variables)
+        return k + 1, loss_sum + loss
+
+    _, loss_sum = tf.while_loop(lambda k, _: k < total, body, (tf.constant(0), tf.constant(0.0, float_dtype())))
+    return {
+        "value_loss": loss_sum / tf.cast(tf.maximum(total, 1), float_dtype()),
+        "explained_variance": explained_variance(replicas, values_before, returns),
+    }
+
+
+def written_variables(model: ActorCritic) -> list[Any]:
+    """Every variable :func:`train` writes: the value network's, its optimizer's, the shuffle seed."""
+    return [*model.value_variables, *model.optimizer.variables, model.seed_generator.state]
+
+
+def restore(variables: list[Any], values: list[tf.Tensor]) -> None:
+    """Assigns ``values`` (read before a step) back to ``variables``: the step is undone bit for bit."""
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def normalizer_step(normalizer: Any, replicas: Replicas, observations: Any, spec: Any) -> None:
+    """Merges the batch's float observation moments (over all replicas) into the running normalization."""
+    flat = replicas.run(lambda o: tf.cast(spec.float_features(o), tf.float64), observations)
+    mean, variance = replicas.moments(flat)
+    normalizer.update_from_moments(mean, variance, tf.cast(replicas.local_size(flat) * replicas.count, tf.float64))
+
+
+def value_metrics(model: ActorCritic, replicas: Replicas, observations: Any, returns: Any) -> Metrics:
+    """Critic metrics of the current weights, without training (for a rejected update)."""
+    values = replicas.run(model.value, observations)
+    return {
+        "value_loss": replicas.mean(lambda v, r: tf.reduce_mean(tf.square(v - r)), values, returns),
+        "explained_variance": explained_variance(replicas, values, returns),
+    }
+
+
+def explained_variance(replicas: Replicas, predictions: Any, targets: Any) -> tf.Tensor:
+    """``1 − Var(targets − predictions) / Var(targets)`` over the whole batch; NaN for constant targets."""
+    _, target_variance = replicas.moments(targets)
+    _, residual_variance = replicas.moments(replicas.run(lambda p, t: t - p, predictions, targets))
+    return tf.where(
+        target_variance > 0,
+        1.0 - residual_variance / tf.where(target_variance > 0, target_variance, 1.0),
+        float("nan"),
+    )
