@@ -18,7 +18,7 @@ from keras_trpo.envs import (
     resume_seed, run_env_checker, skips_reset_steps,
 )
 from keras_trpo.normalization import RewardScaler
-from keras_trpo.validation import check_steps, check_unit_interval
+from keras_trpo.validation import check_bool, check_steps, check_unit_interval
 
 if TYPE_CHECKING:
     from keras_trpo.model import TRPO
@@ -116,8 +116,7 @@ class Rollouts(keras.utils.PyDataset):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=1)
         check_unit_interval("gamma", gamma)
         check_unit_interval("gae_lambda", gae_lambda)
-        if not isinstance(normalize_rewards, bool):
-            raise TypeError(f"normalize_rewards must be True or False; got {normalize_rewards!r}.")
+        check_bool("normalize_rewards", normalize_rewards)
         if check_env:
             run_env_checker(env)
         self.env = as_vector_env(env)
