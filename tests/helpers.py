@@ -48,6 +48,22 @@ class Batches(keras.utils.PyDataset):
         return self.batches[index]
 
 
+class Crash(Exception):
+    """The simulated crash of ``CrashAt``."""
+
+
+class CrashAt(keras.callbacks.Callback):
+    """Simulates a crash: raises ``Crash`` when epoch ``epoch`` is about to start."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Crash(f"crashed at epoch {epoch}")
+
+
 def snapshot(variables):
     """Copies of the variables' current values, by variable path (in the variables' order)."""
     values = {v.path: np.array(v.numpy(), copy=True) for v in variables}

@@ -25,15 +25,12 @@ from keras_trpo.callbacks import (
     TensorBoard,
     TrustRegionSchedule,
 )
+from helpers import Crash, CrashAt, cartpole_env, cartpole_run, tiny_trpo
 from numerics import mlp_gap
 
 
 def cartpole(num_envs=2, steps=128, seed=0, **model_kwargs):
-    env = gymnasium.make_vec("CartPole-v1", num_envs=num_envs, vectorization_mode="sync")
-    kwargs = {"hidden_units": (16,), "value_hidden_units": (16,), "seed": seed, **model_kwargs}
-    model = keras_trpo.TRPO.for_env(env, **kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return model, keras_trpo.Rollouts(env, model, steps=steps, seed=seed)
+    return cartpole_run(num_envs, steps, seed, hidden=16, **model_kwargs)
 
 
 def read_scalars(log_dir):
@@ -64,12 +61,10 @@ class Recorder(keras.callbacks.Callback):
 # ProgressLogger, StepsPerSecond, verbose
 # --------------------------------------------------------------------------
 def test_progress_logger_prints_every_n_iterations_with_episode_stats():
-    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
-    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(8,), value_hidden_units=(8,))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model, rollouts = cartpole_run(steps=128)
     lines = []
     history = model.fit(
-        keras_trpo.Rollouts(env, model, steps=128, seed=0),
+        rollouts,
         epochs=4,
         verbose=0,
         callbacks=[ProgressLogger(every=2, print_fn=lines.append)],
@@ -368,8 +363,7 @@ def test_keras_model_checkpoint_on_episode_return_saves_the_weights_after_the_be
 def test_terminate_on_nan_keeps_training_through_batches_without_a_finished_episode():
     # Pendulum episodes last 200 steps: 64-step batches finish none, so episode_return is NaN.
     env = gymnasium.make_vec("Pendulum-v1", num_envs=1, vectorization_mode="sync")
-    model = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model = tiny_trpo(env, 16)
     history = model.fit(
         keras_trpo.Rollouts(env, model, steps=64, seed=0),
         epochs=3,
@@ -409,21 +403,11 @@ def test_keras_early_stopping_restores_the_weights_after_the_best_batch():
         np.testing.assert_array_equal(saved, variable.numpy())
 
 
-class CrashAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("simulated crash")
-
-
 def test_backup_and_restore_resumes_an_interrupted_run(tmp_path):
     backup = str(tmp_path / "backup")
     model, rollouts = cartpole(seed=2)
     recorder = Recorder()
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(Crash):
         model.fit(rollouts, epochs=4, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup), recorder, CrashAt(2)])
     assert recorder.epochs == [0, 1] and os.listdir(backup)
 
@@ -537,9 +521,8 @@ def test_best_callbacks_keep_the_policy_that_collected_the_best_batch(tmp_path):
     """episode_return is measured on the batch, collected before the update of its iteration: the best model
     is the one that collected the best batch. Catches: saving, restoring or exporting the weights at
     on_epoch_end (after the update), as Keras's callbacks do and keras_trpo's did (ce456b1)."""
-    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
-    model = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    env = cartpole_env()
+    model = tiny_trpo(env, 16)
     rollouts = CollectorRollouts(env, model, steps=128, seed=0)
     checkpoint = keras_trpo.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="episode_return")
     stopper = keras_trpo.callbacks.EarlyStopping(monitor="episode_return", patience=100, restore_best_weights=True)
@@ -579,8 +562,7 @@ def test_best_callbacks_skip_batches_in_which_no_episode_finished(tmp_path):
     ModelCheckpoint keeps iteration 1's model and its EarlyStopping(patience=1) stops at iteration 2.
     Catches: a NaN counted as a measured value."""
     env = gymnasium.make_vec("Pendulum-v1", num_envs=1, vectorization_mode="sync")
-    model = keras_trpo.TRPO.for_env(env, hidden_units=(8,), value_hidden_units=(8,), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model = tiny_trpo(env)
     rollouts = CollectorRollouts(env, model, steps=64, seed=0)
     checkpoint = keras_trpo.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="episode_return")
     stopper = keras_trpo.callbacks.EarlyStopping(monitor="episode_return", patience=1)

@@ -31,7 +31,16 @@ from gymnasium.utils import EzPickle
 
 import keras_trpo
 
-from helpers import assert_bit_identical, bit_differences, cartpole_env, snapshot, tiny_trpo, training_state
+from helpers import (
+    Crash,
+    CrashAt,
+    assert_bit_identical,
+    bit_differences,
+    cartpole_env,
+    snapshot,
+    tiny_trpo,
+    training_state,
+)
 
 
 # --------------------------------------------------------------------------
@@ -84,22 +93,6 @@ def test_keras_file_round_trips_architecture_weights_optimizer_and_normalization
 # --------------------------------------------------------------------------
 # BackupAndRestore
 # --------------------------------------------------------------------------
-class Interrupt(Exception):
-    pass
-
-
-class InterruptAt(keras.callbacks.Callback):
-    """Simulates a crash: raises when epoch ``epoch`` is about to start."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise Interrupt(f"interrupted at epoch {epoch}")
-
-
 class EpochRecorder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.epochs = []
@@ -113,12 +106,12 @@ def test_backup_and_restore_resumes_an_interrupted_fit_where_it_stopped(tmp_path
     env = cartpole_env()
     model = tiny_model(env)
     recorder = EpochRecorder()
-    with pytest.raises(Interrupt):
+    with pytest.raises(Crash):
         model.fit(
             keras_trpo.Rollouts(env, model, steps=64, seed=0),
             epochs=5,
             verbose=0,
-            callbacks=[keras.callbacks.BackupAndRestore(backup), InterruptAt(3), recorder],
+            callbacks=[keras.callbacks.BackupAndRestore(backup), CrashAt(3), recorder],
         )
     assert recorder.epochs == [0, 1, 2] and model.policy_version == 3  # epochs 0-2 finished and saved
     saved = snapshot(model.weights)
@@ -208,7 +201,7 @@ def walk_run(backup=None, interrupt=None, save_rollouts=True, save_freq="epoch",
         if rollouts_backup_first:
             callbacks.reverse()
     if interrupt is not None:
-        callbacks.append(InterruptAt(interrupt))
+        callbacks.append(CrashAt(interrupt))
     history = model.fit(rollouts, epochs=EPOCHS, verbose=0, callbacks=callbacks)
     return model, rollouts, history.history
 
@@ -224,7 +217,7 @@ def uninterrupted():
 def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(uninterrupted, tmp_path):
     expected, expected_rollouts, expected_history = uninterrupted
     backup = str(tmp_path / "backup")
-    with pytest.raises(Interrupt):
+    with pytest.raises(Crash):
         walk_run(backup, interrupt=INTERRUPT_AT)
     model, rollouts, history = walk_run(backup)  # new model, new env, new rollouts: like a new process
     assert len(history["kl"]) == EPOCHS - INTERRUPT_AT
@@ -241,7 +234,7 @@ def test_a_resume_saving_every_second_batch_continues_from_the_saved_iteration(u
     restored weights', and every later run refused to resume)."""
     _, _, expected_history = uninterrupted
     backup = str(tmp_path / "backup")
-    with pytest.raises(Interrupt):
+    with pytest.raises(Crash):
         walk_run(backup, interrupt=INTERRUPT_AT + 1, save_freq=2)  # saved after batches 2 and 4; the 5th is lost
     _, _, history = walk_run(backup, save_freq=2)
     # Keras restarts the epoch it saved in (epoch 3, whose update the weights already hold): one iteration
@@ -254,7 +247,7 @@ def test_a_resume_saving_every_second_batch_continues_from_the_saved_iteration(u
 def test_a_rollouts_backup_listed_before_backup_and_restore_says_to_list_it_after(tmp_path):
     """Catches: the bare policy_version mismatch of Rollouts.set_state, which does not say what to do."""
     backup = str(tmp_path / "backup")
-    with pytest.raises(Interrupt):
+    with pytest.raises(Crash):
         walk_run(backup, interrupt=2, rollouts_backup_first=True)
     with pytest.raises(ValueError, match=r"^RolloutsBackup: .* holds the rollouts of policy_version 2 but the model "
                        r"is at 0: .*list it after keras\.callbacks\.BackupAndRestore, with the same backup_dir"):
@@ -272,7 +265,7 @@ def test_without_the_rollouts_state_a_resumed_run_diverges(uninterrupted, tmp_pa
     """Control: the model checkpoint alone is not enough (fresh env, RNG and episode counters)."""
     expected, _, _ = uninterrupted
     backup = str(tmp_path / "backup")
-    with pytest.raises(Interrupt):
+    with pytest.raises(Crash):
         walk_run(backup, interrupt=INTERRUPT_AT, save_rollouts=False)
     model, _, history = walk_run(backup, save_rollouts=False)
     assert len(history["kl"]) == EPOCHS - INTERRUPT_AT  # it did resume ...
