@@ -1,12 +1,14 @@
 """Helper for tests/test_distribute.py, run in a fresh process (logical devices are fixed at TF start).
 
-    python tests/distributed_update.py {discrete|box|dict} OUT.json
+    python tests/distributed_update.py {discrete|box|dict} OUT.json [fit]
 
 Makes 2 logical CPU devices, then compares one TRPO update on a fixed batch under
 ``MirroredStrategy`` (the batch split over the 2 replicas) with the same update on one
-device, both computed in float64 (``keras.config.set_floatx("float64")``), and runs a short
-on-policy ``fit`` on real CartPole rollouts under the strategy, in float32 as users train.
-Writes the relative differences of the two updates and the fit's results as JSON.
+device, both computed in float64 (``keras.config.set_floatx("float64")``), and checks that a
+batch that does not split over the replicas is refused. With ``fit`` it also runs a short on-policy
+``fit`` on real CartPole rollouts under the strategy, in float32 as users train, and exports the
+model (the same whatever the kind: test_distribute asks for it once). Writes the relative
+differences of the two updates and the fit's results as JSON.
 """
 
 import json
@@ -17,29 +19,17 @@ import tensorflow as tf
 cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-import gymnasium  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
 import keras_trpo  # noqa: E402
+from helpers import Batches, cartpole_env, tiny_trpo  # noqa: E402 (tests/ is sys.path[0] for a script)
 
 OBS = spaces.Box(-np.inf, np.inf, (5,), np.float32)
 ACTIONS = {"discrete": spaces.Discrete(3), "box": spaces.Box(-1.0, 1.0, (2,), np.float32), "dict": spaces.Discrete(3)}
 # "dict": a uint8 image and a float vector through a named CNN (keras_trpo.networks.Combined), seeded by the model.
 DICT_OBS = spaces.Dict({"image": spaces.Box(0, 9, (7, 7, 3), np.uint8), "vector": OBS})
-
-
-class Fixed(keras.utils.PyDataset):
-    def __init__(self, batch):
-        super().__init__()
-        self.batch = batch
-
-    def __len__(self):
-        return 1
-
-    def __getitem__(self, index):
-        return self.batch
 
 
 def build(action_space, kind):
@@ -88,10 +78,10 @@ def compare(kind, strategy):
         "returns": (observations.sum(axis=1) + rng.normal(size=n)).astype(np.float32),
     }
     single = build(action_space, kind)
-    single_history = single.fit(Fixed(batch), epochs=1, verbose=0).history
+    single_history = single.fit(Batches([batch]), epochs=1, verbose=0).history
     with strategy.scope():
         mirrored = build(action_space, kind)
-    mirrored_history = mirrored.fit(Fixed(batch), epochs=1, verbose=0).history
+    mirrored_history = mirrored.fit(Batches([batch]), epochs=1, verbose=0).history
     start = build(action_space, kind)
     groups = {  # the policy's parameters, the critic's (with its optimizer's state), the normalizer's statistics
         "policy": lambda m: m.policy_variables,
@@ -110,26 +100,32 @@ def compare(kind, strategy):
     }, batch, mirrored
 
 
-def main(kind, out):
+def main(kind, out, fit=False):
     # One strategy for both parts: a second MirroredStrategy would reuse the first one's collective
     # instance keys with another dtype (float32 after float64), which TensorFlow aborts.
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     comparison, batch, mirrored = compare_in_float64(kind, strategy)
-
-    # A real on-policy fit under the strategy: Rollouts' batches split over the replicas.
-    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
-    with strategy.scope():
-        model = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    rollouts = keras_trpo.Rollouts(env, model, steps=256, seed=0)
-    history = model.fit(rollouts, epochs=3, verbose=0).history
+    result = {"replicas": strategy.num_replicas_in_sync, **comparison}
+    if fit:
+        result.update(fit_and_export(strategy, out))
     # A batch that does not split evenly over the replicas is refused before any collection or compute.
     odd = tf.nest.map_structure(lambda value: value[:255], batch)
     try:
-        mirrored.fit(Fixed(odd), epochs=1, verbose=0)
-        uneven_error = None
+        mirrored.fit(Batches([odd]), epochs=1, verbose=0)
+        result["uneven_error"] = None
     except ValueError as error:
-        uneven_error = str(error)
+        result["uneven_error"] = str(error)
+    with open(out, "w") as f:
+        json.dump(result, f)
+
+
+def fit_and_export(strategy, out):
+    """A real on-policy fit under the strategy (Rollouts' batches split over the replicas), then an export."""
+    env = cartpole_env(4)
+    with strategy.scope():
+        model = tiny_trpo(env, 16)
+    rollouts = keras_trpo.Rollouts(env, model, steps=256, seed=0)
+    history = model.fit(rollouts, epochs=3, verbose=0).history
 
     # The strategy-trained model exports an ordinary SavedModel.
     exported = tf.saved_model.load(model.export(out + ".savedmodel"))
@@ -140,21 +136,14 @@ def main(kind, out):
         all(np.array_equal(component.numpy(), w.value.values[0].numpy()) for component in w.value.values)
         for w in model.weights
     )
-    with open(out, "w") as f:
-        json.dump(
-            {
-                "replicas": strategy.num_replicas_in_sync,
-                **comparison,
-                "fit_history": history,
-                "collected": rollouts.env_steps,
-                "policy_version": model.policy_version,
-                "replica_weights_equal": replica_weights_equal,
-                "export_matches": export_matches,
-                "uneven_error": uneven_error,
-            },
-            f,
-        )
+    return {
+        "fit_history": history,
+        "collected": rollouts.env_steps,
+        "policy_version": model.policy_version,
+        "replica_weights_equal": replica_weights_equal,
+        "export_matches": export_matches,
+    }
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], fit=sys.argv[3:] == ["fit"])

@@ -31,14 +31,18 @@ REPO = Path(__file__).resolve().parents[1]
 ROUNDOFF = np.finfo(np.float64).eps / 2
 BOUND = 1e10 * ROUNDOFF
 METRICS = ("kl", "surrogate_improvement", "expected_improvement", "value_loss", "explained_variance", "entropy")
+# The CartPole fit under the strategy and its export do not depend on the kind of the compared update:
+# distributed_update.py runs them for this kind only (each run costs a trace and an export).
+FIT_KIND = "discrete"
 
 
 @pytest.mark.parametrize("kind", ["discrete", "box", "dict"])
 def test_mirrored_update_over_two_replicas_equals_the_single_device_update(kind, tmp_path):
     """Catches: any reduction of the distributed update that is not the batch mean (a sum over replicas, a share dropped)."""
     out = tmp_path / "result.json"
+    fit = ["fit"] if kind == FIT_KIND else []
     subprocess.run(
-        [sys.executable, str(REPO / "tests" / "distributed_update.py"), kind, str(out)],
+        [sys.executable, str(REPO / "tests" / "distributed_update.py"), kind, str(out), *fit],
         check=True, timeout=600, capture_output=True,
     )
     result = json.loads(out.read_text())
@@ -54,13 +58,14 @@ def test_mirrored_update_over_two_replicas_equals_the_single_device_update(kind,
         assert abs(mirrored[key][0] - single[key][0]) <= BOUND * scale, (key, mirrored[key], single[key])
     assert mirrored["step_accepted"] == single["step_accepted"] == [1.0]
     assert mirrored["cg_iterations"] == single["cg_iterations"]
-    # A real fit on CartPole rollouts under the strategy: one collection per update, on-policy
-    # (train_step refuses a batch from other weights), replicas' copies identical.
-    assert result["collected"] == 3 * 256 and result["policy_version"] == 3
-    assert result["fit_history"]["step_accepted"] == [1.0, 1.0, 1.0]
-    assert result["replica_weights_equal"]
-    assert result["export_matches"]  # the SavedModel serves the strategy-trained policy
     assert "a batch of 255 steps does not split evenly over this worker's 2 replicas" in result["uneven_error"]
+    if kind == FIT_KIND:
+        # A real fit on CartPole rollouts under the strategy: one collection per update, on-policy
+        # (train_step refuses a batch from other weights), replicas' copies identical.
+        assert result["collected"] == 3 * 256 and result["policy_version"] == 3
+        assert result["fit_history"]["step_accepted"] == [1.0, 1.0, 1.0]
+        assert result["replica_weights_equal"]
+        assert result["export_matches"]  # the SavedModel serves the strategy-trained policy
 
 
 def free_ports(count):
