@@ -198,9 +198,10 @@ class ObservationSpec:
         """
         if not self.structured:
             return
-        invalid = sorted(k for k in self.keys if not (k.isascii() and k.isidentifier()) or k.startswith("_"))
-        lowered = [k.lower() for k in self.keys]
-        clash = sorted(k for k in self.keys if k.lower() in ("seed", "actions") or lowered.count(k.lower()) > 1)
+        keys = [k for k in self.keys if k is not None]  # all of them: a Dict's keys are str
+        invalid = sorted(k for k in keys if not (k.isascii() and k.isidentifier()) or k.startswith("_"))
+        lowered = [k.lower() for k in keys]
+        clash = sorted(k for k in keys if k.lower() in ("seed", "actions") or lowered.count(k.lower()) > 1)
         fix = "rename them with a gymnasium.ObservationWrapper before building the model."
         if invalid:
             raise ValueError(f"observation_space: observation keys {invalid} are not valid signature input names for "

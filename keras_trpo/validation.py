@@ -249,7 +249,9 @@ def _describe_key(spec: Mapping, key: str) -> str:
     return f"{key} [N" + "".join(f", {d}" for d in shape) + f"] ({dtype})"
 
 
-def _checked_array(key: str, value: Any, spec: Mapping, n: int | None, cast_actions: Callable) -> tuple[Any, int | None]:
+def _checked_array(
+    key: str, value: Any, spec: Mapping, n: int | None, cast_actions: Callable
+) -> tuple[Any, int | None]:
     """One array entry of a batch as a tensor, and the batch size so far."""
     import numpy as np
     import tensorflow as tf
@@ -303,7 +305,7 @@ def measured_before_update(key: object) -> bool:
     return key in BATCH_STATISTICS
 
 
-_warned = weakref.WeakSet()
+_warned: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def warn_about_keras_best_callbacks(callbacks: Any) -> None:
