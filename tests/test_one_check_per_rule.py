@@ -93,7 +93,7 @@ def test_the_command_line_wraps_the_integer_rule(option, command, minimum, text,
 )
 @pytest.mark.parametrize("key", ["gamma", "gae_lambda"])
 def test_presets_wrap_the_unit_interval_rule(key, value, accepted):
-    """Bug caught: preset.py's copy of the [0, 1] check (it accepted what check_unit_interval refused, or the reverse)."""
+    """Bug caught: preset.py's own copy of the [0, 1] check, accepting what check_unit_interval refuses."""
     preset = presets.load_preset("CartPole-v1")
     if accepted:
         validation.check_unit_interval(key, value)
@@ -142,15 +142,15 @@ BATCH_CASES = {
     "actions with a second axis": (BOX, batch(actions=np.zeros((4, 2), np.int64)),
                                    r"^batch\['actions'\] has shape \[4, 2\]; expected actions \[N\] \(integer\)\.$"),
     "advantages with other rows": (BOX, batch(advantages=np.zeros(5, np.float32)),
-                                   r"^batch\['advantages'\] has 5 rows but batch\['observations'\] has 4; expected "
-                                   r"advantages \[N\] \(floating\) with the same N for every key\.$"),
+                                   (r"^batch\['advantages'\] has 5 rows but batch\['observations'\] has 4; expected "
+                                    r"advantages \[N\] \(floating\) with the same N for every key\.$")),
     "returns as integers": (BOX, batch(returns=np.zeros(4, np.int64)),
                             r"^batch\['returns'\] has dtype int64; expected returns \[N\] \(floating\)\.$"),
     "observations of another width": (BOX, batch(observations=np.zeros((4, 5), np.float32)),
                                       r"^batch\['observations'\] has shape \[4, 5\]; expected \[N, 3\] float32"),
     "Dict entries with other rows": (DICT, batch(observations=dict_observations(flag_rows=3)),
-                                     r"^batch\['observations'\]\['position'\] has 4 rows but other entries have 3; "
-                                     r"expected \{'flag': \[N\] int64, 'position': \[N, 3\] float32\}"),
+                                     (r"^batch\['observations'\]\['position'\] has 4 rows but other entries have 3; "
+                                      r"expected \{'flag': \[N\] int64, 'position': \[N, 3\] float32\}")),
     "actions with other rows than Dict observations": (
         DICT, batch(n=3, observations=dict_observations(3, 3), actions=np.zeros(2, np.int64)),
         r"^batch\['actions'\] has 2 rows but batch\['observations'\] has 3;"),

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tf-logs", action="store_true", help=_TF_LOGS_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Every command also takes --debug after its name (keras-trpo train ... --debug), not shown in its help.
-    hidden_debug = argparse.ArgumentParser(add_help=False)
+    hidden_debug = _Parser(add_help=False)
     hidden_debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     new_command = functools.partial(commands.add_parser, parents=[hidden_debug])
     for add_command in (_add_train, _add_evaluate, _add_export, _add_plot, _add_info, _add_presets):

@@ -261,7 +261,7 @@ def _model_arguments() -> set:
 
 
 def _describe_keys(data: dict) -> str:
-    keys = []
+    keys: list[str] = []
     for key, value in data.items():
         if isinstance(value, dict):
             keys.extend(f"{key}.{sub}" for sub in value)
