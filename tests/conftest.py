@@ -1,11 +1,12 @@
 """Fixtures shared by the test modules."""
 
-import gymnasium
 import keras
 import numpy as np
 import pytest
 
 import keras_trpo
+
+from helpers import cartpole_env, tiny_trpo
 
 
 @pytest.fixture
@@ -30,10 +31,9 @@ def float64():
 def varied_cartpole_policy():
     """A CartPole policy after 6 iterations of 512 steps: its episodes last 100-300 steps, each seed a
     different length, so a changed seed or episode order shows in the returns. Do not train it further."""
-    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    env = cartpole_env(4)
     keras.utils.set_random_seed(0)
-    model = keras_trpo.TRPO.for_env(env, hidden_units=(16,), value_hidden_units=(16,), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model = tiny_trpo(env, 16)
     model.fit(keras_trpo.Rollouts(env, model, steps=512, seed=0), epochs=6, verbose=0)
     env.close()
     return model

@@ -1,12 +1,13 @@
 """Environment faults during collection: clear errors, unchanged weights, kept statistics."""
 
 import gymnasium
-import keras
 import numpy as np
 import pytest
 from gymnasium import spaces
 
 import keras_trpo
+
+from helpers import tiny_trpo
 
 
 class FaultyEnv(gymnasium.Env):
@@ -34,16 +35,10 @@ class FaultyEnv(gymnasium.Env):
         return obs, 1.0, False, self.t >= 3, {}
 
 
-def _model(env):
-    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(8,), value_hidden_units=(8,))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return model
-
-
 def test_env_error_names_sub_env_and_step_and_keeps_state():
     # Sub-env 2 of 3 fails on its 8th step: the second batch (5 steps per env), its 3rd step.
     env = gymnasium.vector.SyncVectorEnv([lambda: FaultyEnv(), lambda: FaultyEnv(), lambda: FaultyEnv(fail_at=8)])
-    model = _model(env)
+    model = tiny_trpo(env)
     rollouts = keras_trpo.Rollouts(env, model, steps=15, seed=0)
     model.fit(rollouts, epochs=1, verbose=0)
     weights = [v.numpy().copy() for v in model.weights]
@@ -61,7 +56,7 @@ def test_env_error_names_sub_env_and_step_and_keeps_state():
 
 def test_async_env_error_names_the_worker():
     env = gymnasium.vector.AsyncVectorEnv([lambda: FaultyEnv(), lambda: FaultyEnv(fail_at=2)])
-    model = _model(env)
+    model = tiny_trpo(env)
     rollouts = keras_trpo.Rollouts(env, model, steps=8, seed=0)
     with pytest.raises(keras_trpo.RolloutError, match="sub-environment 1 raised RuntimeError in step at step 1"):
         rollouts.collect()
@@ -70,7 +65,7 @@ def test_async_env_error_names_the_worker():
 
 def test_wrong_observation_shape_names_the_space():
     env = gymnasium.vector.SyncVectorEnv([lambda: FaultyEnv(bad_obs_at=2)])
-    rollouts = keras_trpo.Rollouts(env, _model(env), steps=4, seed=0)
+    rollouts = keras_trpo.Rollouts(env, tiny_trpo(env), steps=4, seed=0)
     with pytest.raises(keras_trpo.RolloutError, match=r"observation space Box\(-10.0, 10.0, \(2,\), float32\)"):
         rollouts.collect()
 
@@ -82,9 +77,9 @@ class UncheckedEnv(FaultyEnv):
 
 
 def test_check_env_runs_gymnasium_checker():
-    keras_trpo.Rollouts(FaultyEnv(), _model(FaultyEnv()), steps=4, check_env=True)  # a valid env passes
+    keras_trpo.Rollouts(FaultyEnv(), tiny_trpo(FaultyEnv()), steps=4, check_env=True)  # a valid env passes
     with pytest.raises(AssertionError, match="observation"):
-        keras_trpo.Rollouts(UncheckedEnv(), _model(FaultyEnv()), steps=4, check_env=True)
+        keras_trpo.Rollouts(UncheckedEnv(), tiny_trpo(FaultyEnv()), steps=4, check_env=True)
     vector = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="async")
-    keras_trpo.Rollouts(vector, _model(vector), steps=4, check_env=True)  # re-made from the spec
+    keras_trpo.Rollouts(vector, tiny_trpo(vector), steps=4, check_env=True)  # re-made from the spec
     vector.close()

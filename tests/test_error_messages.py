@@ -25,6 +25,8 @@ from gymnasium import spaces
 import keras_trpo
 from keras_trpo import networks
 
+from helpers import cartpole_env, tiny_trpo
+
 CARTPOLE = spaces.Box(-1.0, 1.0, (4,), np.float32)
 TWO = spaces.Discrete(2)
 
@@ -116,14 +118,8 @@ def predict_after_relaxed_traces(tmp_path):
     model.predict(np.zeros((3, 5), np.float32), verbose=0)
 
 
-def cartpole_env():
-    return gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
-
-
 def compiled():
-    model = keras_trpo.TRPO.for_env(cartpole_env(), hidden_units=(8,), value_hidden_units=(8,), seed=0)
-    model.compile(optimizer="adam")
-    return model
+    return tiny_trpo(cartpole_env())
 
 
 def fit_with(**kwargs):
@@ -278,7 +274,7 @@ def test_a_frozen_encoder_shared_by_both_networks_trains_and_stays_bit_for_bit(t
     """Bug caught: frozen shared weights refused, or moved by the critic's optimizer or the trust-region step."""
     keras.utils.set_random_seed(0)
     policy, value, encoder = shared_encoder(trainable=False)
-    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    env = cartpole_env()
     model = keras_trpo.TRPO.for_env(env, policy_network=policy, value_network=value, seed=0, value_epochs=2)
     frozen = [w.numpy().copy() for w in encoder.weights]
     ids = {name: {id(v) for v in getattr(model, name)} for name in ("policy_variables", "value_variables")}

@@ -10,6 +10,8 @@ import tensorflow as tf
 
 import keras_trpo
 
+from helpers import cartpole_env, tiny_trpo
+
 
 @pytest.fixture
 def model(varied_cartpole_policy):
@@ -19,8 +21,8 @@ def model(varied_cartpole_policy):
 @pytest.fixture(scope="module")
 def untrained():
     """An untrained CartPole policy: its episodes last about 10 steps (short videos)."""
-    env = gymnasium.make_vec("CartPole-v1", num_envs=1, vectorization_mode="sync")
-    policy = keras_trpo.TRPO.for_env(env, hidden_units=(8,), value_hidden_units=(8,), seed=0)
+    env = cartpole_env(1)
+    policy = tiny_trpo(env, compile=False)
     env.close()
     return policy
 

@@ -13,12 +13,13 @@ import tensorflow as tf
 
 import keras_trpo
 
+from helpers import cartpole_env, tiny_trpo
+
 
 @pytest.fixture
 def cartpole():
-    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
-    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(8,), value_hidden_units=(8,), value_epochs=1)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    env = cartpole_env()
+    model = tiny_trpo(env, value_epochs=1)
     yield model, env
     env.close()
 

@@ -10,6 +10,8 @@ import pytest
 
 import keras_trpo
 
+from helpers import cartpole_env, tiny_trpo
+
 
 def rss_mb():
     """Resident set size of this process in MB, after a garbage collection."""
@@ -19,9 +21,8 @@ def rss_mb():
 
 
 def _fit(activation, epochs, steps=256):
-    env = gymnasium.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
-    model = keras_trpo.TRPO.for_env(env, seed=0, activation=activation, hidden_units=(32,), value_hidden_units=(32,))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    env = cartpole_env(4)
+    model = tiny_trpo(env, 32, activation=activation)
     rollouts = keras_trpo.Rollouts(env, model, steps=steps, seed=0)
     return model, rollouts, model.fit(rollouts, epochs=epochs, verbose=0)
 

@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode
 
 import keras_trpo
 from keras_trpo.acting import PolicySnapshot
+from helpers import tiny_trpo
 from numerics import U32, mlp_gap
 
 
@@ -51,9 +52,7 @@ class ChainEnv(gymnasium.Env):
 
 
 def cartpole_model(env, **kwargs):
-    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(16,), value_hidden_units=(16,), **kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return model
+    return tiny_trpo(env, 16, **kwargs)
 
 
 class RecordingRollouts(keras_trpo.Rollouts):
@@ -155,8 +154,7 @@ def test_fit_runs_on_every_kind_of_env(make_env):
 def test_truncated_episodes_bootstrap_from_their_last_observation(mode):
     gamma = 0.9
     env = gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=3)] * 2, autoreset_mode=mode)
-    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
-    model.compile(optimizer="adam")
+    model = tiny_trpo(env, 4)
     rollouts = keras_trpo.Rollouts(env, model, steps=2 * 7, gamma=gamma, gae_lambda=0.0, seed=0)
     batch = rollouts.collect()
     obs = batch["observations"].reshape(7, 2)
@@ -174,8 +172,7 @@ def test_truncated_episodes_bootstrap_from_their_last_observation(mode):
 
 def test_episode_statistics_say_when_no_episode_finished():
     env = gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=100)])
-    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
-    model.compile(optimizer="adam")
+    model = tiny_trpo(env, 4)
     history = model.fit(keras_trpo.Rollouts(env, model, steps=30, seed=0), epochs=4, verbose=0)
     # 120 steps of a 100-step episode: one finishes in the 4th batch, none before.
     assert np.isnan(history.history["episode_return"][:3]).all()

@@ -21,13 +21,14 @@ import tensorflow as tf
 
 import keras_trpo
 
+from helpers import tiny_trpo
+
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     directory = tmp_path_factory.mktemp("safe")
     env = gymnasium.make("CartPole-v1")
-    model = keras_trpo.TRPO.for_env(env, hidden_units=(4,), value_hidden_units=(4,), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model = tiny_trpo(env, 4)
     model.save(directory / "model.keras")
     exported = model.export(str(directory / "saved_model"))
     return directory, exported

@@ -7,7 +7,6 @@ each sub-env's last row bootstrap from the observation that followed them.
 """
 
 import gymnasium
-import keras
 import numpy as np
 import pytest
 from gymnasium import spaces
@@ -15,6 +14,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 import keras_trpo
+from helpers import tiny_trpo
 from numerics import U32, mlp_gap
 
 
@@ -82,12 +82,6 @@ class StepBudget(gymnasium.vector.VectorWrapper):
         return self.env.step(actions)
 
 
-def tiny_model(env):
-    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(8,), value_hidden_units=(8,))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return model
-
-
 def test_batch_rows_are_each_sub_envs_consecutive_real_transitions_with_exact_gae():
     """Catches: reset steps stored as rows (``stepped = np.ones(...)``); a truncated row or a sub-env's last row
     bootstrapped from another observation than the one that followed it; episode lengths counting reset steps;
@@ -95,7 +89,7 @@ def test_batch_rows_are_each_sub_envs_consecutive_real_transitions_with_exact_ga
     gamma, lam, horizon = 0.9, 0.8, 7
     # Truncations at 3 and 5 steps, a termination at 2; sub-envs fill their columns at different env steps.
     env = CounterVectorEnv(limits=[3, 5, 50], terminate_at=[10**9, 10**9, 2])
-    model = tiny_model(env)
+    model = tiny_trpo(env)
     rollouts = keras_trpo.Rollouts(env, model, steps=3 * horizon, gamma=gamma, gae_lambda=lam, seed=0)
     assert rollouts.skips_reset_steps
     value = lambda o: model.value(np.asarray(o, np.float32)).numpy()  # noqa: E731
@@ -143,7 +137,7 @@ def test_the_next_batch_continues_after_a_reset_step_left_pending_at_the_batch_e
     (a restored run then stores the reset step as a transition).
     """
     env = CounterVectorEnv(limits=[4, 4])
-    model = tiny_model(env)
+    model = tiny_trpo(env)
     rollouts = keras_trpo.Rollouts(env, model, steps=8, seed=0)
     rollouts.collect()
     state = rollouts.get_state()
@@ -160,7 +154,7 @@ def test_the_next_batch_continues_after_a_reset_step_left_pending_at_the_batch_e
 def test_reward_scaling_sees_real_transitions_only():
     """Catches: the reward scaler fed the reset steps (their reward 0 would enter its statistics)."""
     env = CounterVectorEnv(limits=[2, 3])
-    model = tiny_model(env)
+    model = tiny_trpo(env)
     rollouts = keras_trpo.Rollouts(env, model, steps=20, seed=0, normalize_rewards=True)
     rollouts.collect()
     assert env.reset_steps > 0
@@ -172,7 +166,7 @@ def test_cartpole_vector_env_trains_and_its_episodes_are_whole():
     return equals its length unless a reset step (reward 0) was counted; no episode exceeds 500 steps."""
     env = gymnasium.make_vec("CartPole-v1", num_envs=4)
     assert type(env.unwrapped).__name__ == "CartPoleVectorEnv"
-    model = tiny_model(env)
+    model = tiny_trpo(env)
     rollouts = keras_trpo.Rollouts(env, model, steps=256, seed=0)
     history = model.fit(rollouts, epochs=3, verbose=0)
     assert history.history["step_accepted"] == [1.0] * 3
@@ -186,7 +180,7 @@ def test_cartpole_vector_env_trains_and_its_episodes_are_whole():
 def test_a_disabled_autoreset_env_that_ignores_reset_mask_is_refused_at_construction():
     env = CounterVectorEnv(limits=[3, 3])
     env.metadata = {"autoreset_mode": AutoresetMode.DISABLED}
-    model = tiny_model(CounterVectorEnv(limits=[3, 3]))
+    model = tiny_trpo(CounterVectorEnv(limits=[3, 3]))
     with pytest.raises(ValueError, match=r"^CounterVectorEnv with autoreset_mode DISABLED cannot reset only .* "
                        r"use its NEXT_STEP autoreset mode .* or gymnasium\.make_vec\(.*vectorization_mode='sync'\)\.$"):
         keras_trpo.Rollouts(env, model, steps=6)
@@ -214,7 +208,7 @@ def test_evaluate_steps_through_reset_steps_and_returns_each_episodes_own_reward
     the running ones too: sub-env 1 (limit 5) is then cut every 3 steps and never finishes (the step
     budget turns that endless loop into an error)."""
     env = CounterVectorEnv(limits=[3, 5])
-    model = tiny_model(env)
+    model = tiny_trpo(env)
     returns = keras_trpo.evaluate(model, StepBudget(env, steps=100), episodes=6, seed=0)
     episodes = {}  # the env's own record: (sub-env, episode) -> rewards of its real transitions
     for i, records in enumerate(env.records):
