@@ -4,11 +4,23 @@
 conftest.py, no ``__init__.py``), and a script run as ``python tests/x.py`` has tests/ as ``sys.path[0]``.
 """
 
+import shutil
+import sys
+from pathlib import Path
+
 import gymnasium
 import keras
 import numpy as np
 
 import keras_trpo
+
+
+def keras_trpo_script() -> str:
+    """The path of the installed ``keras-trpo`` console script."""
+    script = Path(sys.executable).with_name("keras-trpo")
+    found = str(script) if script.exists() else shutil.which("keras-trpo")
+    assert found, "the keras-trpo console script is not installed: pip install -e ."
+    return found
 
 
 def cartpole_env(num_envs=2, mode="sync", **kwargs):

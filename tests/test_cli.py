@@ -26,12 +26,7 @@ import keras_trpo
 from keras_trpo import cli, plotting, presets
 from keras_trpo.cli import common as cli_common
 
-
-def keras_trpo_script() -> str:
-    script = Path(sys.executable).with_name("keras-trpo")
-    found = str(script) if script.exists() else shutil.which("keras-trpo")
-    assert found, "the keras-trpo console script is not installed: pip install -e ."
-    return found
+from helpers import keras_trpo_script
 
 
 def run_all(*commands, timeout=240):

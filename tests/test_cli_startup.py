@@ -7,13 +7,13 @@ depends on what the process has already loaded.
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+
+from helpers import keras_trpo_script
 
 # TensorFlow's C++ start-up lines: "I0000 00:00:... port.cc:153] oneDNN custom operations are on ...",
 # "... cudart_stub.cc:31] Could not find cuda drivers ...", "E0000 ... failed call to cuInit: ...",
@@ -27,13 +27,6 @@ def tf_lines(text):
 
 def python(code, env=None, timeout=240):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def keras_trpo_script() -> str:
-    script = Path(sys.executable).with_name("keras-trpo")
-    found = str(script) if script.exists() else shutil.which("keras-trpo")
-    assert found, "the keras-trpo console script is not installed: pip install -e ."
-    return found
 
 
 def imported_modules(importtime_stderr):
