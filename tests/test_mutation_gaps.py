@@ -20,9 +20,10 @@ from keras_trpo import ops
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo import presets
 from keras_trpo.advantages import compute_gae
-from keras_trpo.callbacks import ExportBest, StepsPerSecond
+from keras_trpo.callbacks import ExportBest, ModelCheckpoint, StepsPerSecond
 from keras_trpo.evaluation import evaluate
 from keras_trpo.export import export_saved_model, resolve_version_dir
+from keras_trpo.normalization import RunningNormalization
 from keras_trpo.policies import BernoulliHead
 from numerics import dense_stack_error
 from keras_trpo.normalization import RewardScaler
@@ -258,3 +259,59 @@ def test_a_preset_override_of_a_network_and_its_hidden_units_keeps_both():
     assert (preset.model["policy_network"], preset.model["hidden_units"]) == ("mlp", [32, 32])
     alone = presets.load_preset("CartPole-v1").override({"model.policy_network": "mlp"})
     assert (alone.model["policy_network"], alone.model["hidden_units"]) == ("mlp", None)
+
+
+def test_numpy_normalization_of_a_constant_feature_is_zero_like_the_layers():
+    """Catches: RunningNormalization.numpy_transform dropping ``+ epsilon`` under the square root.
+
+    A feature that never varied has variance 0: the layer maps its value to 0, and the numpy copy
+    the acting path uses must too (without epsilon it computes 0 / 0 = NaN).
+    """
+    norm = RunningNormalization(2)
+    norm.build((None, 2))
+    norm.update(tf.constant([[1.0, 0.0], [1.0, 2.0]]))
+    x = np.array([[1.0, 1.0]], np.float32)
+    with np.errstate(all="raise"):
+        numpy_out = norm.numpy_transform()(x)
+    assert numpy_out[0, 0] == 0.0 == float(norm(tf.constant(x))[0, 0])
+
+
+def test_the_mode_of_a_bernoulli_action_at_logit_zero_is_zero():
+    """Catches: BernoulliHead.mode's ``logits > 0`` -> ``logits >= 0``.
+
+    At p = 0.5 both values are modes; the tie goes to 0, as Categorical's argmax gives the first of
+    equal logits, so deterministic MultiBinary actions (and their exports) stay what they were.
+    """
+    head = BernoulliHead(gymnasium.spaces.MultiBinary(3))
+    mode = head.mode(head.params(tf.constant([[0.0, 1e-30, -1e-30]]))).numpy()
+    assert mode.tolist() == [[0, 1, 0]]
+
+
+def test_model_checkpoint_saving_every_iteration_saves_iterations_without_the_monitored_value(tmp_path):
+    """Catches: SkipsIterationsWithoutMonitor skipping iterations even when the callback does not monitor.
+
+    (``if self.monitors_this_fit() and not finite(...)`` -> ``if not finite(...)``.) With
+    ``save_best_only=False`` the monitored value plays no part, so an iteration whose ``eval_return``
+    is missing is saved like any other.
+    """
+    model = _small_model(gymnasium.make_vec("CartPole-v1", num_envs=1, vectorization_mode="sync"))
+    checkpoint = ModelCheckpoint(str(tmp_path / "iteration-{epoch}.keras"), save_best_only=False)
+    checkpoint.set_model(model)
+    checkpoint.on_train_begin()
+    checkpoint.on_epoch_end(0, {"episode_return": 1.0})
+    assert os.listdir(tmp_path) == ["iteration-1.keras"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"eval_episodes": 0}, r"eval_episodes must be an integer >= 1; got 0"),
+        ({"total_steps": 0}, r"total_steps must be an integer >= 1; got 0"),
+        ({"vectorization_mode": "threads"}, r"vectorization_mode must be 'sync' or 'async'; got 'threads'"),
+    ],
+)
+def test_preset_counts_and_vectorization_mode_are_checked(override, message):
+    """Catches: presets._as_int's ``value < 1`` -> ``value < 0`` (0 accepted), and Preset.validate
+    dropping its vectorization_mode check."""
+    with pytest.raises(presets.PresetError, match=message):
+        presets.load_preset("CartPole-v1").override(override)
