@@ -149,8 +149,12 @@ def check_float_policy(dtype: Any = None) -> None:
 
 
 def unwrap(data: Any) -> Any:
-    """``data``, or the dict inside a 1-tuple (as ``fit`` may pass a batch)."""
-    if isinstance(data, (tuple, list)) and len(data) == 1:
+    """``data``, or the dict Keras packed into a tuple: ``(x,)`` from ``fit``, ``(x, None, None)`` from ``train_on_batch``.
+
+    Only empty ``y`` and ``sample_weight`` are dropped; a tuple with targets is returned as it is, and
+    ``train_step`` refuses it (TRPO's batches carry their advantages and returns).
+    """
+    if isinstance(data, (tuple, list)) and data and all(extra is None for extra in data[1:]):
         return data[0]
     return data
 

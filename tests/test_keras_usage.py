@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import keras_trpo
 
-from helpers import cartpole_env, tiny_trpo
+from helpers import Batches, assert_bit_identical, bit_differences, cartpole_env, tiny_trpo, training_state
 
 
 @pytest.fixture
@@ -171,3 +171,21 @@ def test_a_vector_env_that_ignores_reset_mask_is_stepped_through_not_reset(cartp
     same_step = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync",
                                    vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP})
     keras_trpo.Rollouts(same_step, model, steps=64)  # never reset by the caller: accepted
+
+
+def test_train_on_batch_is_one_trpo_iteration_like_fit():
+    """``model.train_on_batch(batch)`` (Keras packs it as ``(batch, None, None)``) is one update, the one ``fit`` makes.
+
+    Catches: ``validation.unwrap`` taking only 1-tuples, so ``train_on_batch`` raised
+    "train_step expects a dict; got tuple" (found by the issue-25 mutation pass).
+    """
+    env = cartpole_env()
+    by_batch, by_fit = tiny_trpo(env), tiny_trpo(env)
+    batch = keras_trpo.Rollouts(env, by_batch, steps=64, seed=0)[0]
+    logs = by_batch.train_on_batch(batch, return_dict=True)
+    by_fit.fit(Batches([batch]), epochs=1, verbose=0)
+    assert by_batch.policy_version == by_fit.policy_version == 1
+    assert float(logs["step_accepted"]) == 1.0
+    # The same compiled train function on the same batch from the same weights: bit for bit.
+    assert_bit_identical(training_state(by_batch), training_state(by_fit))
+    assert bit_differences(training_state(by_batch), training_state(tiny_trpo(env)))  # the update moved something
