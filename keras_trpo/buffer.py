@@ -110,12 +110,17 @@ class RolloutBuffer:
         ``(rows, columns)`` (values ``[len(columns), ...]``: sub-env ``columns[j]``'s in row ``rows[j]``).
         Values are cast to the field's dtype.
         """
-        unknown = sorted(set(values) - set(self.fields))
-        if unknown:
-            raise TypeError(f"RolloutBuffer.add got fields {unknown}; declared fields: {sorted(self.fields)} (add one "
-                           "in keras_trpo.buffer.stored_fields).")
-        for name, value in values.items():
-            _per_key(lambda _, array, v: array.__setitem__(index, v), self.fields[name], self.storage[name], value)
+        for name, value in values.items():  # once per env step: plain loops, no per-field closures
+            array = self.storage.get(name)
+            if array is None:
+                unknown = sorted(set(values) - set(self.fields))
+                raise TypeError(f"RolloutBuffer.add got fields {unknown}; declared fields: {sorted(self.fields)} (add "
+                                "one in keras_trpo.buffer.stored_fields).")
+            if isinstance(array, dict):
+                for key, part in array.items():
+                    part[index] = value[key]
+            else:
+                array[index] = value
 
     def advantages_and_returns(self, gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
         """GAE(γ, λ) advantages and value targets per column, float32 ``[horizon, num_envs]``."""
