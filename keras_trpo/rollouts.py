@@ -139,8 +139,6 @@ class Rollouts(keras.utils.PyDataset):
         self._resetting = np.zeros(self.num_envs, bool)  # skips_reset_steps: the next step only resets these
         self._cached: tuple[int, dict[str, Any]] | None = None  # (policy_version, batch)
         self._was_reset = False
-        #: The exception that ended the last collection, if any (``TRPO.fit`` re-raises it as is).
-        self.pending_error: BaseException | None = None
         #: The reward scaler (``None`` unless ``normalize_rewards``).
         self.reward_scaler = RewardScaler(self.num_envs, self.gamma) if normalize_rewards else None
         #: Transitions collected so far (sum over sub-environments).
@@ -165,13 +163,9 @@ class Rollouts(keras.utils.PyDataset):
             # Already collected by these weights (on Keras' tf.data path: the batch read to infer
             # the dataset structure); no update has happened since.
             return self._cached[1]
-        try:
-            batch = self.collect()
-        except BaseException as error:
-            # On Keras' tf.data path this runs on a tf.data thread, where TensorFlow turns any
-            # exception into an UnknownError; TRPO.fit raises the original one from here.
-            self.pending_error = error
-            raise
+        # On a strategy's tf.data thread an exception raised here becomes TensorFlow's UnknownError;
+        # keras_trpo.feeding.Feed gives fit's caller the original one.
+        batch = self.collect()
         self._cached = (version, batch)
         return batch
 
