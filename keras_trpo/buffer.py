@@ -122,6 +122,21 @@ class RolloutBuffer:
             else:
                 array[index] = value
 
+    def add_step(self, cells: tuple[np.ndarray, np.ndarray], **values) -> None:
+        """:meth:`add` of one env step's ``[num_envs, ...]`` values at ``cells`` (:meth:`next_cells`).
+
+        Only the sub-envs in ``cells``' columns are stored. When every sub-env stores in the same
+        row (every step of most envs) that is one row write, without copying the parts out first.
+        """
+        rows, columns = cells
+        if len(columns) == self.num_envs and bool((rows == rows[0]).all()):
+            self.add(int(rows[0]), **values)
+            return
+        self.add(cells, **{
+            name: _per_key(lambda _, value: value[columns], self.fields.get(name), value)
+            for name, value in values.items()
+        })  # fmt: skip
+
     def advantages_and_returns(self, gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
         """GAE(γ, λ) advantages and value targets per column, float32 ``[horizon, num_envs]``."""
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite rewards were warned about

@@ -223,19 +223,15 @@ class Rollouts(keras.utils.PyDataset):
             actions, values = policy.act(observations, self._rng)
             stepped = ~self._resetting  # False: the sub-env's step only resets it
             cells = buffer.next_cells(stepped)  # a real transition with room in its column
-            rows, columns = cells
-            # Usually every sub-env stores, in the same row: a row write, without copying the stored parts out.
-            whole_row = len(columns) == self.num_envs and bool((rows == rows[0]).all())
-            index, part = (int(rows[0]), _everything) if whole_row else (cells, lambda x: x[columns])
-            stored = observations if whole_row else spec.map(lambda _, o: o[columns], observations)
-            buffer.add(index, observations=stored, actions=part(actions), values=part(values))
+            columns = cells[1]
+            buffer.add_step(cells, observations=observations, actions=actions, values=values)
             env_actions = actions if low is None else np.clip(actions, low, high)
             following, rewards, terminated, truncated, info = self._call_env(
                 lambda: self.env.step(env_actions), "step", t
             )
             terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
             rewards, done = self._account(rewards, terminated | truncated, stepped, columns, t)
-            buffer.add(index, rewards=part(rewards), terminated=part(terminated), truncated=part(truncated))
+            buffer.add_step(cells, rewards=rewards, terminated=terminated, truncated=truncated)
             self._bootstrap(policy, buffer, cells, self._final_observations(following, done, info), terminated,
                             truncated)
             buffer.advance(columns)
@@ -379,8 +375,3 @@ class Rollouts(keras.utils.PyDataset):
         """Runs ``env.step``/``env.reset``; errors name the sub-env, the step and the space."""
         return call_env(call, self.env, self.model.observation_spec, what=what, step=t,
                         env_steps=self.env_steps + t * self.num_envs)
-
-
-def _everything(values):
-    """The part of a step's ``[num_envs, ...]`` values that a whole-row write stores: all of it."""
-    return values

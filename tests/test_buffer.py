@@ -53,6 +53,26 @@ def test_a_row_add_fills_one_row_and_a_cells_add_only_its_cells():
     np.testing.assert_array_equal(buffer["actions"], expected_actions)
 
 
+@pytest.mark.parametrize("kept", [[1, 1, 1], [2, 1, 2]], ids=["one-row", "ragged-rows"])
+def test_a_step_add_stores_each_sub_env_of_the_cells_in_its_own_row(kept):
+    """``add_step`` takes a whole step's ``[num_envs]`` values and stores only the cells' sub-envs.
+
+    Bugs caught: the whole-row path taken although the rows differ (``rows[0]`` for every sub-env), or
+    a partial step stored whole (sub-env 1, which only reset, overwriting its next row).
+    """
+    buffer = make_buffer(horizon=4, num_envs=3)
+    buffer.advance(np.flatnonzero(np.array(kept) >= 1))
+    buffer.advance(np.flatnonzero(np.array(kept) >= 2))
+    step = np.array([7.0, 8.0, 9.0])
+    for mask in ([True, True, True], [True, False, True]):
+        cells = buffer.next_cells(np.array(mask))
+        buffer.add_step(cells, values=step)
+        expected = np.zeros((4, 3))
+        expected[cells] = step[cells[1]]
+        np.testing.assert_array_equal(buffer["values"], expected)
+        buffer["values"][:] = 0.0
+
+
 def test_next_cells_gives_each_masked_sub_env_its_next_free_row_until_its_column_is_full():
     """Bug caught: ``next_cells`` without ``& (self.kept < self.horizon)``: a full column gets row ``horizon``
     (an IndexError at ``add``), and ``Rollouts`` would store past the end instead of leaving the step out."""
