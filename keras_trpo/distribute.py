@@ -131,8 +131,11 @@ class Replicas:
         self.strategy = strategy
         #: Number of replicas in sync (1 without a strategy); with 1, means over replicas are the values.
         self.count: int = 1 if strategy is None else strategy.num_replicas_in_sync
-        #: False without a strategy: then ``run`` is a plain call and ``reduce_mean`` the identity.
-        self.distributed: bool = strategy is not None
+
+    @property
+    def distributed(self) -> bool:
+        """False without a strategy: then ``run`` is a plain call and ``reduce_mean`` the identity."""
+        return self.strategy is not None
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn`` on each replica's share of ``args``; returns per-replica values."""
