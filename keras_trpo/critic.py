@@ -55,7 +55,7 @@ def train_kept_if_accepted(
 
 
 def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: Any, epochs: int,
-                batch_size: int, seed_generator: keras.random.SeedGenerator) -> Metrics:
+          batch_size: int, seed_generator: keras.random.SeedGenerator) -> Metrics:
     """Regresses V(s) on the returns: ``epochs`` shuffled passes of minibatches, with ``model.optimizer``.
 
     With ``R`` replicas each takes ``batch_size // R`` samples of its share per
@@ -77,8 +77,8 @@ def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: An
 
         def local_loss_and_gradients(o: Any, r: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
             with tf.GradientTape() as tape:
-                minibatch = tf.nest.map_structure(lambda x: tf.gather(x, index), o)  # a dict for Dict spaces
-                loss = tf.reduce_mean(tf.square(model.value(minibatch) - tf.gather(r, index)))
+                picked = tf.nest.map_structure(lambda x: tf.gather(x, index), o)  # a dict for Dict spaces
+                loss = tf.reduce_mean(tf.square(model.value(picked) - tf.gather(r, index)))
             return loss, tape.gradient(loss, variables)
 
         loss, grads = replicas.mean(local_loss_and_gradients, observations, returns)
