@@ -1,7 +1,8 @@
 """Gymnasium vector-env helpers shared by collection and evaluation.
 
 * :func:`as_vector_env`, :func:`autoreset_mode`, :func:`action_bounds`, :func:`check_spaces`,
-  :func:`skips_reset_steps` (envs whose reset ignores ``reset_mask``);
+  :func:`skips_reset_steps` (envs whose reset ignores ``reset_mask``); EnvPool's gymnasium vector envs
+  (``envpool.make_gymnasium``, :func:`envpool_config`) are accepted in its sync mode;
 * :func:`mark_collecting`, :func:`release`, :func:`check_not_collecting`: which envs a ``Rollouts``
   collects with, so that ``evaluate`` refuses them;
 * :func:`env_snapshot`, :func:`resume_seed`: the env pickled when its pickle keeps its state, else the
@@ -30,6 +31,12 @@ from keras_trpo.errors import RolloutError
 
 def run_env_checker(env):
     """Runs gymnasium's ``check_env`` on ``env`` or, for a vector env, on one sub-environment."""
+    if envpool_config(getattr(env, "unwrapped", env)) is not None:
+        raise ValueError(
+            "check_env=True runs gymnasium's check_env on one sub-environment, and an EnvPool env's sub-environments "
+            f"are C++ objects without the gymnasium Env API (got {type(env).__name__}); check the gymnasium env of "
+            "the same id instead (gymnasium.utils.env_checker.check_env(gymnasium.make(...))), or pass check_env=False."
+        )
     if isinstance(env, VectorEnv):
         if hasattr(env, "envs"):
             single = env.envs[0]
@@ -145,8 +152,44 @@ def check_not_collecting(env) -> None:
         )
 
 
+def envpool_config(env):
+    """EnvPool's config dict (``num_envs``, ``batch_size``, ``seed``, ...) if ``env`` is an EnvPool env, else None.
+
+    Recognised by the envpool modules among its class's bases, without importing envpool (an optional extra).
+    """
+    if any(base.__module__.startswith("envpool.") for base in type(env).__mro__):
+        return dict(getattr(env, "config", None) or {})
+    return None
+
+
+def _check_envpool(env, config) -> None:
+    """Raises ValueError for an EnvPool env that ``Rollouts`` and ``evaluate`` cannot step: not a gymnasium
+    ``VectorEnv`` (envpool < 1.2), or in async mode (``batch_size`` < ``num_envs``: a step returns only
+    ``batch_size`` sub-envs, in the order they finished)."""
+    if not isinstance(env, VectorEnv):
+        raise ValueError(
+            f"env is an EnvPool env ({type(env).__name__}) that is not a gymnasium VectorEnv; keras_trpo takes "
+            'envpool.make_gymnasium(...) from envpool >= 1.2 (pip install "keras-trpo[envpool]").'
+        )
+    batch_size, num_envs = config.get("batch_size", 0), config.get("num_envs")
+    if batch_size not in (0, num_envs) or config.get("max_num_players", 1) != 1:
+        raise ValueError(
+            f"env is an EnvPool env in async mode (batch_size={batch_size}, num_envs={num_envs}): each step would "
+            "return only batch_size sub-environments, in the order they finished, and keras_trpo steps every "
+            "sub-environment each step; make it with batch_size=num_envs (envpool's default, its sync mode)."
+        )
+
+
 def as_vector_env(env) -> VectorEnv:
-    """Returns ``env`` if it is a ``VectorEnv``, else a one-env ``SyncVectorEnv`` around it."""
+    """Returns ``env`` if it is a ``VectorEnv``, else a one-env ``SyncVectorEnv`` around it.
+
+    An EnvPool env (``envpool.make_gymnasium``) is a ``VectorEnv`` and is returned as is in its sync mode
+    (``batch_size == num_envs``; it then returns the sub-envs in ``env_id`` order); else ValueError.
+    """
+    inner = getattr(env, "unwrapped", env)  # also under gymnasium's vector wrappers
+    config = envpool_config(inner)
+    if config is not None:
+        _check_envpool(inner, config)
     if isinstance(env, VectorEnv):
         return env
     if isinstance(env, gymnasium.Env):
@@ -177,8 +220,9 @@ def _ignores_reset_mask(env: VectorEnv) -> bool:
 
     gymnasium's ``SyncVectorEnv`` and ``AsyncVectorEnv`` honour ``reset(options={"reset_mask": done})``;
     gymnasium's own vectorized implementations (``make_vec``'s default mode for CartPole-v1, e.g.
-    ``CartPoleVectorEnv``) ignore it and restart every sub-env. ``SAME_STEP`` envs are never reset
-    by the caller.
+    ``CartPoleVectorEnv``) ignore it and restart every sub-env. EnvPool resets the masked sub-envs but
+    returns only their rows (not the ``num_envs`` rows gymnasium's API returns), so it too is stepped
+    through its own resets (its ``NEXT_STEP`` autoreset). ``SAME_STEP`` envs are never reset by the caller.
     """
     return autoreset_mode(env) != AutoresetMode.SAME_STEP and not isinstance(
         env.unwrapped, (gymnasium.vector.SyncVectorEnv, gymnasium.vector.AsyncVectorEnv)
@@ -186,7 +230,7 @@ def _ignores_reset_mask(env: VectorEnv) -> bool:
 
 
 def _sync_hint(env: VectorEnv) -> str:
-    if env.spec is not None:
+    if getattr(env.spec, "id", None) is not None:
         return f"gymnasium.make_vec({env.spec.id!r}, num_envs={env.num_envs}, vectorization_mode='sync')"
     return "gymnasium.make_vec(..., vectorization_mode='sync')"
 
@@ -195,7 +239,7 @@ def skips_reset_steps(env: VectorEnv) -> bool:
     """Whether ``Rollouts`` and ``evaluate`` must step through the env's own resets instead of resetting sub-envs.
 
     True for a ``NEXT_STEP`` vector env whose ``reset`` ignores ``reset_mask`` (gymnasium's
-    ``CartPoleVectorEnv``, built by ``gymnasium.make_vec("CartPole-v1", num_envs=8)``): the step
+    ``CartPoleVectorEnv``, built by ``gymnasium.make_vec("CartPole-v1", num_envs=8)``; EnvPool): the step
     after a sub-env's episode end is then its reset step (the action is ignored, the observation
     is the next episode's first, reward 0, no ``done``), which is no transition. False for envs the
     caller can reset alone and for ``SAME_STEP`` envs. Raises ValueError for such an env under
@@ -224,6 +268,9 @@ def _why_not_snapshot(env: VectorEnv):
     """Why pickling ``env`` would not keep its state (before trying it), or None."""
     if isinstance(env.unwrapped, gymnasium.vector.AsyncVectorEnv):
         return "AsyncVectorEnv: its sub-environments live in worker processes"
+    if envpool_config(env.unwrapped) is not None:
+        # Its reset(seed=...) warns and is ignored: the resumed env continues EnvPool's own seed stream.
+        return "EnvPool: its sub-environments are C++ objects that do not pickle (seeded once, by envpool.make_gymnasium)"
     for layer in _every_layer(env):
         if isinstance(layer, EzPickle):
             # EzPickle's __setstate__ builds a new object from the constructor's arguments: a fresh
