@@ -5,7 +5,9 @@
     python benchmarks/bench.py --hopper-1m     # also (d): Hopper-v5 for 1M steps (~14 minutes a seed)
     python benchmarks/bench.py --only hopper --hopper-seeds 3   # (d) on seeds 0, 1, 2 (~40 minutes)
     python benchmarks/bench.py --only update   # one benchmark
-    python benchmarks/bench.py --only profile  # where keras_trpo's (a) spends its time
+    python benchmarks/bench.py --only profile  # where Hopper-v5 1M at its preset spends its time (~5 minutes)
+    python benchmarks/bench.py --only profile --profile-steps 100000   # the same, shorter (~1 minute)
+    python benchmarks/bench.py --only profile-cartpole   # the older, coarser profile of (a)
 
 Every measurement runs in its own child process (``bench.py _child FRAMEWORK TASK``), so the
 peak RSS of each framework is measured separately and neither warms the other's caches. The
@@ -242,8 +244,25 @@ def keras_profile(cfg):
             "fit_outside_train_function_s": result["wall_s"] - sum(times["call"])}
 
 
+def _profile_task():
+    import bench_profile
+
+    steps = os.environ.get("BENCH_PROFILE_STEPS")
+    return bench_profile.profile_child(os.environ["BENCH_PROFILE_ENV"], int(steps) if steps else None,
+                                       bare=os.environ.get("BENCH_PROFILE_BARE") == "1")
+
+
+def _raw_task():
+    import bench_profile
+
+    return bench_profile.raw_child(os.environ["BENCH_RAW_ENV"], int(os.environ["BENCH_RAW_ENVS"]),
+                                   int(os.environ["BENCH_RAW_STEPS"]), os.environ.get("BENCH_RAW_MODE", "sync"))
+
+
 TASKS = {
-    ("keras", "profile"): lambda: keras_profile(CARTPOLE),
+    ("keras", "profile-cartpole"): lambda: keras_profile(CARTPOLE),
+    ("keras", "profile-preset"): _profile_task,
+    ("keras", "raw"): _raw_task,
     ("keras", "cartpole"): lambda: keras_train(CARTPOLE),
     ("sb3", "cartpole"): lambda: sb3_train(CARTPOLE),
     ("keras", "update"): lambda: keras_update(UPDATE),
@@ -322,10 +341,25 @@ def main(argv=None):
     if argv and argv[0] == "_child":
         return child(*argv[1:4])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["cartpole", "update", "collect", "hopper", "profile"], action="append")
+    parser.add_argument("--only", choices=["cartpole", "update", "collect", "hopper", "profile", "profile-cartpole"],
+                        action="append")
     parser.add_argument("--hopper-1m", action="store_true", help="also run (d), Hopper-v5 for 1M steps")
     parser.add_argument("--hopper-seeds", type=int, default=1, metavar="N", help="(d) on seeds 0..N-1 (default 1)")
+    parser.add_argument("--profile-env", default="Hopper-v5", metavar="ENV",
+                        help="--only profile: the preset to train (keras_trpo/presets/ENV.json; default Hopper-v5)")
+    parser.add_argument("--profile-steps", type=int, metavar="N",
+                        help="--only profile: env steps to train (default: the preset's, 1M for Hopper-v5)")
+    parser.add_argument("--profile-raw-steps", type=int, metavar="N",
+                        help="--only profile: random-action steps of the raw vector env, scaled to the run "
+                        "(default: the run's steps, at most 200000)")
+    parser.add_argument("--profile-bare", action="store_true",
+                        help="--only profile: also train once more without timers, for the bare wall time")
     args = parser.parse_args(argv)
+    for name in ("profile_steps", "profile_raw_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} takes a positive number of env steps, got {value}; "
+                         "e.g. --profile-steps 100000")
     selected = args.only or ["cartpole", "update", "collect"] + (["hopper"] if args.hopper_1m else [])
     print(f"{time.strftime('%Y-%m-%d')} | {machine()}", flush=True)
     rows, rss = [], {}
@@ -383,7 +417,10 @@ def main(argv=None):
         rows.append((f"(d) Hopper-v5 1M, {len(runs)} seed(s): mean eval return", f"{k_ret:.0f}", f"{s_ret:.0f}", None,
                      ">= sb3"))
     if "profile" in selected:
-        p = run_child("keras", "profile", BENCH_TF_INTRA_THREADS=os.environ.get("BENCH_TF_INTRA_THREADS", "default"))
+        profile_preset(args)
+    if "profile-cartpole" in selected:
+        p = run_child("keras", "profile-cartpole",
+                      BENCH_TF_INTRA_THREADS=os.environ.get("BENCH_TF_INTRA_THREADS", "default"))
         n = p["iterations"] - 1
         print(f"\n| part of keras_trpo's (a) (TF threads: {os.environ.get('BENCH_TF_INTRA_THREADS', 'default')}) "
               "| total | per iteration |\n|---|---|---|")
@@ -393,14 +430,37 @@ def main(argv=None):
         print(f"| Keras fit around the train function | {p['fit_outside_train_function_s']:.2f} s | "
               f"{1000 * p['fit_outside_train_function_s'] / (n + 1):.1f} ms |")
         print(f"| fit wall time | {p['wall_s']:.2f} s | |")
-        if selected == ["profile"]:
-            return
+    if not set(selected) - {"profile", "profile-cartpole"}:
+        return
     rows.append(("(e) peak RSS (max over tasks)", f"{max(rss['keras']):.0f} MB", f"{max(rss['sb3']):.0f} MB",
                  max(rss["keras"]) / max(rss["sb3"]), ""))
 
     print("\n| benchmark | keras_trpo | sb3-contrib | ratio | target |\n|---|---|---|---|---|")
     for name, ours, theirs, ratio, target in rows:
         print(f"| {name} | {ours} | {theirs} | {'' if ratio is None else f'{ratio:.2f}'} | {target} |")
+
+
+def profile_preset(args):
+    """``--only profile``: the instrumented preset run, raw stepping of its vector env, the table."""
+    import bench_profile
+
+    from keras_trpo import presets
+
+    preset = presets.load_preset(args.profile_env)
+    steps = preset.iterations(args.profile_steps) * int(preset.rollouts["steps"])
+    raw_steps = args.profile_raw_steps or min(steps, 200_000)
+    threads = os.environ.get("BENCH_TF_INTRA_THREADS", "default")  # keras-trpo train keeps TF's defaults
+    run = {"BENCH_TF_INTRA_THREADS": threads, "BENCH_PROFILE_ENV": args.profile_env,
+           "BENCH_PROFILE_STEPS": "" if args.profile_steps is None else str(args.profile_steps)}
+    p = run_child("keras", "profile-preset", **run)
+    print(f"  keras profile {bench_profile.dumps(p)}", flush=True)
+    raw = run_child("keras", "raw", BENCH_RAW_ENV=preset.env_id, BENCH_RAW_ENVS=str(preset.num_envs),
+                    BENCH_RAW_STEPS=str(raw_steps), BENCH_RAW_MODE=preset.vectorization_mode)
+    print(f"  raw stepping {json.dumps(raw)}", flush=True)
+    bare = run_child("keras", "profile-preset", BENCH_PROFILE_BARE="1", **run) if args.profile_bare else None
+    if bare is not None:
+        print(f"  keras bare run {json.dumps(bare)}", flush=True)
+    bench_profile.print_table(p, raw, bare, threads)
 
 
 if __name__ == "__main__":
