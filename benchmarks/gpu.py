@@ -3,6 +3,17 @@
     python benchmarks/gpu.py                           # GPU: 2k/8k/32k for both networks; CPU: small sizes
     python benchmarks/gpu.py --mlp-sizes 2048 --cnn-sizes 2048 8192 --repeats 5
 
+On a machine with an NVIDIA GPU (Linux, a recent driver), from the repository root:
+
+    pip install -e . "tensorflow[and-cuda]==$(python -c 'import tensorflow as tf; print(tf.__version__)')"
+    python -c "import tensorflow as tf; print(tf.config.list_physical_devices('GPU'))"   # must list a GPU
+    python benchmarks/gpu.py --wait-idle | tee gpu-$(date +%F).txt
+
+(TensorFlow's CUDA libraries come with its ``and-cuda`` extra, at the installed TensorFlow's version.)
+With a GPU visible the script runs 2k/8k/32k samples for both networks, ``jit_compile`` off and on
+(12 children, each its own process), and reports peak device memory; its table goes in benchmarks/README.md,
+"One update at growing batch sizes". Without one it says so on its second line and runs the CPU sizes.
+
 Two models, synthetic batches (no environment):
 
 - ``mlp``: the default 64×64 tanh policy and value MLPs on a Hopper-like ``Box(11)`` observation,
@@ -142,7 +153,12 @@ def main(argv=None):
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | {devices}")
     if not has_gpu:
-        print(f"No GPU visible: CPU sizes only (mlp {sizes['mlp']}, nature_cnn {sizes['nature_cnn']}); memory "
+        import tensorflow as tf  # already imported by describe_devices
+
+        print(f"No GPU visible. On a machine with one: pip install -e . \"tensorflow[and-cuda]=={tf.__version__}\", "
+              "check that tf.config.list_physical_devices('GPU') lists it, then run "
+              "python benchmarks/gpu.py --wait-idle (2k/8k/32k samples, both networks, jit_compile off and on).")
+        print(f"Running the CPU part: CPU sizes only (mlp {sizes['mlp']}, nature_cnn {sizes['nature_cnn']}); memory "
               "is the child process's peak RSS (TensorFlow runtime included), not device memory."
               + ("" if args.cpu_cnn_jit else " nature_cnn with jit_compile=True skipped (XLA's CPU convolutions: "
                  "minutes per update; --cpu-cnn-jit to run it)."))
