@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -57,6 +58,17 @@ def _per_key(fn, field, *values):
     return fn(field, *values)
 
 
+class Cells(NamedTuple):
+    """Where one env step's transitions go (:meth:`RolloutBuffer.next_cells`): sub-env ``columns[j]`` in row ``rows[j]``.
+
+    ``row`` is that one row when every sub-env stores in it (a whole-row write, the step of most envs), else None.
+    """
+
+    rows: np.ndarray
+    columns: np.ndarray
+    row: int | None
+
+
 class RolloutBuffer:
     """The ``[horizon, num_envs, ...]`` storage of one batch: column ``i`` holds sub-env ``i``'s transitions in order.
 
@@ -84,6 +96,12 @@ class RolloutBuffer:
             for name, field in self.fields.items()
         }
         self.kept = np.zeros(self.num_envs, np.int64)
+        # The per-step bookkeeping is paid once per vector step (with 2 MuJoCo envs, a third of the env's own
+        # cost): while every column has the same number of rows (always, unless reset-only steps are left out),
+        # that number is kept as a Python int and the cells of the next row are views of constant arrays.
+        self._row: int | None = 0
+        self._columns = np.arange(self.num_envs)
+        self._row_cells = np.repeat(np.arange(self.horizon + 1)[:, None], self.num_envs, axis=1)
 
     def __getitem__(self, name: str) -> np.ndarray | dict[str, np.ndarray]:
         """The ``[horizon, num_envs, ...]`` array of a field (a dict of them for ``Dict`` observations)."""
@@ -92,16 +110,24 @@ class RolloutBuffer:
     @property
     def full(self) -> bool:
         """Whether every sub-env has ``horizon`` rows."""
+        if self._row is not None:
+            return self._row >= self.horizon
         return bool((self.kept >= self.horizon).all())
 
-    def next_cells(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, columns)``: the next free row of each sub-env in the bool ``mask`` that has one."""
-        columns = np.flatnonzero(np.asarray(mask, bool) & (self.kept < self.horizon))
-        return self.kept[columns], columns
+    def next_cells(self, mask: np.ndarray | None = None) -> Cells:
+        """The next free row of each sub-env in the bool ``mask`` (``None``: every sub-env) that has one."""
+        if mask is None and self._row is not None and self._row < self.horizon:
+            return Cells(self._row_cells[self._row], self._columns, self._row)
+        columns = self._columns if mask is None else np.flatnonzero(np.asarray(mask, bool))
+        columns = columns[self.kept[columns] < self.horizon]
+        rows = self.kept[columns]
+        whole_row = len(columns) == self.num_envs and bool((rows == rows[0]).all())
+        return Cells(rows, columns, int(rows[0]) if whole_row else None)
 
-    def advance(self, columns: np.ndarray) -> None:
-        """Marks the next row of each sub-env in ``columns`` filled (after its :meth:`add` calls)."""
-        self.kept[columns] += 1
+    def advance(self, cells: Cells) -> None:
+        """Marks the cells' rows filled (after their :meth:`add` calls)."""
+        self.kept[cells.columns] += 1
+        self._row = None if cells.row is None or self._row is None else self._row + 1
 
     def add(self, index: int | tuple[np.ndarray, np.ndarray], **values) -> None:
         """Writes ``storage[name][index] = value`` for each field given, key by key for ``Dict`` observations.
@@ -122,17 +148,17 @@ class RolloutBuffer:
             else:
                 array[index] = value
 
-    def add_step(self, cells: tuple[np.ndarray, np.ndarray], **values) -> None:
+    def add_step(self, cells: Cells, **values) -> None:
         """:meth:`add` of one env step's ``[num_envs, ...]`` values at ``cells`` (:meth:`next_cells`).
 
         Only the sub-envs in ``cells``' columns are stored. When every sub-env stores in the same
         row (every step of most envs) that is one row write, without copying the parts out first.
         """
-        rows, columns = cells
-        if len(columns) == self.num_envs and bool((rows == rows[0]).all()):
-            self.add(int(rows[0]), **values)
+        if cells.row is not None:
+            self.add(cells.row, **values)
             return
-        self.add(cells, **{
+        rows, columns, _ = cells
+        self.add((rows, columns), **{
             name: _per_key(lambda _, value: value[columns], self.fields.get(name), value)
             for name, value in values.items()
         })  # fmt: skip
@@ -175,14 +201,16 @@ class RolloutBuffer:
         }
 
 
-def scale_rewards(scaler: RewardScaler, rewards: np.ndarray, done: np.ndarray, stepped: np.ndarray) -> np.ndarray:
-    """``scaler(rewards, done)`` on the sub-envs in the mask ``stepped`` only; the others' rewards come back 0.
+def scale_rewards(
+    scaler: RewardScaler, rewards: np.ndarray, done: np.ndarray, stepped: np.ndarray | None,
+) -> np.ndarray:  # fmt: skip
+    """``scaler(rewards, done)`` on the sub-envs in the mask ``stepped`` (``None``: all) only; the others' rewards come back 0.
 
     For steps where some sub-envs only reset (``Rollouts`` with a ``NEXT_STEP`` env that ignores
     ``reset_mask``): those are no transitions, so they neither extend the running discounted return
     nor enter its statistics. Uses the scaler's public ``returns`` (one running return per sub-env).
     """
-    if stepped.all():
+    if stepped is None or stepped.all():
         return scaler(rewards, done)
     scaled = np.zeros(len(rewards))
     if stepped.any():

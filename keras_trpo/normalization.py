@@ -97,6 +97,14 @@ def merge_moments(mean, variance, count, batch_mean, batch_variance, batch_count
     return new_mean, m2 / total, total
 
 
+def _mean_and_variance(x: np.ndarray) -> tuple[np.floating, np.floating]:
+    """``(x.mean(), x.var())`` of a 1-D float64 array with the same reductions (bit for bit), without
+    ``np.var``'s Python-level argument handling: it runs once per env step in :class:`RewardScaler`."""
+    mean = np.add.reduce(x) / x.size
+    deviation = x - mean
+    return mean, np.add.reduce(deviation * deviation) / x.size
+
+
 class RewardScaler:
     """Divides rewards by the running standard deviation of the discounted return.
 
@@ -140,14 +148,15 @@ class RewardScaler:
     def __call__(self, rewards, done):
         """Scales one step's ``rewards [num_envs]``; ``done [num_envs]`` ends episodes after it."""
         rewards = np.asarray(rewards, np.float64)
-        self.returns = self.returns * self.gamma + rewards
+        returns = self.returns * self.gamma + rewards
+        finite = np.isfinite(returns)
         # A non-finite reward must not poison the statistics for good; the update rejects the batch.
-        if np.all(np.isfinite(self.returns)):
+        if finite.all():
             self.mean, self.variance, self.count = merge_moments(
-                self.mean, self.variance, self.count, self.returns.mean(), self.returns.var(), self.returns.size
+                self.mean, self.variance, self.count, *_mean_and_variance(returns), returns.size
             )
         scaled = np.clip(rewards / self.scale, -self.clip, self.clip)
-        self.returns = np.where(done | ~np.isfinite(self.returns), 0.0, self.returns)
+        self.returns = np.where(done | ~finite, 0.0, returns)
         return scaled
 
     def get_state(self) -> dict:

@@ -239,11 +239,16 @@ class ObservationSpec:
 
     # -- checking -----------------------------------------------------------
     def is_exact_batch(self, observations: Any, n: int) -> bool:
-        """The per-step fast path: numpy arrays of exactly ``[n, *shape]`` in the leaf dtypes."""
+        """The per-step fast path: numpy arrays of exactly ``[n, *shape]`` in the leaf dtypes or the space's own.
+
+        The space's own dtype counts too: MuJoCo's float64 ``Box`` observations (stored as float32)
+        would otherwise take the full :meth:`check` on every env step.
+        """
         if self.structured and not isinstance(observations, Mapping):
             return False
         for leaf, x in zip(self.leaves, self.flatten(observations)):
-            if not isinstance(x, np.ndarray) or x.dtype != leaf.dtype or x.shape != (n, *leaf.shape):
+            if (not isinstance(x, np.ndarray) or (x.dtype != leaf.dtype and x.dtype != leaf.space.dtype)
+                    or x.shape != (n, *leaf.shape)):
                 return False
         return True
 

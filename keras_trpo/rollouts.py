@@ -221,21 +221,20 @@ class Rollouts(keras.utils.PyDataset):
         low, high = action_bounds(self.env)
         while not buffer.full:
             actions, values = policy.act(observations, self._rng)
-            stepped = ~self._resetting  # False: the sub-env's step only resets it
-            cells = buffer.next_cells(stepped)  # a real transition with room in its column
-            columns = cells[1]
+            stepped = ~self._resetting if self._resetting.any() else None  # False: the step only resets the sub-env
+            cells = buffer.next_cells(stepped)  # a real transition with room in its column (None: every sub-env)
             buffer.add_step(cells, observations=observations, actions=actions, values=values)
             env_actions = actions if low is None else np.clip(actions, low, high)
             following, rewards, terminated, truncated, info = self._call_env(
                 lambda: self.env.step(env_actions), "step", t
             )
             terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
-            rewards, done = self._account(rewards, terminated | truncated, stepped, columns, t)
+            rewards, done = self._account(rewards, terminated | truncated, stepped, cells, t)
             buffer.add_step(cells, rewards=rewards, terminated=terminated, truncated=truncated)
             self._bootstrap(policy, buffer, cells, self._final_observations(following, done, info), terminated,
                             truncated)
-            buffer.advance(columns)
-            transitions += int(stepped.sum())
+            buffer.advance(cells)
+            transitions += self.num_envs if stepped is None else int(stepped.sum())
             observations, t = self._after_episodes(following, done, t), t + 1
         self._observations = observations
         self.env_steps += transitions
@@ -245,23 +244,29 @@ class Rollouts(keras.utils.PyDataset):
             finished_lengths=self.episode_lengths[first_finished:],
         )  # fmt: skip
 
-    def _account(self, rewards, ended, stepped, columns, t):
+    def _account(self, rewards, ended, stepped, cells, t):
         """This step's rewards as float64 (scaled if asked) and ``done``; the episode statistics and the NaN warning.
 
-        ``stepped``: the sub-envs whose step was a transition; ``columns``: those stored.
+        ``stepped``: the sub-envs whose step was a transition (``None``: every one); ``cells``: those stored.
         """
         rewards = np.asarray(rewards, np.float64)
         stored = rewards
-        if len(columns) < self.num_envs:  # only stored rewards reach train_step
+        if len(cells.columns) < self.num_envs:  # only stored rewards reach train_step
             stored = np.zeros(self.num_envs)
-            stored[columns] = rewards[columns]
+            stored[cells.columns] = rewards[cells.columns]
         warn_non_finite(stored, t, stacklevel=4)
-        self._episode_return[stepped] += rewards[stepped]
-        self._episode_length[stepped] += 1
-        done = ended & stepped
+        if stepped is None:  # every sub-env made a transition: whole-array updates, the same floats
+            self._episode_return += rewards
+            self._episode_length += 1
+            done = ended
+        else:
+            self._episode_return[stepped] += rewards[stepped]
+            self._episode_length[stepped] += 1
+            done = ended & stepped
         if self.reward_scaler is not None:
             rewards = scale_rewards(self.reward_scaler, rewards, done, stepped)
-        self._end_episodes(done)
+        if done.any():
+            self._end_episodes(done)
         return rewards, done
 
     def _final_observations(self, following, done, info):
@@ -277,7 +282,9 @@ class Rollouts(keras.utils.PyDataset):
     def _bootstrap(self, policy, buffer, cells, last_observations, terminated, truncated):
         """Stores ``final_values`` where GAE reads them: V of the observation that followed a truncated row,
         and a column's last row unless the episode terminated there."""
-        rows, columns = cells
+        rows, columns, row = cells
+        if row is not None and row < self.horizon - 1 and not truncated.any():
+            return  # the common step: nothing truncated, not a column's last row
         cut = truncated[columns]
         running = (rows == self.horizon - 1) & ~terminated[columns] & ~cut
         # The V calls keep the row groups of the two loops this one replaced (a batched matmul over other rows may

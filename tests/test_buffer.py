@@ -61,14 +61,14 @@ def test_a_step_add_stores_each_sub_env_of_the_cells_in_its_own_row(kept):
     a partial step stored whole (sub-env 1, which only reset, overwriting its next row).
     """
     buffer = make_buffer(horizon=4, num_envs=3)
-    buffer.advance(np.flatnonzero(np.array(kept) >= 1))
-    buffer.advance(np.flatnonzero(np.array(kept) >= 2))
+    buffer.advance(buffer.next_cells(np.array(kept) >= 1))
+    buffer.advance(buffer.next_cells(np.array(kept) >= 2))
     step = np.array([7.0, 8.0, 9.0])
-    for mask in ([True, True, True], [True, False, True]):
-        cells = buffer.next_cells(np.array(mask))
+    for mask in (None, [True, True, True], [True, False, True]):
+        cells = buffer.next_cells(None if mask is None else np.array(mask))
         buffer.add_step(cells, values=step)
         expected = np.zeros((4, 3))
-        expected[cells] = step[cells[1]]
+        expected[cells.rows, cells.columns] = step[cells.columns]
         np.testing.assert_array_equal(buffer["values"], expected)
         buffer["values"][:] = 0.0
 
@@ -79,11 +79,11 @@ def test_next_cells_gives_each_masked_sub_env_its_next_free_row_until_its_column
     buffer = make_buffer(horizon=2, num_envs=3)
     written = np.zeros(3, int)  # rows each sub-env has filled, counted here independently
     for mask in ([True, True, False], [True, False, True], [True, True, True], [False, True, True]):
-        rows, columns = buffer.next_cells(np.array(mask))
+        cells = buffer.next_cells(np.array(mask))
         expected_columns = [i for i in range(3) if mask[i] and written[i] < 2]
-        assert columns.tolist() == expected_columns
-        assert rows.tolist() == [written[i] for i in expected_columns]
-        buffer.advance(columns)
+        assert cells.columns.tolist() == expected_columns
+        assert cells.rows.tolist() == [written[i] for i in expected_columns]
+        buffer.advance(cells)
         written[expected_columns] += 1
         assert buffer.full == bool((written == 2).all())
     assert buffer.full

@@ -1,0 +1,139 @@
+"""The per-step fast paths of collection (issue 26) take the common step cheaply and change no bit.
+
+Each test names the one-line bug it catches; each was checked by making that change once.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+import keras_trpo
+from keras_trpo.buffer import RolloutBuffer
+from keras_trpo.normalization import RewardScaler, _mean_and_variance
+from keras_trpo.observations import ObservationSpec
+from keras_trpo.policies import make_head
+
+
+class Float64Env(gymnasium.Env):
+    """MuJoCo's convention: a float64 ``Box`` observation space, observations in float64."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.1, 0.2, 1.0 / 3.0]), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([0.1 * self.t, 1e-9 * self.t, 1.0 / 3.0]), 1.0, False, self.t >= 7, {}
+
+
+def _check_calls_while_collecting(env, steps=16):
+    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
+    rollouts = keras_trpo.Rollouts(env, model, steps=steps, seed=0)
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code is ObservationSpec.check.__code__:
+            calls.append(frame.f_locals.get("what"))
+
+    sys.setprofile(profile)
+    try:
+        batch = rollouts.collect()
+    finally:
+        sys.setprofile(None)
+    return calls, batch
+
+
+def test_float64_observations_of_a_float64_space_take_the_fast_path_and_are_stored_as_float32():
+    """Bug caught: ``is_exact_batch`` accepting only the leaf dtype (``x.dtype != leaf.dtype``): every step of a
+    MuJoCo env (float64 observations, stored as float32) then ran the full ``ObservationSpec.check``.
+
+    The stored observations are the float32 cast of what the env returned, so the fast path stores the same bits.
+    """
+    env = gymnasium.vector.SyncVectorEnv([Float64Env, Float64Env])
+    calls, batch = _check_calls_while_collecting(env)
+    assert calls == []
+    assert batch["observations"].dtype == np.float32
+    expected_first = np.array([0.1, 0.2, 1.0 / 3.0]).astype(np.float32)
+    np.testing.assert_array_equal(batch["observations"][0], expected_first)
+
+
+def test_float64_observations_of_a_float32_space_still_get_the_full_check():
+    """Bug caught: the fast path accepting any float dtype (``x.dtype.kind == 'f'``) instead of the space's own:
+    an env that promises float32 and sends float64 would no longer be checked (the guard the fast path keeps)."""
+    from test_observations import Tampered
+    from test_rollouts import ChainEnv
+
+    env = Tampered(gymnasium.vector.SyncVectorEnv([ChainEnv, ChainEnv]), lambda o: o.astype(np.float64))
+    calls, _ = _check_calls_while_collecting(env, steps=8)
+    assert len(calls) >= 4  # every step (and the reset)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 8, 9, 16, 17, 64, 129])
+def test_the_reward_scalers_moments_are_numpys_mean_and_var_bit_for_bit(size):
+    """Bug caught: ``_mean_and_variance`` with another reduction (``np.sum(deviation ** 2) / (x.size - 1)``, or a
+    Python ``sum``, which adds in another order): reward scaling would no longer reproduce runs bit for bit."""
+    rng = np.random.default_rng(size)
+    for scale in (1e-6, 1.0, 1e6):
+        x = rng.normal(3.0, 1.0, size) * scale
+        mean, variance = _mean_and_variance(x)
+        assert mean.tobytes() == np.float64(x.mean()).tobytes()
+        assert variance.tobytes() == np.float64(x.var()).tobytes()
+
+
+def test_the_reward_scaler_keeps_its_statistics_finite_past_a_non_finite_reward():
+    """Bug caught: the finiteness test taken on the rewards instead of the running returns (or dropped): a NaN
+    return entering ``merge_moments`` makes every later scale NaN."""
+    scaler = RewardScaler(num_envs=2, gamma=0.9)
+    scaler(np.array([1.0, 2.0]), np.array([False, False]))
+    before = (scaler.mean, scaler.variance, scaler.count)
+    scaler(np.array([np.nan, 1.0]), np.array([False, False]))
+    assert (scaler.mean, scaler.variance, scaler.count) == before
+    assert scaler.returns.tolist() == [0.0, 2.0 * 0.9 + 1.0]
+    assert np.isfinite(scaler(np.array([1.0, 1.0]), np.array([False, False]))).all()
+
+
+def test_whole_row_steps_stop_once_the_columns_diverge():
+    """Bug caught: ``advance`` counting the whole row on (``self._row + 1`` whatever ``cells.row``): after a step
+    that stored only sub-env 0, ``next_cells()`` would put both sub-envs in row 1 and overwrite sub-env 1's row."""
+    head = make_head(spaces.Discrete(2))
+    buffer = RolloutBuffer(ObservationSpec(spaces.Box(-1.0, 1.0, (1,), np.float32)), head, horizon=3, num_envs=2)
+    first = buffer.next_cells()
+    assert first.row == 0
+    buffer.advance(first)
+    partial = buffer.next_cells(np.array([True, False]))
+    assert partial.row is None and partial.rows.tolist() == [1] and partial.columns.tolist() == [0]
+    buffer.advance(partial)
+    after = buffer.next_cells()
+    assert after.row is None
+    assert after.rows.tolist() == [2, 1] and after.columns.tolist() == [0, 1]
+    buffer.advance(after)
+    assert not buffer.full
+    last = buffer.next_cells()
+    assert last.rows.tolist() == [2] and last.columns.tolist() == [1]
+    buffer.advance(last)
+    assert buffer.full
+
+
+def test_a_whole_row_buffer_is_full_after_horizon_steps_and_not_before():
+    """Bug caught: ``full`` on the whole-row path compared with ``>`` (one step too many: an IndexError at ``add``)
+    or with ``horizon - 1`` (a row left empty, zeros trained on)."""
+    head = make_head(spaces.Discrete(2))
+    buffer = RolloutBuffer(ObservationSpec(spaces.Box(-1.0, 1.0, (1,), np.float32)), head, horizon=4, num_envs=3)
+    steps = 0
+    while not buffer.full:
+        cells = buffer.next_cells()
+        assert cells.row == steps and cells.rows.tolist() == [steps] * 3
+        buffer.add_step(cells, values=np.full(3, float(steps)))
+        buffer.advance(cells)
+        steps += 1
+    assert steps == 4
+    np.testing.assert_array_equal(buffer["values"], np.repeat(np.arange(4.0)[:, None], 3, axis=1))
