@@ -51,7 +51,7 @@ class Recorder(gymnasium.vector.VectorWrapper):
 
 def real_transitions(log, num_envs):
     """Each sub-env's real transitions ``(obs, action, reward, terminated, truncated, next obs, log index)``
-    and the episodes ``(return, length, EnvPool's elapsed_step or None)`` in the order they ended, rebuilt
+    and the episodes ``(return, length, EnvPool's elapsed_step or None, sub-env)`` in the order they ended, rebuilt
     from the raw stream: a sub-env's step is a reset step iff its previous step ended an episode and no
     ``reset`` of it came in between."""
     current, pending = None, np.zeros(num_envs, bool)
@@ -76,7 +76,7 @@ def real_transitions(log, num_envs):
                 length[i] += 1
                 if terminated[i] or truncated[i]:
                     elapsed = info["elapsed_step"][i] if "elapsed_step" in info else None
-                    episodes.append((running[i], length[i], elapsed))
+                    episodes.append((running[i], length[i], elapsed, i))
                     running[i], length[i], pending[i] = 0.0, 0, True
         current = np.array(following)
     return transitions, episodes
@@ -138,10 +138,10 @@ def test_batch_rows_are_the_real_transitions_of_the_raw_stream_with_exact_gae(ma
             seen_terminated, seen_truncated = seen_terminated + terminated.sum(), seen_truncated + truncated.sum()
     transitions, episodes = real_transitions(env.log, NUM_ENVS)
     assert seen_terminated > 0 and seen_truncated > 0  # both bootstrapping rules were exercised
-    assert rollouts.episode_returns == [float(r) for r, _, _ in episodes]
-    assert rollouts.episode_lengths == [int(n) for _, n, _ in episodes]
+    assert rollouts.episode_returns == [float(r) for r, _, _, _ in episodes]
+    assert rollouts.episode_lengths == [int(n) for _, n, _, _ in episodes]
     if make_env is envpool_cartpole:  # EnvPool's own count of each episode's steps
-        assert [int(e) for _, _, e in episodes] == rollouts.episode_lengths
+        assert [int(e) for _, _, e, _ in episodes] == rollouts.episode_lengths
         reset_steps = sum(entry[0] == "step" for entry in env.log) * NUM_ENVS - sum(map(len, transitions))
         assert reset_steps >= len(episodes) - NUM_ENVS > 0  # EnvPool did step through its own resets
     assert rollouts.env_steps == sum(map(len, transitions))
@@ -183,6 +183,22 @@ def test_raw_envpool_env_collects_the_recorded_batches_and_trains():
     assert a.episode_lengths == b.episode_lengths
     history = model.fit(a, epochs=2, verbose=0)
     assert history.history["env_steps"][-1] == a.env_steps >= 4 * 64  # two batches in fit after the two above
+
+
+def test_evaluate_on_envpool_returns_the_raw_streams_episodes():
+    """``keras_trpo.evaluate`` on an EnvPool env: each sub-env's first ``episodes / num_envs`` episodes of the raw
+    stream, in the order they ended. Catches: evaluation resetting EnvPool's finished sub-envs with ``reset_mask``
+    (evaluation.py ``and not skip_reset_steps`` dropped: EnvPool returns only the reset rows)."""
+    env = Recorder(envpool_cartpole(seed=5))
+    model = tiny_trpo(env)
+    returns = keras_trpo.evaluate(model, env, episodes=2 * NUM_ENVS)
+    _, episodes = real_transitions(env.log, NUM_ENVS)
+    counted, expected = np.zeros(NUM_ENVS, int), []
+    for episode_return, _, _, i in episodes:
+        if counted[i] < 2:
+            expected.append(float(episode_return))
+            counted[i] += 1
+    assert returns == expected and len(returns) == 2 * NUM_ENVS
 
 
 def test_async_envpool_is_refused_at_construction():
