@@ -70,6 +70,10 @@ class TRPO(forward.Forward, trainer.Trainer):
         backtrack_iterations: line-search trials before giving up.
         fvp_fraction: fraction of the batch used for Fisher-vector products: a
             fresh random subset of rows each update (the paper uses 10%).
+        fisher_product: how CG's Fisher-vector products are computed: ``"gauss_newton"``,
+            ``Jᵀ M J v`` (J: Jacobian of the distribution parameters, M: the KL's Hessian in them;
+            the exact Hessian of the KL at θ_old, Martens 2014; Schulman et al. 2015, appendix C),
+            or ``"double_backprop"`` through the mean KL (slower; the product before issue 26).
         normalize_advantages: standardize advantages per batch.
         value_epochs: passes over the batch for the critic.
         value_batch_size: critic minibatch size.
@@ -107,6 +111,7 @@ class TRPO(forward.Forward, trainer.Trainer):
         backtrack_coefficient: float = 0.8,
         backtrack_iterations: int = 10,
         fvp_fraction: float = 1.0,
+        fisher_product: str = "gauss_newton",
         normalize_advantages: bool = True,
         value_epochs: int = 10,
         value_batch_size: int = 128,
@@ -137,6 +142,7 @@ class TRPO(forward.Forward, trainer.Trainer):
         self.backtrack_coefficient = float(backtrack_coefficient)
         self.backtrack_iterations = int(backtrack_iterations)
         self.fvp_fraction = float(fvp_fraction)
+        self.fisher_product = update.check_fisher_product(fisher_product)
         self.normalize_advantages = bool(normalize_advantages)
         self.value_epochs = int(value_epochs)
         self.value_batch_size = int(value_batch_size)
@@ -184,6 +190,7 @@ class TRPO(forward.Forward, trainer.Trainer):
         backtrack_coefficient: float = 0.8,
         backtrack_iterations: int = 10,
         fvp_fraction: float = 1.0,
+        fisher_product: str = "gauss_newton",
         normalize_advantages: bool = True,
         value_epochs: int = 10,
         value_batch_size: int = 128,
@@ -200,7 +207,7 @@ class TRPO(forward.Forward, trainer.Trainer):
             *envs.spaces_of(env), policy_network=policy_network, value_network=value_network,
             hidden_units=hidden_units, value_hidden_units=value_hidden_units, activation=activation,
             max_kl=max_kl, damping=damping, cg_iterations=cg_iterations, backtrack_coefficient=backtrack_coefficient,
-            backtrack_iterations=backtrack_iterations, fvp_fraction=fvp_fraction,
+            backtrack_iterations=backtrack_iterations, fvp_fraction=fvp_fraction, fisher_product=fisher_product,
             normalize_advantages=normalize_advantages, value_epochs=value_epochs, value_batch_size=value_batch_size,
             log_std_init=log_std_init, normalize_observations=normalize_observations, seed=seed, **kwargs,
         )
@@ -236,7 +243,7 @@ class TRPO(forward.Forward, trainer.Trainer):
 
     _CONFIG_KEYS = (
         "hidden_units", "value_hidden_units", "activation", "max_kl", "damping", "cg_iterations",
-        "backtrack_coefficient", "backtrack_iterations", "fvp_fraction", "normalize_advantages",
+        "backtrack_coefficient", "backtrack_iterations", "fvp_fraction", "fisher_product", "normalize_advantages",
         "value_epochs", "value_batch_size", "log_std_init", "normalize_observations", "seed", "name",
     )
 
@@ -339,9 +346,9 @@ class TRPO(forward.Forward, trainer.Trainer):
             objective = update.Objective(self, replicas, observations, actions, advantages)
             # 2. The surrogate mean(ratio · Â) and its gradient g.
             surrogate_old, g = objective.surrogate_and_gradient()
-            # 3. Conjugate gradient on (F + λI) s = g, F by double backprop through the mean KL(old‖new).
+            # 3. Conjugate gradient on (F + λI) s = g, F the Hessian of the mean KL(old‖new) (as Jᵀ M J by default).
             rows = update.fvp_rows(replicas, returns, self.fvp_fraction, self.seed_generator, self._policy_version)
-            fvp = objective.fisher_vector_product(rows, self._damping)
+            fvp = objective.fisher_vector_product(rows, self._damping, self.fisher_product)
             direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
             # 4. The full step √(2δ / sᵀ(F + λI)s) · s.
             step = update.full_step(fvp, direction, cg_info, max_kl)

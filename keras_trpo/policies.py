@@ -88,6 +88,14 @@ class PolicyHead:
         """Returns the deterministic (most likely) action, ``[N, *action_shape]``."""
         raise NotImplementedError
 
+    def kl_hessian_product(self, params: Params, tangent: Params) -> dict[str, Any]:
+        """``M u`` per row: ``M`` the Hessian of KL(old‖new) in the parameters at ``new == old == params``.
+
+        ``tangent`` is shaped like ``params``; so is the result. With ``J`` the Jacobian of
+        the parameters in θ, the Fisher matrix is ``Jᵀ M J`` (:func:`keras_trpo.ops.gauss_newton_product_fn`).
+        """
+        raise NotImplementedError
+
     def cast_actions(self, actions: Any) -> Any:
         """Casts an action batch to the dtype ``log_prob`` expects."""
         return tf.cast(actions, tf.int32) if self.integer_actions else tf.cast(actions, float_dtype())
@@ -118,6 +126,10 @@ class CategoricalHead(PolicyHead):
 
     def mode(self, params: Params) -> Any:
         return tf.argmax(params["logits"], axis=-1, output_type=tf.int32) + self.start
+
+    def kl_hessian_product(self, params: Params, tangent: Params) -> dict[str, Any]:
+        # M = diag(p) − ppᵀ over the logits.
+        return {"logits": _softmax_hessian_product(tf.nn.softmax(params["logits"]), tangent["logits"])}
 
     def cast_actions(self, actions: Any) -> Any:
         return tf.cast(actions, tf.int32) - self.start
@@ -154,6 +166,8 @@ class MultiCategoricalHead(PolicyHead):
             index[k, :n] = np.arange(offset, offset + n)
             offset += n
         self._gather_index = index
+        #: Where each flat logit sits in the row-major padded [K, width] grid.
+        self._flat_position = np.concatenate([k * width + np.arange(n) for k, n in enumerate(self.nvec)]).astype(np.int32)
 
     def _padded_logits(self, logits: Any) -> Any:
         pad = tf.fill(tf.stack([tf.shape(logits)[0], 1]), tf.constant(_PAD_LOGIT, logits.dtype))
@@ -167,6 +181,15 @@ class MultiCategoricalHead(PolicyHead):
     def mode(self, params: Params) -> Any:
         index = tf.argmax(self._padded_logits(params["logits"]), axis=-1, output_type=tf.int32)
         return index + tf.constant(self.start, tf.int32)
+
+    def kl_hessian_product(self, params: Params, tangent: Params) -> dict[str, Any]:
+        # Block-diagonal: diag(p_k) − p_k p_kᵀ per factor k. The padding has p = 0, so its
+        # tangent entries (zeros) contribute nothing and its products are dropped by the gather back.
+        logits, u = params["logits"], tangent["logits"]
+        p = tf.nn.softmax(self._padded_logits(logits))  # [N, K, width]
+        padded_u = tf.gather(tf.concat([u, tf.zeros_like(u[:, :1])], axis=-1), self._gather_index, axis=-1)
+        product = tf.reshape(_softmax_hessian_product(p, padded_u), [tf.shape(logits)[0], -1])
+        return {"logits": tf.gather(product, self._flat_position, axis=-1)}
 
     def cast_actions(self, actions: Any) -> Any:
         return tf.cast(actions, tf.int32) - tf.constant(self.start, tf.int32)
@@ -207,6 +230,11 @@ class BernoulliHead(PolicyHead):
 
     def mode(self, params: Params) -> Any:
         return tf.cast(params["logits"] > 0, tf.int32)
+
+    def kl_hessian_product(self, params: Params, tangent: Params) -> dict[str, Any]:
+        # M = diag(p(1 − p)) per bit.
+        p = tf.sigmoid(params["logits"])
+        return {"logits": p * (1.0 - p) * tangent["logits"]}
 
     def numpy_sample(self, params: Params, rng: np.random.Generator) -> np.ndarray:
         probs = 1.0 / (1.0 + np.exp(-params["logits"]))
@@ -252,6 +280,10 @@ class DiagGaussianHead(PolicyHead):
     def mode(self, params: Params) -> Any:
         return params["mean"]
 
+    def kl_hessian_product(self, params: Params, tangent: Params) -> dict[str, Any]:
+        # Per dimension: 1/σ² for the mean, 2 for log σ, no cross term (it is ∝ μ_new − μ_old = 0).
+        return {"mean": tf.exp(-2.0 * params["log_std"]) * tangent["mean"], "log_std": 2.0 * tangent["log_std"]}
+
     def numpy_sample(self, params: Params, rng: np.random.Generator) -> np.ndarray:
         mean = params["mean"]
         noise = rng.standard_normal(mean.shape).astype(mean.dtype)
@@ -287,6 +319,11 @@ def make_head(action_space: gymnasium.spaces.Space) -> PolicyHead:
         f"Unsupported action space {type(action_space).__name__} ({action_space!r}). "
         f"Supported action spaces: {', '.join(SUPPORTED_ACTION_SPACES)}."
     )
+
+
+def _softmax_hessian_product(p: Any, u: Any) -> Any:
+    """``(diag(p) − ppᵀ) u`` along the last axis: the Hessian of KL(old‖new) in the new logits, at new == old."""
+    return p * u - p * tf.reduce_sum(p * u, axis=-1, keepdims=True)
 
 
 def _numpy_categorical(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -31,6 +31,9 @@ Metrics = dict[str, tf.Tensor]
 #: Folded into the FVP subsample's seed, so that its draws differ from the critic's shuffles.
 FVP_SEED_SALT = 0x46565052  # "FVPR"
 
+#: The forms of the Fisher-vector product (``TRPO(fisher_product=...)``), the default first.
+FISHER_PRODUCTS = ("gauss_newton", "double_backprop")
+
 #: The metrics of ``train_step``, in this order.
 METRICS = (
     "kl",
@@ -155,31 +158,48 @@ class Objective:
         return self.replicas.mean(lambda p: tf.reduce_mean(self.model.head.distribution(p).entropy()), self.old_params)
 
     def fisher_vector_product(
-        self, rows: tf.Tensor | None, damping: tf.Variable | float
+        self, rows: tf.Tensor | None, damping: tf.Variable | float, form: str = "gauss_newton"
     ) -> Callable[[tf.Tensor], tf.Tensor]:
         """Step 3's ``v ↦ (F + damping·I) v``, ``F`` the Hessian of the mean KL on the rows ``rows``.
 
         ``rows`` (``None``: all) indexes each replica's share of the batch; see :func:`fvp_rows`.
+        ``form`` (one of :data:`FISHER_PRODUCTS`) picks :func:`keras_trpo.ops.gauss_newton_product_fn`
+        (``Jᵀ M J v``, exact at θ_old) or :func:`keras_trpo.ops.fisher_vector_product_fn` (double backprop).
         """
         variables, head, model = self.model.policy_variables, self.model.head, self.model
 
-        def local_kl_fn(o: Any, p: Any) -> Callable[[], tf.Tensor]:
+        def local_product_fn(o: Any, p: Any) -> Callable[[tf.Tensor], tf.Tensor]:
             if rows is not None:
                 o, p = tf.nest.map_structure(lambda q: tf.gather(q, rows), (o, p))
-            return lambda: tf.reduce_mean(tfd.kl_divergence(head.distribution(p), model.distribution(o)))
+            if form == "double_backprop":
+                return ops.fisher_vector_product_fn(
+                    lambda: tf.reduce_mean(tfd.kl_divergence(head.distribution(p), model.distribution(o))),
+                    variables, damping,
+                )
+            # M of the mean KL: the per-row Hessian over the number of rows.
+            scale = 1.0 / tf.cast(tf.shape(tf.nest.flatten(p)[0])[0], float_dtype())
+
+            def metric_fn(u: Any) -> Any:
+                return tf.nest.map_structure(lambda m: scale * m, head.kl_hessian_product(p, u))
+
+            return ops.gauss_newton_product_fn(lambda: model.distribution_params(o), metric_fn, variables, damping)
 
         if not self.replicas.distributed:
-            # One device: record the FVP tapes once and reuse them in every CG step.
-            return ops.fisher_vector_product_fn(local_kl_fn(self.observations, self.old_params), variables, damping)
+            # One device: record the tapes once and reuse them in every CG step.
+            return local_product_fn(self.observations, self.old_params)
 
         def product(vector: tf.Tensor) -> tf.Tensor:
-            return self.replicas.mean(
-                lambda o, p: ops.fisher_vector_product(local_kl_fn(o, p), variables, vector, damping),
-                self.observations,
-                self.old_params,
-            )
+            return self.replicas.mean(lambda o, p: local_product_fn(o, p)(vector), self.observations, self.old_params)
 
         return product
+
+
+def check_fisher_product(value: Any) -> str:
+    """``value`` if it names a Fisher-vector product form, else one ValueError line."""
+    if value not in FISHER_PRODUCTS:
+        raise ValueError(f"fisher_product must be one of {', '.join(map(repr, FISHER_PRODUCTS))}; got {value!r}. "
+                         "Pass fisher_product='gauss_newton' (the default) or 'double_backprop'.")
+    return value
 
 
 def fvp_rows(

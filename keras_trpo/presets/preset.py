@@ -248,6 +248,7 @@ MODEL_ARGUMENTS = (
     "backtrack_coefficient",
     "backtrack_iterations",
     "fvp_fraction",
+    "fisher_product",
     "normalize_advantages",
     "value_epochs",
     "value_batch_size",
