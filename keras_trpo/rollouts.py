@@ -14,8 +14,8 @@ from gymnasium.vector import AutoresetMode
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.buffer import RolloutBuffer, scale_rewards, warn_non_finite
 from keras_trpo.envs import (
-    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, mark_collecting, release,
-    resume_seed, run_env_checker, skips_reset_steps,
+    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, envpool_config, mark_collecting,
+    release, resume_seed, run_env_checker, skips_reset_steps,
 )
 from keras_trpo.normalization import RewardScaler
 from keras_trpo.validation import check_bool, check_steps, check_unit_interval
@@ -73,7 +73,8 @@ class Rollouts(keras.utils.PyDataset):
         steps: transitions per batch, a multiple of the number of sub-envs.
         gamma: discount factor in [0, 1].
         gae_lambda: GAE λ in [0, 1].
-        seed: seeds the first ``env.reset`` and the action sampling.
+        seed: seeds the first ``env.reset`` and the action sampling (an EnvPool env is seeded when it is
+            made, ``envpool.make_gymnasium(..., seed=...)``, so its reset gets no seed).
         normalize_rewards: divide rewards by the running standard deviation of
             the discounted return before GAE (:class:`keras_trpo.normalization.RewardScaler`,
             sb3's ``VecNormalize(norm_reward=True)``). The critic then learns
@@ -132,6 +133,8 @@ class Rollouts(keras.utils.PyDataset):
         self.gae_lambda = float(gae_lambda)
         self.seed = seed
         self.autoreset_mode = autoreset_mode(self.env)
+        # EnvPool is seeded by make_gymnasium(seed=...) only; its reset warns that it ignores a seed.
+        self._seeded_at_creation = envpool_config(self.env.unwrapped) is not None
         self._rng = np.random.default_rng(seed)
         self._observations = None
         self._episode_return = np.zeros(self.num_envs)
@@ -193,7 +196,7 @@ class Rollouts(keras.utils.PyDataset):
         """The current observations; a (seeded, the first time) reset of every sub-env if there are none."""
         if self._observations is None:
             # Seeded once; a reset after an interrupted collection continues the env's RNG stream.
-            seed = None if self._was_reset else self.seed
+            seed = None if self._was_reset or self._seeded_at_creation else self.seed
             self._observations, _ = self._call_env(lambda: self.env.reset(seed=seed), "reset", 0)
             self._was_reset = True
             self._resetting[:] = False
@@ -371,7 +374,7 @@ class Rollouts(keras.utils.PyDataset):
             self._episode_return = state["episode_return"].copy()
             self._episode_length = state["episode_length"].copy()
             return
-        seed = None if self.seed is None else resume_seed(self.seed, self.env_steps)
+        seed = None if self.seed is None or self._seeded_at_creation else resume_seed(self.seed, self.env_steps)
         self._observations, _ = self._call_env(lambda: self.env.reset(seed=seed), "reset", 0)
         self._was_reset, self._resetting[:] = True, False
         self._episode_return[:], self._episode_length[:] = 0.0, 0

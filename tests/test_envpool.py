@@ -21,8 +21,8 @@ from numerics import U32, mlp_gap
 
 envpool = pytest.importorskip("envpool")
 
-#: EnvPool warns that ``reset(seed=...)`` is ignored (its envs are seeded by ``envpool.make_gymnasium``):
-#: ``Rollouts(seed=0)`` seeds the action sampling and passes the seed to the first reset.
+#: EnvPool warns that ``reset(seed=...)`` is ignored (its envs are seeded by ``envpool.make_gymnasium``);
+#: ``Rollouts`` passes it no seed (tests/test_envpool_seed.py), but ``evaluate(..., seed=...)`` and these tests may.
 pytestmark = pytest.mark.filterwarnings("ignore:EnvPool seeds are fixed:UserWarning",
                                         "ignore:.*precision lowered by casting:UserWarning")
 
