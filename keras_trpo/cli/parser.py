@@ -132,6 +132,9 @@ def _add_train(new_command: _NewCommand) -> None:
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                        help="0: one progress line per tenth of the run (default); 1: Keras progress bar; "
                        "2: one Keras line per iteration")
+    train.add_argument("--intra-op-threads", type=_positive_int, metavar="N",
+                       help="threads TensorFlow splits one op over (default: TensorFlow's, one per core); 1 suits "
+                       "the default 64x64 MLPs (benchmarks/README.md), and changes the run's floats")
     _add_tf_logs(train)
     train.set_defaults(func=cmd_train)
 

@@ -20,12 +20,20 @@ import os
 import sys
 import tempfile
 
+from keras_trpo.cli.common import CLIError
 
-def load_tensorflow(show_logs: bool = False) -> None:
+
+def load_tensorflow(show_logs: bool = False, intra_op_threads: int | None = None) -> None:
     """Imports TensorFlow, lists its devices and loads keras_trpo's model; hides their C++ log
-    lines unless ``show_logs``. Nothing is hidden once TensorFlow is imported (in-process callers)."""
+    lines unless ``show_logs``. Nothing is hidden once TensorFlow is imported (in-process callers).
+
+    ``intra_op_threads`` (``None``: TensorFlow's default) is set before any TensorFlow op runs.
+
+    Raises:
+        CLIError: ``intra_op_threads`` is given but this process's TensorFlow already runs with another setting.
+    """
     if show_logs or "tensorflow" in sys.modules:
-        _load()
+        _load(intra_op_threads)
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -34,7 +42,7 @@ def load_tensorflow(show_logs: bool = False) -> None:
     loaded = False
     try:
         os.dup2(captured.fileno(), 2)
-        _load()
+        _load(intra_op_threads)
         loaded = True
     finally:
         sys.stderr.flush()
@@ -47,9 +55,16 @@ def load_tensorflow(show_logs: bool = False) -> None:
         captured.close()
 
 
-def _load():
+def _load(intra_op_threads=None):
     import tensorflow as tf
 
+    if intra_op_threads is not None and tf.config.threading.get_intra_op_parallelism_threads() != intra_op_threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        except RuntimeError:  # TensorFlow already ran an op in this process (an in-process caller)
+            raise CLIError(f"--intra-op-threads {intra_op_threads}: TensorFlow already runs in this process with "
+                           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'its default'} intra-op "
+                           "threads; run keras-trpo in a new process") from None
     tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here
     tf.function(tf.transpose, autograph=False)(tf.zeros([2, 3], tf.uint8))  # oneDNN's uint8 note
     import keras_trpo

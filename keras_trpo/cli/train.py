@@ -44,7 +44,7 @@ def cmd_train(args) -> int:
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise CLIError(f"output directory {out!r} already exists and is not empty; pass another --out")
 
-    load_tensorflow(args.tf_logs)
+    load_tensorflow(args.tf_logs, intra_op_threads=args.intra_op_threads)
     from keras_trpo import training
 
     if preset.env_id not in (None, args.env_id):
@@ -157,6 +157,7 @@ class _RunDirectory:
             "planned_env_steps": iterations * preset.rollouts["steps"],
             **{k: v for k, v in preset.to_dict().items() if k not in ("name", "source", "env_id", "notes", "status")},
             "eval_every": args.eval_every,
+            "intra_op_threads": args.intra_op_threads,  # None: TensorFlow's default
             "trpo_config": _jsonable(model.get_config()),
             "versions": _versions(),
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
