@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
@@ -63,7 +63,14 @@ def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: An
     applies the mean of the replicas' gradients.
     """
     variables = model.value_variables
-    values_before = replicas.run(model.value, observations)
+    value_of: Callable[[Any], tf.Tensor]
+    if model.custom_networks[1]:  # e.g. a CNN: whole-batch float images would add to the update's peak memory
+        inputs, value_of = observations, model.value
+    else:
+        # The default MLP's features (cast, normalization) are per row: computed once for the whole batch,
+        # not in each of the epochs × minibatches steps; the same inputs bit for bit (issue 26).
+        inputs, value_of = replicas.run(model.value_features, observations), model.value_from_features
+    values_before = replicas.run(value_of, inputs)
     n = replicas.local_size(returns)
     minibatch = tf.minimum(max(1, batch_size // replicas.count), n)
     batches_per_epoch = (n + minibatch - 1) // minibatch
@@ -75,13 +82,13 @@ def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: An
         epoch, start = k // batches_per_epoch, (k % batches_per_epoch) * minibatch
         index = permutations[epoch, start : tf.minimum(start + minibatch, n)]
 
-        def local_loss_and_gradients(o: Any, r: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        def local_loss_and_gradients(x: Any, r: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
             with tf.GradientTape() as tape:
-                picked = tf.nest.map_structure(lambda x: tf.gather(x, index), o)  # a dict for Dict spaces
-                loss = tf.reduce_mean(tf.square(model.value(picked) - tf.gather(r, index)))
+                picked = tf.nest.map_structure(lambda t: tf.gather(t, index), x)  # a dict for Dict spaces
+                loss = tf.reduce_mean(tf.square(value_of(picked) - tf.gather(r, index)))
             return loss, tape.gradient(loss, variables)
 
-        loss, grads = replicas.mean(local_loss_and_gradients, observations, returns)
+        loss, grads = replicas.mean(local_loss_and_gradients, inputs, returns)
         replicas.apply_gradients(model.optimizer, grads, variables)
         return k + 1, loss_sum + loss
 

@@ -75,8 +75,17 @@ class Forward:
         return self.head.distribution(self.distribution_params(observations))
 
     def value(self, observations: Any) -> tf.Tensor:
-        """State values ``V(s)``, shape ``[N]``."""
-        x = self._inputs(observations, self.custom_networks[1])
+        """State values ``V(s)``, shape ``[N]``: :meth:`value_from_features` of :meth:`value_features`."""
+        return self.value_from_features(self.value_features(observations))
+
+    def value_features(self, observations: Any) -> Any:
+        """What the value network's first layer sees (cast, one-hot, running normalization), row by row:
+        gathering rows of it gives the features of the gathered observations, bit for bit."""
+        return self._inputs(observations, self.custom_networks[1])
+
+    def value_from_features(self, features: Any) -> tf.Tensor:
+        """``V(s)`` from :meth:`value_features`, shape ``[N]``."""
+        x = features
         for layer in self.value_layers:
             x = layer(x)
         return tf.squeeze(self.value_output(x), axis=-1)

@@ -75,6 +75,13 @@ class ActorCritic(Protocol):
 
     def value(self, observations: Any) -> tf.Tensor: ...
 
+    def value_features(self, observations: Any) -> Any: ...
+
+    def value_from_features(self, features: Any) -> tf.Tensor: ...
+
+    @property
+    def custom_networks(self) -> tuple[bool, bool]: ...
+
 
 # --------------------------------------------------------------------------
 # Before the update: is the batch usable at all?
