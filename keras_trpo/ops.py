@@ -120,28 +120,36 @@ def fisher_vector_product_fn(
         grad_kl = inner.gradient(kl, variables)
     # Variables the KL does not depend on have a zero Fisher block.
     connected = [i for i, g in enumerate(grad_kl) if g is not None]
-    damping = _damping_tensor(damping)
+
+    def blocks(parts: list[tf.Tensor]) -> list[tf.Tensor | None]:
+        return outer.gradient(
+            [grad_kl[i] for i in connected],
+            variables,
+            output_gradients=[parts[i] for i in connected],
+        )
+
+    return _damped_product(variables, connected, damping, blocks)
+
+
+def _damped_product(
+    variables: Sequence[tf.Variable], connected: list[int], damping: float | tf.Tensor,
+    blocks: Callable[[list[tf.Tensor]], list[tf.Tensor | None]],
+) -> Callable[[tf.Tensor], tf.Tensor]:  # fmt: skip
+    """``v ↦ H v + damping·v``, where ``blocks(parts of v)`` gives ``H v`` per variable (``None``: a zero block),
+    called only if some variable is ``connected`` to the outputs (the others' blocks are zero)."""
+    # A Python number in the compute dtype: 0.1 as float32 is 0.10000000149, a 1.5e-8 error in float64.
+    damping = tf.constant(damping, float_dtype()) if isinstance(damping, (int, float)) else tf.convert_to_tensor(damping)
 
     def product(vector: tf.Tensor) -> tf.Tensor:
         vector = tf.stop_gradient(vector)
         parts = unflatten(vector, variables)
         hv = [tf.zeros(tuple(v.shape), tf.as_dtype(v.dtype)) for v in variables]
         if connected:
-            grads = outer.gradient(
-                [grad_kl[i] for i in connected],
-                variables,
-                output_gradients=[parts[i] for i in connected],
-            )
-            hv = [h if g is None else g for h, g in zip(hv, grads)]
+            hv = [h if g is None else g for h, g in zip(hv, blocks(parts))]
         fvp = flatten(hv)
         return fvp + tf.cast(damping, fvp.dtype) * vector
 
     return product
-
-
-def _damping_tensor(damping: float | tf.Tensor) -> tf.Tensor:
-    # A Python number in the compute dtype: 0.1 as float32 is 0.10000000149, a 1.5e-8 error in float64.
-    return tf.constant(damping, float_dtype()) if isinstance(damping, (int, float)) else tf.convert_to_tensor(damping)
 
 
 def gauss_newton_product_fn(
@@ -178,22 +186,14 @@ def gauss_newton_product_fn(
         jt_w = inner.gradient(flat_outputs, variables, output_gradients=w)
     # Variables the outputs do not depend on have a zero Fisher block.
     connected = [i for i, g in enumerate(jt_w) if g is not None]
-    damping = _damping_tensor(damping)
 
-    def product(vector: tf.Tensor) -> tf.Tensor:
-        vector = tf.stop_gradient(vector)
-        parts = unflatten(vector, variables)
-        hv = [tf.zeros(tuple(v.shape), tf.as_dtype(v.dtype)) for v in variables]
-        if connected:
-            jv = outer.gradient([jt_w[i] for i in connected], w, output_gradients=[parts[i] for i in connected])
-            jv = [tf.zeros_like(y) if g is None else g for g, y in zip(jv, flat_outputs)]
-            mjv = tf.nest.flatten(metric_fn(tf.nest.pack_sequence_as(outputs, jv)))
-            grads = inner.gradient(flat_outputs, variables, output_gradients=mjv)
-            hv = [h if g is None else g for h, g in zip(hv, grads)]
-        fvp = flatten(hv)
-        return fvp + tf.cast(damping, fvp.dtype) * vector
+    def blocks(parts: list[tf.Tensor]) -> list[tf.Tensor | None]:
+        jv = outer.gradient([jt_w[i] for i in connected], w, output_gradients=[parts[i] for i in connected])
+        jv = [tf.zeros_like(y) if g is None else g for g, y in zip(jv, flat_outputs)]
+        mjv = tf.nest.flatten(metric_fn(tf.nest.pack_sequence_as(outputs, jv)))
+        return inner.gradient(flat_outputs, variables, output_gradients=mjv)
 
-    return product
+    return _damped_product(variables, connected, damping, blocks)
 
 
 # --------------------------------------------------------------------------
