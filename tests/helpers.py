@@ -119,3 +119,23 @@ def assert_bit_identical(before, after):
     """Every value of ``after`` is bit for bit the one of ``before`` (see ``bit_differences``)."""
     differ = bit_differences(before, after)
     assert not differ, f"differ bit for bit: {differ}"
+
+
+def calls_while_collecting(code, env, steps=64):
+    """``(calls, batch)``: one ``Rollouts.collect`` of ``steps`` on ``env`` with a tiny model, and the ``what``
+    argument of every call of the function whose ``__code__`` is ``code`` during it (a profile hook: it changes
+    nothing in the run)."""
+    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
+    rollouts = keras_trpo.Rollouts(env, model, steps=steps, seed=0)
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code is code:
+            calls.append(frame.f_locals.get("what"))
+
+    sys.setprofile(profile)
+    try:
+        batch = rollouts.collect()
+    finally:
+        sys.setprofile(None)
+    return calls, batch

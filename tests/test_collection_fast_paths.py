@@ -5,14 +5,12 @@ Each test names the one-line bug it catches; each was checked by making that cha
 
 from __future__ import annotations
 
-import sys
-
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium import spaces
 
-import keras_trpo
+from helpers import calls_while_collecting
 from keras_trpo.buffer import RolloutBuffer
 from keras_trpo.normalization import RewardScaler, _mean_and_variance
 from keras_trpo.observations import ObservationSpec
@@ -36,20 +34,7 @@ class Float64Env(gymnasium.Env):
 
 
 def _check_calls_while_collecting(env, steps=16):
-    model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
-    rollouts = keras_trpo.Rollouts(env, model, steps=steps, seed=0)
-    calls = []
-
-    def profile(frame, event, arg):
-        if event == "call" and frame.f_code is ObservationSpec.check.__code__:
-            calls.append(frame.f_locals.get("what"))
-
-    sys.setprofile(profile)
-    try:
-        batch = rollouts.collect()
-    finally:
-        sys.setprofile(None)
-    return calls, batch
+    return calls_while_collecting(ObservationSpec.check.__code__, env, steps)
 
 
 def test_float64_observations_of_a_float64_space_take_the_fast_path_and_are_stored_as_float32():

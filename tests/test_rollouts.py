@@ -1,6 +1,5 @@
 """Rollouts: on-policy batches through model.fit, env handling, the numpy acting path."""
 
-import sys
 
 import gymnasium
 import keras
@@ -12,7 +11,7 @@ from gymnasium.vector import AutoresetMode
 
 import keras_trpo
 from keras_trpo.acting import PolicySnapshot
-from helpers import tiny_trpo
+from helpers import tiny_trpo, calls_while_collecting
 from numerics import U32, mlp_gap
 
 
@@ -449,20 +448,7 @@ def test_observations_that_are_exact_batches_skip_the_full_check_on_every_step()
     from test_observations import Tampered
 
     def checks_while_collecting(env):
-        model = keras_trpo.TRPO.for_env(env, seed=0, hidden_units=(4,), value_hidden_units=(4,))
-        rollouts = keras_trpo.Rollouts(env, model, steps=64, seed=0)
-        calls = []
-
-        def profile(frame, event, arg):
-            if event == "call" and frame.f_code is ObservationSpec.check.__code__:
-                calls.append(frame.f_locals.get("what"))
-
-        sys.setprofile(profile)
-        try:
-            rollouts.collect()
-        finally:
-            sys.setprofile(None)
-        return calls
+        return calls_while_collecting(ObservationSpec.check.__code__, env)[0]
 
     assert checks_while_collecting(gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=5)] * 2)) == []
     float64 = Tampered(gymnasium.vector.SyncVectorEnv([lambda: ChainEnv(limit=5)] * 2), lambda o: o.astype(np.float64))
