@@ -4,7 +4,7 @@
 * :func:`fisher_vector_product`: ``(F + damping·I) v`` by double backprop, and
   :func:`fisher_vector_product_fn` for many products at the same parameters;
 * :func:`gauss_newton_product_fn`: the same ``(F + damping·I) v`` as ``Jᵀ M J v``
-  from one recorded forward pass (the default: cheaper per product);
+  from one recorded forward pass (cheaper per product; `TRPO(fisher_product="gauss_newton")`);
 * :func:`conjugate_gradient`: solves ``A x = b`` given only ``v ↦ A v``;
 * :func:`backtracking_line_search`: shrinks a step until a predicate accepts it.
 

@@ -32,7 +32,7 @@ Metrics = dict[str, tf.Tensor]
 FVP_SEED_SALT = 0x46565052  # "FVPR"
 
 #: The forms of the Fisher-vector product (``TRPO(fisher_product=...)``), the default first.
-FISHER_PRODUCTS = ("gauss_newton", "double_backprop")
+FISHER_PRODUCTS = ("double_backprop", "gauss_newton")
 
 #: The metrics of ``train_step``, in this order.
 METRICS = (
@@ -165,7 +165,7 @@ class Objective:
         return self.replicas.mean(lambda p: tf.reduce_mean(self.model.head.distribution(p).entropy()), self.old_params)
 
     def fisher_vector_product(
-        self, rows: tf.Tensor | None, damping: tf.Variable | float, form: str = "gauss_newton"
+        self, rows: tf.Tensor | None, damping: tf.Variable | float, form: str = "double_backprop"
     ) -> Callable[[tf.Tensor], tf.Tensor]:
         """Step 3's ``v ↦ (F + damping·I) v``, ``F`` the Hessian of the mean KL on the rows ``rows``.
 
@@ -205,7 +205,7 @@ def check_fisher_product(value: Any) -> str:
     """``value`` if it names a Fisher-vector product form, else one ValueError line."""
     if value not in FISHER_PRODUCTS:
         raise ValueError(f"fisher_product must be one of {', '.join(map(repr, FISHER_PRODUCTS))}; got {value!r}. "
-                         "Pass fisher_product='gauss_newton' (the default) or 'double_backprop'.")
+                         "Pass fisher_product='double_backprop' (the default) or 'gauss_newton'.")
     return value
 
 

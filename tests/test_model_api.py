@@ -40,7 +40,7 @@ def test_for_env_passes_every_option_on():
         # max_kl and damping live in float32 variables: values exact in float32.
         "hidden_units": (6,), "value_hidden_units": (5,), "activation": "relu", "max_kl": 0.015625, "damping": 0.25,
         "cg_iterations": 4, "backtrack_coefficient": 0.6, "backtrack_iterations": 3, "fvp_fraction": 0.5,
-        "fisher_product": "double_backprop", "normalize_advantages": False, "value_epochs": 2, "value_batch_size": 16, "log_std_init": -0.5,
+        "fisher_product": "gauss_newton", "normalize_advantages": False, "value_epochs": 2, "value_batch_size": 16, "log_std_init": -0.5,
         "normalize_observations": True, "seed": 7,
     }
     assert set(options) | {"policy_network", "value_network"} == set(keyword_options(keras_trpo.TRPO.__init__))
