@@ -33,7 +33,8 @@ def load_tensorflow(show_logs: bool = False, intra_op_threads: int | None = None
         CLIError: ``intra_op_threads`` is given but this process's TensorFlow already runs with another setting.
     """
     if show_logs or "tensorflow" in sys.modules:
-        _load(intra_op_threads)
+        _set_intra_op_threads(intra_op_threads)
+        _load()
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -42,7 +43,8 @@ def load_tensorflow(show_logs: bool = False, intra_op_threads: int | None = None
     loaded = False
     try:
         os.dup2(captured.fileno(), 2)
-        _load(intra_op_threads)
+        _set_intra_op_threads(intra_op_threads)
+        _load()
         loaded = True
     finally:
         sys.stderr.flush()
@@ -55,16 +57,24 @@ def load_tensorflow(show_logs: bool = False, intra_op_threads: int | None = None
         captured.close()
 
 
-def _load(intra_op_threads=None):
+def _set_intra_op_threads(intra_op_threads):
+    """Sets TensorFlow's intra-op pool before any op runs (nothing, and no import, for ``None``)."""
+    if intra_op_threads is None:
+        return
     import tensorflow as tf
 
-    if intra_op_threads is not None and tf.config.threading.get_intra_op_parallelism_threads() != intra_op_threads:
+    if tf.config.threading.get_intra_op_parallelism_threads() != intra_op_threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
         except RuntimeError:  # TensorFlow already ran an op in this process (an in-process caller)
             raise CLIError(f"--intra-op-threads {intra_op_threads}: TensorFlow already runs in this process with "
                            f"{tf.config.threading.get_intra_op_parallelism_threads() or 'its default'} intra-op "
                            "threads; run keras-trpo in a new process") from None
+
+
+def _load():
+    import tensorflow as tf
+
     tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here
     tf.function(tf.transpose, autograph=False)(tf.zeros([2, 3], tf.uint8))  # oneDNN's uint8 note
     import keras_trpo
