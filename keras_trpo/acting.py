@@ -86,7 +86,8 @@ class PolicySnapshot:
     @staticmethod
     def _mlp(layers: Sequence[NumpyLayer], x: np.ndarray) -> np.ndarray:
         for kernel, bias, activation in layers:
-            x = x @ kernel + bias
+            x = x @ kernel
+            x += bias  # in place: one array fewer per layer, the same sums
             if activation is not None:
                 x = activation(x)
         return x

@@ -226,7 +226,7 @@ def scale_rewards(
 
 def warn_non_finite(rewards: np.ndarray, t: int, stacklevel: int = 3) -> None:
     """A ``RuntimeWarning`` naming the sub-envs whose reward at step ``t`` of the batch is NaN or infinite."""
-    if not np.all(np.isfinite(rewards)):
+    if not np.isfinite(rewards).all():
         bad = np.flatnonzero(~np.isfinite(rewards)).tolist()
         warnings.warn(
             f"sub-environment(s) {bad} returned a non-finite reward {np.asarray(rewards)[bad].tolist()} at "

@@ -3,6 +3,8 @@ and rewards (a numpy scaler inside :class:`keras_trpo.Rollouts`)."""
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -76,7 +78,14 @@ class RunningNormalization(keras.layers.Layer):
         mean = self.mean.numpy()
         std = np.sqrt(self.variance.numpy() + np.float32(self.epsilon))
         clip = np.float32(self.clip)
-        return lambda x: np.clip((x - mean) / std, -clip, clip)
+
+        def transform(x):
+            # np.clip's values (clip > 0, NaN kept) with two ufunc calls in place: it runs on every env step.
+            x = x - mean
+            x /= std
+            return np.minimum(np.maximum(x, -clip, out=x), clip, out=x)
+
+        return transform
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "clip": self.clip, "epsilon": self.epsilon}
@@ -143,21 +152,28 @@ class RewardScaler:
     @property
     def scale(self) -> float:
         """The current divisor ``sqrt(var + ε)``."""
-        return float(np.sqrt(self.variance + self.epsilon))
+        return math.sqrt(self.variance + self.epsilon)
 
     def __call__(self, rewards, done):
-        """Scales one step's ``rewards [num_envs]``; ``done [num_envs]`` ends episodes after it."""
+        """Scales one step's ``rewards [num_envs]``; ``done [num_envs]`` ends episodes after it.
+
+        Runs on every env step, so the statistics are Python floats (the same double-precision operations
+        as numpy scalars, without their overhead) and the clip is two in-place ufunc calls.
+        """
         rewards = np.asarray(rewards, np.float64)
         returns = self.returns * self.gamma + rewards
         finite = np.isfinite(returns)
         # A non-finite reward must not poison the statistics for good; the update rejects the batch.
         if finite.all():
+            batch_mean, batch_variance = _mean_and_variance(returns)
             self.mean, self.variance, self.count = merge_moments(
-                self.mean, self.variance, self.count, *_mean_and_variance(returns), returns.size
+                self.mean, self.variance, self.count, float(batch_mean), float(batch_variance), returns.size
             )
-        scaled = np.clip(rewards / self.scale, -self.clip, self.clip)
-        self.returns = np.where(done | ~finite, 0.0, returns)
-        return scaled
+            self.returns = np.where(done, 0.0, returns)
+        else:
+            self.returns = np.where(done | ~finite, 0.0, returns)
+        scaled = rewards / self.scale
+        return np.minimum(np.maximum(scaled, -self.clip, out=scaled), self.clip, out=scaled)
 
     def get_state(self) -> dict:
         return {"returns": self.returns.copy(), "mean": self.mean, "variance": self.variance, "count": self.count}
