@@ -164,21 +164,28 @@ class CtrlCDuringEpoch(keras.callbacks.Callback):
 def test_ctrl_c_at_an_arbitrary_moment_never_leaves_a_partial_update(fraction, reference):
     """``_thread.interrupt_main`` is how a SIGINT reaches Python: at the next bytecode of the main thread."""
     states, _ = reference
-    _, model, rollouts = make_run()
-    record = Record()
-    ctrl_c = CtrlCDuringEpoch(epoch=6, fraction=fraction)
-    interrupted = False
-    # A process started in the background by a shell without job control (`nohup cmd &`)
-    # inherits SIGINT ignored, and interrupt_main then does nothing: handle it as Python does by default.
-    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        model.fit(rollouts, epochs=REFERENCE_EPOCHS, verbose=0, callbacks=[record, ctrl_c])
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if ctrl_c.timer is not None:
-            ctrl_c.timer.cancel()
-        signal.signal(signal.SIGINT, previous_handler)
+    # A simulated Ctrl-C that lands while a C extension checks for signals and clears them, or while a
+    # finalizer runs (where Python prints and drops exceptions), never reaches fit: seen in one of two
+    # full-suite CI runs on 2026-12-06 (fraction 0.9; cause not found). That is no partial update, so such a
+    # run is tried once more; a second lost interrupt fails.
+    for attempt in range(2):
+        _, model, rollouts = make_run()
+        record = Record()
+        ctrl_c = CtrlCDuringEpoch(epoch=6, fraction=fraction)
+        interrupted = False
+        # A process started in the background by a shell without job control (`nohup cmd &`)
+        # inherits SIGINT ignored, and interrupt_main then does nothing: handle it as Python does by default.
+        previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            model.fit(rollouts, epochs=REFERENCE_EPOCHS, verbose=0, callbacks=[record, ctrl_c])
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if ctrl_c.timer is not None:
+                ctrl_c.timer.cancel()
+            signal.signal(signal.SIGINT, previous_handler)
+        if interrupted:
+            break
     assert interrupted
     updates = model.policy_version
     assert 6 <= updates <= 8, updates
