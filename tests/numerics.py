@@ -104,3 +104,29 @@ def log_prob_gap(model, observations, actions, features=None):
         magnitude = np.sum(np.abs(logits), axis=1) + np.log(logits.shape[1]) + 1.0
     rounding = 2 * (ELEMENTWISE_UNITS * U32 + gamma(actions.shape[1])) * magnitude
     return first_order + rounding
+
+
+def gae_and_bound(model, record, gamma, lam):
+    """GAE of one sub-env's rows, computed independently, and how far the stored advantages may be from it.
+
+    ``record``: the rows in order, ``(observation, action, reward, terminated, truncated, next observation, ...)``;
+    V of the true next observation on every row (a truncated episode's last observation, and the one after
+    the column's last row). The bound: V in the numpy acting copy and in TF differ by at most ``mlp_gap``,
+    carried through the same recursion, plus the float32 rounding of the stored advantage.
+    Returns ``(expected, bound, terminated, truncated)``, each ``[len(record)]``.
+    """
+    value = lambda o: model.value(np.asarray(o, np.float32)).numpy()  # noqa: E731
+    rewards = np.array([r[2] for r in record], np.float64)
+    terminated, truncated = np.array([r[3] for r in record]), np.array([r[4] for r in record])
+    observed, following = ([r[j] for r in record] for j in (0, 5))
+    deltas = rewards + gamma * np.where(terminated, 0.0, value(following)) - value(observed)
+    gap = mlp_gap(model, np.asarray(observed, np.float32))["value"]
+    gap_next = np.where(terminated, 0.0, mlp_gap(model, np.asarray(following, np.float32))["value"])
+    n = len(record)
+    expected, bound, running, carried = np.zeros(n), np.zeros(n), 0.0, 0.0
+    for k in reversed(range(n)):
+        keep = gamma * lam * (not (terminated[k] or truncated[k]))
+        running = deltas[k] + keep * running
+        carried = gap[k] + gamma * gap_next[k] + keep * carried
+        expected[k], bound[k] = running, carried + 2 * U32 * abs(running)
+    return expected, bound, terminated, truncated

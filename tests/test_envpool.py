@@ -17,7 +17,7 @@ import pytest
 
 import keras_trpo
 from helpers import tiny_trpo
-from numerics import U32, mlp_gap
+from numerics import gae_and_bound
 
 envpool = pytest.importorskip("envpool")
 
@@ -107,7 +107,6 @@ def test_batch_rows_are_the_real_transitions_of_the_raw_stream_with_exact_gae(ma
     env = Recorder(make_env())
     model = tiny_trpo(env)
     rollouts = keras_trpo.Rollouts(env, model, steps=NUM_ENVS * horizon, gamma=gamma, gae_lambda=lam, seed=0)
-    value = lambda o: model.value(np.asarray(o, np.float32)).numpy()  # noqa: E731
     seen_terminated = seen_truncated = 0
     for _ in range(3):  # later batches go on from where the env is after the one before
         start = len(env.log)
@@ -120,20 +119,7 @@ def test_batch_rows_are_the_real_transitions_of_the_raw_stream_with_exact_gae(ma
             record = [r for r in transitions[i] if r[6] >= start][:horizon]
             np.testing.assert_array_equal(obs[:, i], [r[0] for r in record], err_msg=f"sub-env {i}")
             np.testing.assert_array_equal(actions[:, i], [r[1] for r in record], err_msg=f"sub-env {i}")
-            rewards = np.array([r[2] for r in record], np.float64)
-            terminated, truncated = np.array([r[3] for r in record]), np.array([r[4] for r in record])
-            observed, following = ([r[j] for r in record] for j in (0, 5))
-            deltas = rewards + gamma * np.where(terminated, 0.0, value(following)) - value(observed)
-            # Derived bound (as in test_vector_envs.py): V in the numpy acting copy and in TF differ by at most
-            # mlp_gap (tests/numerics.py), carried through the recursion, plus the float32 rounding of the result.
-            gap = mlp_gap(model, np.asarray(observed, np.float32))["value"]
-            gap_next = np.where(terminated, 0.0, mlp_gap(model, np.asarray(following, np.float32))["value"])
-            expected, bound, running, carried = np.zeros(horizon), np.zeros(horizon), 0.0, 0.0
-            for k in reversed(range(horizon)):
-                keep = gamma * lam * (not (terminated[k] or truncated[k]))
-                running = deltas[k] + keep * running
-                carried = gap[k] + gamma * gap_next[k] + keep * carried
-                expected[k], bound[k] = running, carried + 2 * U32 * abs(running)
+            expected, bound, terminated, truncated = gae_and_bound(model, record, gamma, lam)
             assert np.all(np.abs(advantages[:, i] - expected) <= bound), f"sub-env {i}"
             seen_terminated, seen_truncated = seen_terminated + terminated.sum(), seen_truncated + truncated.sum()
     transitions, episodes = real_transitions(env.log, NUM_ENVS)

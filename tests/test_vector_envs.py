@@ -15,7 +15,7 @@ from gymnasium.vector.utils import batch_space
 
 import keras_trpo
 from helpers import tiny_trpo
-from numerics import U32, mlp_gap
+from numerics import gae_and_bound
 
 
 class CounterVectorEnv(gymnasium.vector.VectorEnv):
@@ -92,7 +92,6 @@ def test_batch_rows_are_each_sub_envs_consecutive_real_transitions_with_exact_ga
     model = tiny_trpo(env)
     rollouts = keras_trpo.Rollouts(env, model, steps=3 * horizon, gamma=gamma, gae_lambda=lam, seed=0)
     assert rollouts.skips_reset_steps
-    value = lambda o: model.value(np.asarray(o, np.float32)).numpy()  # noqa: E731
     for _ in range(2):  # the second batch goes on from where the env is after the first
         start = [len(r) for r in env.records]
         batch = rollouts.collect()
@@ -105,23 +104,8 @@ def test_batch_rows_are_each_sub_envs_consecutive_real_transitions_with_exact_ga
             record = env.records[i][start[i] : start[i] + horizon]
             np.testing.assert_array_equal(obs[:, i], [r[0] for r in record], err_msg=f"sub-env {i}")
             np.testing.assert_array_equal(actions[:, i], [r[1] for r in record], err_msg=f"sub-env {i}")
-            # GAE computed independently: V of the true next observation on every row (the truncated
-            # episode's last one, and the observation after the column's last row).
-            rewards = np.array([r[2] for r in record])
-            terminated, truncated = np.array([r[3] for r in record]), np.array([r[4] for r in record])
-            observed, following = ([r[j] for r in record] for j in (0, 5))
-            v, v_next = value(observed), value(following)
-            deltas = rewards + gamma * np.where(terminated, 0.0, v_next) - v
-            # Derived bound: V in the numpy snapshot and in TF differ by at most mlp_gap (tests/numerics.py),
-            # carried through the same recursion, plus the float32 rounding of the stored advantage.
-            gap = mlp_gap(model, np.asarray(observed, np.float32))["value"]
-            gap_next = np.where(terminated, 0.0, mlp_gap(model, np.asarray(following, np.float32))["value"])
-            expected, running, bound, carried = np.zeros(horizon), 0.0, np.zeros(horizon), 0.0
-            for k in reversed(range(horizon)):
-                keep = gamma * lam * (not (terminated[k] or truncated[k]))
-                running = deltas[k] + keep * running
-                carried = gap[k] + gamma * gap_next[k] + keep * carried
-                expected[k], bound[k] = running, carried + 2 * U32 * abs(running)
+            # GAE computed independently, with its derived bound (tests/numerics.py).
+            expected, bound, terminated, truncated = gae_and_bound(model, record, gamma, lam)
             assert np.all(np.abs(advantages[:, i] - expected) <= bound), f"sub-env {i}"
             assert truncated.any() or terminated.any()
     # Episodes: lengths of real transitions only; every real transition made counts in env_steps.
