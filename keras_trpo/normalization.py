@@ -80,10 +80,9 @@ class RunningNormalization(keras.layers.Layer):
         clip = np.float32(self.clip)
 
         def transform(x):
-            # np.clip's values (clip > 0, NaN kept) with two ufunc calls in place: it runs on every env step.
             x = x - mean
             x /= std
-            return np.minimum(np.maximum(x, -clip, out=x), clip, out=x)
+            return _clip_in_place(x, clip)
 
         return transform
 
@@ -104,6 +103,12 @@ def merge_moments(mean, variance, count, batch_mean, batch_variance, batch_count
     new_mean = mean + delta * batch_count / total
     m2 = variance * count + batch_variance * batch_count + delta * delta * count * batch_count / total
     return new_mean, m2 / total, total
+
+
+def _clip_in_place(x: np.ndarray, bound: float) -> np.ndarray:
+    """``np.clip(x, -bound, bound)`` written into ``x``: the same values for ``bound > 0`` (NaN kept), in two ufunc
+    calls without ``np.clip``'s Python wrapper; the normalizer and the reward scaler run it on every env step."""
+    return np.minimum(np.maximum(x, -bound, out=x), bound, out=x)
 
 
 def _mean_and_variance(x: np.ndarray) -> tuple[np.floating, np.floating]:
@@ -158,7 +163,7 @@ class RewardScaler:
         """Scales one step's ``rewards [num_envs]``; ``done [num_envs]`` ends episodes after it.
 
         Runs on every env step, so the statistics are Python floats (the same double-precision operations
-        as numpy scalars, without their overhead) and the clip is two in-place ufunc calls.
+        as numpy scalars, without their overhead) and the clip is :func:`_clip_in_place`.
         """
         rewards = np.asarray(rewards, np.float64)
         returns = self.returns * self.gamma + rewards
@@ -172,8 +177,7 @@ class RewardScaler:
             self.returns = np.where(done, 0.0, returns)
         else:
             self.returns = np.where(done | ~finite, 0.0, returns)
-        scaled = rewards / self.scale
-        return np.minimum(np.maximum(scaled, -self.clip, out=scaled), self.clip, out=scaled)
+        return _clip_in_place(rewards / self.scale, self.clip)
 
     def get_state(self) -> dict:
         return {"returns": self.returns.copy(), "mean": self.mean, "variance": self.variance, "count": self.count}
