@@ -31,7 +31,7 @@ from keras_trpo.errors import RolloutError
 
 def run_env_checker(env):
     """Runs gymnasium's ``check_env`` on ``env`` or, for a vector env, on one sub-environment."""
-    if envpool_config(getattr(env, "unwrapped", env)) is not None:
+    if envpool_config(env) is not None:
         raise ValueError(
             "check_env=True runs gymnasium's check_env on one sub-environment, and an EnvPool env's sub-environments "
             f"are C++ objects without the gymnasium Env API (got {type(env).__name__}); check the gymnasium env of "
@@ -153,10 +153,12 @@ def check_not_collecting(env) -> None:
 
 
 def envpool_config(env):
-    """EnvPool's config dict (``num_envs``, ``batch_size``, ``seed``, ...) if ``env`` is an EnvPool env, else None.
+    """EnvPool's config dict (``num_envs``, ``batch_size``, ``seed``, ...) if ``env`` is an EnvPool env, also under
+    gymnasium's wrappers and vector wrappers, else None.
 
     Recognised by the envpool modules among its class's bases, without importing envpool (an optional extra).
     """
+    env = getattr(env, "unwrapped", env)
     if any(base.__module__.startswith("envpool.") for base in type(env).__mro__):
         return dict(getattr(env, "config", None) or {})
     return None
@@ -268,7 +270,7 @@ def _why_not_snapshot(env: VectorEnv):
     """Why pickling ``env`` would not keep its state (before trying it), or None."""
     if isinstance(env.unwrapped, gymnasium.vector.AsyncVectorEnv):
         return "AsyncVectorEnv: its sub-environments live in worker processes"
-    if envpool_config(env.unwrapped) is not None:
+    if envpool_config(env) is not None:
         # Its reset(seed=...) warns and is ignored: the resumed env continues EnvPool's own seed stream.
         return "EnvPool: its sub-environments are C++ objects that do not pickle (seeded once, by envpool.make_gymnasium)"
     for layer in _every_layer(env):

@@ -134,7 +134,7 @@ class Rollouts(keras.utils.PyDataset):
         self.seed = seed
         self.autoreset_mode = autoreset_mode(self.env)
         # EnvPool is seeded by make_gymnasium(seed=...) only; its reset warns that it ignores a seed.
-        self._seeded_at_creation = envpool_config(self.env.unwrapped) is not None
+        self._seeded_at_creation = envpool_config(self.env) is not None
         self._rng = np.random.default_rng(seed)
         self._observations = None
         self._episode_return = np.zeros(self.num_envs)
