@@ -348,7 +348,8 @@ class TRPO(forward.Forward, trainer.Trainer):
             objective = update.Objective(self, replicas, observations, actions, advantages)
             # 2. The surrogate mean(ratio · Â) and its gradient g.
             surrogate_old, g = objective.surrogate_and_gradient()
-            # 3. Conjugate gradient on (F + λI) s = g, F the Hessian of the mean KL(old‖new) (as Jᵀ M J by default).
+            # 3. Conjugate gradient on (F + λI) s = g, F the Hessian of the mean KL(old‖new) (by double backprop,
+            #    or as Jᵀ M J with fisher_product='gauss_newton').
             rows = update.fvp_rows(replicas, returns, self.fvp_fraction, self.seed_generator, self._policy_version)
             fvp = objective.fisher_vector_product(rows, self._damping, self.fisher_product)
             direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
