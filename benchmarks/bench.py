@@ -199,19 +199,9 @@ def sb3_collect(env_id, num_envs, steps=8192):
 
 def _raw_steps_per_s(env, steps):
     """Steps a gymnasium vector env with random actions (the ceiling for collection)."""
-    import numpy as np
+    import bench_profile
 
-    rng = np.random.default_rng(0)
-    space = env.single_action_space
-    env.reset(seed=0)
-    start = time.perf_counter()
-    for _ in range(steps // env.num_envs):
-        actions = rng.uniform(space.low, space.high, (env.num_envs, *space.shape)).astype(space.dtype)
-        _, _, terminated, truncated, _ = env.step(actions)
-        done = terminated | truncated
-        if done.any():
-            env.reset(options={"reset_mask": done})
-    return steps / (time.perf_counter() - start)
+    return steps / bench_profile.random_stepping_seconds(env, steps)
 
 
 def keras_profile(cfg):

@@ -285,14 +285,13 @@ def profile_child(env_id, total_steps=None, bare=False):
     return out
 
 
-def raw_child(env_id, num_envs, steps, mode="sync"):
-    """Random actions on ``gymnasium.make_vec(env_id, num_envs, mode)``: seconds for ``steps`` env steps."""
-    import gymnasium
+def random_stepping_seconds(env, steps):
+    """Seconds to step the vector env ``env`` for ``steps`` env steps with random actions (seed 0), resetting its
+    finished sub-envs with ``reset_mask`` as ``Rollouts`` does with a ``NEXT_STEP`` env: the floor of collection."""
     import numpy as np
 
-    env = gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
     rng = np.random.default_rng(0)
-    space = env.single_action_space
+    space, num_envs = env.single_action_space, env.num_envs
     env.reset(seed=0)
     start = time.perf_counter()
     for _ in range(steps // num_envs):
@@ -300,9 +299,17 @@ def raw_child(env_id, num_envs, steps, mode="sync"):
             rng.uniform(space.low, space.high, (num_envs, *space.shape)).astype(space.dtype))
         _, _, terminated, truncated, _ = env.step(actions)
         done = terminated | truncated
-        if done.any():  # as Rollouts does with a NEXT_STEP env that takes reset_mask
+        if done.any():
             env.reset(options={"reset_mask": done})
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def raw_child(env_id, num_envs, steps, mode="sync"):
+    """Random actions on ``gymnasium.make_vec(env_id, num_envs, mode)``: seconds for ``steps`` env steps."""
+    import gymnasium
+
+    env = gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+    seconds = random_stepping_seconds(env, steps)
     env.close()
     return {"steps": steps // num_envs * num_envs, "seconds": seconds, "mode": mode}
 
