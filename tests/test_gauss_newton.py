@@ -15,7 +15,6 @@ entry's rounding error is at most ``K·ε₃₂`` times the same product taken i
 
 from __future__ import annotations
 
-import gymnasium
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -53,12 +52,12 @@ def _model(network: str, action: str):
         variable.assign(rng.normal(scale=0.5, size=tuple(variable.shape)).astype(np.float32))
     if model.log_std is not None:
         model.log_std.assign(rng.normal(scale=0.3, size=tuple(model.log_std.shape)).astype(np.float32))
-    space = gymnasium.spaces.Dict(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else None
-    samples = [observation_space.sample() for _ in range(N)] if space is None else None
-    if space is None:
-        observations = tf.constant(np.stack(samples))
+    observation_space.seed(0)  # the same observations on every run
+    samples = [observation_space.sample() for _ in range(N)]
+    if isinstance(observation_space, spaces.Dict):
+        observations = {k: tf.constant(np.stack([s[k] for s in samples])) for k in observation_space.spaces}
     else:
-        observations = {k: tf.constant(np.stack([space[k].sample() for _ in range(N)])) for k in space.spaces}
+        observations = tf.constant(np.stack(samples))
     return model, observations
 
 
@@ -104,6 +103,7 @@ def _explicit_fisher_product(model, observations, vector: np.ndarray) -> tuple[n
 
 
 def _product(model, observations, form: str, vector: np.ndarray) -> np.ndarray:
+    model.action_space.seed(0)
     actions = model.head.cast_actions(np.stack([model.action_space.sample() for _ in range(N)]))
     objective = update.Objective(model, model.replicas, observations, actions, tf.ones([N]))
     return objective.fisher_vector_product(None, DAMPING, form)(tf.constant(vector, tf.float32)).numpy()
