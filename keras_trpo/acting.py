@@ -67,6 +67,7 @@ class PolicySnapshot:
         self.head = model.head
         self.version = model.policy_version
         self.log_std = None if model.log_std is None else model.log_std.numpy()
+        self._sample = self.head.numpy_sampler(self.log_std)
         self._spec = model.observation_spec
         activation = NUMPY_ACTIVATIONS.get(model.activation)
         box = not self._spec.structured and isinstance(self._spec.space, gymnasium.spaces.Box)
@@ -113,5 +114,5 @@ class PolicySnapshot:
     def act(self, observations: Observations, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Samples actions and returns ``(actions, values)`` for a batch of observations."""
         outputs, values = self.outputs_and_values(observations)
-        return self.head.numpy_sample(self.head.numpy_params(outputs, self.log_std), rng), values
+        return self._sample(outputs, rng), values
 

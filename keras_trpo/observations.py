@@ -244,7 +244,11 @@ class ObservationSpec:
         The space's own dtype counts too: MuJoCo's float64 ``Box`` observations (stored as float32)
         would otherwise take the full :meth:`check` on every env step.
         """
-        if self.structured and not isinstance(observations, Mapping):
+        if not self.structured:  # one array (no flatten: this runs on every env step)
+            leaf = self.leaves[0]
+            return (isinstance(observations, np.ndarray) and observations.shape == (n, *leaf.shape)
+                    and (observations.dtype == leaf.dtype or observations.dtype == leaf.space.dtype))
+        if not isinstance(observations, Mapping):
             return False
         for leaf, x in zip(self.leaves, self.flatten(observations)):
             if (not isinstance(x, np.ndarray) or (x.dtype != leaf.dtype and x.dtype != leaf.space.dtype)

@@ -28,7 +28,7 @@ TensorShape([5])
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import gymnasium
 import numpy as np
@@ -103,6 +103,14 @@ class PolicyHead:
     def numpy_sample(self, params: Params, rng: np.random.Generator) -> np.ndarray:
         """Samples actions with numpy from numpy parameters (fast acting path)."""
         raise NotImplementedError
+
+    def numpy_sampler(self, log_std: np.ndarray | None = None) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+        """``sample(outputs, rng)``: :meth:`numpy_sample` of :meth:`numpy_params` with ``log_std`` held fixed.
+
+        The acting path calls it once per env step with the same weights for a whole batch, so a head
+        may compute what depends on ``log_std`` alone once (:class:`DiagGaussianHead` does).
+        """
+        return lambda outputs, rng: self.numpy_sample(self.numpy_params(outputs, log_std), rng)
 
     def stateless_sample(self, params: Params, seed: Any) -> Any:
         """One action per row with ``tf.random.stateless_*`` ops (the exported ``sample`` signature).
@@ -288,6 +296,20 @@ class DiagGaussianHead(PolicyHead):
         mean = params["mean"]
         noise = rng.standard_normal(mean.shape).astype(mean.dtype)
         return mean + np.exp(params["log_std"]) * noise
+
+    def numpy_sampler(self, log_std: np.ndarray | None = None) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+        # exp(log_std) once per batch shape instead of a broadcast and an exp per env step (issue 26): the
+        # same exp of the same broadcast array as numpy_params + numpy_sample, so the same actions bit for bit.
+        stds: dict[tuple[int, ...], np.ndarray] = {}
+
+        def sample(outputs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            mean = outputs.reshape(-1, *self.action_shape)
+            std = stds.get(mean.shape)
+            if std is None:
+                std = stds[mean.shape] = np.exp(self.numpy_params(outputs, log_std)["log_std"])
+            return mean + std * rng.standard_normal(mean.shape).astype(mean.dtype)
+
+        return sample
 
     def stateless_sample(self, params: Params, seed: Any) -> Any:
         mean = params["mean"]

@@ -224,10 +224,12 @@ class Rollouts(keras.utils.PyDataset):
         low, high = action_bounds(self.env)
         while not buffer.full:
             actions, values = policy.act(observations, self._rng)
-            stepped = ~self._resetting if self._resetting.any() else None  # False: the step only resets the sub-env
+            # False: the step only resets the sub-env (only ever set when skips_reset_steps)
+            stepped = ~self._resetting if self.skips_reset_steps and self._resetting.any() else None
             cells = buffer.next_cells(stepped)  # a real transition with room in its column (None: every sub-env)
             buffer.add_step(cells, observations=observations, actions=actions, values=values)
-            env_actions = actions if low is None else np.clip(actions, low, high)
+            # np.clip's values by two ufunc calls, without its Python wrapper (~4 µs of each vector step)
+            env_actions = actions if low is None else np.minimum(np.maximum(actions, low), high)
             following, rewards, terminated, truncated, info = self._call_env(
                 lambda: self.env.step(env_actions), "step", t
             )

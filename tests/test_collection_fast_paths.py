@@ -5,13 +5,15 @@ Each test names the one-line bug it catches; each was checked by making that cha
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium import spaces
 
 from helpers import calls_while_collecting
-from keras_trpo.buffer import RolloutBuffer
+from keras_trpo.buffer import RolloutBuffer, warn_non_finite
 from keras_trpo.normalization import RewardScaler, _mean_and_variance
 from keras_trpo.observations import ObservationSpec
 from keras_trpo.policies import make_head
@@ -69,7 +71,7 @@ def test_the_reward_scalers_moments_are_numpys_mean_and_var_bit_for_bit(size):
     rng = np.random.default_rng(size)
     for scale in (1e-6, 1.0, 1e6):
         x = rng.normal(3.0, 1.0, size) * scale
-        mean, variance = _mean_and_variance(x)
+        mean, variance = _mean_and_variance(x, np.add.reduce(x))
         assert mean.tobytes() == np.float64(x.mean()).tobytes()
         assert variance.tobytes() == np.float64(x.var()).tobytes()
 
@@ -122,3 +124,48 @@ def test_a_whole_row_buffer_is_full_after_horizon_steps_and_not_before():
         steps += 1
     assert steps == 4
     np.testing.assert_array_equal(buffer["values"], np.repeat(np.arange(4.0)[:, None], 3, axis=1))
+
+
+def test_the_reward_scaler_still_takes_returns_whose_sum_overflows_as_finite():
+    """Bug caught: the per-step finiteness shortcut (``math.isfinite`` of the returns' sum) taken as the whole test:
+    finite returns whose sum overflows would then be dropped from the statistics like a NaN reward."""
+    scaler, reference = RewardScaler(num_envs=2, gamma=0.0), RewardScaler(num_envs=2, gamma=0.0)
+    huge = np.array([1e308, 1e308])
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaler(huge, np.array([False, False]))
+    assert scaler.count == reference.count + 2
+    assert scaler.returns.tolist() == huge.tolist()
+
+
+@pytest.mark.parametrize("rewards, warns", [
+    ([1.0, -2.0], False), ([1e308, 1e308], False), ([np.inf, 1.0], True), ([np.nan, 1.0], True),
+    ([np.inf, -np.inf], True), ([-np.inf], True),
+])
+def test_non_finite_rewards_are_warned_about_and_only_they(rewards, warns):
+    """Bugs caught: the sum shortcut taken as the whole test (finite rewards whose sum overflows warned about), or
+    the exact test dropped after it (``[inf, -inf]`` sums to NaN, and would pass a test of ``sum != inf``)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with np.errstate(over="ignore", invalid="ignore"):
+            warn_non_finite(np.array(rewards), t=3)
+    assert any(issubclass(w.category, RuntimeWarning) for w in caught) == warns
+
+
+@pytest.mark.parametrize("space", [
+    spaces.Box(-1.0, 1.0, (3,), np.float32), spaces.Box(-1.0, 1.0, (2, 2), np.float32), spaces.Discrete(4),
+    spaces.MultiDiscrete([3, 2]), spaces.MultiBinary(3),
+], ids=["box", "box2d", "discrete", "multidiscrete", "multibinary"])
+def test_the_acting_sampler_draws_what_numpy_params_and_numpy_sample_draw_bit_for_bit(space):
+    """Bugs caught: the Gaussian sampler's std cached as ``log_std`` (no ``exp``), or cached once for the first
+    batch size (a batch of another size then fails or takes the wrong std); the acting path would no longer
+    reproduce runs bit for bit."""
+    head = make_head(space)
+    rng = np.random.default_rng(0)
+    log_std = rng.normal(0.0, 0.5, head.action_shape).astype(np.float32) if head.has_log_std else None
+    sample = head.numpy_sampler(log_std)
+    for rows in (2, 5, 2):
+        outputs = rng.normal(0.0, 1.0, (rows, head.num_outputs)).astype(np.float32)
+        fast = sample(outputs, np.random.default_rng(rows))
+        reference = head.numpy_sample(head.numpy_params(outputs, log_std), np.random.default_rng(rows))
+        assert fast.dtype == reference.dtype and fast.shape == reference.shape
+        assert fast.tobytes() == reference.tobytes()
