@@ -5,7 +5,6 @@ Each check runs in a fresh Python process: what is imported, and what reaches fi
 depends on what the process has already loaded.
 """
 
-import json
 import re
 import subprocess
 import sys
