@@ -239,7 +239,8 @@ def _profile_task():
 
     steps = os.environ.get("BENCH_PROFILE_STEPS")
     return bench_profile.profile_child(os.environ["BENCH_PROFILE_ENV"], int(steps) if steps else None,
-                                       bare=os.environ.get("BENCH_PROFILE_BARE") == "1")
+                                       bare=os.environ.get("BENCH_PROFILE_BARE") == "1",
+                                       threads=os.environ.get("BENCH_TF_INTRA_THREADS", "preset"))
 
 
 def _raw_task():
@@ -273,7 +274,7 @@ def child(framework, task, seed=None):
         # PyTorch's default here (2 OpenMP threads on 2 cores) ran a 2048x64 matmul+tanh 25x
         # slower than 1 thread whenever the other core was busy; give sb3 its best setting.
         torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "1")))
-    elif os.environ.get("BENCH_TF_INTRA_THREADS", "1") != "default":
+    elif os.environ.get("BENCH_TF_INTRA_THREADS", "1") not in ("default", "preset"):
         import tensorflow as tf
 
         # keras_trpo's best setting here, as one torch thread is sb3-contrib's: one thread per op.
@@ -439,7 +440,8 @@ def profile_preset(args):
     preset = presets.load_preset(args.profile_env)
     steps = preset.iterations(args.profile_steps) * int(preset.rollouts["steps"])
     raw_steps = args.profile_raw_steps or min(steps, 200_000)
-    threads = os.environ.get("BENCH_TF_INTRA_THREADS", "default")  # keras-trpo train keeps TF's defaults
+    # As keras-trpo train runs the preset: its intra_op_threads (1 for the MLP presets); or BENCH_TF_INTRA_THREADS.
+    threads = os.environ.get("BENCH_TF_INTRA_THREADS", "preset")
     run = {"BENCH_TF_INTRA_THREADS": threads, "BENCH_PROFILE_ENV": args.profile_env,
            "BENCH_PROFILE_STEPS": "" if args.profile_steps is None else str(args.profile_steps)}
     p = run_child("keras", "profile-preset", **run)
@@ -450,7 +452,8 @@ def profile_preset(args):
     bare = run_child("keras", "profile-preset", BENCH_PROFILE_BARE="1", **run) if args.profile_bare else None
     if bare is not None:
         print(f"  keras bare run {json.dumps(bare)}", flush=True)
-    bench_profile.print_table(p, raw, bare, threads)
+    shown = f"{preset.intra_op_threads or 'TensorFlow default'} (the preset's)" if threads == "preset" else threads
+    bench_profile.print_table(p, raw, bare, shown)
 
 
 if __name__ == "__main__":

@@ -249,8 +249,11 @@ def update_parts(model, batch, repeats=9):
     return parts | {key + "_ms": 1000 * statistics.median(t) for key, t in times.items()}
 
 
-def profile_child(env_id, total_steps=None, bare=False):
-    """The instrumented (or, with ``bare``, plain) training run: JSON-able rows, wall times, update parts."""
+def profile_child(env_id, total_steps=None, bare=False, threads="preset"):
+    """The instrumented (or, with ``bare``, plain) training run: JSON-able rows, wall times, update parts.
+
+    ``threads``: TensorFlow's intra-op threads: ``"preset"`` (the preset's ``intra_op_threads``, as ``keras-trpo
+    train`` runs it), ``"default"`` (TensorFlow's own) or a number."""
     import keras_trpo
     from keras_trpo import presets, training
 
@@ -267,6 +270,8 @@ def profile_child(env_id, total_steps=None, bare=False):
 
         keras_trpo.Rollouts.collect = collect_and_keep
     preset = presets.load_preset(env_id)
+    if threads != "preset":
+        preset = preset.override({"intra_op_threads": None if threads == "default" else int(threads)})
     start = time.perf_counter()
     result = training.train(preset, seed=0, total_steps=total_steps)
     wall = time.perf_counter() - start

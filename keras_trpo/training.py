@@ -7,7 +7,8 @@ result = training.train(presets.load_preset("CartPole-v1"), seed=0)
 print(result.message(f"mean return {result.mean:.1f}"))
 ```
 
-:func:`train` seeds Python, NumPy and TensorFlow (``keras.utils.set_random_seed``), builds the
+:func:`train` sets TensorFlow's intra-op threads to the preset's ``intra_op_threads``
+(:func:`set_intra_op_threads`), seeds Python, NumPy and TensorFlow (``keras.utils.set_random_seed``), builds the
 vector env, the compiled :class:`~keras_trpo.TRPO` and its :class:`~keras_trpo.Rollouts` from the
 preset, fits ``preset.iterations(total_steps)`` TRPO iterations (one ``fit`` epoch each), closes
 the env and evaluates the deterministic policy on a fresh copy of the environment seeded with
@@ -21,11 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 
 import gymnasium
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_trpo.callbacks import ProgressLogger, StepsPerSecond
 from keras_trpo.evaluation import evaluate
@@ -39,6 +42,41 @@ PERIODIC_EVAL_SEED_OFFSET = 20_000
 
 class EnvCreationError(gymnasium.error.Error):
     """gymnasium cannot create the training environment (its error is the cause and the message)."""
+
+
+class ThreadSettingError(RuntimeError):
+    """TensorFlow already ran an op in this process with another intra-op thread setting, which it then keeps.
+
+    Attributes:
+        current: TensorFlow's setting (0: its default, one thread per core).
+    """
+
+    def __init__(self, message: str, current: int) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+def set_intra_op_threads(threads: int | None, *, strict: bool = False) -> None:
+    """Runs each TensorFlow op on ``threads`` intra-op threads (``None``: TensorFlow's own setting, one per core).
+
+    The presets of the default 64×64 MLPs ask for 1 (their ``intra_op_threads``): their ops are small, and
+    an update's policy and critic steps already run side by side on two cores (README, "Speed on a CPU").
+    The setting changes a run's floats, not its algorithm. TensorFlow takes it only before its first op;
+    after that a different request raises :class:`ThreadSettingError` if ``strict`` (``keras-trpo train
+    --intra-op-threads``), else warns and leaves TensorFlow's setting as it is (a notebook, a test process).
+    """
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    if threads is None or current == threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran an op in this process
+        message = (f"intra_op_threads={threads}: TensorFlow already runs in this process with {current or 'its default'}"
+                   " intra-op threads, and keeps them (the same algorithm, other floats than a new process)")
+        if strict:
+            raise ThreadSettingError(message, current) from None
+        warnings.warn(f"{message}; set it before TensorFlow's first op, or train in a new process.", RuntimeWarning,
+                      stacklevel=3)
 
 
 class ModelBuildError(ValueError):
@@ -128,6 +166,7 @@ def train(
     iterations = preset.iterations(total_steps)
     if callbacks is None:
         callbacks = [progress_callback(iterations, verbose)]
+    set_intra_op_threads(preset.intra_op_threads)
     keras.utils.set_random_seed(seed)
     env = make_env(preset, env_id)
     try:

@@ -23,17 +23,20 @@ import tempfile
 from keras_trpo.cli.common import CLIError
 
 
-def load_tensorflow(show_logs: bool = False, intra_op_threads: int | None = None) -> None:
+def load_tensorflow(show_logs: bool = False, intra_op_threads: int | None = None, strict: bool = True) -> None:
     """Imports TensorFlow, lists its devices and loads keras_trpo's model; hides their C++ log
     lines unless ``show_logs``. Nothing is hidden once TensorFlow is imported (in-process callers).
 
-    ``intra_op_threads`` (``None``: TensorFlow's default) is set before any TensorFlow op runs.
+    ``intra_op_threads`` (``None``: TensorFlow's default) is set before any TensorFlow op runs
+    (:func:`keras_trpo.training.set_intra_op_threads`; ``strict=False``, for a preset's value: a warning
+    instead of the error).
 
     Raises:
-        CLIError: ``intra_op_threads`` is given but this process's TensorFlow already runs with another setting.
+        CLIError: ``intra_op_threads`` is given (``strict``) but this process's TensorFlow already runs with
+            another setting.
     """
     if show_logs or "tensorflow" in sys.modules:
-        _set_intra_op_threads(intra_op_threads)
+        _set_intra_op_threads(intra_op_threads, strict)
         _load()
         return
     sys.stdout.flush()
@@ -43,7 +46,7 @@ def load_tensorflow(show_logs: bool = False, intra_op_threads: int | None = None
     loaded = False
     try:
         os.dup2(captured.fileno(), 2)
-        _set_intra_op_threads(intra_op_threads)
+        _set_intra_op_threads(intra_op_threads, strict)
         _load()
         loaded = True
     finally:
@@ -57,19 +60,17 @@ def load_tensorflow(show_logs: bool = False, intra_op_threads: int | None = None
         captured.close()
 
 
-def _set_intra_op_threads(intra_op_threads):
+def _set_intra_op_threads(intra_op_threads, strict):
     """Sets TensorFlow's intra-op pool before any op runs (nothing, and no import, for ``None``)."""
     if intra_op_threads is None:
         return
-    import tensorflow as tf
+    from keras_trpo import training
 
-    if tf.config.threading.get_intra_op_parallelism_threads() != intra_op_threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-        except RuntimeError:  # TensorFlow already ran an op in this process (an in-process caller)
-            raise CLIError(f"--intra-op-threads {intra_op_threads}: TensorFlow already runs in this process with "
-                           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'its default'} intra-op "
-                           "threads; run keras-trpo in a new process") from None
+    try:
+        training.set_intra_op_threads(intra_op_threads, strict=strict)
+    except training.ThreadSettingError as error:
+        raise CLIError(f"--intra-op-threads {intra_op_threads}: TensorFlow already runs in this process with "
+                       f"{error.current or 'its default'} intra-op threads; run keras-trpo in a new process") from None
 
 
 def _load():

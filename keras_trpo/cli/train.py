@@ -44,7 +44,8 @@ def cmd_train(args) -> int:
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise CLIError(f"output directory {out!r} already exists and is not empty; pass another --out")
 
-    load_tensorflow(args.tf_logs, intra_op_threads=args.intra_op_threads)
+    # The preset's setting (1 for the MLP presets) warns if it cannot apply; --intra-op-threads is an error then.
+    load_tensorflow(args.tf_logs, intra_op_threads=preset.intra_op_threads, strict=args.intra_op_threads is not None)
     from keras_trpo import training
 
     if preset.env_id not in (None, args.env_id):
@@ -93,6 +94,8 @@ def _preset(args):
         overrides["total_steps"] = args.steps
     if args.eval_episodes is not None:
         overrides["eval_episodes"] = args.eval_episodes
+    if args.intra_op_threads is not None:
+        overrides["intra_op_threads"] = args.intra_op_threads
     base = preset.to_dict()
     # Record only what differs from the preset: runs that differ only in their seed share a plot label.
     overrides = {key: value for key, value in overrides.items() if _dotted_get(base, key) != value}
@@ -157,7 +160,6 @@ class _RunDirectory:
             "planned_env_steps": iterations * preset.rollouts["steps"],
             **{k: v for k, v in preset.to_dict().items() if k not in ("name", "source", "env_id", "notes", "status")},
             "eval_every": args.eval_every,
-            "intra_op_threads": args.intra_op_threads,  # None: TensorFlow's default
             "trpo_config": _jsonable(model.get_config()),
             "versions": _versions(),
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

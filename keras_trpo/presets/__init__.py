@@ -35,7 +35,11 @@ A preset file holds:
   or a name from :data:`keras_trpo.networks.BUILDERS` (``"nature_cnn"``, ``"minigrid_cnn"``, ``"mlp"``;
   for a ``Dict`` observation a CNN name builds :class:`keras_trpo.networks.Combined`), with ``null`` widths;
 - ``optimizer``: the critic optimizer, as ``keras.optimizers.get`` takes it;
-- ``eval_episodes``: episodes of the final deterministic evaluation.
+- ``eval_episodes``: episodes of the final deterministic evaluation;
+- ``intra_op_threads`` (optional, ``null`` when absent): TensorFlow's intra-op threads for the run, set by
+  :func:`keras_trpo.training.train` before TensorFlow's first op (:func:`keras_trpo.training.set_intra_op_threads`).
+  The presets of the 64×64 MLPs set ``1`` (faster here, and other floats than TensorFlow's own setting: README,
+  "Speed on a CPU"); the CNN presets and ``default`` leave TensorFlow's own (one thread per core).
 
 Example:
 

@@ -32,9 +32,11 @@ _TOP_LEVEL_KEYS = (
     "model",
     "optimizer",
     "eval_episodes",
+    "intra_op_threads",
 )
 #: Keys a preset file may leave out, with the value they then take.
-_OPTIONAL_KEYS = {"status": "untuned", "notes": "", "env_modules": [], "env_kwargs": {}, "wrappers": []}
+_OPTIONAL_KEYS = {"status": "untuned", "notes": "", "env_modules": [], "env_kwargs": {}, "wrappers": [],
+                  "intra_op_threads": None}
 _ROLLOUT_KEYS = ("steps", "gamma", "gae_lambda", "normalize_rewards")
 
 
@@ -65,6 +67,7 @@ class Preset:
     env_modules: list = dataclasses.field(default_factory=list)
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     wrappers: list = dataclasses.field(default_factory=list)
+    intra_op_threads: int | None = None
     source: str | None = None
 
     @classmethod
@@ -99,6 +102,7 @@ class Preset:
             env_modules=copy.deepcopy(data.get("env_modules", _OPTIONAL_KEYS["env_modules"])),
             env_kwargs=copy.deepcopy(data.get("env_kwargs", _OPTIONAL_KEYS["env_kwargs"])),
             wrappers=copy.deepcopy(data.get("wrappers", _OPTIONAL_KEYS["wrappers"])),
+            intra_op_threads=data.get("intra_op_threads", _OPTIONAL_KEYS["intra_op_threads"]),
             source=source,
         )
         preset.validate()
@@ -115,6 +119,10 @@ class Preset:
             check_bool(f"{self.name}: rollouts.normalize_rewards", self.rollouts["normalize_rewards"])
             for key in ("gamma", "gae_lambda"):
                 check_unit_interval(f"{self.name}: rollouts.{key}", self.rollouts[key])
+        threads = self.intra_op_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise PresetError(f"{self.name}: intra_op_threads must be a positive integer or null (TensorFlow's own "
+                              f"setting); got {threads!r}")
         if self.rollouts["steps"] % self.num_envs:
             raise PresetError(
                 f"{self.name}: rollouts.steps ({self.rollouts['steps']}) must be a multiple of num_envs ({self.num_envs})"
