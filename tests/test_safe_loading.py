@@ -19,7 +19,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-import keras_trpo
+import keras_trpo  # noqa: F401 - registers its Keras serializables before any load
 
 from helpers import tiny_trpo
 

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Iterator
+from typing import Any
 
 from keras_trpo.presets import environments
 from keras_trpo.presets.errors import PresetError
@@ -35,7 +36,7 @@ _TOP_LEVEL_KEYS = (
     "intra_op_threads",
 )
 #: Keys a preset file may leave out, with the value they then take.
-_OPTIONAL_KEYS = {"status": "untuned", "notes": "", "env_modules": [], "env_kwargs": {}, "wrappers": [],
+_OPTIONAL_KEYS: dict[str, Any] = {"status": "untuned", "notes": "", "env_modules": [], "env_kwargs": {}, "wrappers": [],
                   "intra_op_threads": None}
 _ROLLOUT_KEYS = ("steps", "gamma", "gae_lambda", "normalize_rewards")
 
