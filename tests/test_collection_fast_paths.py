@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+import keras_trpo
 from helpers import calls_while_collecting
 from keras_trpo.buffer import RolloutBuffer, warn_non_finite
 from keras_trpo.normalization import RewardScaler, _mean_and_variance
@@ -169,3 +170,26 @@ def test_the_acting_sampler_draws_what_numpy_params_and_numpy_sample_draw_bit_fo
         reference = head.numpy_sample(head.numpy_params(outputs, log_std), np.random.default_rng(rows))
         assert fast.dtype == reference.dtype and fast.shape == reference.shape
         assert fast.tobytes() == reference.tobytes()
+
+
+@pytest.mark.parametrize("value_hidden_units, stacked", [((16, 16), True), ((16, 8), False), ((16,), False)])
+def test_the_snapshot_stacks_equal_towers_and_gives_the_separate_towers_outputs_bit_for_bit(value_hidden_units, stacked):
+    """Bugs caught: the stacked hidden layers handed to the wrong tower's output layer (``hidden[1]`` for the
+    policy), or towers of other shapes stacked (np.stack fails) instead of run apart; the acting path would no
+    longer reproduce runs bit for bit. numpy computes ``[2, n, k] @ [2, k, m]`` with the product of each tower
+    alone, so equality is exact on any CPU this runs on."""
+    from keras_trpo.acting import PolicySnapshot
+
+    env = gymnasium.vector.SyncVectorEnv([Float64Env] * 3)
+    model = keras_trpo.TRPO.for_env(env, hidden_units=(16, 16), value_hidden_units=value_hidden_units, seed=0,
+                                    normalize_observations=True)
+    for layer in model.policy_layers + model.value_layers:  # weights away from the initializer's zero biases
+        layer.bias.assign(np.random.default_rng(1).normal(0.0, 0.5, layer.bias.shape))
+    snapshot = PolicySnapshot(model)
+    assert (snapshot._stacked is not None) == stacked
+    observations = np.random.default_rng(2).normal(0.0, 3.0, (3, *env.single_observation_space.shape))
+    outputs, values = snapshot.outputs_and_values(observations)
+    x = snapshot._features(observations)
+    assert outputs.tobytes() == snapshot._mlp(snapshot._policy, x).tobytes()
+    assert values.tobytes() == snapshot._mlp(snapshot._value, x)[:, 0].tobytes()
+    assert values.tobytes() == snapshot.values(observations).tobytes()
