@@ -452,7 +452,8 @@ def profile_preset(args):
     bare = run_child("keras", "profile-preset", BENCH_PROFILE_BARE="1", **run) if args.profile_bare else None
     if bare is not None:
         print(f"  keras bare run {json.dumps(bare)}", flush=True)
-    shown = f"{preset.intra_op_threads or 'TensorFlow default'} (the preset's)" if threads == "preset" else threads
+    preset_threads = getattr(preset, "intra_op_threads", None)  # None too for code before the setting existed
+    shown = f"{preset_threads or 'TensorFlow default'} (the preset's)" if threads == "preset" else threads
     bench_profile.print_table(p, raw, bare, shown)
 
 
