@@ -270,7 +270,7 @@ def profile_child(env_id, total_steps=None, bare=False, threads="preset"):
 
         keras_trpo.Rollouts.collect = collect_and_keep
     preset = presets.load_preset(env_id)
-    if threads != "preset":
+    if threads != "preset" and hasattr(preset, "intra_op_threads"):  # older keras_trpo: set by bench.py's child
         preset = preset.override({"intra_op_threads": None if threads == "default" else int(threads)})
     start = time.perf_counter()
     result = training.train(preset, seed=0, total_steps=total_steps)

@@ -111,11 +111,10 @@ def _clip_in_place(x: np.ndarray, bound: float) -> np.ndarray:
     return np.minimum(np.maximum(x, -bound, out=x), bound, out=x)
 
 
-def _mean_and_variance(x: np.ndarray, total: np.floating) -> tuple[np.floating, np.floating]:
-    """``(x.mean(), x.var())`` of a 1-D float64 array whose ``np.add.reduce`` is ``total``, with the same
-    reductions (bit for bit), without ``np.var``'s Python-level argument handling: it runs once per env step
-    in :class:`RewardScaler`."""
-    mean = total / x.size
+def _mean_and_variance(x: np.ndarray) -> tuple[np.floating, np.floating]:
+    """``(x.mean(), x.var())`` of a 1-D float64 array with the same reductions (bit for bit), without
+    ``np.var``'s Python-level argument handling: it runs once per env step in :class:`RewardScaler`."""
+    mean = np.add.reduce(x) / x.size
     deviation = x - mean
     return mean, np.add.reduce(deviation * deviation) / x.size
 
@@ -168,12 +167,10 @@ class RewardScaler:
         """
         rewards = np.asarray(rewards, np.float64)
         returns = self.returns * self.gamma + rewards
-        total = np.add.reduce(returns)
-        # A non-finite reward must not poison the statistics for good; the update rejects the batch. A finite
-        # sum means every return is finite, which spares the exact test on every env step.
-        finite = None if math.isfinite(total) else np.isfinite(returns)
-        if finite is None or finite.all():
-            batch_mean, batch_variance = _mean_and_variance(returns, total)
+        finite = np.isfinite(returns)
+        # A non-finite reward must not poison the statistics for good; the update rejects the batch.
+        if finite.all():
+            batch_mean, batch_variance = _mean_and_variance(returns)
             self.mean, self.variance, self.count = merge_moments(
                 self.mean, self.variance, self.count, float(batch_mean), float(batch_variance), returns.size
             )

@@ -56,14 +56,15 @@ class ThreadSettingError(RuntimeError):
         self.current = current
 
 
-def set_intra_op_threads(threads: int | None, *, strict: bool = False) -> None:
+def set_intra_op_threads(threads: int | None, *, strict: bool = False, stacklevel: int = 2) -> None:
     """Runs each TensorFlow op on ``threads`` intra-op threads (``None``: TensorFlow's own setting, one per core).
 
-    The presets of the default 64×64 MLPs ask for 1 (their ``intra_op_threads``): their ops are small, and
-    an update's policy and critic steps already run side by side on two cores (README, "Speed on a CPU").
+    The presets of the 64×64 MLPs ask for 1 (their ``intra_op_threads``): their ops are small, and an
+    update's policy and critic steps already run side by side on two cores (README, "Speed on a CPU").
     The setting changes a run's floats, not its algorithm. TensorFlow takes it only before its first op;
     after that a different request raises :class:`ThreadSettingError` if ``strict`` (``keras-trpo train
-    --intra-op-threads``), else warns and leaves TensorFlow's setting as it is (a notebook, a test process).
+    --intra-op-threads``), else warns once per process and setting, and leaves TensorFlow's setting as it
+    is (a notebook, a test process). ``None`` asks for nothing: it does not undo an earlier setting.
     """
     current = tf.config.threading.get_intra_op_parallelism_threads()
     if threads is None or current == threads:
@@ -75,8 +76,19 @@ def set_intra_op_threads(threads: int | None, *, strict: bool = False) -> None:
                    " intra-op threads, and keeps them (the same algorithm, other floats than a new process)")
         if strict:
             raise ThreadSettingError(message, current) from None
-        warnings.warn(f"{message}; set it before TensorFlow's first op, or train in a new process.", RuntimeWarning,
-                      stacklevel=3)
+        if (threads, current) not in _WARNED:
+            _WARNED.add((threads, current))
+            warnings.warn(f"{message}; set it before TensorFlow's first op, or train in a new process.",
+                          RuntimeWarning, stacklevel=stacklevel + 1)
+
+
+#: ``(asked, current)`` thread settings already warned about in this process.
+_WARNED: set[tuple[int, int]] = set()
+
+
+def intra_op_threads() -> int | None:
+    """TensorFlow's intra-op threads in this process (``None``: its own setting, one per core)."""
+    return tf.config.threading.get_intra_op_parallelism_threads() or None
 
 
 class ModelBuildError(ValueError):
@@ -166,7 +178,7 @@ def train(
     iterations = preset.iterations(total_steps)
     if callbacks is None:
         callbacks = [progress_callback(iterations, verbose)]
-    set_intra_op_threads(preset.intra_op_threads)
+    set_intra_op_threads(preset.intra_op_threads, stacklevel=3)
     keras.utils.set_random_seed(seed)
     env = make_env(preset, env_id)
     try:

@@ -4,6 +4,7 @@ presets), applied by ``training.train`` and ``keras-trpo train``, and ``keras-tr
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 import tensorflow as tf
@@ -40,8 +41,8 @@ def test_a_thread_setting_tensorflow_can_no_longer_take_is_one_cli_error():
 ], ids=["flag", "preset", "tensorflow-default"])
 def test_train_records_its_thread_setting_in_config_json(tmp_path, arguments, recorded):
     """Bugs caught: config.json without ``intra_op_threads`` (a run's floats depend on it: README, Reproducibility),
-    or recording the flag alone (``None`` for a run that took the preset's 1), or the flag not overriding the
-    preset."""
+    the preset's setting not applied by ``keras-trpo train`` (config.json records what TensorFlow runs with), or
+    the flag not overriding the preset."""
     out = tmp_path / "run"
     subprocess.run([keras_trpo_script(), "train", "CartPole-v1", "--steps", "1024", *arguments,
                     "--eval-episodes", "1", "--out", str(out)], capture_output=True, text=True, check=True)
@@ -65,13 +66,17 @@ def test_training_train_runs_with_the_presets_threads(override, threads):
 
 def test_a_presets_thread_setting_tensorflow_can_no_longer_take_warns_and_changes_nothing():
     """Bugs caught: the preset's setting raising in a process whose TensorFlow already runs (a notebook, this test
-    process: the in-process CLI tests would fail), or passing silently; ``strict`` not raising."""
+    process: the in-process CLI tests would fail), or passing silently, or warning on every call (twice per
+    in-process ``keras-trpo train``); ``strict`` not raising."""
     tf.constant(1.0) + 1.0
     current = tf.config.threading.get_intra_op_parallelism_threads()
     other = 7 if current != 7 else 5
     with pytest.warns(RuntimeWarning, match=f"intra_op_threads={other}: TensorFlow already runs"):
         training.set_intra_op_threads(other)
     assert tf.config.threading.get_intra_op_parallelism_threads() == current
+    with warnings.catch_warnings():  # once per process and setting: the CLI asks before train() asks again
+        warnings.simplefilter("error")
+        training.set_intra_op_threads(other)
     with pytest.raises(training.ThreadSettingError):
         training.set_intra_op_threads(other, strict=True)
     training.set_intra_op_threads(current, strict=True)  # what it already runs with: nothing to refuse
@@ -82,13 +87,3 @@ def test_a_presets_intra_op_threads_is_a_positive_integer_or_null(value):
     """Bug caught: the preset check dropped: ``0`` or ``True`` would reach TensorFlow (0 meaning its default)."""
     with pytest.raises(presets.PresetError, match=f"intra_op_threads must be a positive integer or null.*{value!r}"):
         presets.load_preset("CartPole-v1").override({"intra_op_threads": value})
-
-
-def test_the_mlp_presets_ask_for_one_thread_and_the_cnn_presets_for_tensorflows_own():
-    """Bug caught: a preset file whose setting contradicts its networks (README, Speed on a CPU: one thread suits
-    the 64x64 MLPs; the CNNs' bigger ops were not measured that way)."""
-    for name in presets.preset_names():
-        preset = presets.load_preset(name)
-        cnn = any(preset.model.get(key) for key in ("policy_network", "value_network"))
-        expected = None if cnn or name == "default" else 1
-        assert preset.intra_op_threads == expected, name

@@ -133,8 +133,9 @@ def _add_train(new_command: _NewCommand) -> None:
                        help="0: one progress line per tenth of the run (default); 1: Keras progress bar; "
                        "2: one Keras line per iteration")
     train.add_argument("--intra-op-threads", type=_positive_int, metavar="N",
-                       help="threads TensorFlow splits one op over (default: the preset's intra_op_threads, 1 for "
-                       "the 64x64 MLP presets, TensorFlow's own (one per core) for the CNN presets; --set "
+                       help="threads TensorFlow splits one op over (default: the preset's intra_op_threads: 1 for "
+                       "the environments' 64x64 MLP presets; TensorFlow's own, one per core, for the CNN presets "
+                       "and the default preset; --set "
                        "intra_op_threads=null for TensorFlow's own). It changes the run's floats (README, Speed on a CPU)")
     _add_tf_logs(train)
     train.set_defaults(func=cmd_train)

@@ -146,6 +146,8 @@ class _RunDirectory:
 
     def start(self, model):
         """Before the first iteration: creates the directory, writes config.json, says what runs where."""
+        from keras_trpo import training
+
         args, preset, iterations = self.args, self.preset, self.iterations
         os.makedirs(self.out, exist_ok=True)
         config = {
@@ -160,6 +162,8 @@ class _RunDirectory:
             "planned_env_steps": iterations * preset.rollouts["steps"],
             **{k: v for k, v in preset.to_dict().items() if k not in ("name", "source", "env_id", "notes", "status")},
             "eval_every": args.eval_every,
+            # What TensorFlow runs with (the preset's or --intra-op-threads' value unless it could not be set).
+            "intra_op_threads": training.intra_op_threads(),
             "trpo_config": _jsonable(model.get_config()),
             "versions": _versions(),
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
