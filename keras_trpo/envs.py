@@ -164,6 +164,15 @@ def envpool_config(env):
     return None
 
 
+def reset_seed(env, seed):
+    """The seed to pass to ``env.reset``: ``seed``, or None for an EnvPool env.
+
+    EnvPool is seeded when it is made (``envpool.make_gymnasium(..., seed=...)``); its ``reset(seed=...)``
+    ignores the seed with a warning. ``Rollouts`` and ``evaluate`` reset through this one rule.
+    """
+    return None if envpool_config(env) is not None else seed
+
+
 def _check_envpool(env, config) -> None:
     """Raises ValueError for an EnvPool env that ``Rollouts`` and ``evaluate`` cannot step: not a gymnasium
     ``VectorEnv`` (envpool < 1.2), or in async mode (``batch_size`` < ``num_envs``: a step returns only

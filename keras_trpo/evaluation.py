@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trpo.envs import (
-    action_bounds, as_vector_env, autoreset_mode, check_not_collecting, check_spaces, skips_reset_steps,
+    action_bounds, as_vector_env, autoreset_mode, check_not_collecting, check_spaces, envpool_config, reset_seed,
+    skips_reset_steps,
 )
 from keras_trpo.validation import check_int
 
@@ -41,7 +42,8 @@ def evaluate(
             ``Env`` or a ``VectorEnv``. An env that a ``Rollouts`` collects with is refused (evaluating
             would reset it behind the rollouts' back).
         episodes: number of episodes, split evenly over the sub-environments.
-        seed: seeds the first reset (sub-environment ``i`` gets ``seed + i``).
+        seed: seeds the first reset (sub-environment ``i`` gets ``seed + i``). Not for an EnvPool env, which is
+            seeded when it is made (``envpool.make_gymnasium(..., seed=S)``): a warning says so.
         video_folder: records every evaluated episode with gymnasium's ``RecordVideo`` to
             ``video_folder/env{i}-episode-{k}.mp4`` (the ``k``-th episode of sub-environment ``i``).
             The episodes are the same as without it: same envs, seeds and returns. Needs ``moviepy``
@@ -67,6 +69,9 @@ def evaluate(
         if hasattr(model, "observation_space"):  # a TRPO model; the CLI also passes a SavedModel's function
             check_spaces(env, model)
         skip_reset_steps = skips_reset_steps(env)  # refuses a DISABLED env that cannot reset one sub-env
+        if seed is not None and envpool_config(env) is not None:
+            warnings.warn(f"keras_trpo.evaluate: an EnvPool env is seeded when it is made (envpool.make_gymnasium(..., "
+                          f"seed=S)); seed={seed} is not used.", UserWarning, stacklevel=2)
     except ValueError:
         if owned:
             env.close()
@@ -192,7 +197,7 @@ def _run_episodes(
     returns: list[float] = []
     running = np.zeros(env.num_envs)
     finished = np.zeros(env.num_envs, dtype=np.int64)
-    observations, _ = env.reset(seed=seed)
+    observations, _ = env.reset(seed=reset_seed(env, seed))
     while (finished < quota).any():
         actions = act(observations)
         if low is not None:

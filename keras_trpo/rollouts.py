@@ -14,8 +14,8 @@ from gymnasium.vector import AutoresetMode
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.buffer import RolloutBuffer, scale_rewards, warn_non_finite
 from keras_trpo.envs import (
-    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, envpool_config, mark_collecting,
-    release, resume_seed, run_env_checker, skips_reset_steps,
+    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, mark_collecting,
+    release, reset_seed, resume_seed, run_env_checker, skips_reset_steps,
 )
 from keras_trpo.normalization import RewardScaler
 from keras_trpo.validation import check_bool, check_steps, check_unit_interval
@@ -133,8 +133,6 @@ class Rollouts(keras.utils.PyDataset):
         self.gae_lambda = float(gae_lambda)
         self.seed = seed
         self.autoreset_mode = autoreset_mode(self.env)
-        # EnvPool is seeded by make_gymnasium(seed=...) only; its reset warns that it ignores a seed.
-        self._seeded_at_creation = envpool_config(self.env) is not None
         self._rng = np.random.default_rng(seed)
         self._observations = None
         self._episode_return = np.zeros(self.num_envs)
@@ -196,7 +194,7 @@ class Rollouts(keras.utils.PyDataset):
         """The current observations; a (seeded, the first time) reset of every sub-env if there are none."""
         if self._observations is None:
             # Seeded once; a reset after an interrupted collection continues the env's RNG stream.
-            seed = None if self._was_reset or self._seeded_at_creation else self.seed
+            seed = None if self._was_reset else reset_seed(self.env, self.seed)
             self._observations, _ = self._call_env(lambda: self.env.reset(seed=seed), "reset", 0)
             self._was_reset = True
             self._resetting[:] = False
@@ -377,7 +375,7 @@ class Rollouts(keras.utils.PyDataset):
             self._episode_return = state["episode_return"].copy()
             self._episode_length = state["episode_length"].copy()
             return
-        seed = None if self.seed is None or self._seeded_at_creation else resume_seed(self.seed, self.env_steps)
+        seed = None if self.seed is None else reset_seed(self.env, resume_seed(self.seed, self.env_steps))
         self._observations, _ = self._call_env(lambda: self.env.reset(seed=seed), "reset", 0)
         self._was_reset, self._resetting[:] = True, False
         self._episode_return[:], self._episode_length[:] = 0.0, 0

@@ -1,4 +1,5 @@
-"""``Rollouts(envpool_env, model, seed=...)`` seeds only the action sampling: EnvPool is seeded when it is made.
+"""``Rollouts(envpool_env, model, seed=...)`` seeds only the action sampling, and ``evaluate`` does not pass its
+seed on: EnvPool is seeded when it is made.
 
 EnvPool's ``reset(seed=...)`` ignores the seed with a ``UserWarning``; ``Rollouts`` passes none to an EnvPool env,
 on the first reset and on a resume without a saved env (``set_state``).
@@ -42,3 +43,19 @@ def test_the_seed_still_makes_an_envpool_run_reproducible():
         batches.append(keras_trpo.Rollouts(env, model, steps=16, seed=0).collect())
     np.testing.assert_array_equal(batches[0]["actions"], batches[1]["actions"])
     np.testing.assert_array_equal(batches[0]["observations"], batches[1]["observations"])
+
+
+def test_evaluate_on_an_envpool_env_says_once_that_its_seed_is_not_used():
+    """Bug caught: ``evaluate`` passing ``seed`` to an EnvPool env's reset (EnvPool's own warning, with no word of
+    evaluate), or dropping it silently (no warning at all). The episodes are those of the unseeded reset."""
+    returns = []
+    for seed in (5, None):
+        env = envpool.make_gymnasium("CartPole-v1", num_envs=2, seed=3)
+        model = tiny_trpo(env)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            returns.append(keras_trpo.evaluate(model, env, episodes=2, seed=seed))
+        messages = [str(w.message) for w in caught if "precision lowered" not in str(w.message)]
+        assert messages == (["keras_trpo.evaluate: an EnvPool env is seeded when it is made (envpool.make_gymnasium"
+                             "(..., seed=S)); seed=5 is not used."] if seed is not None else [])
+    assert returns[0] == returns[1]
