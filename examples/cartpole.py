@@ -7,7 +7,7 @@
 Hyperparameters: keras_trpo/presets/CartPole-v1.json (8 sync envs, 1024 transitions per
 iteration, max_kl 0.02, gamma 0.99, GAE lambda 0.97, critic Adam(1e-3) with 10 epochs of
 128-sample minibatches, 64x64 tanh networks). Measured here: seeds 0, 1 and 2 all evaluate at
-500 after 99,328 steps, ~10 s of training each.
+500 after 99,328 steps, ~4 s of training each (2026-12-06).
 """
 
 import sys
