@@ -1,16 +1,17 @@
-"""Deterministic evaluation of a policy on a separate environment, optionally recorded to video."""
+"""Evaluation of a policy on a separate environment (its mode, or sampled actions), optionally recorded to video."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import warnings
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import gymnasium
 import numpy as np
 import tensorflow as tf
 
+from keras_trpo.acting import PolicySnapshot
 from keras_trpo.envs import (
     action_bounds, as_vector_env, autoreset_mode, check_not_collecting, check_spaces, envpool_config, reset_seed,
     skips_reset_steps,
@@ -29,9 +30,9 @@ EnvLike = Union[str, gymnasium.Env, gymnasium.vector.VectorEnv]
 
 def evaluate(
     model: Policy, env: EnvLike, episodes: int = 10, seed: int | None = None, *,
-    video_folder: str | os.PathLike[str] | None = None,
+    video_folder: str | os.PathLike[str] | None = None, deterministic: bool = True,
 ) -> list[float]:
-    """Runs ``episodes`` episodes with the deterministic action (the mode) and returns their returns.
+    """Runs ``episodes`` episodes with the deterministic action (the mode), or sampled actions, and returns their returns.
 
     Args:
         model: a :class:`keras_trpo.TRPO` (its observations keep their dtypes and
@@ -51,6 +52,12 @@ def evaluate(
             ``render_mode="rgb_array"``; a gymnasium ``Env`` must have been made with it; a
             ``VectorEnv`` cannot be wrapped once made: make it with
             ``wrappers=[video_wrapper(video_folder, episode_quota(episodes, num_envs))]``.
+        deterministic: ``True`` (the default) acts with the mode of the policy's distribution;
+            ``False`` samples, as collection does: a ``TRPO`` model samples with NumPy's generator seeded
+            with ``seed`` (the same sampler as :class:`keras_trpo.Rollouts`), a loaded keras_trpo SavedModel
+            through its ``sample`` signature, and any other object through its ``sample(observations, seed)``
+            method, with a ``[2]`` int32 seed drawn from that generator at each step. The mode can hover
+            where samples move on (e.g. a lander that never touches down): report both.
 
     Returns:
         The undiscounted return of each episode, in the order they finished.
@@ -63,6 +70,9 @@ def evaluate(
     ```
     """
     episodes = check_int("episodes", episodes)
+    if not isinstance(deterministic, bool):
+        raise TypeError(f"deterministic must be True or False; got {deterministic!r}.")
+    act = actions_function(model) if deterministic else sampling_function(model, seed)  # TypeError before any env
     check_not_collecting(env)
     env, owned = _evaluation_env(env, episodes, video_folder)
     try:
@@ -77,7 +87,7 @@ def evaluate(
             env.close()
         raise
     try:
-        return _run_episodes(model, env, episodes, seed, skip_reset_steps)  # each video is written at the reset after its episode
+        return _run_episodes(act, env, episodes, seed, skip_reset_steps)  # each video is written at the reset after its episode
     finally:
         if owned:
             env.close()
@@ -171,9 +181,7 @@ def actions_function(model: Policy) -> Callable[[Any], np.ndarray]:
                         f"batch of observations to actions; got {type(model).__name__}.")
     inputs = getattr(model, "structured_input_signature", (None, None))[1]  # a signature's {name: TensorSpec}
     if inputs:
-        def call(observations: Any) -> Any:
-            named = observations if isinstance(observations, dict) else {next(iter(inputs)): observations}
-            return model(**{key: tf.convert_to_tensor(named[key], inputs[key].dtype) for key in inputs})
+        call = _signature_call(model, inputs)
     else:
         def call(observations: Any) -> Any:
             return model(tf.convert_to_tensor(observations, tf.float32))
@@ -185,12 +193,49 @@ def actions_function(model: Policy) -> Callable[[Any], np.ndarray]:
     return act
 
 
+def sampling_function(model: Policy, seed: int | None) -> Callable[[Any], np.ndarray]:
+    """``observations -> numpy sampled actions`` for :func:`evaluate` with ``deterministic=False``.
+
+    One NumPy generator seeded with ``seed`` drives every draw, so a seeded evaluation repeats exactly.
+    """
+    rng = np.random.default_rng(seed)
+    if hasattr(model, "observation_spec") and hasattr(model, "acting_function"):  # a keras_trpo.TRPO
+        snapshot = PolicySnapshot(model)  # the weights as they are now, sampled as Rollouts samples
+        return lambda observations: snapshot.act(observations, rng)[0]
+
+    def draw() -> np.ndarray:
+        return rng.integers(0, np.iinfo(np.int32).max, size=2, dtype=np.int32)
+
+    signatures = getattr(model, "signatures", None)
+    signature = signatures.get("sample") if isinstance(signatures, Mapping) else None
+    if signature is None:
+        sample = getattr(model, "sample", None)
+        if not callable(sample):
+            raise TypeError(f"deterministic=False samples actions: model must be a keras_trpo.TRPO, a loaded "
+                            f"keras_trpo SavedModel (its sample signature) or have a sample(observations, seed) "
+                            f"method; got {type(model).__name__}.")
+        return lambda observations: np.asarray(sample(observations, draw()))
+    inputs = dict(signature.structured_input_signature[1])
+    seed_spec = inputs.pop("seed")
+    call = _signature_call(signature, inputs)
+    return lambda observations: np.asarray(call(observations, seed=tf.constant(draw(), seed_spec.dtype))["actions"])
+
+
+def _signature_call(signature: Any, inputs: dict[str, tf.TensorSpec]) -> Callable[..., Any]:
+    """Calls ``signature`` with observations fed by input name (one per ``Dict`` key), each in its dtype."""
+    def call(observations: Any, **extra: Any) -> Any:
+        named = observations if isinstance(observations, dict) else {next(iter(inputs)): observations}
+        return signature(**{key: tf.convert_to_tensor(named[key], inputs[key].dtype) for key in inputs}, **extra)
+
+    return call
+
+
 def _run_episodes(
-    model: Policy, env: gymnasium.vector.VectorEnv, episodes: int, seed: int | None, skip_reset_steps: bool,
+    act: Callable[[Any], np.ndarray], env: gymnasium.vector.VectorEnv, episodes: int, seed: int | None,
+    skip_reset_steps: bool,
 ) -> list[float]:
-    """Plays until each sub-env finished its quota. An env that resets finished sub-envs on its next step
+    """Plays ``act`` until each sub-env finished its quota. An env that resets finished sub-envs on its next step
     (``skip_reset_steps``, e.g. ``CartPoleVectorEnv``) is not reset here: that step has reward 0 and no done."""
-    act = actions_function(model)
     low, high = action_bounds(env)
     reset_finished = autoreset_mode(env) != gymnasium.vector.AutoresetMode.SAME_STEP and not skip_reset_steps
     quota = np.asarray(episode_quota(episodes, env.num_envs))

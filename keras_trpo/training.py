@@ -12,7 +12,8 @@ print(result.message(f"mean return {result.mean:.1f}"))
 vector env, the compiled :class:`~keras_trpo.TRPO` and its :class:`~keras_trpo.Rollouts` from the
 preset, fits ``preset.iterations(total_steps)`` TRPO iterations (one ``fit`` epoch each), closes
 the env and evaluates the deterministic policy on a fresh copy of the environment seeded with
-``seed + 10_000``, episodes the training never saw. Both envs come from :meth:`Preset.make_env`, so the
+``seed + 10_000``, episodes the training never saw, then the sampling policy on the same episodes' seeds
+(its sampler seeded with the same number). Both envs come from :meth:`Preset.make_env`, so the
 evaluation sees what training saw (the preset's ``env_kwargs`` and ``wrappers``). The callers add what is theirs around it:
 ``keras-trpo train`` its run directory (config.json before the first iteration, model.keras and the
 SavedModel after the last, results.json at the end), the examples their command line and ``--export``.
@@ -107,18 +108,26 @@ class TrainingResult:
     train_seconds: float  #: wall time of ``fit``
     interrupted: bool  #: Ctrl-C ended ``fit`` early (only with ``on_interrupt``)
     eval_seed: int
-    returns: list  #: undiscounted return of each final evaluation episode
+    returns: list  #: undiscounted return of each final evaluation episode (the deterministic policy)
+    #: the same episodes' seeds with sampled actions (``evaluate(..., deterministic=False)``, sampler seeded with eval_seed)
+    stochastic_returns: list = dataclasses.field(default_factory=list)
 
     @property
     def mean(self) -> float:
         """Mean return of the final evaluation."""
         return float(np.mean(self.returns))
 
+    @property
+    def stochastic_mean(self) -> float:
+        """Mean return of the final evaluation with sampled actions (NaN if it did not run)."""
+        return float(np.mean(self.stochastic_returns)) if self.stochastic_returns else float("nan")
+
     def message(self, returns_summary: str) -> str:
         """``Trained N env steps in T s. Deterministic evaluation over K episodes: <returns_summary>``."""
         return (
             f"Trained {self.env_steps} env steps in {self.train_seconds:.1f} s. Deterministic evaluation over "
             f"{len(self.returns)} episodes: {returns_summary}"
+            + (f"; with sampled actions: mean {self.stochastic_mean:.1f}" if self.stochastic_returns else "")
         )
 
 
@@ -151,7 +160,7 @@ def train(
     after_fit: Callable | None = None,
     on_interrupt: Callable | None = None,
 ) -> TrainingResult:
-    """Trains TRPO on ``env_id`` with ``preset`` through ``model.fit``, then evaluates the deterministic policy.
+    """Trains TRPO on ``env_id`` with ``preset`` through ``model.fit``, then evaluates it: its mode, then sampled actions.
 
     Args:
         preset: the hyperparameters (overrides already applied).
@@ -207,6 +216,7 @@ def train(
     eval_env = make_env(preset, env_id, num_envs=preset.eval_episodes, vectorization_mode="sync")
     try:
         returns = evaluate(model, eval_env, episodes=preset.eval_episodes, seed=eval_seed)
+        stochastic = evaluate(model, eval_env, episodes=preset.eval_episodes, seed=eval_seed, deterministic=False)
     finally:
         eval_env.close()
     return TrainingResult(
@@ -219,4 +229,5 @@ def train(
         interrupted=interrupted,
         eval_seed=eval_seed,
         returns=returns,
+        stochastic_returns=stochastic,
     )

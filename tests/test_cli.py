@@ -145,6 +145,22 @@ def test_evaluate_a_keras_file_or_a_run_directory_in_process(run_dir, capsys, tm
     assert "the policy takes observations of shape [4] but Acrobot-v1 has [6]" in capsys.readouterr().err
 
 
+def test_evaluate_stochastic_reproduces_the_sampled_final_evaluation_of_train(run_dir, capsys):
+    """results.json holds both evaluations; --stochastic on the .keras file reproduces the sampled one.
+    Catches: train's sampled evaluation seeded otherwise than eval_seed, or --stochastic ignored (the mode's returns)."""
+    directory, _ = run_dir
+    results = json.loads((directory / "results.json").read_text())
+    sampled = results["stochastic_eval_returns"]
+    assert len(sampled) == 3 and results["stochastic_eval_mean"] == pytest.approx(sum(sampled) / 3, rel=1e-12)
+    assert call_main(["evaluate", directory / "model.keras", "CartPole-v1", "--episodes", 3, "--seed", 10_000,
+                      "--stochastic", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["returns"] == sampled and evaluated["deterministic"] is False
+    assert sampled != results["eval_returns"]  # this policy's mode and samples differ: the check above can fail
+    assert call_main(["evaluate", directory, "CartPole-v1", "--episodes", 2, "--stochastic"]) == 0
+    assert capsys.readouterr().out.startswith("CartPole-v1: 2 episodes with the sampling policy of SavedModel ")
+
+
 # --------------------------------------------------------------------------
 # evaluate --video; --import for .keras files with custom networks (issue 24, items 6 and 4)
 # --------------------------------------------------------------------------

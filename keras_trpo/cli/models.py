@@ -77,11 +77,13 @@ def cmd_evaluate(args) -> int:
             env_space = getattr(env, "single_observation_space", None) or env.observation_space
             env_actions = getattr(env, "single_action_space", None) or env.action_space
             if kind == "saved_model":
-                policy = ServingPolicy(serving, inputs, outputs["actions"], env_space, env_actions, args.env_id)
+                policy = ServingPolicy(serving, inputs, outputs["actions"], env_space, env_actions, args.env_id,
+                                       sampler=loaded.signatures.get("sample"))
             else:
                 check_keras_policy(policy, env_space, env_actions, args.env_id)
             try:
-                returns = keras_trpo.evaluate(policy, env, episodes=args.episodes, seed=args.seed)
+                returns = keras_trpo.evaluate(policy, env, episodes=args.episodes, seed=args.seed,
+                                              deterministic=not args.stochastic)
             except gymnasium.error.DependencyNotInstalled as error:
                 raise CLIError(f"cannot run {args.env_id!r}: {error}") from None
         finally:
@@ -92,10 +94,12 @@ def cmd_evaluate(args) -> int:
         if video_folder is not None:
             shutil.rmtree(os.path.dirname(video_folder), ignore_errors=True)
     if args.json:
-        print(json.dumps({"path": path, "env_id": args.env_id, "returns": returns, "mean": float(np.mean(returns))}))
+        print(json.dumps({"path": path, "env_id": args.env_id, "deterministic": not args.stochastic, "returns": returns,
+                          "mean": float(np.mean(returns))}))
     else:
         print(
-            f"{args.env_id}: {len(returns)} episodes with the deterministic policy of {described}: {returns_summary(returns)}"
+            f"{args.env_id}: {len(returns)} episodes with the {'sampling' if args.stochastic else 'deterministic'} "
+            f"policy of {described}: {returns_summary(returns)}"
         )
         print("returns: " + " ".join(f"{r:.1f}" for r in returns))
         if env_preset.env_kwargs or env_preset.wrappers:

@@ -144,9 +144,9 @@ def _add_train(new_command: _NewCommand) -> None:
 def _add_evaluate(new_command: _NewCommand) -> None:
     evaluate = new_command(
         "evaluate",
-        help="evaluate a SavedModel or .keras policy deterministically",
+        help="evaluate a SavedModel or .keras policy (its mode, or sampled actions with --stochastic)",
         description="Run the deterministic policy of a SavedModel (its serving_default signature), a .keras "
-        "file or a run directory on ENV_ID and print the episode returns. The environment is made as in "
+        "file or a run directory on ENV_ID and print the episode returns (with --stochastic: sampled actions). The environment is made as in "
         "training: with the env_modules, env_kwargs and wrappers of --preset, else of the run directory "
         "the model is in, else of the preset of ENV_ID.",
     )
@@ -157,7 +157,12 @@ def _add_evaluate(new_command: _NewCommand) -> None:
                           "(env_modules, env_kwargs, wrappers) make ENV_ID (default: the run directory's, else the "
                           "preset of ENV_ID)")
     evaluate.add_argument("--episodes", type=_positive_int, default=10, metavar="N", help="episodes (default 10)")
-    evaluate.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the first reset (default 0)")
+    evaluate.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the first reset (default 0), "
+                          "and of the sampler with --stochastic")
+    evaluate.add_argument("--stochastic", action="store_true",
+                          help="sample actions instead of taking the mode: a .keras model or run directory samples with "
+                          "NumPy's generator seeded with --seed, as the final evaluation of keras-trpo train does "
+                          "(results.json's stochastic_eval_returns); a SavedModel through its sample signature")
     evaluate.add_argument("--video", metavar="FILE",
                           help="also record the first episode to this .mp4 (gymnasium RecordVideo; the episodes and "
                           'returns are those without --video; needs moviepy: pip install "keras-trpo[video]")')

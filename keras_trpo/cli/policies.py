@@ -136,7 +136,7 @@ class ServingPolicy:
     a TRPO model: it has the ``observation_spec`` and spaces of the environment (checked against the
     signature here, once) and feeds each observation array to its input, cast to the input's dtype."""
 
-    def __init__(self, serving, inputs, actions, env_space, env_actions, env_id):
+    def __init__(self, serving, inputs, actions, env_space, env_actions, env_id, sampler=None):
         from keras_trpo.observations import ObservationSpec
 
         try:
@@ -157,6 +157,7 @@ class ServingPolicy:
             raise CLIError(f"the policy returns actions {spec_text(actions)} but {env_id} has actions {env_actions}; "
                            "evaluate it on the environment it was trained on")
         self.serving, self.inputs, self.names = serving, inputs, names
+        self.sampler = sampler  # the SavedModel's ``sample`` signature (same observation inputs, and a seed)
         self.observation_spec, self.observation_space, self.action_space = spec, env_space, env_actions
 
     def __call__(self, observations):
@@ -165,6 +166,17 @@ class ServingPolicy:
         arrays = self.observation_spec.flatten(observations)
         feed = {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
         return self.serving(**feed)["actions"]
+
+    def sample(self, observations, seed):
+        """Sampled actions through the SavedModel's ``sample`` signature (``keras-trpo evaluate --stochastic``)."""
+        import tensorflow as tf
+
+        if self.sampler is None:
+            raise CLIError("this SavedModel has no sample signature, so --stochastic cannot sample from it; "
+                           "evaluate its .keras file (or run directory) instead")
+        arrays = self.observation_spec.flatten(observations)
+        feed = {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
+        return self.sampler(**feed, seed=tf.constant(seed, tf.int32))["actions"]
 
 
 def _describe_inputs(inputs) -> str:

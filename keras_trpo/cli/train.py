@@ -205,6 +205,10 @@ class _RunDirectory:
             "eval_returns": result.returns,
             "eval_mean": result.mean,
             "eval_std": float(np.std(result.returns)),
+            # The same episodes' seeds with sampled actions (keras_trpo.evaluate(..., deterministic=False)).
+            "stochastic_eval_returns": result.stochastic_returns,
+            "stochastic_eval_mean": result.stochastic_mean,
+            "stochastic_eval_std": float(np.std(result.stochastic_returns)),
             # Relative to the run directory, so that a copied run directory (docs/benchmarks/) still says where they are.
             "keras_model": KERAS_FILE,
             "saved_model": os.path.relpath(self.saved_model, self.out) if self.saved_model else None,
