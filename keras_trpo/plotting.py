@@ -3,7 +3,8 @@
 Runs that share a label (env id, preset name, planned env steps and any
 hyperparameter overrides, from each run's ``config.json``; so runs that differ
 only in their seed) are drawn as their mean with a band from the lowest to the
-highest run at each step, over every step that some run reaches: where a run
+highest run at each step (``band="ci95"``: a 95% percentile-bootstrap confidence interval of the
+mean instead), over every step that some run reaches: where a run
 has ended early (interrupted) the mean is over the others and the line is
 dashed. A label with a single run is drawn as a plain line (a dot for a single
 iteration).
@@ -29,6 +30,10 @@ import numpy as np
 
 METRICS_FILE = "metrics.csv"
 CONFIG_FILE = "config.json"
+#: What the band around a mean of several runs shows: ``"minmax"`` (lowest to highest run) or ``"ci95"``.
+BANDS = {"minmax": "min-max band", "ci95": "95% bootstrap CI of the mean"}
+#: Resamples of the ``ci95`` band (seeded: the same runs draw the same band).
+BOOTSTRAP_REPS = 2000
 
 
 class RunError(ValueError):
@@ -154,8 +159,8 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
 class Curve(NamedTuple):
     """What is drawn for one label: its runs' ``metric`` against env steps ``x``.
 
-    With several runs, ``mean``, ``low`` and ``high`` are the mean, minimum and maximum at each
-    ``x`` over the runs that reach it, and ``counts`` says how many do (fewer than ``n_runs`` where
+    With several runs, ``mean``, ``low`` and ``high`` are the mean and the band (minimum and maximum,
+    or the bootstrap confidence interval of the mean: ``band``) at each ``x`` over the runs that reach it, and ``counts`` says how many do (fewer than ``n_runs`` where
     a run starts later or ends earlier); with one run, ``mean`` is that run and ``low``/``high`` are None.
     """
 
@@ -168,19 +173,22 @@ class Curve(NamedTuple):
     counts: np.ndarray
     env_id: str | None = None
     ends: tuple = ()  # the last env steps of each run
+    band: str = "minmax"  # a key of BANDS
 
     def early_ends(self) -> list[float]:
         """The last env steps of the runs that end before the longest one, in order."""
         return sorted(end for end in self.ends if end < self.x[-1])
 
 
-def group_curves(runs, metric="episode_return", smooth=1) -> list[Curve]:
+def group_curves(runs, metric="episode_return", smooth=1, band="minmax") -> list[Curve]:
     """Groups runs by label; returns one :class:`Curve` per label, in first-seen order.
 
     Several runs of one label are interpolated onto the union of their env steps; each point
     uses the runs whose range covers it, so the curve spans every run (a run that stopped early
     does not cut the others short).
     """
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {sorted(BANDS)}; got {band!r}.")
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.label, []).append(run)
@@ -205,16 +213,37 @@ def group_curves(runs, metric="episode_return", smooth=1) -> list[Curve]:
             covered = (grid >= x[0]) & (grid <= x[-1])
             stacked[row, covered] = np.interp(grid[covered], x, y)
         counts = np.sum(np.isfinite(stacked), axis=0)  # >= 1: every grid point is some run's
-        curves.append(Curve(label, grid, np.nanmean(stacked, axis=0), np.nanmin(stacked, axis=0),
-                            np.nanmax(stacked, axis=0), len(series), counts, env_id, ends))
+        low, high = (np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0)) if band == "minmax" else \
+            bootstrap_mean_interval(stacked)
+        curves.append(Curve(label, grid, np.nanmean(stacked, axis=0), low, high, len(series), counts, env_id, ends,
+                            band))
     return curves
+
+
+def bootstrap_mean_interval(stacked: np.ndarray, level: float = 0.95, reps: int = BOOTSTRAP_REPS,
+                            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap interval of the mean of each column of ``stacked`` ``[runs, points]``.
+
+    Each resample draws as many runs as reach the point, with replacement, from those that reach it
+    (NaN: a run that does not); the interval is the ``(1 ± level) / 2`` quantiles of the resampled means.
+    """
+    rng = np.random.default_rng(seed)
+    low, high = np.empty(stacked.shape[1]), np.empty(stacked.shape[1])
+    reached = np.isfinite(stacked)
+    for pattern in np.unique(reached, axis=1).T:  # the columns that the same runs reach, at once
+        columns = (reached == pattern[:, None]).all(axis=0)
+        values = stacked[pattern][:, columns]  # [runs reaching, columns]
+        picks = rng.integers(0, len(values), size=(reps, len(values)))
+        means = values[picks].mean(axis=1)  # [reps, columns]
+        low[columns], high[columns] = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return low, high
 
 
 def describe(curve: Curve) -> str:
     """``LABEL: 3 runs (mean, min-max band), 1,024-99,328 env steps[; 1 run ends at 1,024]``."""
     runs = f"{curve.n_runs} run{'s' if curve.n_runs > 1 else ''}"
     if curve.n_runs > 1:
-        runs += " (mean, min-max band)"
+        runs += f" (mean, {BANDS[curve.band]})"
     span = f"{curve.x[0]:,.0f}-{curve.x[-1]:,.0f} env steps" if len(curve.x) > 1 else f"{curve.x[0]:,.0f} env steps"
     text = f"{curve.label}: {runs}, {span}"
     early = curve.early_ends()
@@ -245,7 +274,8 @@ def draw(curves, *, metric: str = "episode_return", smooth: int = 1, title: str 
             continue
         axes.fill_between(curve.x, curve.low, curve.high, color=color, alpha=0.25, linewidth=0)
         full = curve.counts == curve.n_runs
-        label = f"{name}: mean of {curve.n_runs} runs, band min–max"
+        label = f"{name}: mean of {curve.n_runs} runs, " + ("band min–max" if curve.band == "minmax" else
+                                                           f"band: {BANDS[curve.band]}")
         if full.all():
             axes.plot(curve.x, curve.mean, color=color, linewidth=1.8, marker=marker, label=_wrap(label))
             continue
@@ -277,14 +307,15 @@ def _wrap(label: str, width: int = 100) -> str:
     return "\n".join(textwrap.wrap(label, width)) or label
 
 
-def write_plot(runs, output, *, metric="episode_return", smooth=1, title=None, dpi=120, references=()) -> list[Curve]:
+def write_plot(runs, output, *, metric="episode_return", smooth=1, title=None, dpi=120, references=(),
+               band="minmax") -> list[Curve]:
     """Draws ``runs`` (:class:`Run` objects) into ``output``; returns the curves drawn.
 
     ``references``: ``(label, value)`` pairs drawn as dashed horizontal lines (e.g. a published score).
     """
     import matplotlib.pyplot as plt
 
-    curves = group_curves(runs, metric=metric, smooth=smooth)
+    curves = group_curves(runs, metric=metric, smooth=smooth, band=band)
     figure = draw(curves, metric=metric, smooth=smooth, title=title, dpi=dpi)
     axes = figure.axes[0]
     for i, (label, value) in enumerate(references):
@@ -310,6 +341,7 @@ def plot_runs(
     title: str | None = None,
     dpi: int = 120,
     references=(),
+    band: str = "minmax",
 ) -> str:
     """Draws ``metric`` against env steps for the runs in ``run_dirs`` and saves ``output`` (PNG, SVG, PDF).
 
@@ -321,10 +353,12 @@ def plot_runs(
         title: figure title (default: the env ids and the run count).
         dpi: resolution of raster images.
         references: ``(label, value)`` pairs drawn as dashed horizontal lines.
+        band: around the mean of several runs, ``"minmax"`` (the lowest to the highest run) or ``"ci95"``
+            (a 95% percentile-bootstrap confidence interval of the mean, :func:`bootstrap_mean_interval`).
 
     Returns:
         ``output``.
     """
     runs = [load_run(path) for path in find_runs(run_dirs)]
-    write_plot(runs, output, metric=metric, smooth=smooth, title=title, dpi=dpi, references=references)
+    write_plot(runs, output, metric=metric, smooth=smooth, title=title, dpi=dpi, references=references, band=band)
     return os.fspath(output)

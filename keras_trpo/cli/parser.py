@@ -193,7 +193,7 @@ def _add_plot(new_command: _NewCommand) -> None:
         "plot",
         help="plot learning curves of run directories",
         description="Plot return against env steps from the metrics.csv of each run: one line per run, or the "
-        "mean with a min-max band when several runs share a label (env id, preset, planned env steps and "
+        "mean with a min-max band (or --band ci95) when several runs share a label (env id, preset, planned env steps and "
         "overrides: runs that differ only in their seed). Where a run of a label ends early, the others "
         "go on (dashed line).",
     )
@@ -202,6 +202,9 @@ def _add_plot(new_command: _NewCommand) -> None:
     plot.add_argument("--metric", default="episode_return", help="metrics.csv column to plot (default episode_return)")
     plot.add_argument("--smooth", type=_positive_int, default=1, metavar="K", help="moving average over K iterations")
     plot.add_argument("--title", help="figure title")
+    plot.add_argument("--band", choices=["minmax", "ci95"], default="minmax",
+                      help="band around the mean of runs that share a label: lowest to highest run (minmax, the "
+                      "default) or a 95%% percentile-bootstrap confidence interval of the mean (ci95)")
     plot.set_defaults(func=cmd_plot)
 
 

@@ -14,7 +14,8 @@ def cmd_plot(args) -> int:
         raise CLIError(f"-o must name a .png, .svg, .pdf or .jpg file; got {args.output!r}")
     try:
         runs = [plotting.load_run(path) for path in plotting.find_runs(args.runs)]
-        curves = plotting.write_plot(runs, args.output, metric=args.metric, smooth=args.smooth, title=args.title)
+        curves = plotting.write_plot(runs, args.output, metric=args.metric, smooth=args.smooth, title=args.title,
+                                     band=args.band)
     except plotting.RunError as error:
         raise CLIError(str(error)) from None
     described = "; ".join(plotting.describe(curve) for curve in curves)
