@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.callbacks import ProgressLogger, StepsPerSecond
+from keras_trpo.callbacks import ProgressLogger, StepsPerSecond, TrustRegionSchedule
 from keras_trpo.evaluation import evaluate
 from keras_trpo.presets import Preset
 
@@ -187,6 +187,9 @@ def train(
     iterations = preset.iterations(total_steps)
     if callbacks is None:
         callbacks = [progress_callback(iterations, verbose)]
+    kl_schedule = preset.kl_schedule(iterations)
+    if kl_schedule is not None:  # first: each iteration's max_kl is set before the others see the epoch
+        callbacks = [TrustRegionSchedule(kl_schedule), *callbacks]
     set_intra_op_threads(preset.intra_op_threads, stacklevel=3)
     keras.utils.set_random_seed(seed)
     env = make_env(preset, env_id)

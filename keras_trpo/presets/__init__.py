@@ -40,6 +40,10 @@ A preset file holds:
   :func:`keras_trpo.training.train` before TensorFlow's first op (:func:`keras_trpo.training.set_intra_op_threads`).
   The presets of the 64×64 MLPs set ``1`` (faster here, and other floats than TensorFlow's own setting: README,
   "Speed on a CPU"); the CNN presets and ``default`` leave TensorFlow's own (one thread per core).
+- ``max_kl_final`` (optional, ``null`` when absent): anneals the trust region linearly from ``model.max_kl`` at
+  the first iteration to this value at the last (TRPO+ in "Implementation Matters", Engstrom et al. 2020, anneals
+  it per env), through :class:`keras_trpo.callbacks.TrustRegionSchedule`, which :func:`keras_trpo.training.train`
+  adds (metrics.csv then has a ``max_kl`` column). ``null``: ``model.max_kl`` throughout.
 
 Example:
 

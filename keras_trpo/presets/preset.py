@@ -34,10 +34,11 @@ _TOP_LEVEL_KEYS = (
     "optimizer",
     "eval_episodes",
     "intra_op_threads",
+    "max_kl_final",
 )
 #: Keys a preset file may leave out, with the value they then take.
 _OPTIONAL_KEYS: dict[str, Any] = {"status": "untuned", "notes": "", "env_modules": [], "env_kwargs": {}, "wrappers": [],
-                  "intra_op_threads": None}
+                  "intra_op_threads": None, "max_kl_final": None}
 _ROLLOUT_KEYS = ("steps", "gamma", "gae_lambda", "normalize_rewards")
 
 
@@ -69,6 +70,7 @@ class Preset:
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     wrappers: list = dataclasses.field(default_factory=list)
     intra_op_threads: int | None = None
+    max_kl_final: float | None = None
     source: str | None = None
 
     @classmethod
@@ -104,6 +106,7 @@ class Preset:
             env_kwargs=copy.deepcopy(data.get("env_kwargs", _OPTIONAL_KEYS["env_kwargs"])),
             wrappers=copy.deepcopy(data.get("wrappers", _OPTIONAL_KEYS["wrappers"])),
             intra_op_threads=data.get("intra_op_threads", _OPTIONAL_KEYS["intra_op_threads"]),
+            max_kl_final=data.get("max_kl_final", _OPTIONAL_KEYS["max_kl_final"]),
             source=source,
         )
         preset.validate()
@@ -124,6 +127,11 @@ class Preset:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise PresetError(f"{self.name}: intra_op_threads must be a positive integer or null (TensorFlow's own "
                               f"setting); got {threads!r}")
+        final = self.max_kl_final
+        if final is not None and (isinstance(final, bool) or not isinstance(final, (int, float)) or not final > 0
+                                  or final == float("inf")):
+            raise PresetError(f"{self.name}: max_kl_final must be a finite number > 0 (the trust region at the last "
+                              f"iteration) or null (a constant model.max_kl); got {final!r}")
         if self.rollouts["steps"] % self.num_envs:
             raise PresetError(
                 f"{self.name}: rollouts.steps ({self.rollouts['steps']}) must be a multiple of num_envs ({self.num_envs})"
@@ -139,6 +147,14 @@ class Preset:
             )
 
     # ------------------------------------------------------------------
+    def kl_schedule(self, iterations: int):
+        """``epoch -> max_kl``, linear from ``model.max_kl`` at the first iteration to ``max_kl_final`` at the
+        last (of ``iterations``), for :class:`keras_trpo.callbacks.TrustRegionSchedule`; None without ``max_kl_final``."""
+        if self.max_kl_final is None:
+            return None
+        start, final = float(self.model.get("max_kl", 0.01)), float(self.max_kl_final)
+        return lambda epoch: start + (final - start) * min(epoch, iterations - 1) / max(iterations - 1, 1)
+
     def to_dict(self) -> dict:
         """The preset as stored in a file (plus ``name`` and ``source``), JSON-serializable."""
         data = {key: copy.deepcopy(getattr(self, key)) for key in _TOP_LEVEL_KEYS}
