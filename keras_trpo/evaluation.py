@@ -43,8 +43,9 @@ def evaluate(
             ``Env`` or a ``VectorEnv``. An env that a ``Rollouts`` collects with is refused (evaluating
             would reset it behind the rollouts' back).
         episodes: number of episodes, split evenly over the sub-environments.
-        seed: seeds the first reset (sub-environment ``i`` gets ``seed + i``). Not for an EnvPool env, which is
-            seeded when it is made (``envpool.make_gymnasium(..., seed=S)``): a warning says so.
+        seed: seeds the first reset (sub-environment ``i`` gets ``seed + i``) and, with ``deterministic=False``, the
+            sampler. An EnvPool env's resets are seeded when it is made (``envpool.make_gymnasium(..., seed=S)``):
+            a warning says so.
         video_folder: records every evaluated episode with gymnasium's ``RecordVideo`` to
             ``video_folder/env{i}-episode-{k}.mp4`` (the ``k``-th episode of sub-environment ``i``).
             The episodes are the same as without it: same envs, seeds and returns. Needs ``moviepy``
@@ -56,8 +57,10 @@ def evaluate(
             ``False`` samples, as collection does: a ``TRPO`` model samples with NumPy's generator seeded
             with ``seed`` (the same sampler as :class:`keras_trpo.Rollouts`), a loaded keras_trpo SavedModel
             through its ``sample`` signature, and any other object through its ``sample(observations, seed)``
-            method, with a ``[2]`` int32 seed drawn from that generator at each step. The mode can hover
-            where samples move on (e.g. a lander that never touches down): report both.
+            method, with a ``[2]`` int32 seed drawn from that generator at each step. One generator draws for
+            all sub-environments at once, so the sampled returns depend on ``episodes`` (the number of
+            sub-environments made from an env id), not only on ``seed``. The mode can hover where samples
+            move on (e.g. a lander that never touches down): report both.
 
     Returns:
         The undiscounted return of each episode, in the order they finished.
@@ -70,7 +73,7 @@ def evaluate(
     ```
     """
     episodes = check_int("episodes", episodes)
-    if not isinstance(deterministic, bool):
+    if not isinstance(deterministic, (bool, np.bool_)):
         raise TypeError(f"deterministic must be True or False; got {deterministic!r}.")
     act = actions_function(model) if deterministic else sampling_function(model, seed)  # TypeError before any env
     check_not_collecting(env)
@@ -81,7 +84,8 @@ def evaluate(
         skip_reset_steps = skips_reset_steps(env)  # refuses a DISABLED env that cannot reset one sub-env
         if seed is not None and envpool_config(env) is not None:
             warnings.warn(f"keras_trpo.evaluate: an EnvPool env is seeded when it is made (envpool.make_gymnasium(..., "
-                          f"seed=S)); seed={seed} is not used.", UserWarning, stacklevel=2)
+                          f"seed=S)); seed={seed} does not seed its resets" + ("." if deterministic else
+                          " (it seeds only the sampler of deterministic=False)."), UserWarning, stacklevel=2)
     except ValueError:
         if owned:
             env.close()
@@ -216,6 +220,9 @@ def sampling_function(model: Policy, seed: int | None) -> Callable[[Any], np.nda
                             f"method; got {type(model).__name__}.")
         return lambda observations: np.asarray(sample(observations, draw()))
     inputs = dict(signature.structured_input_signature[1])
+    if "seed" not in inputs:
+        raise TypeError(f"deterministic=False feeds the sample signature a seed, but it takes only {sorted(inputs)}: "
+                        "export the policy with TRPO.export, whose sample signature takes one.")
     seed_spec = inputs.pop("seed")
     call = _signature_call(signature, inputs)
     return lambda observations: np.asarray(call(observations, seed=tf.constant(draw(), seed_spec.dtype))["actions"])

@@ -123,7 +123,7 @@ class TrainingResult:
         return float(np.mean(self.stochastic_returns)) if self.stochastic_returns else float("nan")
 
     def message(self, returns_summary: str) -> str:
-        """``Trained N env steps in T s. Deterministic evaluation over K episodes: <returns_summary>``."""
+        """``Trained N env steps in T s. Deterministic evaluation over K episodes: <summary>[; with sampled actions: mean M]``."""
         return (
             f"Trained {self.env_steps} env steps in {self.train_seconds:.1f} s. Deterministic evaluation over "
             f"{len(self.returns)} episodes: {returns_summary}"
@@ -187,9 +187,6 @@ def train(
     iterations = preset.iterations(total_steps)
     if callbacks is None:
         callbacks = [progress_callback(iterations, verbose)]
-    kl_schedule = preset.kl_schedule(iterations)
-    if kl_schedule is not None:  # first: each iteration's max_kl is set before the others see the epoch
-        callbacks = [TrustRegionSchedule(kl_schedule), *callbacks]
     set_intra_op_threads(preset.intra_op_threads, stacklevel=3)
     keras.utils.set_random_seed(seed)
     env = make_env(preset, env_id)
@@ -199,6 +196,9 @@ def train(
             rollouts = preset.build_rollouts(env, model, seed=seed)
         except (ValueError, TypeError) as error:
             raise ModelBuildError(str(error)) from error
+        kl_schedule = preset.kl_schedule(iterations, model.max_kl)  # from the validated max_kl
+        if kl_schedule is not None:  # first: each iteration's max_kl is set before the others see the epoch
+            callbacks = [TrustRegionSchedule(kl_schedule), *callbacks]
         if before_fit is not None:
             before_fit(model)
         interrupted = False

@@ -157,8 +157,23 @@ def test_evaluate_stochastic_reproduces_the_sampled_final_evaluation_of_train(ru
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["returns"] == sampled and evaluated["deterministic"] is False
     assert sampled != results["eval_returns"]  # this policy's mode and samples differ: the check above can fail
-    assert call_main(["evaluate", directory, "CartPole-v1", "--episodes", 2, "--stochastic"]) == 0
+    # A run directory samples from its model.keras, as train did (review: it used the SavedModel's sampler).
+    assert call_main(["evaluate", directory, "CartPole-v1", "--episodes", 3, "--seed", 10_000, "--stochastic",
+                      "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["returns"] == sampled
+    assert call_main(["evaluate", directory / "saved_model", "CartPole-v1", "--episodes", 2, "--stochastic"]) == 0
     assert capsys.readouterr().out.startswith("CartPole-v1: 2 episodes with the sampling policy of SavedModel ")
+
+
+def test_evaluate_stochastic_on_a_saved_model_without_sample_is_one_clear_error(tmp_path, capsys):
+    """Catches: --stochastic falling back to serving_default (the mode) for a SavedModel that cannot sample."""
+    module = tf.Module()
+    module.act = tf.function(lambda observations: {"actions": tf.zeros_like(observations[:, 0], tf.int64)},
+                             input_signature=[tf.TensorSpec([None, 4], tf.float32, name="observations")])
+    tf.saved_model.save(module, str(tmp_path / "m" / "1"), signatures={"serving_default": module.act})
+    assert call_main(["evaluate", tmp_path / "m", "CartPole-v1", "--stochastic"]) == 1
+    err = capsys.readouterr().err
+    assert "has no sample signature, so --stochastic cannot sample from it; evaluate its .keras file instead" in err
 
 
 # --------------------------------------------------------------------------

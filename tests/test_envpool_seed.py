@@ -57,5 +57,5 @@ def test_evaluate_on_an_envpool_env_says_once_that_its_seed_is_not_used():
             returns.append(keras_trpo.evaluate(model, env, episodes=2, seed=seed))
         messages = [str(w.message) for w in caught if "precision lowered" not in str(w.message)]
         assert messages == (["keras_trpo.evaluate: an EnvPool env is seeded when it is made (envpool.make_gymnasium"
-                             "(..., seed=S)); seed=5 is not used."] if seed is not None else [])
+                             "(..., seed=S)); seed=5 does not seed its resets."] if seed is not None else [])
     assert returns[0] == returns[1]

@@ -45,4 +45,4 @@ def test_a_bad_max_kl_final_is_one_preset_error(value):
 
 def test_without_max_kl_final_the_bound_stays_the_models():
     preset = presets.load_preset("CartPole-v1")
-    assert preset.max_kl_final is None and preset.kl_schedule(10) is None
+    assert preset.max_kl_final is None and preset.kl_schedule(10, 0.02) is None

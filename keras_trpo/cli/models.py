@@ -52,7 +52,8 @@ def cmd_evaluate(args) -> int:
     env_preset, env_source = _env_preset(args)
     env_preset.load_env_dependencies()  # registers the env ids of minigrid, ale_py, ...
     check_env_id(args.env_id)
-    kind, path = resolve_model(args.path)
+    # --stochastic on a run directory samples as train's final evaluation did: its model.keras, NumPy's sampler.
+    kind, path = resolve_model(args.path, prefer="keras" if args.stochastic else "saved_model")
     modules = check_imports(args.imports)
     _check_video(args.video)
     load_tensorflow(args.tf_logs)
@@ -64,7 +65,10 @@ def cmd_evaluate(args) -> int:
 
     if kind == "saved_model":
         loaded, serving, inputs, outputs = load_serving(path)  # loaded owns the variables: keep it referenced
-        described = f"SavedModel {path} (serving_default)"
+        if args.stochastic and "sample" not in loaded.signatures:
+            raise CLIError(f"the SavedModel {path!r} has no sample signature, so --stochastic cannot sample from it; "
+                           "evaluate its .keras file instead")
+        described = f"SavedModel {path} ({'sample' if args.stochastic else 'serving_default'})"
     else:
         policy = load_keras(path)
         described = f"Keras model {path}"

@@ -160,9 +160,10 @@ def _add_evaluate(new_command: _NewCommand) -> None:
     evaluate.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the first reset (default 0), "
                           "and of the sampler with --stochastic")
     evaluate.add_argument("--stochastic", action="store_true",
-                          help="sample actions instead of taking the mode: a .keras model or run directory samples with "
-                          "NumPy's generator seeded with --seed, as the final evaluation of keras-trpo train does "
-                          "(results.json's stochastic_eval_returns); a SavedModel through its sample signature")
+                          help="sample actions instead of taking the mode: a .keras file or a run directory (its "
+                          "model.keras) samples with NumPy's generator seeded with --seed, as the final evaluation of "
+                          "keras-trpo train does (with --seed and --episodes as in results.json, it repeats "
+                          "stochastic_eval_returns); a SavedModel samples through its sample signature")
     evaluate.add_argument("--video", metavar="FILE",
                           help="also record the first episode to this .mp4 (gymnasium RecordVideo; the episodes and "
                           'returns are those without --video; needs moviepy: pip install "keras-trpo[video]")')

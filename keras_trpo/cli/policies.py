@@ -171,9 +171,9 @@ class ServingPolicy:
         """Sampled actions through the SavedModel's ``sample`` signature (``keras-trpo evaluate --stochastic``)."""
         import tensorflow as tf
 
-        if self.sampler is None:
+        if self.sampler is None:  # cmd_evaluate checks this before making the env
             raise CLIError("this SavedModel has no sample signature, so --stochastic cannot sample from it; "
-                           "evaluate its .keras file (or run directory) instead")
+                           "evaluate its .keras file instead")
         arrays = self.observation_spec.flatten(observations)
         feed = {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
         return self.sampler(**feed, seed=tf.constant(seed, tf.int32))["actions"]

@@ -43,7 +43,9 @@ A preset file holds:
 - ``max_kl_final`` (optional, ``null`` when absent): anneals the trust region linearly from ``model.max_kl`` at
   the first iteration to this value at the last (TRPO+ in "Implementation Matters", Engstrom et al. 2020, anneals
   it per env), through :class:`keras_trpo.callbacks.TrustRegionSchedule`, which :func:`keras_trpo.training.train`
-  adds (metrics.csv then has a ``max_kl`` column). ``null``: ``model.max_kl`` throughout.
+  adds (metrics.csv then has a ``max_kl`` column; a run of one iteration keeps ``model.max_kl``). The saved
+  model holds the last iteration's bound (``model.max_kl`` of model.keras is ``max_kl_final``): training it
+  further starts there. ``null``: ``model.max_kl`` throughout.
 
 Example:
 

@@ -147,12 +147,13 @@ class Preset:
             )
 
     # ------------------------------------------------------------------
-    def kl_schedule(self, iterations: int):
-        """``epoch -> max_kl``, linear from ``model.max_kl`` at the first iteration to ``max_kl_final`` at the
-        last (of ``iterations``), for :class:`keras_trpo.callbacks.TrustRegionSchedule`; None without ``max_kl_final``."""
+    def kl_schedule(self, iterations: int, start: float):
+        """``epoch -> max_kl``, linear from ``start`` (the built model's ``max_kl``) at the first iteration to
+        ``max_kl_final`` at the last of ``iterations`` (a single iteration keeps ``start``), for
+        :class:`keras_trpo.callbacks.TrustRegionSchedule`; None without ``max_kl_final``."""
         if self.max_kl_final is None:
             return None
-        start, final = float(self.model.get("max_kl", 0.01)), float(self.max_kl_final)
+        final = float(self.max_kl_final)
         return lambda epoch: start + (final - start) * min(epoch, iterations - 1) / max(iterations - 1, 1)
 
     def to_dict(self) -> dict:
