@@ -64,10 +64,8 @@ def cmd_evaluate(args) -> int:
     import keras_trpo
 
     if kind == "saved_model":
-        loaded, serving, inputs, outputs = load_serving(path)  # loaded owns the variables: keep it referenced
-        if args.stochastic and "sample" not in loaded.signatures:
-            raise CLIError(f"the SavedModel {path!r} has no sample signature, so --stochastic cannot sample from it; "
-                           "evaluate its .keras file instead")
+        # loaded owns the variables: keep it referenced. With --stochastic it must have a sample signature.
+        loaded, serving, inputs, outputs = load_serving(path, sampling=args.stochastic)
         described = f"SavedModel {path} ({'sample' if args.stochastic else 'serving_default'})"
     else:
         policy = load_keras(path)

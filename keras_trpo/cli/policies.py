@@ -96,15 +96,19 @@ def spec_text(spec) -> str:
     return f"{spec.dtype.name} {shape}"
 
 
-def load_serving(path: str):
+def load_serving(path: str, sampling: bool = False):
     """``(loaded SavedModel, its serving_default, the signature's inputs, its outputs)`` for the SavedModel at
-    ``path``, checked to map observations to actions (as ``TRPO.export`` writes it).
+    ``path``, checked to map observations to actions (as ``TRPO.export`` writes it), and with ``sampling``
+    to have a ``sample`` signature (``keras-trpo evaluate --stochastic``).
 
     Keep the loaded SavedModel referenced while calling the signature: it owns the variables.
     """
     loaded = load_saved_model(path)
     if "serving_default" not in loaded.signatures:
         raise CLIError(f"the SavedModel {path!r} has no serving_default signature")
+    if sampling and "sample" not in loaded.signatures:
+        raise CLIError(f"the SavedModel {path!r} has no sample signature, so --stochastic cannot sample from it; "
+                       "evaluate its .keras file instead")
     serving = loaded.signatures["serving_default"]
     inputs, outputs = signature_specs(serving)
     if "actions" not in outputs or not inputs or any(k in inputs for k in ("seed", "actions")):
