@@ -110,7 +110,7 @@ class TrainingResult:
     eval_seed: int
     returns: list  #: undiscounted return of each final evaluation episode (the deterministic policy)
     #: the same episodes' seeds with sampled actions (``evaluate(..., deterministic=False)``, sampler seeded with eval_seed)
-    stochastic_returns: list = dataclasses.field(default_factory=list)
+    stochastic_returns: list
 
     @property
     def mean(self) -> float:
@@ -119,15 +119,14 @@ class TrainingResult:
 
     @property
     def stochastic_mean(self) -> float:
-        """Mean return of the final evaluation with sampled actions (NaN if it did not run)."""
-        return float(np.mean(self.stochastic_returns)) if self.stochastic_returns else float("nan")
+        """Mean return of the final evaluation with sampled actions."""
+        return float(np.mean(self.stochastic_returns))
 
     def message(self, returns_summary: str) -> str:
-        """``Trained N env steps in T s. Deterministic evaluation over K episodes: <summary>[; with sampled actions: mean M]``."""
+        """``Trained N env steps in T s. Deterministic evaluation over K episodes: <summary>; with sampled actions: mean M``."""
         return (
             f"Trained {self.env_steps} env steps in {self.train_seconds:.1f} s. Deterministic evaluation over "
-            f"{len(self.returns)} episodes: {returns_summary}"
-            + (f"; with sampled actions: mean {self.stochastic_mean:.1f}" if self.stochastic_returns else "")
+            f"{len(self.returns)} episodes: {returns_summary}; with sampled actions: mean {self.stochastic_mean:.1f}"
         )
 
 

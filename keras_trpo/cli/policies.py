@@ -165,22 +165,21 @@ class ServingPolicy:
         self.observation_spec, self.observation_space, self.action_space = spec, env_space, env_actions
 
     def __call__(self, observations):
-        import tensorflow as tf
-
-        arrays = self.observation_spec.flatten(observations)
-        feed = {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
-        return self.serving(**feed)["actions"]
+        return self.serving(**self._feed(observations))["actions"]
 
     def sample(self, observations, seed):
-        """Sampled actions through the SavedModel's ``sample`` signature (``keras-trpo evaluate --stochastic``)."""
+        """Sampled actions through the SavedModel's ``sample`` signature (``keras-trpo evaluate --stochastic``;
+        ``load_serving(path, sampling=True)`` refused a SavedModel without one)."""
         import tensorflow as tf
 
-        if self.sampler is None:  # cmd_evaluate checks this before making the env
-            raise CLIError("this SavedModel has no sample signature, so --stochastic cannot sample from it; "
-                           "evaluate its .keras file instead")
+        return self.sampler(**self._feed(observations), seed=tf.constant(seed, tf.int32))["actions"]
+
+    def _feed(self, observations):
+        """Each observation array by its signature input name, cast to the input's dtype."""
+        import tensorflow as tf
+
         arrays = self.observation_spec.flatten(observations)
-        feed = {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
-        return self.sampler(**feed, seed=tf.constant(seed, tf.int32))["actions"]
+        return {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
 
 
 def _describe_inputs(inputs) -> str:
