@@ -1,0 +1,173 @@
+"""keras_trpo.masked_envs: the masked envs of issue 28 (gymnasium's checker, masks, optimum, tic-tac-toe rules)."""
+
+from __future__ import annotations
+
+import doctest
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from pettingzoo.classic.tictactoe.board import Board  # the test extra has pettingzoo[classic]
+
+import keras_trpo.masked_envs as masked_envs
+from keras_trpo.masked_envs import InvalidActionEnv, InvalidActionMultiDiscreteEnv, TicTacToe, heuristic_move
+
+
+ENV_IDS = ["keras_trpo/InvalidAction-v0", "keras_trpo/InvalidActionMultiDiscrete-v0", "keras_trpo/TicTacToe-v0"]
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_gymnasium_env_checker_passes(env_id):
+    env = gymnasium.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    first, _ = env.reset(seed=3)
+    again, _ = env.reset(seed=3)
+    assert repr(first) == repr(again)
+
+
+def test_module_doctest():
+    assert doctest.testmod(masked_envs).failed == 0
+
+
+@pytest.mark.parametrize("n_actions, n_legal", [(20, 3), (5, 5), (4, 1)])
+def test_discrete_mask_holds_target_and_exactly_n_legal(n_actions, n_legal):
+    env = InvalidActionEnv(n_actions, n_legal, episode_length=200)
+    target, _ = env.reset(seed=0)
+    others = np.zeros(n_actions)
+    for _ in range(200):
+        mask = env.action_masks()
+        assert mask.dtype == bool and mask.shape == (n_actions,)
+        assert mask[target] and mask.sum() == n_legal
+        others += mask
+        target, *_ = env.step(0)
+    assert (others > 0).sum() == n_actions  # every action is legal some time (the others are drawn)
+
+
+def test_multidiscrete_mask_per_component():
+    env = InvalidActionMultiDiscreteEnv(nvec=(3, 5, 4), n_legal=2, episode_length=100)
+    obs, _ = env.reset(seed=0)
+    for _ in range(100):
+        mask = env.action_masks()
+        assert np.array_equal(obs["action_mask"], mask.astype(np.int8))
+        for component, (start, stop) in enumerate([(0, 3), (3, 8), (8, 12)]):
+            assert mask[start:stop].sum() == 2
+            assert mask[start + obs["target"][component]]
+        obs, *_ = env.step(np.zeros(3, np.int64))
+
+
+@pytest.mark.parametrize(
+    "env, target_of",
+    [
+        (InvalidActionEnv(), lambda obs: obs),
+        (InvalidActionEnv(n_actions=7, n_legal=2, episode_length=9), lambda obs: obs),
+        (InvalidActionMultiDiscreteEnv(), lambda obs: obs["target"]),
+    ],
+)
+def test_oracle_reaches_optimum_and_legal_random_policy_does_not(env, target_of):
+    obs, _ = env.reset(seed=1)
+    oracle, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(target_of(obs))
+        oracle += reward
+        done = terminated or truncated
+    assert oracle == env.episode_length
+    obs, _ = env.reset(seed=1)
+    wrong, done = 0.0, False
+    while not done:  # always a legal action, never the target
+        wrong_action = target_of(obs) + 1
+        obs, reward, terminated, truncated, _ = env.step(np.where(wrong_action >= env.action_space.nvec, 0, wrong_action)
+                                                         if hasattr(env.action_space, "nvec") else wrong_action % env.n_actions)
+        wrong += reward
+        done = terminated or truncated
+    assert wrong == 0.0
+
+
+@pytest.mark.parametrize("opponent, agent_first", [("random", True), ("random", False), ("heuristic", True), ("heuristic", False)])
+def test_tictactoe_random_games_end_with_a_result(opponent, agent_first):
+    env = TicTacToe(opponent, agent_first)
+    rng = np.random.default_rng(0)
+    results = set()
+    for seed in range(30):
+        obs, _ = env.reset(seed=seed)
+        marks = 0 if agent_first else 1
+        assert obs["observation"].sum() == marks
+        done = False
+        while not done:
+            empty = ~obs["observation"].reshape(9, 2).any(axis=1)
+            assert np.array_equal(obs["action_mask"].astype(bool), empty)  # the mask is the empty cells
+            assert np.array_equal(env.action_masks(), empty)
+            obs, reward, done, truncated, info = env.step(rng.choice(np.flatnonzero(empty)))
+            assert not truncated and (done or reward == 0.0)
+        assert reward == info["result"] and reward in (-1.0, 0.0, 1.0)
+        planes = obs["observation"].reshape(9, 2).astype(bool)
+        won, lost = (any(planes[list(line), side].all() for line in Board.winning_combinations) for side in (0, 1))
+        assert reward == (1.0 if won else -1.0 if lost else 0.0)  # the result read off the final board
+        results.add(reward)
+    # against the random opponent, 30 random games see all three results; the heuristic one rarely loses
+    assert results == {-1.0, 0.0, 1.0} if opponent == "random" else {-1.0, 0.0} <= results
+
+
+def test_tictactoe_heuristic_blocks_an_immediate_win():
+    env = TicTacToe("heuristic", agent_first=True)
+    env.reset(seed=0)
+    # Agent at cells 0 and 1 threatens 2; the heuristic's first reply is the centre (4), so steer it:
+    # agent plays 0, heuristic takes 4; agent plays 1 (threatening 2): the heuristic must block at 2.
+    obs, *_ = env.step(0)
+    assert obs["observation"][..., 1].reshape(9)[4] == 1
+    obs, *_ = env.step(1)
+    assert obs["observation"][..., 1].reshape(9)[2] == 1
+
+
+@pytest.mark.parametrize(
+    "own, other, expected",
+    [
+        ([0, 1], [3, 4], 2),  # win beats block
+        ([8], [0, 1], 2),  # block
+        ([0], [], 4),  # centre
+        ([6, 4], [0, 3], 2),  # win on a diagonal
+    ],
+)
+def test_heuristic_move(own, other, expected):
+    def cells(indices):
+        vector = np.zeros(9, bool)
+        vector[indices] = True
+        return vector
+
+    assert heuristic_move(cells(own), cells(other), np.random.default_rng(0)) == expected
+
+
+def test_tictactoe_illegal_move_loses():
+    env = TicTacToe("random", agent_first=True)
+    obs, _ = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(4)
+    occupied = int(np.flatnonzero(obs["observation"][..., 1].reshape(9))[0])
+    obs, reward, terminated, truncated, info = env.step(occupied)
+    assert (reward, terminated, truncated, info["illegal"]) == (-1.0, True, False, True)
+    assert obs["action_mask"].all()  # a finished game: all ones, never an all-illegal row
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: InvalidActionEnv(n_actions=3, n_legal=4), "n_legal must be <= n_actions"),
+        (lambda: InvalidActionEnv(n_legal=0), "n_legal must be an int >= 1"),
+        (lambda: InvalidActionMultiDiscreteEnv(nvec=(3, 1)), "nvec must be"),
+        (lambda: TicTacToe("minimax"), "opponent must be one of"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(make, message):
+    with pytest.raises(ValueError, match=message) as error:
+        make()
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("hits", [0, 1, 2, 3])
+def test_multidiscrete_reward_is_fraction_of_components_hit(hits):
+    env = InvalidActionMultiDiscreteEnv(nvec=(5, 5, 5), n_legal=2, episode_length=4)
+    obs, _ = env.reset(seed=2)
+    for _ in range(4):
+        action = obs["target"].copy()
+        action[hits:] = (action[hits:] + 1) % 5
+        obs, reward, *_ = env.step(action)
+        assert reward == pytest.approx(hits / 3)
