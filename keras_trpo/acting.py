@@ -23,6 +23,7 @@ import gymnasium
 import numpy as np
 
 from keras_trpo import actor_critic
+from keras_trpo.policies import numpy_masked_logits
 
 if TYPE_CHECKING:
     from keras_trpo.model import TRPO
@@ -129,12 +130,16 @@ class PolicySnapshot:
             return self.outputs_and_values(observations)[1]
         return self._mlp(self._value, self._features(observations))[:, 0]
 
-    def distribution_params(self, observations: Observations) -> dict[str, np.ndarray]:
+    def distribution_params(self, observations: Observations, action_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Numpy twin of ``model.distribution_params``."""
-        return self.head.numpy_params(self.outputs_and_values(observations)[0], self.log_std)
+        return self.head.numpy_params(self.outputs_and_values(observations)[0], self.log_std, action_mask)
 
-    def act(self, observations: Observations, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Samples actions and returns ``(actions, values)`` for a batch of observations."""
+    def act(
+        self, observations: Observations, rng: np.random.Generator, action_mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Samples actions (legal ones only, given bool ``action_mask [n, num_outputs]``) and returns ``(actions, values)``."""
         outputs, values = self.outputs_and_values(observations)
+        if action_mask is not None:  # a maskable head's outputs are its logits
+            outputs = numpy_masked_logits(outputs, action_mask)
         return self._sample(outputs, rng), values
 

@@ -22,6 +22,7 @@ moves them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 import keras
@@ -240,3 +241,13 @@ def numpy_mlp(
     """``[(kernel, bias, activation), ...]`` of a default tower, for the numpy acting path."""
     weights = [(layer.kernel.numpy(), layer.bias.numpy(), activation) for layer in layers]
     return weights + [(output.kernel.numpy(), output.bias.numpy(), None)]
+
+
+def per_sample(input_shape: Any) -> Any:
+    """``input_shape`` without its batch dimension, as tuples (``None`` if it is no batch shape)."""
+    try:
+        if isinstance(input_shape, Mapping):
+            return {key: tuple(shape)[1:] for key, shape in input_shape.items()}
+        return tuple(input_shape)[1:]
+    except TypeError:
+        return None

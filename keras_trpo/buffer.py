@@ -30,16 +30,18 @@ class Field:
     in_batch: bool = False
 
 
-def stored_fields(spec: ObservationSpec, head: PolicyHead) -> dict[str, Field | dict[str, Field]]:
+def stored_fields(spec: ObservationSpec, head: PolicyHead, mask_size: int = 0) -> dict[str, Field | dict[str, Field]]:
     """Every array the buffer stores per transition, by name: the one place to declare one.
 
     A new field is one entry here, and its value passed to :meth:`RolloutBuffer.add`; with
     ``in_batch=True`` it is also served in the batch, ``[horizon · num_envs, *shape]``, time-major.
     Observations are in the space's dtypes (``uint8`` images stay ``uint8``), one array per key
     of a ``Dict`` space. ``final_values[t, i]`` is ``V`` of the observation that followed row ``t``
-    of sub-env ``i``; GAE reads it on truncated rows and on each column's last row.
+    of sub-env ``i``; GAE reads it on truncated rows and on each column's last row. With ``mask_size``
+    (a masked model, :mod:`keras_trpo.masking`) each step's legal-action flags are ``action_masks``.
     """
     observations = spec.structure(Field(leaf.shape, leaf.dtype, in_batch=True) for leaf in spec.leaves)
+    masks = {"action_masks": Field((mask_size,), np.dtype(bool), True)} if mask_size else {}
     return {
         "observations": observations,
         "actions": Field(head.action_shape, np.dtype(np.int64 if head.integer_actions else np.float32), True),
@@ -48,6 +50,7 @@ def stored_fields(spec: ObservationSpec, head: PolicyHead) -> dict[str, Field | 
         "terminated": Field((), np.dtype(bool)),
         "truncated": Field((), np.dtype(bool)),
         "final_values": Field((), np.dtype(np.float64)),
+        **masks,
     }
 
 
@@ -78,6 +81,7 @@ class RolloutBuffer:
         horizon: rows per sub-env (``steps / num_envs``).
         num_envs: columns, one per sub-env.
         fields: what is stored, by name; :func:`stored_fields` by default.
+        mask_size: the width of an action mask (0: no masks stored).
 
     Attributes:
         fields: the stored fields.
@@ -87,10 +91,10 @@ class RolloutBuffer:
 
     def __init__(
         self, spec: ObservationSpec, head: PolicyHead, horizon: int, num_envs: int,
-        fields: dict[str, Field | dict[str, Field]] | None = None,
+        fields: dict[str, Field | dict[str, Field]] | None = None, mask_size: int = 0,
     ) -> None:  # fmt: skip
         self.horizon, self.num_envs = int(horizon), int(num_envs)
-        self.fields = stored_fields(spec, head) if fields is None else dict(fields)
+        self.fields = stored_fields(spec, head, mask_size) if fields is None else dict(fields)
         self.storage = {
             name: _per_key(lambda f: np.zeros((self.horizon, self.num_envs, *f.shape), f.dtype), field)
             for name, field in self.fields.items()

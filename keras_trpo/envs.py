@@ -27,6 +27,7 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from keras_trpo.errors import RolloutError
+from keras_trpo.masking import network_space
 
 
 def run_env_checker(env):
@@ -315,7 +316,8 @@ def resume_seed(seed: int, env_steps: int) -> int:
 
 def check_spaces(env: VectorEnv, model) -> None:
     """Raises ValueError unless the vector env's spaces are the model's (``observation_space``, ``action_space``)."""
-    obs_space = env.single_observation_space
+    # An action_mask entry the networks do not see is read by the masks' reader (keras_trpo.masking), not matched.
+    obs_space = network_space(env.single_observation_space, model.observation_spec.keys)
     if not model.observation_spec.matches(obs_space):
         raise ValueError(
             f"env observation space {obs_space} does not match the model's observation space "

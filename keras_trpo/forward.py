@@ -66,13 +66,16 @@ class Forward:
             x = layer(x)
         return self.policy_output(x)
 
-    def distribution_params(self, observations: Any) -> dict[str, tf.Tensor]:
-        """Named parameters of the policy distribution (``logits`` or ``mean``/``log_std``)."""
-        return self.head.params(self.policy_outputs(observations), self.log_std)
+    def distribution_params(self, observations: Any, action_mask: Any = None) -> dict[str, tf.Tensor]:
+        """Named parameters of the policy distribution (``logits`` or ``mean``/``log_std``).
 
-    def distribution(self, observations: Any) -> tfp.distributions.Distribution:
-        """The policy distribution π(·|s) with batch shape ``[N]``."""
-        return self.head.distribution(self.distribution_params(observations))
+        ``action_mask``: ``[N, n]`` legal-action flags of a masked model (:mod:`keras_trpo.masking`).
+        """
+        return self.head.params(self.policy_outputs(observations), self.log_std, action_mask)
+
+    def distribution(self, observations: Any, action_mask: Any = None) -> tfp.distributions.Distribution:
+        """The policy distribution π(·|s) with batch shape ``[N]`` (over the legal actions, given ``action_mask``)."""
+        return self.head.distribution(self.distribution_params(observations, action_mask))
 
     def value(self, observations: Any) -> tf.Tensor:
         """State values ``V(s)``, shape ``[N]``: :meth:`value_from_features` of :meth:`value_features`."""
@@ -90,9 +93,9 @@ class Forward:
             x = layer(x)
         return tf.squeeze(self.value_output(x), axis=-1)
 
-    def call(self, observations: Any) -> tf.Tensor:
-        """Deterministic action (the distribution's mode), ``[N, *action_shape]``."""
-        return self.head.mode(self.distribution_params(observations))
+    def call(self, observations: Any, action_mask: Any = None) -> tf.Tensor:
+        """Deterministic action (the distribution's mode; the most probable legal one given ``action_mask``)."""
+        return self.head.mode(self.distribution_params(observations, action_mask))
 
     def acting_function(self) -> Callable[[Any], tuple[tf.Tensor, tf.Tensor]]:
         """``observations -> (policy outputs, values)`` as one ``tf.function``, traced once.

@@ -21,6 +21,7 @@ from keras_trpo import (
     envs,
     export,
     forward,
+    masking,
     networks,
     ops,
     trainer,
@@ -84,6 +85,9 @@ class TRPO(forward.Forward, trainer.Trainer):
             a layer of the model (:class:`~keras_trpo.normalization.RunningNormalization`),
             updated by ``train_step`` from each batch after the update.
         seed: seeds weight initialization and critic minibatch shuffling.
+        action_mask: mask illegal actions (``Discrete`` and ``MultiDiscrete`` actions; :mod:`keras_trpo.masking`).
+            Batches then carry ``action_masks [N, n]``, and acting takes ``model(observations, action_mask=...)``
+            (or a dict of observations with an ``action_mask`` entry). ``TRPO.for_env`` detects it.
         **kwargs: passed to ``keras.Model`` (e.g. ``name``).
 
     Example:
@@ -120,6 +124,7 @@ class TRPO(forward.Forward, trainer.Trainer):
         log_std_init: float = 0.0,
         normalize_observations: bool = False,
         seed: int | None = None,
+        action_mask: bool = False,
         **kwargs: Any,
     ):
         validation.check_float_policy(kwargs.get("dtype"))
@@ -129,6 +134,9 @@ class TRPO(forward.Forward, trainer.Trainer):
         self.observation_spec = ObservationSpec(self.observation_space)
         self.observation_spec.check_signature_names()  # model.export would refuse them, after training
         self.head = make_head(self.action_space)
+        self.action_mask = validation.check_bool("action_mask", action_mask)
+        if self.action_mask:
+            masking.mask_size(self.action_space)  # a TypeError naming a Box or MultiBinary action space
         validation.check_hyperparameters(
             max_kl=max_kl, damping=damping, cg_iterations=cg_iterations, fvp_fraction=fvp_fraction,
             backtrack_coefficient=backtrack_coefficient, backtrack_iterations=backtrack_iterations,
@@ -199,19 +207,30 @@ class TRPO(forward.Forward, trainer.Trainer):
         log_std_init: float = 0.0,
         normalize_observations: bool = False,
         seed: int | None = None,
+        action_mask: bool | None = None,
+        observe_action_mask: bool = False,
         **kwargs: Any,
     ) -> TRPO:
         """Builds a model for a gymnasium ``Env`` or ``VectorEnv`` (its ``single_*`` spaces).
 
         The options and their defaults are :class:`TRPO`'s; ``kwargs`` go to ``keras.Model`` (e.g. ``name``).
+        ``action_mask``: ``None`` masks illegal actions when the env has masks (a ``Dict`` observation entry
+        ``action_mask``, or an ``action_masks()`` method: :mod:`keras_trpo.masking`); ``True`` requires them;
+        ``False`` ignores them. The networks see the ``action_mask`` entry only with ``observe_action_mask=True``.
         """
+        observation_space, action_space = envs.spaces_of(env)
+        where = masking.source(env, observation_space, action_mask)
+        if masking.observation_has_mask(observation_space) and not validation.check_bool(
+                "observe_action_mask", observe_action_mask):
+            observation_space = masking.without_mask(observation_space)
         return cls(
-            *envs.spaces_of(env), policy_network=policy_network, value_network=value_network,
+            observation_space, action_space, policy_network=policy_network, value_network=value_network,
             hidden_units=hidden_units, value_hidden_units=value_hidden_units, activation=activation,
             max_kl=max_kl, damping=damping, cg_iterations=cg_iterations, backtrack_coefficient=backtrack_coefficient,
             backtrack_iterations=backtrack_iterations, fvp_fraction=fvp_fraction, fisher_product=fisher_product,
             normalize_advantages=normalize_advantages, value_epochs=value_epochs, value_batch_size=value_batch_size,
-            log_std_init=log_std_init, normalize_observations=normalize_observations, seed=seed, **kwargs,
+            log_std_init=log_std_init, normalize_observations=normalize_observations, seed=seed,
+            action_mask=where is not None, **kwargs,
         )
 
     def _batch_shape(self) -> Any:
@@ -225,7 +244,7 @@ class TRPO(forward.Forward, trainer.Trainer):
         dimension. The networks' sizes follow from the space: any other per-sample
         shape is refused in one line, and a later call with the right one changes nothing.
         """
-        if _per_sample(input_shape) != self.observation_shape:
+        if actor_critic.per_sample(input_shape) != self.observation_shape:
             raise ValueError(
                 f"TRPO.build got input_shape={input_shape!r}; the observation space gives {self._batch_shape()!r} "
                 "(batch dimension first). The model is built by its constructor: build a TRPO for the new space instead."
@@ -246,7 +265,7 @@ class TRPO(forward.Forward, trainer.Trainer):
     _CONFIG_KEYS = (
         "hidden_units", "value_hidden_units", "activation", "max_kl", "damping", "cg_iterations",
         "backtrack_coefficient", "backtrack_iterations", "fvp_fraction", "fisher_product", "normalize_advantages",
-        "value_epochs", "value_batch_size", "log_std_init", "normalize_observations", "seed", "name",
+        "value_epochs", "value_batch_size", "log_std_init", "normalize_observations", "seed", "action_mask", "name",
     )
 
     def get_config(self) -> dict[str, Any]:
@@ -283,31 +302,16 @@ class TRPO(forward.Forward, trainer.Trainer):
         """
         return export.export_saved_model(self, filepath, format=format, overwrite=overwrite, verbose=verbose, **kwargs)
 
-    @property
-    def max_kl(self) -> float:
-        return float(self._max_kl.numpy())
-
-    @max_kl.setter
-    def max_kl(self, value: float) -> None:
-        validation.check_hyperparameters(max_kl=value)
-        self._max_kl.assign(float(value))
-
-    @property
-    def damping(self) -> float:
-        return float(self._damping.numpy())
-
-    @damping.setter
-    def damping(self, value: float) -> None:
-        # Not validated: negative damping is how the reliability tests build an
-        # indefinite Fisher. The constructor rejects it.
-        self._damping.assign(float(value))
-
     # ------------------------------------------------------------------
     # Networks (the forward pass: keras_trpo.forward)
     # ------------------------------------------------------------------
-    def __call__(self, observations: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, observations: Any, *args: Any, action_mask: Any = None, **kwargs: Any) -> Any:
         # Checked before Keras' __call__, which would wrap the error in a multi-line report.
-        self.observation_spec.check(observations)
+        observations, action_mask = masking.split(observations, action_mask, self.observation_spec.keys)
+        n = self.observation_spec.check(observations)
+        if action_mask is not None or self.action_mask:
+            action_mask = masking.check_call_mask(action_mask, self.action_mask, self.head.num_outputs, n)
+            kwargs["action_mask"] = action_mask
         return super().__call__(observations, *args, **kwargs)
 
     # ------------------------------------------------------------------
@@ -333,6 +337,7 @@ class TRPO(forward.Forward, trainer.Trainer):
         if replicas.distributed and not any(map(distribute.is_per_replica, tf.nest.flatten(data))):
             raise RuntimeError("Under a tf.distribute strategy, TRPO trains through model.fit, which splits each "
                                "batch over the replicas and runs the update cross-replica (keras_trpo.distribute).")
+        self.check_batch_values(data)
         batch = replicas.run(self._validated_batch, data)
         trainer.check_fresh(self, data)
         replicas.assert_equal_shares(batch["returns"])
@@ -345,7 +350,7 @@ class TRPO(forward.Forward, trainer.Trainer):
             if self.normalize_advantages:
                 advantages = update.normalized(replicas, advantages)
             # 1. The old distribution: the weights that collected the batch, held constant.
-            objective = update.Objective(self, replicas, observations, actions, advantages)
+            objective = update.Objective(self, replicas, observations, actions, advantages, batch.get(masking.BATCH_KEY))
             # 2. The surrogate mean(ratio · Â) and its gradient g.
             surrogate_old, g = objective.surrogate_and_gradient()
             # 3. Conjugate gradient on (F + λI) s = g, F the Hessian of the mean KL(old‖new) (by double backprop,
@@ -377,22 +382,19 @@ class TRPO(forward.Forward, trainer.Trainer):
 
     def batch_spec(self) -> dict[str, Any]:
         """``{key: (per-sample shape, dtype description)}`` of a valid ``train_step`` batch."""
+        masks = {masking.BATCH_KEY: ((self.head.num_outputs,), "mask")} if self.action_mask else {}
         return {
             "observations": self.observation_spec,
             "actions": (self.head.action_shape, "integer" if self.head.integer_actions else "floating"),
             "advantages": ((), "floating"),
             "returns": ((), "floating"),
+            **masks,
         }
+
+    def check_batch_values(self, data: Any) -> None:
+        """A masked model's host-side check (before any compute) that every batch action is legal under its own mask."""
+        if self.action_mask:
+            masking.check_batch(validation.unwrap(data), self.action_space, self.distribute_strategy)
 
     def _validated_batch(self, data: Any) -> dict[str, Any]:
         return validation.validate_batch(data, self.batch_spec(), self.head.cast_actions)
-
-
-def _per_sample(input_shape: Any) -> Any:
-    """``input_shape`` without its batch dimension, as tuples (``None`` if it is no batch shape)."""
-    try:
-        if isinstance(input_shape, Mapping):
-            return {key: tuple(shape)[1:] for key, shape in input_shape.items()}
-        return tuple(input_shape)[1:]
-    except TypeError:
-        return None

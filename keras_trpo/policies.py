@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_trpo.masking import MASK_LOGIT
 from keras_trpo.validation import float_dtype
 
 tfd = tfp.distributions
@@ -65,6 +66,8 @@ class PolicyHead:
 
     has_log_std = False
     integer_actions = True
+    #: Whether the head takes action masks (:mod:`keras_trpo.masking`): logits over a finite set of actions.
+    maskable = False
     num_outputs: int  # set by each subclass
 
     def __init__(self, action_space: gymnasium.spaces.Space) -> None:
@@ -72,13 +75,19 @@ class PolicyHead:
         self.action_shape: tuple[int, ...] = tuple(action_space.shape or ())
 
     # -- parameters ------------------------------------------------------
-    def params(self, outputs: Any, log_std: Any = None) -> dict[str, Any]:
-        """Returns the named distribution parameters for network ``outputs``."""
-        return {"logits": outputs}
+    def params(self, outputs: Any, log_std: Any = None, action_mask: Any = None) -> dict[str, Any]:
+        """Returns the named distribution parameters for network ``outputs``.
 
-    def numpy_params(self, outputs: np.ndarray, log_std: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        ``action_mask`` (maskable heads; ``[N, num_outputs]`` bool or 0/1): illegal logits become
+        :data:`~keras_trpo.masking.MASK_LOGIT`, so every method of the head is over the legal actions.
+        """
+        return {"logits": masked_logits(outputs, action_mask)}
+
+    def numpy_params(
+        self, outputs: np.ndarray, log_std: np.ndarray | None = None, action_mask: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Numpy twin of :meth:`params` (used by the fast acting path)."""
-        return {"logits": outputs}
+        return {"logits": numpy_masked_logits(outputs, action_mask)}
 
     def distribution(self, params: Params) -> tfp.distributions.Distribution:
         """Returns a ``tfd.Distribution`` with batch shape ``[N]``."""
@@ -124,6 +133,8 @@ class PolicyHead:
 class CategoricalHead(PolicyHead):
     """``Discrete(n)`` → ``Categorical(logits)``; actions are ``start + index``."""
 
+    maskable = True
+
     def __init__(self, action_space: gymnasium.spaces.Discrete) -> None:
         super().__init__(action_space)
         self.num_outputs = int(action_space.n)
@@ -153,8 +164,11 @@ class MultiCategoricalHead(PolicyHead):
     """``MultiDiscrete(nvec)`` (1-D ``nvec``) → independent Categoricals.
 
     The factors are packed as one ``Categorical`` over ``[N, len(nvec), max(nvec)]``
-    padded logits, wrapped in ``Independent`` so KL and entropy sum over factors.
+    padded logits, wrapped in ``Independent`` so KL and entropy sum over factors. A mask is
+    ``[N, sum(nvec)]``, the factors' masks concatenated, like the flat logits.
     """
+
+    maskable = True
 
     def __init__(self, action_space: gymnasium.spaces.MultiDiscrete) -> None:
         super().__init__(action_space)
@@ -224,10 +238,12 @@ class BernoulliHead(PolicyHead):
         super().__init__(action_space)
         self.num_outputs = int(np.prod(self.action_shape))
 
-    def params(self, outputs: Any, log_std: Any = None) -> dict[str, Any]:
+    def params(self, outputs: Any, log_std: Any = None, action_mask: Any = None) -> dict[str, Any]:
         return {"logits": tf.reshape(outputs, [-1, *self.action_shape])}
 
-    def numpy_params(self, outputs: np.ndarray, log_std: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def numpy_params(
+        self, outputs: np.ndarray, log_std: np.ndarray | None = None, action_mask: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         return {"logits": outputs.reshape(-1, *self.action_shape)}
 
     def distribution(self, params: Params) -> tfp.distributions.Distribution:
@@ -269,12 +285,14 @@ class DiagGaussianHead(PolicyHead):
         super().__init__(action_space)
         self.num_outputs = int(np.prod(self.action_shape)) if self.action_shape else 1
 
-    def params(self, outputs: Any, log_std: Any = None) -> dict[str, Any]:
+    def params(self, outputs: Any, log_std: Any = None, action_mask: Any = None) -> dict[str, Any]:
         mean = tf.reshape(outputs, [-1, *self.action_shape])
         log_std = tf.reshape(log_std, self.action_shape)
         return {"mean": mean, "log_std": tf.broadcast_to(log_std, tf.shape(mean))}
 
-    def numpy_params(self, outputs: np.ndarray, log_std: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def numpy_params(
+        self, outputs: np.ndarray, log_std: np.ndarray | None = None, action_mask: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         mean = outputs.reshape(-1, *self.action_shape)
         assert log_std is not None, "a Box head's parameters include the model's log_std"
         return {"mean": mean, "log_std": np.broadcast_to(log_std.reshape(self.action_shape), mean.shape)}
@@ -341,6 +359,24 @@ def make_head(action_space: gymnasium.spaces.Space) -> PolicyHead:
         f"Unsupported action space {type(action_space).__name__} ({action_space!r}). "
         f"Supported action spaces: {', '.join(SUPPORTED_ACTION_SPACES)}."
     )
+
+
+def masked_logits(logits: Any, action_mask: Any = None) -> Any:
+    """``logits`` with the illegal entries of ``action_mask`` set to ``MASK_LOGIT`` (``None``: unchanged, the same tensor).
+
+    ``tf.where`` passes no gradient to an illegal logit, so the Fisher and the step ignore them.
+    """
+    if action_mask is None:
+        return logits
+    legal = tf.cast(action_mask, tf.bool)
+    return tf.where(legal, logits, tf.constant(MASK_LOGIT, logits.dtype))
+
+
+def numpy_masked_logits(logits: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
+    """Numpy twin of :func:`masked_logits`."""
+    if action_mask is None:
+        return logits
+    return np.where(np.asarray(action_mask, bool), logits, np.asarray(MASK_LOGIT, logits.dtype))
 
 
 def _softmax_hessian_product(p: Any, u: Any) -> Any:

@@ -17,6 +17,7 @@ from keras_trpo.envs import (
     action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, mark_collecting,
     release, reset_seed, resume_seed, run_env_checker, skips_reset_steps,
 )
+from keras_trpo.masking import MaskReader, keep_mask_entry, mask_size
 from keras_trpo.normalization import RewardScaler
 from keras_trpo.validation import check_bool, check_steps, check_unit_interval
 
@@ -123,6 +124,10 @@ class Rollouts(keras.utils.PyDataset):
         self.env = as_vector_env(env)
         self.model = model
         check_spaces(self.env, model)
+        #: The legal-action masks of the env's observations (a masked model; keras_trpo.masking), or None.
+        self.masks = None
+        if model.action_mask:
+            self.masks = MaskReader(self.env, model.action_space)
         #: Whether the env's own reset steps are stepped through and left out (NEXT_STEP, no reset_mask).
         self.skips_reset_steps = skips_reset_steps(self.env)
         self.num_envs = int(self.env.num_envs)
@@ -217,15 +222,19 @@ class Rollouts(keras.utils.PyDataset):
         """
         policy, spec = PolicySnapshot(self.model), self.model.observation_spec
         observations = self._start()
-        buffer = RolloutBuffer(spec, self.model.head, self.horizon, self.num_envs)
+        buffer = RolloutBuffer(spec, self.model.head, self.horizon, self.num_envs,
+                               mask_size=0 if self.masks is None else mask_size(self.model.action_space))
         first_finished, transitions, t = len(self.episode_returns), 0, 0
         low, high = action_bounds(self.env)
         while not buffer.full:
-            actions, values = policy.act(observations, self._rng)
             # False: the step only resets the sub-env (only ever set when skips_reset_steps)
             stepped = ~self._resetting if self.skips_reset_steps and self._resetting.any() else None
+            masks = None if self.masks is None else self.masks(observations, skip=self._resetting)
+            actions, values = policy.act(observations, self._rng, masks)
             cells = buffer.next_cells(stepped)  # a real transition with room in its column (None: every sub-env)
             buffer.add_step(cells, observations=observations, actions=actions, values=values)
+            if masks is not None:
+                buffer.add_step(cells, action_masks=masks)
             # np.clip's values by two ufunc calls, without its Python wrapper (~4 µs of each vector step); NaN and the
             # result dtype as np.clip (only a sampled -0.0 at a bound of exactly 0 can come out as +0.0)
             env_actions = actions if low is None else np.minimum(np.maximum(actions, low), high)
@@ -330,8 +339,8 @@ class Rollouts(keras.utils.PyDataset):
             "rng": self._rng.bit_generator.state,
             "env": env,
             "env_not_saved": why,
-            "observations": None if self._observations is None else self.model.observation_spec.numpy(
-                self._observations, copy=True),
+            "observations": None if self._observations is None else keep_mask_entry(
+                self.model.observation_spec.numpy(self._observations, copy=True), self._observations, self.masks),
             "was_reset": self._was_reset,
             "resetting": self._resetting.copy(),
             "episode_return": self._episode_return.copy(),

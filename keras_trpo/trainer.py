@@ -74,6 +74,31 @@ class Trainer(keras.Model):
         """Number of ``train_step`` calls so far: identifies the weights that collect a batch."""
         return int(self._policy_version.numpy())
 
+    # The trust-region radius and the damping are variables (created by the subclass) so that callbacks change
+    # them between iterations without retracing train_step.
+    _max_kl: keras.Variable
+    _damping: keras.Variable
+
+    @property
+    def max_kl(self) -> float:
+        return float(self._max_kl.numpy())
+
+    @max_kl.setter
+    def max_kl(self, value: float) -> None:
+        validation.check_hyperparameters(max_kl=value)
+        self._max_kl.assign(float(value))
+
+    @property
+    def damping(self) -> float:
+        return float(self._damping.numpy())
+
+    @damping.setter
+    def damping(self, value: float) -> None:
+        # Not validated: negative damping is how the reliability tests build an
+        # indefinite Fisher. The constructor rejects it.
+        self._damping.assign(float(value))
+
+
     @property
     def policy_variables(self) -> list[keras.Variable]:
         """Trainable weights moved by the trust-region step."""
@@ -109,6 +134,9 @@ class Trainer(keras.Model):
 
     def check_saveable(self) -> None:
         """Raises ValueError if a ``.keras`` file of this model could not be loaded back."""
+
+    def check_batch_values(self, data: Any) -> None:
+        """Raises ValueError for a batch whose values (not its shapes) are wrong, on the host before any compute."""
 
     # The critic-shuffle SeedGenerator state is not a Keras weight: store it alongside the
     # model's own variables so that a restored model continues the same random stream.
@@ -268,6 +296,8 @@ class TrainFunction:
         batch = self.feed.next_batch(iterator)
         check_fresh(model, batch)
         eager = model.run_eagerly and not model.replicas.distributed  # a strategy's update is always compiled
+        if not eager:
+            model.check_batch_values(batch)  # train_step makes these checks itself when it runs eagerly
         logs = model.train_step(batch) if eager else self._step_for(batch)(batch)
         if "step_accepted" in logs and float(logs["step_accepted"]) < 0.5:
             reason = int(round(float(logs.get("rejection_reason", errors.NON_FINITE))))

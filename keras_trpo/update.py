@@ -69,9 +69,9 @@ class ActorCritic(Protocol):
     @property
     def value_variables(self) -> list[keras.Variable]: ...
 
-    def distribution_params(self, observations: Any) -> dict[str, tf.Tensor]: ...
+    def distribution_params(self, observations: Any, action_mask: Any = None) -> dict[str, tf.Tensor]: ...
 
-    def distribution(self, observations: Any) -> tfp.distributions.Distribution: ...
+    def distribution(self, observations: Any, action_mask: Any = None) -> tfp.distributions.Distribution: ...
 
     def value(self, observations: Any) -> tf.Tensor: ...
 
@@ -127,23 +127,27 @@ class Objective:
     parameters on the batch held constant (stop-gradient), and its log-probabilities.
     """
 
-    def __init__(self, model: ActorCritic, replicas: Replicas, observations: Any, actions: Any, advantages: Any):
+    def __init__(self, model: ActorCritic, replicas: Replicas, observations: Any, actions: Any, advantages: Any,
+                 action_masks: Any = None):
         self.model, self.replicas = model, replicas
-        self.observations, self.actions, self.advantages = observations, actions, advantages
+        # What the policy reads per row: the observations, and the masks stored with them (the same masks for
+        # the old and the new distribution: keras_trpo.masking).
+        self.inputs = (observations,) if action_masks is None else (observations, action_masks)
+        self.actions, self.advantages = actions, advantages
         head = model.head
         self.old_params = replicas.run(
-            lambda o: tf.nest.map_structure(tf.stop_gradient, model.distribution_params(o)), observations
+            lambda inputs: tf.nest.map_structure(tf.stop_gradient, model.distribution_params(*inputs)), self.inputs
         )
         self.old_log_prob = replicas.run(lambda p, a: head.distribution(p).log_prob(a), self.old_params, actions)
 
     def _local(self, o: Any, a: tf.Tensor, adv: tf.Tensor, p: Any, old_lp: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        new = self.model.distribution(o)
+        new = self.model.distribution(*o)
         surrogate = tf.reduce_mean(tf.exp(new.log_prob(a) - old_lp) * adv)
         kl = tf.reduce_mean(tfd.kl_divergence(self.model.head.distribution(p), new))
         return surrogate, kl
 
     def _args(self) -> tuple[Any, ...]:
-        return self.observations, self.actions, self.advantages, self.old_params, self.old_log_prob
+        return self.inputs, self.actions, self.advantages, self.old_params, self.old_log_prob
 
     def surrogate_and_kl(self) -> tuple[tf.Tensor, tf.Tensor]:
         """``(L(θ), mean KL(old‖π_θ))`` at the current weights."""
@@ -180,7 +184,7 @@ class Objective:
                 o, p = tf.nest.map_structure(lambda q: tf.gather(q, rows), (o, p))
             if form == "double_backprop":
                 return ops.fisher_vector_product_fn(
-                    lambda: tf.reduce_mean(tfd.kl_divergence(head.distribution(p), model.distribution(o))),
+                    lambda: tf.reduce_mean(tfd.kl_divergence(head.distribution(p), model.distribution(*o))),
                     variables, damping,
                 )
             # M of the mean KL: the per-row Hessian over the number of rows.
@@ -189,14 +193,14 @@ class Objective:
             def metric_fn(u: Any) -> Any:
                 return tf.nest.map_structure(lambda m: scale * m, head.kl_hessian_product(p, u))
 
-            return ops.gauss_newton_product_fn(lambda: model.distribution_params(o), metric_fn, variables, damping)
+            return ops.gauss_newton_product_fn(lambda: model.distribution_params(*o), metric_fn, variables, damping)
 
         if not self.replicas.distributed:
             # One device: record the tapes once and reuse them in every CG step.
-            return local_product_fn(self.observations, self.old_params)
+            return local_product_fn(self.inputs, self.old_params)
 
         def product(vector: tf.Tensor) -> tf.Tensor:
-            return self.replicas.mean(lambda o, p: local_product_fn(o, p)(vector), self.observations, self.old_params)
+            return self.replicas.mean(lambda o, p: local_product_fn(o, p)(vector), self.inputs, self.old_params)
 
         return product
 

@@ -211,7 +211,8 @@ def validate_batch(data: Any, spec: Mapping, cast_actions: Callable[[Any], tf.Te
     Args:
         data: a dict (or a 1-tuple holding one) with the :data:`BATCH_KEYS`, and
             optionally ``policy_version`` and the :data:`LOG_KEYS`.
-        spec: ``{key: (per-sample shape, "integer" | "floating")}``;
+        spec: ``{key: (per-sample shape, "integer" | "floating" | "mask")}`` (keys beyond :data:`BATCH_KEYS`,
+            such as a masked model's ``action_masks``, are required too);
             ``spec["observations"]`` is the model's :class:`~keras_trpo.observations.ObservationSpec`,
             which checks the observations' structure and keeps their dtypes (``uint8`` stays ``uint8``).
         cast_actions: casts the actions to the dtype of the policy head.
@@ -227,12 +228,16 @@ def validate_batch(data: Any, spec: Mapping, cast_actions: Callable[[Any], tf.Te
             samples counts that differ between keys.
     """
     data = unwrap(data)
-    expected_all = ", ".join(_describe_key(spec, k) for k in BATCH_KEYS)
+    keys = (*BATCH_KEYS, *(key for key in spec if key not in BATCH_KEYS))  # and action_masks for a masked model
+    expected_all = ", ".join(_describe_key(spec, k) for k in keys)
     if not isinstance(data, Mapping):
         raise TypeError(f"train_step expects a dict with {expected_all}; got {type(data).__name__}.")
+    if "action_masks" in data and "action_masks" not in spec:
+        raise ValueError("batch has 'action_masks' but the model does not mask actions (action_mask=False); build it "
+                         "with action_mask=True (TRPO.for_env detects masks), or drop the key.")
     batch: dict = {}
     n = None
-    for key in BATCH_KEYS:
+    for key in keys:
         if key not in data:
             raise ValueError(f"batch is missing key {key!r}; expected {expected_all}.")
         if key == "observations":
@@ -270,10 +275,13 @@ def _checked_array(
     dtype = tf.as_dtype(value.dtype)
     ok = {
         "integer": dtype.is_integer or dtype.is_bool,
+        "mask": dtype.is_integer or dtype.is_bool,
         "floating": dtype.is_floating,
     }[expected_dtype]
     if not ok:
         raise ValueError(f"{name} has dtype {dtype.name}; {expected}.")
+    if expected_dtype == "mask":
+        return tf.cast(value, tf.bool), n
     return (cast_actions(value) if key == "actions" else tf.cast(value, float_dtype())), n
 
 

@@ -27,10 +27,11 @@ LEAVES = {
     "keras_trpo.errors": set(),
     "keras_trpo.validation": set(),
     "keras_trpo.ops": {"keras_trpo.errors", "keras_trpo.validation"},
-    "keras_trpo.policies": {"keras_trpo.errors", "keras_trpo.validation"},
+    "keras_trpo.policies": {"keras_trpo.errors", "keras_trpo.validation", "keras_trpo.masking"},
     "keras_trpo.spaces": {"keras_trpo.errors", "keras_trpo.validation"},
     "keras_trpo.networks": {"keras_trpo.errors", "keras_trpo.validation"},
     "keras_trpo.observations": {"keras_trpo.errors", "keras_trpo.validation"},
+    "keras_trpo.masking": {"keras_trpo.errors", "keras_trpo.validation"},
 }
 
 

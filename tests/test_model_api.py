@@ -30,8 +30,13 @@ def keyword_options(function):
 
 
 def test_for_env_shows_every_option_of_the_constructor_with_its_default():
-    """Catches: an option missing from for_env, or a default that differs from TRPO.__init__'s."""
-    assert keyword_options(keras_trpo.TRPO.for_env) == keyword_options(keras_trpo.TRPO.__init__)
+    """Catches: an option missing from for_env, or a default that differs from TRPO.__init__'s.
+
+    Except the masks: for_env detects them (``action_mask=None``) and decides whether the networks see them.
+    """
+    for_env, init = keyword_options(keras_trpo.TRPO.for_env), keyword_options(keras_trpo.TRPO.__init__)
+    assert (for_env.pop("action_mask"), for_env.pop("observe_action_mask"), init.pop("action_mask")) == (None, False, False)
+    assert for_env == init
 
 
 def test_for_env_passes_every_option_on():
@@ -43,7 +48,9 @@ def test_for_env_passes_every_option_on():
         "fisher_product": "gauss_newton", "normalize_advantages": False, "value_epochs": 2, "value_batch_size": 16, "log_std_init": -0.5,
         "normalize_observations": True, "seed": 7,
     }
-    assert set(options) | {"policy_network", "value_network"} == set(keyword_options(keras_trpo.TRPO.__init__))
+    # action_mask needs a Discrete action space: tests/test_masking.py checks that for_env passes it on.
+    assert set(options) | {"policy_network", "value_network", "action_mask"} == set(
+        keyword_options(keras_trpo.TRPO.__init__))
     env = gymnasium.make_vec("Pendulum-v1", num_envs=1, vectorization_mode="sync")
     config = keras_trpo.TRPO.for_env(env, name="pendulum", **options).get_config()
     expected = keras_trpo.TRPO(env.single_observation_space, env.single_action_space, name="pendulum",
