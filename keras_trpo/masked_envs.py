@@ -117,7 +117,9 @@ class InvalidActionMultiDiscreteEnv(gymnasium.Env):
     def __init__(self, nvec=(5, 5, 5), n_legal: int = 2, episode_length: int = 50):
         nvec = np.asarray(nvec)
         if nvec.ndim != 1 or nvec.size == 0 or not np.issubdtype(nvec.dtype, np.integer) or (nvec < 2).any():
-            raise ValueError(f"nvec must be a non-empty sequence of ints >= 2, got {nvec.tolist()!r}; pass e.g. (5, 5, 5).")
+            raise ValueError(
+                f"nvec must be a non-empty sequence of ints >= 2, got {nvec.tolist()!r}; pass e.g. (5, 5, 5)."
+            )
         self.nvec = nvec.astype(np.int64)
         self.n_legal = _check_int("n_legal", n_legal, 1, "pass e.g. n_legal=2")
         if self.n_legal > self.nvec.min():

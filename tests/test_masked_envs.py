@@ -74,16 +74,19 @@ def test_oracle_reaches_optimum_and_legal_random_policy_does_not(env, target_of)
     assert oracle == env.episode_length
     obs, _ = env.reset(seed=1)
     wrong, done = 0.0, False
-    while not done:  # always a legal action, never the target
+    while not done:  # never the target (legal or not)
         wrong_action = target_of(obs) + 1
-        obs, reward, terminated, truncated, _ = env.step(np.where(wrong_action >= env.action_space.nvec, 0, wrong_action)
-                                                         if hasattr(env.action_space, "nvec") else wrong_action % env.n_actions)
+        nvec = getattr(env.action_space, "nvec", None)
+        wrong_action = wrong_action % (env.n_actions if nvec is None else nvec)
+        obs, reward, terminated, truncated, _ = env.step(wrong_action)
         wrong += reward
         done = terminated or truncated
     assert wrong == 0.0
 
 
-@pytest.mark.parametrize("opponent, agent_first", [("random", True), ("random", False), ("heuristic", True), ("heuristic", False)])
+@pytest.mark.parametrize(
+    "opponent, agent_first", [("random", True), ("random", False), ("heuristic", True), ("heuristic", False)]
+)
 def test_tictactoe_random_games_end_with_a_result(opponent, agent_first):
     env = TicTacToe(opponent, agent_first)
     rng = np.random.default_rng(0)
