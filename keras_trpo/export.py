@@ -12,7 +12,19 @@ tensors; ``N`` is the batch size and may vary from call to call.
 | ``log_prob``            | ``observations``, ``actions``            | ``log_probs`` float32 ``[N]``      |
 | ``distribution_params`` | ``observations``                         | ``mean`` and ``log_std`` (Box) or  |
 |                         |                                          | ``logits`` (other spaces)          |
+| every signature, masked | + ``action_mask`` int8 ``[N, n]``        | (the same)                         |
 
+- **Action masks.** A masked model (``model.action_mask``: ``TRPO(..., action_mask=True)``, or
+  ``TRPO.for_env`` on an env with masks; :mod:`keras_trpo.masking`) takes one more input in *every*
+  signature: ``action_mask`` int8 ``[N, n]``, 1 for a legal action, ``n = model.head.num_outputs``
+  (``Discrete(n)``: ``n``; ``MultiDiscrete(nvec)``: ``sum(nvec)``, the components' masks concatenated).
+  It is cast to bool inside, and the illegal logits become ``MASK_LOGIT`` (-1e9) as in training:
+  ``serving_default`` is the most probable legal action, ``sample`` never draws an illegal one,
+  ``log_prob`` of an illegal action is about -1e9 and ``distribution_params`` returns the masked
+  logits. ``value`` takes the mask and ignores it, so a client sends one request body to every
+  signature. A model that *observes* its ``action_mask`` entry (``observe_action_mask=True``) has that
+  observation input only: the entry is the mask, used both ways. Unmasked models export as before,
+  without the input.
 - Observations keep the observation space's dtype: a float ``Box`` takes its own float
   dtype (float64 for ``Box(..., dtype=np.float64)``, so raw env observations feed as they
   are; cast inside to the model's float type, float32 unless ``keras.config.floatx()`` says otherwise), other spaces their integer dtype (``uint8`` images are sent
@@ -65,6 +77,7 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
+from keras_trpo.masking import MASK_KEY
 
 SIGNATURE_NAMES = ("serving_default", "sample", "value", "log_prob", "distribution_params")
 
@@ -204,17 +217,11 @@ class ServingModule(tf.Module):
         head, spec = model.head, model.observation_spec
         spec.check_signature_names()  # TRPO checks it when built; a model built otherwise is checked here
         observation_inputs = {s.name: s for s in tf.nest.flatten(spec.tensor_specs(space_dtypes=True))}
+        mask, mask_inputs = _mask_input(model, observation_inputs)
         action_dtype = tf.float32 if not head.integer_actions else tf.int32
         action_spec = tf.TensorSpec([None, *head.action_shape], action_dtype, name="actions")
         seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
-        space = model.action_space
-        if isinstance(space, gymnasium.spaces.Box):
-            low = np.broadcast_to(space.low, head.action_shape).astype(np.float32)
-            high = np.broadcast_to(space.high, head.action_shape).astype(np.float32)
-            # Served Box actions are float32 (the actions TensorSpec), also from a float64 model.
-            clip = lambda a: tf.clip_by_value(tf.cast(a, tf.float32), tf.constant(low), tf.constant(high))  # noqa: E731
-        else:
-            clip = lambda a: a  # noqa: E731
+        clip = _clip(model.action_space, head.action_shape)
         # The model's weights as tf.Variables tracked by this module: the functions capture them.
         self.model_variables = [_tf_variable(v) for v in model.weights]
         act_shape = [None, *head.action_shape]
@@ -228,7 +235,7 @@ class ServingModule(tf.Module):
             return spec.structure(checked)
 
         def params(inputs):
-            return head.params(model.policy_outputs(observations(inputs)), model.log_std)
+            return head.params(model.policy_outputs(observations(inputs)), model.log_std, mask(inputs))
 
         def serving_default(inputs):
             return {"actions": clip(head.mode(params(inputs)))}
@@ -239,7 +246,7 @@ class ServingModule(tf.Module):
             log_probs = head.distribution(p).log_prob(head.cast_actions(actions))
             return {"actions": clip(actions), "log_probs": log_probs}
 
-        def value(inputs):
+        def value(inputs):  # a masked model's value takes the mask too (one request body for every signature), unused
             return {"values": model.value(observations(inputs))}
 
         def log_prob(inputs):
@@ -249,14 +256,48 @@ class ServingModule(tf.Module):
         def distribution_params(inputs):
             return dict(params(inputs))
 
-        self.serving_default = _named_function(serving_default, observation_inputs)
-        self.sample = _named_function(sample, {**observation_inputs, "seed": seed_spec})
-        self.value = _named_function(value, observation_inputs)
-        self.log_prob = _named_function(log_prob, {**observation_inputs, "actions": action_spec})
-        self.distribution_params = _named_function(distribution_params, observation_inputs)
+        inputs = {**observation_inputs, **mask_inputs}
+        self.serving_default = _named_function(serving_default, inputs)
+        self.sample = _named_function(sample, {**inputs, "seed": seed_spec})
+        self.value = _named_function(value, inputs)
+        self.log_prob = _named_function(log_prob, {**inputs, "actions": action_spec})
+        self.distribution_params = _named_function(distribution_params, inputs)
 
     def signatures(self) -> dict:
         return {name: getattr(self, name).get_concrete_function() for name in SIGNATURE_NAMES}
+
+
+def _clip(space, action_shape):
+    """``actions -> actions`` clipped to a ``Box`` action space's bounds, as float32 (identity for other spaces)."""
+    if not isinstance(space, gymnasium.spaces.Box):
+        return lambda a: a
+    low = np.broadcast_to(space.low, action_shape).astype(np.float32)
+    high = np.broadcast_to(space.high, action_shape).astype(np.float32)
+    # Served Box actions are float32 (the actions TensorSpec), also from a float64 model.
+    return lambda a: tf.clip_by_value(tf.cast(a, tf.float32), tf.constant(low), tf.constant(high))
+
+
+def _mask_input(model, observation_inputs: dict):
+    """``(inputs -> bool mask [N, n] or None, the signatures' extra input specs)`` for ``model``.
+
+    An unmasked model: no mask, no input. A masked one: an ``action_mask`` int8 ``[N, n]`` input (``n`` the
+    head's outputs), or, when the model observes its ``action_mask`` entry, that observation input, used both ways.
+    """
+    if not getattr(model, "action_mask", False):
+        return (lambda inputs: None), {}
+    size = model.head.num_outputs
+    clash = sorted(name for name in observation_inputs if name.lower() == MASK_KEY and name != MASK_KEY)
+    if clash:
+        raise ValueError(f"observation keys {clash} clash, ignoring case (TensorFlow lowercases signature input names), "
+                         f"with the input {MASK_KEY!r} of a masked model's signatures; rename them with a "
+                         "gymnasium.ObservationWrapper before building the model.")
+    extra = {} if MASK_KEY in observation_inputs else {MASK_KEY: tf.TensorSpec([None, size], tf.int8, name=MASK_KEY)}
+
+    def mask(inputs):
+        checked = tf.ensure_shape(inputs[MASK_KEY], [None, size], name=f"check_{MASK_KEY}_shape")
+        return tf.cast(checked, tf.bool)
+
+    return mask, extra
 
 
 def _named_function(fn, specs: dict):
