@@ -1,20 +1,21 @@
 """Small environments with action masks, for issue 28 (masked TRPO) and its benchmarks.
 
-Three ``gymnasium.Env`` classes, registered when this module is imported:
+Four ``gymnasium.Env`` classes, registered when this module is imported:
 
 * ``keras_trpo/InvalidAction-v0``: :class:`InvalidActionEnv`, mask from ``action_masks()``;
 * ``keras_trpo/InvalidActionMultiDiscrete-v0``: :class:`InvalidActionMultiDiscreteEnv`, mask in
   ``observation["action_mask"]`` and from ``action_masks()``;
 * ``keras_trpo/TicTacToe-v0``: :class:`TicTacToe`, mask in ``observation["action_mask"]`` and from
-  ``action_masks()``.
+  ``action_masks()``;
+* ``keras_trpo/ConnectFour-v0``: :class:`ConnectFour`, the same with PettingZoo's connect four.
 
 ``action_masks()`` is sb3-contrib's ``MaskablePPO`` convention (a bool array, one entry per action;
 for ``MultiDiscrete`` the per-component masks concatenated); the ``"action_mask"`` observation entry is
 PettingZoo's. The first two are built like sb3-contrib's ``InvalidActionEnvDiscrete`` and have a known
-optimum: an episode return of ``episode_length``. :class:`TicTacToe` needs PettingZoo
+optimum: an episode return of ``episode_length``. :class:`TicTacToe` and :class:`ConnectFour` need PettingZoo
 (``pip install "keras-trpo[games]"``).
 
-This module imports only gymnasium and numpy (PettingZoo inside :class:`TicTacToe`), no other
+This module imports only gymnasium and numpy (PettingZoo inside the games' constructors), no other
 keras_trpo module.
 
 >>> import gymnasium, numpy as np, keras_trpo.masked_envs
@@ -30,11 +31,16 @@ keras_trpo module.
 
 from __future__ import annotations
 
+import importlib
+
 import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["InvalidActionEnv", "InvalidActionMultiDiscreteEnv", "TicTacToe", "heuristic_move"]
+__all__ = [
+    "ConnectFour", "InvalidActionEnv", "InvalidActionMultiDiscreteEnv", "TicTacToe", "connect_four_move",
+    "heuristic_move",
+]
 
 #: The eight lines of three cells of a tic-tac-toe board (any fixed numbering of its 9 cells).
 WINNING_LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
@@ -171,60 +177,89 @@ def heuristic_move(own: np.ndarray, other: np.ndarray, rng: np.random.Generator)
     return int(rng.choice(np.flatnonzero(empty)))
 
 
-class TicTacToe(gymnasium.Env):
-    """PettingZoo's tic-tac-toe (``tictactoe_v3``) as a single-agent env against a fixed opponent.
+def _lands(column: np.ndarray) -> int:
+    """The row where a piece dropped into ``column`` (bool ``[rows]``, True = occupied, row 0 on top) lands."""
+    return int(np.flatnonzero(~column)[-1])
 
-    The agent plays the first mover (``agent_first=True``) or the second; the opponent, ``"random"``
-    (a uniformly random empty cell) or ``"heuristic"`` (:func:`heuristic_move`: win, else block, else
-    centre, else random), plays the other side with moves drawn from ``self.np_random``, so an episode
-    is reproducible from ``reset(seed=...)``. Observation: the agent's PettingZoo observation
-    ``{"observation": Box(0, 1, (3, 3, 2), int8), "action_mask": Box(0, 1, (9,), int8)}`` (plane 0 the
-    agent's marks, plane 1 the opponent's; the mask is the empty cells, also :meth:`action_masks`).
-    At the end of a game the mask is all ones: the game is over and the action that a vector env's
-    ``NEXT_STEP`` autoreset step ignores must not face an all-illegal row. Reward at the end: +1 win,
-    -1 loss, 0 draw; ``info["result"]`` is the same number. An illegal action by the agent (an
-    occupied cell, only possible without the mask) ends the episode at once with reward -1 and
-    ``info["illegal"] = True``.
+
+def _connects_four(board: np.ndarray, row: int, col: int) -> bool:
+    """Whether the piece at ``board[row, col]`` (bool ``[6, 7]``) is part of four in a row."""
+    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        count = 1
+        for sign in (1, -1):
+            r, c = row + sign * dr, col + sign * dc
+            while 0 <= r < board.shape[0] and 0 <= c < board.shape[1] and board[r, c]:
+                count, r, c = count + 1, r + sign * dr, c + sign * dc
+        if count >= 4:
+            return True
+    return False
+
+
+def connect_four_move(own: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> int:
+    """The heuristic opponent's column on a connect-four board given as two bool ``[6, 7]`` arrays (row 0 on top).
+
+    Win if a drop makes four of ``own``, else block a drop that would make four of ``other``, else the
+    centre column (3), else a uniformly random open column.
     """
+    occupied = own | other
+    legal = np.flatnonzero(~occupied[0])
+    for player in (own, other):
+        for col in legal:
+            board = player.copy()
+            row = _lands(occupied[:, col])
+            board[row, col] = True
+            if _connects_four(board, row, col):
+                return int(col)
+    if 3 in legal:
+        return 3
+    return int(rng.choice(legal))
+
+
+class _BoardGame(gymnasium.Env):
+    """A two-player PettingZoo classic game as a single-agent env against a fixed opponent (see the subclasses)."""
 
     metadata = {"render_modes": []}
+    #: The pettingzoo.classic module, the board planes' shape and the number of actions.
+    _module, _shape, _n = "", (), 0
 
     def __init__(self, opponent: str = "random", agent_first: bool = True):
         if opponent not in OPPONENTS:
             raise ValueError(f"opponent must be one of {OPPONENTS}, got {opponent!r}; pass opponent='random'.")
         if not isinstance(agent_first, (bool, np.bool_)):
             raise ValueError(f"agent_first must be a bool, got {agent_first!r}; pass agent_first=True or False.")
+        name = type(self).__name__
         try:
-            from pettingzoo.classic import tictactoe_v3
+            game = importlib.import_module(f"pettingzoo.classic.{self._module}")
         except ImportError as error:
-            raise ImportError(f'TicTacToe needs PettingZoo ({error}): pip install "keras-trpo[games]"') from error
+            raise ImportError(f'{name} needs PettingZoo ({error}): pip install "keras-trpo[games]"') from error
         self.opponent, self.agent_first = opponent, bool(agent_first)
-        self._game = tictactoe_v3.env()
-        self._agent, self._other = ("player_1", "player_2") if self.agent_first else ("player_2", "player_1")
+        self._game = game.env()
+        first, second = self._game.possible_agents
+        self._agent, self._other = (first, second) if self.agent_first else (second, first)
         self.observation_space = spaces.Dict(
             {
-                "observation": spaces.Box(0, 1, (3, 3, 2), np.int8),
-                "action_mask": spaces.Box(0, 1, (9,), np.int8),
+                "observation": spaces.Box(0, 1, self._shape, np.int8),
+                "action_mask": spaces.Box(0, 1, (self._n,), np.int8),
             }
         )
-        self.action_space = spaces.Discrete(9)
+        self.action_space = spaces.Discrete(self._n)
         self._over = True
 
     def _observe(self) -> dict:
         observed = self._game.observe(self._agent)
-        mask = np.ones(9, np.int8) if self._over else observed["action_mask"].astype(np.int8)
+        mask = np.ones(self._n, np.int8) if self._over else observed["action_mask"].astype(np.int8)
         return {"observation": observed["observation"].astype(np.int8), "action_mask": mask}
 
-    def _cells(self) -> tuple[np.ndarray, np.ndarray]:
-        """Bool ``[9]`` vectors of the agent's and the opponent's cells, in action numbering."""
-        planes = self._game.observe(self._agent)["observation"].reshape(9, 2).astype(bool)
-        return planes[:, 0], planes[:, 1]
+    def _heuristic(self, own: np.ndarray, other: np.ndarray) -> int:
+        raise NotImplementedError
 
     def _opponent_move(self) -> int:
-        mine, theirs = self._cells()
+        """The opponent's move, from the boards (plane 0 the agent's pieces, plane 1 the opponent's)."""
+        planes = self._game.observe(self._agent)["observation"].astype(bool)
+        mine, theirs = planes[..., 0], planes[..., 1]
         if self.opponent == "heuristic":
-            return heuristic_move(theirs, mine, self.np_random)
-        return int(self.np_random.choice(np.flatnonzero(~(mine | theirs))))
+            return self._heuristic(theirs, mine)
+        return int(self.np_random.choice(np.flatnonzero(self._game.observe(self._other)["action_mask"])))
 
     def _play(self, action: int) -> float | None:
         """Plays one move; the agent's reward if that ended the game, else None."""
@@ -244,9 +279,9 @@ class TicTacToe(gymnasium.Env):
 
     def step(self, action):
         if self._over:
-            raise RuntimeError("TicTacToe.step after the game ended; call reset() first.")
+            raise RuntimeError(f"{type(self).__name__}.step after the game ended; call reset() first.")
         action = int(action)
-        if not 0 <= action < 9 or not self.action_masks()[action]:
+        if not 0 <= action < self._n or not self.action_masks()[action]:
             self._over = True
             return self._observe(), -1.0, True, False, {"result": -1.0, "illegal": True}
         result = self._play(action)
@@ -257,14 +292,52 @@ class TicTacToe(gymnasium.Env):
         return self._observe(), result, True, False, {"result": result}
 
     def action_masks(self) -> np.ndarray:
-        """Bool ``[9]``: the empty cells (all ones once the game is over)."""
+        """Bool ``[n]``: the legal moves (all ones once the game is over)."""
         return self._observe()["action_mask"].astype(bool)
+
+
+class TicTacToe(_BoardGame):
+    """PettingZoo's tic-tac-toe (``tictactoe_v3``) as a single-agent env against a fixed opponent.
+
+    The agent plays the first mover (``agent_first=True``) or the second; the opponent, ``"random"``
+    (a uniformly random empty cell) or ``"heuristic"`` (:func:`heuristic_move`: win, else block, else
+    centre, else random), plays the other side with moves drawn from ``self.np_random``, so an episode
+    is reproducible from ``reset(seed=...)``. Observation: the agent's PettingZoo observation
+    ``{"observation": Box(0, 1, (3, 3, 2), int8), "action_mask": Box(0, 1, (9,), int8)}`` (plane 0 the
+    agent's marks, plane 1 the opponent's; the mask is the empty cells, also :meth:`action_masks`).
+    At the end of a game the mask is all ones: the game is over and the action that a vector env's
+    ``NEXT_STEP`` autoreset step ignores must not face an all-illegal row. Reward at the end: +1 win,
+    -1 loss, 0 draw; ``info["result"]`` is the same number. An illegal action by the agent (an
+    occupied cell, only possible without the mask) ends the episode at once with reward -1 and
+    ``info["illegal"] = True``.
+    """
+
+    _module, _shape, _n = "tictactoe_v3", (3, 3, 2), 9
+
+    def _heuristic(self, own: np.ndarray, other: np.ndarray) -> int:
+        return heuristic_move(own.reshape(9), other.reshape(9), self.np_random)
+
+
+class ConnectFour(_BoardGame):
+    """PettingZoo's connect four (``connect_four_v3``) against a fixed opponent: :class:`TicTacToe`'s design.
+
+    Actions: the 7 columns; observation ``{"observation": Box(0, 1, (6, 7, 2), int8), "action_mask":
+    Box(0, 1, (7,), int8)}`` (the mask: the columns not full). The ``"heuristic"`` opponent is
+    :func:`connect_four_move` (win, else block, else the centre column, else random). Rewards, the
+    mask at the end of a game and illegal moves (-1, the episode ends) as in :class:`TicTacToe`.
+    """
+
+    _module, _shape, _n = "connect_four_v3", (6, 7, 2), 7
+
+    def _heuristic(self, own: np.ndarray, other: np.ndarray) -> int:
+        return connect_four_move(own, other, self.np_random)
 
 
 for _id, _cls in (
     ("keras_trpo/InvalidAction-v0", InvalidActionEnv),
     ("keras_trpo/InvalidActionMultiDiscrete-v0", InvalidActionMultiDiscreteEnv),
     ("keras_trpo/TicTacToe-v0", TicTacToe),
+    ("keras_trpo/ConnectFour-v0", ConnectFour),
 ):
     if _id not in gymnasium.registry:
         gymnasium.register(_id, entry_point=f"{__name__}:{_cls.__name__}")

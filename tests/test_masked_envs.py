@@ -11,10 +11,20 @@ from gymnasium.utils.env_checker import check_env
 from pettingzoo.classic.tictactoe.board import Board  # the test extra has pettingzoo[classic]
 
 import keras_trpo.masked_envs as masked_envs
-from keras_trpo.masked_envs import InvalidActionEnv, InvalidActionMultiDiscreteEnv, TicTacToe, heuristic_move
+from keras_trpo.masked_envs import (
+    ConnectFour,
+    InvalidActionEnv,
+    InvalidActionMultiDiscreteEnv,
+    TicTacToe,
+    connect_four_move,
+    heuristic_move,
+)
 
 
-ENV_IDS = ["keras_trpo/InvalidAction-v0", "keras_trpo/InvalidActionMultiDiscrete-v0", "keras_trpo/TicTacToe-v0"]
+ENV_IDS = [
+    "keras_trpo/InvalidAction-v0", "keras_trpo/InvalidActionMultiDiscrete-v0", "keras_trpo/TicTacToe-v0",
+    "keras_trpo/ConnectFour-v0",
+]
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -140,12 +150,18 @@ def test_heuristic_move(own, other, expected):
     assert heuristic_move(cells(own), cells(other), np.random.default_rng(0)) == expected
 
 
-def test_tictactoe_illegal_move_loses():
-    env = TicTacToe("random", agent_first=True)
-    obs, _ = env.reset(seed=0)
-    obs, reward, terminated, truncated, info = env.step(4)
-    occupied = int(np.flatnonzero(obs["observation"][..., 1].reshape(9))[0])
-    obs, reward, terminated, truncated, info = env.step(occupied)
+@pytest.mark.parametrize("game", [TicTacToe, ConnectFour])
+def test_illegal_move_loses(game):
+    env, rng = game("random", agent_first=True), np.random.default_rng(0)
+    for seed in range(100):  # random legal moves until a move is illegal while the game goes on
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done and obs["action_mask"].all():
+            obs, _, done, _, _ = env.step(rng.choice(np.flatnonzero(obs["action_mask"])))
+        if not done:
+            break
+    illegal = int(np.flatnonzero(obs["action_mask"] == 0)[0])
+    obs, reward, terminated, truncated, info = env.step(illegal)
     assert (reward, terminated, truncated, info["illegal"]) == (-1.0, True, False, True)
     assert obs["action_mask"].all()  # a finished game: all ones, never an all-illegal row
 
@@ -157,6 +173,7 @@ def test_tictactoe_illegal_move_loses():
         (lambda: InvalidActionEnv(n_legal=0), "n_legal must be an int >= 1"),
         (lambda: InvalidActionMultiDiscreteEnv(nvec=(3, 1)), "nvec must be"),
         (lambda: TicTacToe("minimax"), "opponent must be one of"),
+        (lambda: ConnectFour(agent_first=1), "agent_first must be a bool"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(make, message):
@@ -174,3 +191,60 @@ def test_multidiscrete_reward_is_fraction_of_components_hit(hits):
         action[hits:] = (action[hits:] + 1) % 5
         obs, reward, *_ = env.step(action)
         assert reward == pytest.approx(hits / 3)
+
+
+def four_in_a_row(board: np.ndarray) -> bool:
+    """Any four in a row on a bool ``[6, 7]`` board (every window of 4 along rows, columns, diagonals)."""
+    windows = [board[r, c:c + 4] for r in range(6) for c in range(4)]
+    windows += [board[r:r + 4, c] for r in range(3) for c in range(7)]
+    windows += [np.diagonal(board[r:r + 4, c:c + 4]) for r in range(3) for c in range(4)]
+    windows += [np.diagonal(np.fliplr(board[r:r + 4, c:c + 4])) for r in range(3) for c in range(4)]
+    return any(window.all() for window in windows)
+
+
+@pytest.mark.parametrize("opponent, agent_first", [("random", True), ("random", False), ("heuristic", True)])
+def test_connect_four_random_games_end_with_a_result(opponent, agent_first):
+    env, rng, results = ConnectFour(opponent, agent_first), np.random.default_rng(0), set()
+    for seed in range(20):
+        obs, _ = env.reset(seed=seed)
+        assert obs["observation"].sum() == (0 if agent_first else 1)
+        done = False
+        while not done:
+            open_columns = ~obs["observation"][0].any(axis=-1)
+            assert np.array_equal(obs["action_mask"].astype(bool), open_columns)  # the columns not full
+            obs, reward, done, truncated, info = env.step(rng.choice(np.flatnonzero(open_columns)))
+            assert not truncated and (done or reward == 0.0)
+        planes = obs["observation"].astype(bool)
+        won, lost = four_in_a_row(planes[..., 0]), four_in_a_row(planes[..., 1])
+        assert reward == info["result"] == (1.0 if won else -1.0 if lost else 0.0)
+        results.add(reward)
+    assert {-1.0, 1.0} <= results if opponent == "random" else -1.0 in results
+
+
+def test_connect_four_heuristic_blocks_a_vertical_three():
+    env = ConnectFour("heuristic", agent_first=True)
+    env.reset(seed=0)
+    for _ in range(3):  # the agent stacks column 0; the heuristic takes the centre column until it must block
+        obs, *_ = env.step(0)
+    assert obs["observation"][2, 0, 1] == 1 and obs["observation"][3:, 3, 1].sum() == 2
+
+
+def _board(cells):
+    board = np.zeros((6, 7), bool)
+    for row, col in cells:
+        board[row, col] = True
+    return board
+
+
+@pytest.mark.parametrize(
+    "own, other, expected",
+    [
+        ([(5, 0), (5, 1), (5, 2)], [(4, 0), (4, 1), (4, 2)], 3),  # win (row) beats block
+        ([(5, 6)], [(5, 0), (4, 0), (3, 0)], 0),  # block a column
+        ([(5, 0)], [], 3),  # centre
+        # win on the anti-diagonal (5, 1)-(2, 4), over blocking the other's row 5 at column 5
+        ([(5, 1), (4, 2), (3, 3), (3, 4)], [(5, 2), (5, 3), (4, 3), (5, 4), (4, 4)], 4),
+    ],
+)
+def test_connect_four_move(own, other, expected):
+    assert connect_four_move(_board(own), _board(other), np.random.default_rng(0)) == expected
