@@ -169,7 +169,13 @@ class MaskReader:
         if self.where == "observation":
             raw = observations[MASK_KEY]
         else:
-            raw = self.env.call(MASK_METHOD)
+            try:
+                raw = self.env.call(MASK_METHOD)
+            except AttributeError as error:  # action_mask=True on an env without masks
+                raise ValueError(
+                    f"the model masks actions (action_mask=True), but the env has no {MASK_KEY!r} observation entry "
+                    f"and no {MASK_METHOD}() method ({error}); add one to the env, or build the model with "
+                    "action_mask=False.") from error
         masks = check_masks(raw, self.size, f"the env's masks ({self.where})")
         empty = ~masks.any(axis=1)
         if skip is not None:
