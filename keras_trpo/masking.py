@@ -171,7 +171,9 @@ class MaskReader:
         else:
             try:
                 raw = self.env.call(MASK_METHOD)
-            except AttributeError as error:  # action_mask=True on an env without masks
+            except AttributeError as error:
+                if MASK_METHOD not in str(error):  # an error inside the env's own action_masks()
+                    raise
                 raise ValueError(
                     f"the model masks actions (action_mask=True), but the env has no {MASK_KEY!r} observation entry "
                     f"and no {MASK_METHOD}() method ({error}); add one to the env, or build the model with "

@@ -377,6 +377,8 @@ class Rollouts(keras.utils.PyDataset):
         if saved_env is not None:  # it replaces this one, which is closed
             replaced, self.env = self.env, saved_env
             release(replaced)
+            if self.masks is not None:  # an action_masks() method is called on the env collected with
+                self.masks.env = self.env
             mark_collecting(self.env)
             self._observations = state["observations"]
             self._was_reset = state.get("was_reset", self._observations is not None)
