@@ -16,6 +16,7 @@ from keras_trpo.envs import (
     action_bounds, as_vector_env, autoreset_mode, check_not_collecting, check_spaces, envpool_config, reset_seed,
     skips_reset_steps,
 )
+from keras_trpo.masking import MASK_KEY, MaskReader, source
 from keras_trpo.validation import check_int
 
 #: How to install what ``video_folder`` needs.
@@ -62,6 +63,12 @@ def evaluate(
             sub-environments made from an env id), not only on ``seed``. The mode can hover where samples
             move on (e.g. a lander that never touches down): report both.
 
+    A masked policy (a ``TRPO`` built with ``action_mask=True``, or a SavedModel whose signatures take
+    ``action_mask``) acts on the legal actions only: the masks are read from ``env`` as
+    :class:`keras_trpo.Rollouts` reads them (:class:`keras_trpo.masking.MaskReader`: the ``action_mask``
+    observation entry, else ``action_masks()``), checked, and passed to the policy (a SavedModel gets them as
+    its int8 ``action_mask`` input).
+
     Returns:
         The undiscounted return of each episode, in the order they finished.
 
@@ -81,6 +88,7 @@ def evaluate(
     try:
         if hasattr(model, "observation_space"):  # a TRPO model; the CLI also passes a SavedModel's function
             check_spaces(env, model)
+        masks = mask_reader(model, env)
         skip_reset_steps = skips_reset_steps(env)  # refuses a DISABLED env that cannot reset one sub-env
         if seed is not None and envpool_config(env) is not None:
             warnings.warn(f"keras_trpo.evaluate: an EnvPool env is seeded when it is made (envpool.make_gymnasium(..., "
@@ -91,7 +99,7 @@ def evaluate(
             env.close()
         raise
     try:
-        return _run_episodes(act, env, episodes, seed, skip_reset_steps)  # each video is written at the reset after its episode
+        return _run_episodes(act, env, episodes, seed, skip_reset_steps, masks)  # each video is written at the reset after its episode
     finally:
         if owned:
             env.close()
@@ -165,19 +173,25 @@ def _evaluation_env(
     return as_vector_env(video_wrapper(video_folder, [episodes])(env)), False
 
 
-def actions_function(model: Policy) -> Callable[[Any], np.ndarray]:
+def actions_function(model: Policy) -> Callable[..., np.ndarray]:
     """``observations -> numpy actions`` for what :func:`evaluate` accepts as ``model``.
 
     A TRPO model acts through one traced function, observations in their own dtypes. A loaded
     SavedModel acts through its ``serving_default`` signature, and a signature is called with its
     inputs by name (one per ``Dict`` key), each in its dtype. Any other callable gets a float32 batch
-    and is called as it is. An output dict gives its ``actions``.
+    and is called as it is. An output dict gives its ``actions``. For a masked policy (:func:`takes_mask`) the
+    function is ``(observations, action_mask) -> actions``, the masks bool ``[N, n]`` from :func:`mask_reader`.
     """
     if hasattr(model, "observation_spec"):
         # No autograph (as train_step and acting): converting Keras' __call__ stack took ~4.5 s of
         # tracing per run here against ~0.15 s without, and the update already traces these networks without it.
+        numpy = model.observation_spec.numpy
+        if takes_mask(model):  # action_mask: bool [N, n] from evaluate's MaskReader
+            masked = tf.function(lambda observations, action_mask: model(observations, action_mask=action_mask),
+                                 reduce_retracing=True, autograph=False)
+            return lambda observations, action_mask: masked(numpy(observations), action_mask).numpy()
         traced = tf.function(lambda observations: model(observations), reduce_retracing=True, autograph=False)
-        return lambda observations: traced(model.observation_spec.numpy(observations)).numpy()
+        return lambda observations: traced(numpy(observations)).numpy()
     if not callable(model) and "serving_default" in getattr(model, "signatures", {}):
         model = model.signatures["serving_default"]
     if not callable(model):
@@ -190,14 +204,14 @@ def actions_function(model: Policy) -> Callable[[Any], np.ndarray]:
         def call(observations: Any) -> Any:
             return model(tf.convert_to_tensor(observations, tf.float32))
 
-    def act(observations: Any) -> np.ndarray:
-        out = call(observations)
+    def act(observations: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
+        out = call(observations) if action_mask is None else call(observations, action_mask=action_mask)
         return np.asarray(out["actions"] if isinstance(out, dict) else out)
 
     return act
 
 
-def sampling_function(model: Policy, seed: int | None) -> Callable[[Any], np.ndarray]:
+def sampling_function(model: Policy, seed: int | None) -> Callable[..., np.ndarray]:
     """``observations -> numpy sampled actions`` for :func:`evaluate` with ``deterministic=False``.
 
     One NumPy generator seeded with ``seed`` drives every draw, so a seeded evaluation repeats exactly.
@@ -205,7 +219,7 @@ def sampling_function(model: Policy, seed: int | None) -> Callable[[Any], np.nda
     rng = np.random.default_rng(seed)
     if hasattr(model, "observation_spec") and hasattr(model, "acting_function"):  # a keras_trpo.TRPO
         snapshot = PolicySnapshot(model)  # the weights as they are now, sampled as Rollouts samples
-        return lambda observations: snapshot.act(observations, rng)[0]
+        return lambda observations, action_mask=None: snapshot.act(observations, rng, action_mask)[0]
 
     def draw() -> np.ndarray:
         return rng.integers(0, np.iinfo(np.int32).max, size=2, dtype=np.int32)
@@ -218,6 +232,8 @@ def sampling_function(model: Policy, seed: int | None) -> Callable[[Any], np.nda
             raise TypeError(f"deterministic=False samples actions: model must be a keras_trpo.TRPO, a loaded "
                             f"keras_trpo SavedModel (its sample signature) or have a sample(observations, seed) "
                             f"method; got {type(model).__name__}.")
+        if takes_mask(model):  # the CLI's ServingPolicy of a masked SavedModel
+            return lambda observations, action_mask: np.asarray(sample(observations, draw(), action_mask=action_mask))
         return lambda observations: np.asarray(sample(observations, draw()))
     inputs = dict(signature.structured_input_signature[1])
     if "seed" not in inputs:
@@ -225,24 +241,62 @@ def sampling_function(model: Policy, seed: int | None) -> Callable[[Any], np.nda
                         "export the policy with TRPO.export, whose sample signature takes one.")
     seed_spec = inputs.pop("seed")
     call = _signature_call(signature, inputs)
-    return lambda observations: np.asarray(call(observations, seed=tf.constant(draw(), seed_spec.dtype))["actions"])
+
+    def sample_actions(observations: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
+        masks = {} if action_mask is None else {"action_mask": action_mask}
+        return np.asarray(call(observations, seed=tf.constant(draw(), seed_spec.dtype), **masks)["actions"])
+
+    return sample_actions
 
 
 def _signature_call(signature: Any, inputs: dict[str, tf.TensorSpec]) -> Callable[..., Any]:
-    """Calls ``signature`` with observations fed by input name (one per ``Dict`` key), each in its dtype."""
-    def call(observations: Any, **extra: Any) -> Any:
+    """Calls ``signature`` with observations fed by input name (one per ``Dict`` key), each in its dtype, and a
+    masked signature's ``action_mask`` input with the ``action_mask`` given (the masks evaluate read)."""
+    inputs = dict(inputs)
+    mask_spec = inputs.pop(MASK_KEY, None)  # also when the model observes its action_mask entry: the same values
+
+    def call(observations: Any, action_mask: np.ndarray | None = None, **extra: Any) -> Any:
         named = observations if isinstance(observations, dict) else {next(iter(inputs)): observations}
-        return signature(**{key: tf.convert_to_tensor(named[key], inputs[key].dtype) for key in inputs}, **extra)
+        feed = {key: tf.convert_to_tensor(named[key], inputs[key].dtype) for key in inputs}
+        if mask_spec is not None:
+            feed[MASK_KEY] = tf.constant(np.asarray(action_mask, mask_spec.dtype.as_numpy_dtype))
+        return signature(**feed, **extra)
 
     return call
 
 
+def takes_mask(model: Policy) -> bool:
+    """Whether ``model`` acts on action masks: a masked ``TRPO`` (or the CLI's ``ServingPolicy`` of a masked
+    SavedModel), a SavedModel or signature whose inputs include ``action_mask``."""
+    if isinstance(getattr(model, "action_mask", None), (bool, np.bool_)):
+        return bool(model.action_mask)
+    signatures = getattr(model, "signatures", None)
+    if isinstance(signatures, Mapping) and "serving_default" in signatures:
+        model = signatures["serving_default"]
+    inputs = getattr(model, "structured_input_signature", (None, None))[1]
+    return isinstance(inputs, Mapping) and MASK_KEY in inputs
+
+
+def mask_reader(model: Policy, env: gymnasium.vector.VectorEnv) -> MaskReader | None:
+    """The reader of ``env``'s masks for a masked ``model`` (None for an unmasked one), or one ValueError line."""
+    if not takes_mask(model):
+        return None
+    space = env.single_observation_space
+    if hasattr(env, "envs") and source(env, space, None) is None:  # a SyncVectorEnv: its sub-envs can be asked
+        raise ValueError(
+            f"the policy masks actions, but the env has neither an {MASK_KEY!r} observation entry nor an "
+            f"action_masks() method (observation space {space}); evaluate it on the masked env it was trained on."
+        )
+    return MaskReader(env, getattr(model, "action_space", env.single_action_space))
+
+
 def _run_episodes(
-    act: Callable[[Any], np.ndarray], env: gymnasium.vector.VectorEnv, episodes: int, seed: int | None,
-    skip_reset_steps: bool,
+    act: Callable[..., np.ndarray], env: gymnasium.vector.VectorEnv, episodes: int, seed: int | None,
+    skip_reset_steps: bool, masks: MaskReader | None = None,
 ) -> list[float]:
     """Plays ``act`` until each sub-env finished its quota. An env that resets finished sub-envs on its next step
-    (``skip_reset_steps``, e.g. ``CartPoleVectorEnv``) is not reset here: that step has reward 0 and no done."""
+    (``skip_reset_steps``, e.g. ``CartPoleVectorEnv``) is not reset here: that step has reward 0 and no done.
+    ``masks``: a masked policy's reader; ``act`` then also takes the masks (a resetting sub-env's may be empty)."""
     low, high = action_bounds(env)
     reset_finished = autoreset_mode(env) != gymnasium.vector.AutoresetMode.SAME_STEP and not skip_reset_steps
     quota = np.asarray(episode_quota(episodes, env.num_envs))
@@ -250,8 +304,9 @@ def _run_episodes(
     running = np.zeros(env.num_envs)
     finished = np.zeros(env.num_envs, dtype=np.int64)
     observations, _ = env.reset(seed=reset_seed(env, seed))
+    resetting = np.zeros(env.num_envs, bool)  # the next step only resets these sub-envs (skip_reset_steps)
     while (finished < quota).any():
-        actions = act(observations)
+        actions = act(observations) if masks is None else act(observations, masks(observations, skip=resetting))
         if low is not None:
             actions = np.clip(actions, low, high)
         observations, rewards, terminated, truncated, _ = env.step(actions)
@@ -262,6 +317,7 @@ def _run_episodes(
                 returns.append(float(running[i]))
                 finished[i] += 1
         running[done] = 0.0
+        resetting = done & skip_reset_steps
         if done.any() and reset_finished:
             observations, _ = env.reset(options={"reset_mask": done})
     return returns

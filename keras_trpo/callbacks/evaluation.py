@@ -24,7 +24,8 @@ class Evaluation(keras.callbacks.Callback):
     return in the logs as ``eval_return`` for those iterations only. Evaluating
     the first iteration gives loggers that fix their columns there
     (``CSVLogger``) an ``eval_return`` column. Every result is kept in
-    :attr:`results`.
+    :attr:`results`. A masked model acts on the legal actions only: the masks
+    are read from ``env`` as :func:`keras_trpo.evaluate` reads them.
 
     Put it *before* the callbacks that read ``eval_return`` (:class:`EarlyStopping`,
     :class:`ModelCheckpoint`, :class:`ExportBest`, ``CSVLogger``, :class:`TensorBoard`):

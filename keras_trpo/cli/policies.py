@@ -123,7 +123,11 @@ def load_serving(path: str, sampling: bool = False):
 # Checking the policy against the environment
 # ----------------------------------------------------------------------
 def check_keras_policy(policy, env_space, env_actions, env_id) -> None:
-    """Raises :class:`CLIError` unless the TRPO model ``policy`` takes the env's observations and actions."""
+    """Raises :class:`CLIError` unless the TRPO model ``policy`` takes the env's observations and actions (an
+    ``action_mask`` entry its networks do not see is the masks' source, not an observation)."""
+    from keras_trpo.masking import network_space
+
+    env_space = network_space(env_space, policy.observation_spec.keys)
     if env_actions != policy.action_space:
         raise CLIError(
             f"the policy acts in {policy.action_space} but {env_id} has actions {env_actions}; "
@@ -138,9 +142,14 @@ def check_keras_policy(policy, env_space, env_actions, env_id) -> None:
 class ServingPolicy:
     """The ``serving_default`` signature of a SavedModel, called the way :func:`keras_trpo.evaluate` calls
     a TRPO model: it has the ``observation_spec`` and spaces of the environment (checked against the
-    signature here, once) and feeds each observation array to its input, cast to the input's dtype."""
+    signature here, once) and feeds each observation array to its input, cast to the input's dtype.
+
+    A masked SavedModel (its signatures take ``action_mask``) has ``action_mask = True``: it is called with the masks
+    :func:`keras_trpo.evaluate` reads from the env, fed as that input (an env's ``action_mask`` entry is fed there
+    too, with the same values)."""
 
     def __init__(self, serving, inputs, actions, env_space, env_actions, env_id, sampler=None):
+        from keras_trpo.masking import MASK_KEY
         from keras_trpo.observations import ObservationSpec
 
         try:
@@ -148,6 +157,9 @@ class ServingPolicy:
         except TypeError as error:
             raise CLIError(f"{env_id} has observations that a keras_trpo policy cannot take: {error}") from None
         names = list(spec.keys) if spec.structured else ["observations"]
+        self.action_mask = MASK_KEY in inputs  # keras_trpo.evaluate passes the masks it reads
+        self.mask_dtype = inputs[MASK_KEY].dtype if self.action_mask else None
+        inputs = {key: value for key, value in inputs.items() if key != MASK_KEY or key in names}
         taken = _describe_inputs(inputs)
         shape = inputs["observations"].shape.as_list()[1:] if list(inputs) == ["observations"] else None
         if sorted(inputs) != sorted(names):
@@ -164,22 +176,27 @@ class ServingPolicy:
         self.sampler = sampler  # the SavedModel's ``sample`` signature (same observation inputs, and a seed)
         self.observation_spec, self.observation_space, self.action_space = spec, env_space, env_actions
 
-    def __call__(self, observations):
-        return self.serving(**self._feed(observations))["actions"]
+    def __call__(self, observations, action_mask=None):
+        return self.serving(**self._feed(observations, action_mask))["actions"]
 
-    def sample(self, observations, seed):
+    def sample(self, observations, seed, action_mask=None):
         """Sampled actions through the SavedModel's ``sample`` signature (``keras-trpo evaluate --stochastic``;
         ``load_serving(path, sampling=True)`` refused a SavedModel without one)."""
         import tensorflow as tf
 
-        return self.sampler(**self._feed(observations), seed=tf.constant(seed, tf.int32))["actions"]
+        return self.sampler(**self._feed(observations, action_mask), seed=tf.constant(seed, tf.int32))["actions"]
 
-    def _feed(self, observations):
-        """Each observation array by its signature input name, cast to the input's dtype."""
+    def _feed(self, observations, action_mask=None):
+        """Each observation array by its signature input name, cast to the input's dtype; the masks as ``action_mask``."""
         import tensorflow as tf
 
+        from keras_trpo.masking import MASK_KEY
+
         arrays = self.observation_spec.flatten(observations)
-        return {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
+        feed = {name: tf.cast(x, self.inputs[name].dtype) for name, x in zip(self.names, arrays)}
+        if action_mask is not None:
+            feed[MASK_KEY] = tf.cast(action_mask, self.mask_dtype)
+        return feed
 
 
 def _describe_inputs(inputs) -> str:
