@@ -57,6 +57,7 @@ SCHEDULE = Snippet("callbacks.TrustRegionSchedule(lambda epoch: 0.02 if epoch < 
 EXPORT = Snippet('path = model.export("saved_models/cartpole")')
 PRESETS = Snippet('presets.load_preset("Hopper-v5")', (("epochs=preset.iterations()", "epochs=1"),))
 THREADS = Snippet("tf.config.threading.set_intra_op_parallelism_threads(1)")
+MASKED = Snippet('path = model.export("saved_models/invalid_action")', (("epochs=20", "epochs=2"),))
 
 #: Cases run in process: the snippets in order, in one fresh namespace.
 IN_PROCESS = {
@@ -64,6 +65,7 @@ IN_PROCESS = {
     "minigrid-cnn": [MINIGRID_CNN],
     "for-keras-users": [FOR_KERAS_USERS, SCHEDULE, EXPORT],  # the schedule and export examples use its model
     "presets": [PRESETS],
+    "masked-actions": [MASKED],
 }
 #: Cases run in a fresh process, with a check after the snippet: the Dict example, so that the env ids
 #: another snippet registered (import minigrid) do not hide a missing import, and the thread setting, which
@@ -115,6 +117,11 @@ def test_python_snippet_runs(case, tmp_path, monkeypatch, capsys):
         versions = sorted(int(version) for version in os.listdir("saved_models/cartpole"))
         assert len(versions) >= 2 and versions == list(range(1, len(versions) + 1))  # ExportBest's, then export's
         assert namespace["path"] == os.path.abspath(f"saved_models/cartpole/{versions[-1]}")
+    if case == "masked-actions":  # for_env detected the masks, and the exported policy takes them
+        import tensorflow as tf
+
+        signature = tf.saved_model.load(namespace["path"]).signatures["serving_default"]
+        assert namespace["model"].action_mask and "action_mask" in signature.structured_input_signature[1]
     if case == "usage":
         assert len(capsys.readouterr().out.splitlines()[-1].split(",")) == 10  # the ten evaluation returns
 
