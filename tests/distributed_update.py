@@ -1,6 +1,6 @@
 """Helper for tests/test_distribute.py, run in a fresh process (logical devices are fixed at TF start).
 
-    python tests/distributed_update.py {discrete|box|dict} OUT.json [fit]
+    python tests/distributed_update.py {discrete|box|dict|masked} OUT.json [fit]
 
 Makes 2 logical CPU devices, then compares one TRPO update on a fixed batch under
 ``MirroredStrategy`` (the batch split over the 2 replicas) with the same update on one
@@ -27,7 +27,8 @@ import keras_trpo  # noqa: E402
 from helpers import Batches, cartpole_env, tiny_trpo  # noqa: E402 (tests/ is sys.path[0] for a script)
 
 OBS = spaces.Box(-np.inf, np.inf, (5,), np.float32)
-ACTIONS = {"discrete": spaces.Discrete(3), "box": spaces.Box(-1.0, 1.0, (2,), np.float32), "dict": spaces.Discrete(3)}
+ACTIONS = {"discrete": spaces.Discrete(3), "box": spaces.Box(-1.0, 1.0, (2,), np.float32), "dict": spaces.Discrete(3),
+           "masked": spaces.Discrete(3)}
 # "dict": a uint8 image and a float vector through a named CNN (keras_trpo.networks.Combined), seeded by the model.
 DICT_OBS = spaces.Dict({"image": spaces.Box(0, 9, (7, 7, 3), np.uint8), "vector": OBS})
 
@@ -41,7 +42,7 @@ def build(action_space, kind):
     )
     model = keras_trpo.TRPO(
         DICT_OBS if kind == "dict" else OBS, action_space, **networks, value_epochs=5,
-        value_batch_size=4096, normalize_observations=True, seed=0,
+        value_batch_size=4096, normalize_observations=True, seed=0, action_mask=kind == "masked",
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     return model
@@ -77,6 +78,8 @@ def compare(kind, strategy):
         "advantages": rng.normal(size=n).astype(np.float32),
         "returns": (observations.sum(axis=1) + rng.normal(size=n)).astype(np.float32),
     }
+    if kind == "masked":  # random legal sets (never empty) and actions legal under them (issue 28)
+        batch["action_masks"], batch["actions"] = random_masks_and_actions(action_space.n, rng, n)
     single = build(action_space, kind)
     single_history = single.fit(Batches([batch]), epochs=1, verbose=0).history
     with strategy.scope():
@@ -98,6 +101,13 @@ def compare(kind, strategy):
         "single_history": single_history,
         "mirrored_history": mirrored_history,
     }, batch, mirrored
+
+
+def random_masks_and_actions(size, rng, n):
+    """Bool ``[n, size]`` masks with at least one legal action per row, and one legal action per row."""
+    masks = rng.random((n, size)) < 0.5
+    masks[np.arange(n), rng.integers(0, size, n)] = True
+    return masks, np.array([rng.choice(np.flatnonzero(row)) for row in masks])
 
 
 def main(kind, out, fit=False):
