@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo import actor_critic, distribute, errors, feeding, validation
+from keras_trpo import actor_critic, distribute, errors, feeding, masking, validation
 from keras_trpo.distribute import Replicas
 from keras_trpo.observations import ObservationSpec
 from keras_trpo.progbar import ProgressBar
@@ -45,6 +45,8 @@ class Trainer(keras.Model):
     """
 
     observation_spec: ObservationSpec
+    action_space: gymnasium.spaces.Space
+    action_mask: bool  # whether the model masks illegal actions (keras_trpo.masking)
     # keras.Model's own attributes, as this module and TRPO use them.
     train_function: TrainFunction | None
     built: bool
@@ -203,14 +205,24 @@ class Trainer(keras.Model):
             return super().fit(feed.keras_input, y, batch_size, epochs, verbose, callbacks, **kwargs)
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        """``keras.Model.predict``, after checking ``x`` in one line (Keras would split a list into inputs)."""
-        self.observation_spec.check_input(x, "model.predict x")
+        """``keras.Model.predict``, after checking ``x`` in one line (Keras would split a list into inputs).
+
+        A masked model takes its masks as an ``action_mask`` entry of a dict ``x`` (:mod:`keras_trpo.masking`).
+        """
+        self._check_predict_input(x, "model.predict x")
         return super().predict(x, *args, **kwargs)
 
     def predict_on_batch(self, x: Any) -> Any:
         """``keras.Model.predict_on_batch``, after the same check as :meth:`predict`."""
-        self.observation_spec.check_input(x, "model.predict_on_batch x")
+        self._check_predict_input(x, "model.predict_on_batch x")
         return super().predict_on_batch(x)
+
+    def _check_predict_input(self, x: Any, what: str) -> None:
+        observations, mask = masking.split(x, None, self.observation_spec.keys)
+        self.observation_spec.check_input(observations, what)
+        if self.action_mask or mask is not None:
+            size = masking.mask_size(self.action_space) if self.action_mask else 0
+            masking.check_call_mask(mask, self.action_mask, size, None)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> Any:
         """Not Keras' supervised ``evaluate``: TRPO has no labelled data to score."""
