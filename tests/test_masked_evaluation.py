@@ -212,9 +212,72 @@ def test_keras_trpo_evaluate_runs_masked_saved_models_and_keras_files(name, tmp_
         assert status == 0, out
 
 
+def test_keras_trpo_export_of_a_masked_keras_file_serves_the_masked_policy(tmp_path):
+    """The .keras round trip keeps the masking and ``keras-trpo export`` writes the mask input. Catches: a
+    model loaded back unmasked (its export then has no action_mask input, and evaluating it takes illegal actions)."""
+    model = masked_model("choice")
+    model.save(tmp_path / "model.keras")
+    status, out = cli_evaluate("export", tmp_path / "model.keras", tmp_path / "exported")
+    assert status == 0, out
+    loaded = tf.saved_model.load(str(tmp_path / "exported" / "1"))
+    assert "action_mask" in loaded.signatures["serving_default"].structured_input_signature[1]
+    expected = keras_trpo.evaluate(model, ENVS["choice"], episodes=3, seed=7)
+    assert keras_trpo.evaluate(loaded, ENVS["choice"], episodes=3, seed=7) == expected
+
+
 def test_a_masked_policy_on_an_env_without_masks_is_one_clear_line():
     """Catches: the check dropped (the first env.call('action_masks') then fails inside gymnasium)."""
     model = masked_model("choice")
     with pytest.raises(ValueError, match=r"^the policy masks actions, but the env has neither an 'action_mask' "
                                          r"observation entry nor an action_masks\(\) method"):
         keras_trpo.evaluate(model, "keras_trpo_tests/ChoiceWithoutMasks-v0", episodes=2, seed=0)
+
+
+class GameOverVectorEnv(gymnasium.vector.VectorEnv):
+    """A vector env that resets its finished sub-envs itself on their next step (NEXT_STEP, no reset_mask, like
+    CartPoleVectorEnv): the game-over observation has an empty mask, and the reset step ignores its action.
+    Sub-env i's episodes last LENGTHS[i] steps, reward 1 per (legal) step."""
+
+    LENGTHS = (3, 5)
+    metadata = {"autoreset_mode": gymnasium.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(self):
+        self.num_envs = len(self.LENGTHS)
+        self.single_observation_space = spaces.Dict({"x": spaces.Box(0.0, 1.0, (2,), np.float32),
+                                                     "action_mask": spaces.MultiBinary(3)})
+        self.single_action_space = spaces.Discrete(3)
+        self.observation_space = gymnasium.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gymnasium.vector.utils.batch_space(self.single_action_space, self.num_envs)
+
+    def _observations(self):
+        return {"x": self.rng.random((self.num_envs, 2)).astype(np.float32), "action_mask": self.mask.astype(np.int8)}
+
+    def _draw(self, rows):
+        for i in np.flatnonzero(rows):
+            self.mask[i] = self.rng.random(3) < 0.5
+            self.mask[i, self.rng.integers(3)] = True
+
+    def reset(self, *, seed=None, options=None):
+        self.rng, self.t = np.random.default_rng(seed), np.zeros(self.num_envs, int)
+        self.mask, self.over = np.zeros((self.num_envs, 3), bool), np.zeros(self.num_envs, bool)
+        self._draw(np.ones(self.num_envs, bool))
+        return self._observations(), {}
+
+    def step(self, actions):
+        resetting = self.over.copy()
+        assert all(self.mask[i, a] for i, a in enumerate(actions) if not resetting[i]), (actions, self.mask)
+        self.t = np.where(resetting, 0, self.t + 1)
+        self.over = ~resetting & (self.t == np.array(self.LENGTHS))
+        self._draw(~self.over)
+        self.mask[self.over] = False  # game over: no legal action (the next step only resets)
+        return self._observations(), np.where(resetting, 0.0, 1.0), self.over.copy(), np.zeros(self.num_envs, bool), {}
+
+
+def test_a_sub_env_resetting_on_its_next_step_may_have_an_empty_mask():
+    """Catches: evaluate reading the masks without skipping the sub-envs whose next step only resets
+    (``skip=resetting`` dropped: a RolloutError on the game-over mask), and the reset step's action taken as a move."""
+    env = GameOverVectorEnv()
+    model = keras_trpo.TRPO.for_env(env, hidden_units=(8,), seed=0)
+    assert model.action_mask
+    assert keras_trpo.evaluate(model, env, episodes=4, seed=0) == [3.0, 5.0, 3.0, 5.0]
+    assert keras_trpo.evaluate(model, env, episodes=4, seed=0, deterministic=False) == [3.0, 5.0, 3.0, 5.0]
