@@ -2,9 +2,7 @@
 
 A mask says which actions are legal in a state: ``[n]`` bools for ``Discrete(n)``, and for
 ``MultiDiscrete(nvec)`` one mask per component, concatenated (``[sum(nvec)]``, sb3-contrib's
-layout). The policy head sets the logits of illegal actions to :data:`MASK_LOGIT` (finite, not
-``-inf``: an illegal action then has probability exactly 0 in float32, and KL, entropy and
-log-probabilities, which multiply probabilities by log-probabilities, stay finite), so sampling
+layout). The policy head sets the logits of illegal actions to :data:`MASK_LOGIT`, so sampling
 never picks one, the mode is the most probable legal action, and the KL and entropy are over the
 legal actions. The update uses the mask stored with each step for both the old and the new policy.
 
@@ -39,7 +37,10 @@ from keras_trpo.errors import RolloutError
 MASK_KEY = "action_mask"
 #: The method of an env that returns its mask (sb3-contrib's ``MaskablePPO``).
 MASK_METHOD = "action_masks"
-#: The logit of an illegal action: ``exp(-1e9)`` underflows to an exact 0 while staying finite.
+#: The logit of an illegal action. ``exp(-1e9 - logsumexp)`` is an exact float32 0, so an illegal action has
+#: probability 0, while every value stays finite. Not ``-inf``: TFP's Categorical guards ``0 · (−inf)`` in its
+#: entropy and KL (``_mul_exp``; the tests pass with ``-inf`` too), but a hand-written ``p · log p`` does not, and
+#: the exported ``distribution_params`` logits go to REST clients as JSON, which has no infinity.
 MASK_LOGIT = -1e9
 #: The batch key of the stored masks.
 BATCH_KEY = "action_masks"
