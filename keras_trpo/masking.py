@@ -206,14 +206,18 @@ def check_masks(masks: Any, size: int, what: str) -> np.ndarray:
     return masks.astype(bool, copy=False)
 
 
-def split(observations: Any, action_mask: Any, keys: tuple) -> tuple[Any, Any]:
-    """``(observations for the networks, mask)``: an explicit ``action_mask``, else the ``action_mask`` entry of a
-    dict of observations (left in place when the model observes it, i.e. it is one of ``keys``)."""
-    if action_mask is not None or not isinstance(observations, Mapping) or MASK_KEY not in observations:
+def split(observations: Any, action_mask: Any, keys: tuple, masked: bool = True) -> tuple[Any, Any]:
+    """``(observations for the networks, mask)`` of a dict of observations that may hold an ``action_mask`` entry.
+
+    The entry stays in the observations only when the networks see it (it is one of ``keys``); it is the mask
+    when the model is ``masked`` and no explicit ``action_mask`` was given (an explicit one wins).
+    """
+    if not isinstance(observations, Mapping) or MASK_KEY not in observations:
         return observations, action_mask
-    if MASK_KEY in keys:
-        return observations, observations[MASK_KEY]
-    return {key: value for key, value in observations.items() if key != MASK_KEY}, observations[MASK_KEY]
+    entry = observations[MASK_KEY]
+    if MASK_KEY not in keys:
+        observations = {key: value for key, value in observations.items() if key != MASK_KEY}
+    return observations, (entry if action_mask is None and masked else action_mask)
 
 
 def _is_symbolic(value: Any) -> bool:

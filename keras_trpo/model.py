@@ -307,11 +307,11 @@ class TRPO(forward.Forward, trainer.Trainer):
     # ------------------------------------------------------------------
     def __call__(self, observations: Any, *args: Any, action_mask: Any = None, **kwargs: Any) -> Any:
         # Checked before Keras' __call__, which would wrap the error in a multi-line report.
-        observations, action_mask = masking.split(observations, action_mask, self.observation_spec.keys)
+        keys = self.observation_spec.keys
+        observations, action_mask = masking.split(observations, action_mask, keys, self.action_mask)
         n = self.observation_spec.check(observations)
         if action_mask is not None or self.action_mask:
-            action_mask = masking.check_call_mask(action_mask, self.action_mask, self.head.num_outputs, n)
-            kwargs["action_mask"] = action_mask
+            kwargs["action_mask"] = masking.check_call_mask(action_mask, self.action_mask, self.head.num_outputs, n)
         return super().__call__(observations, *args, **kwargs)
 
     # ------------------------------------------------------------------

@@ -218,7 +218,7 @@ class Trainer(keras.Model):
         return super().predict_on_batch(x)
 
     def _check_predict_input(self, x: Any, what: str) -> None:
-        observations, mask = masking.split(x, None, self.observation_spec.keys)
+        observations, mask = masking.split(x, None, self.observation_spec.keys, self.action_mask)
         self.observation_spec.check_input(observations, what)
         if self.action_mask or mask is not None:
             size = masking.mask_size(self.action_space) if self.action_mask else 0

@@ -535,3 +535,30 @@ def test_calling_a_masked_model(action):
     with pytest.raises(ValueError, match=r"^this model masks actions: pass action_mask=\[N, \d+\] \(bool or 0/1\), "
                                          r"or observations as a dict with an 'action_mask' entry\.$"):
         model({"state": state})
+
+
+def test_the_action_mask_entry_of_a_call_is_the_mask_only_for_a_masked_model_and_an_explicit_mask_wins():
+    """An unmasked model that observes an entry named ``action_mask`` is called on its own observations (the
+    entry is an input, not a mask); the whole observation dict with an explicit ``action_mask=`` uses the explicit
+    one; an unmasked model called on an env's dict drops an entry its networks do not see. Catches:
+    ``masking.split`` taking the entry as the mask of an unmasked model (``and masked`` dropped: "does not mask
+    actions"); the entry winning over the explicit mask (``action_mask is None and`` dropped); the unseen entry
+    kept (``if MASK_KEY not in keys`` -> ``if False``: "unexpected ['action_mask']")."""
+    action_space = MASKED_ACTIONS["Discrete"]
+    size = mask_width(action_space)
+    space = spaces.Dict({"state": STATE, "action_mask": spaces.MultiBinary(size)})
+    rng = np.random.default_rng(1)
+    state = rng.uniform(-1, 1, (32, 3)).astype(np.float32)
+    entry, explicit = random_masks(action_space, 32, rng), random_masks(action_space, 32, rng)
+    observations = {"state": state, "action_mask": entry.astype(np.int8)}
+    observing = keras_trpo.TRPO.for_env(PlainEnv(space, action_space), action_mask=False, observe_action_mask=True,
+                                        hidden_units=(4,), value_hidden_units=(4,), seed=0)
+    assert not observing.action_mask and "action_mask" in observing.observation_spec.keys
+    expected = observing.head.mode(observing.distribution_params(observations)).numpy()
+    np.testing.assert_array_equal(observing(observations).numpy(), expected)
+    masked = keras_trpo.TRPO.for_env(PlainEnv(space, action_space), hidden_units=(4,), value_hidden_units=(4,), seed=0)
+    np.testing.assert_array_equal(masked(observations, action_mask=explicit).numpy(),
+                                  masked({"state": state}, action_mask=explicit).numpy())
+    unmasked = keras_trpo.TRPO.for_env(PlainEnv(space, action_space), action_mask=False, hidden_units=(4,),
+                                       value_hidden_units=(4,), seed=0)
+    np.testing.assert_array_equal(unmasked(observations).numpy(), unmasked({"state": state}).numpy())

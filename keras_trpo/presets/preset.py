@@ -280,6 +280,8 @@ MODEL_ARGUMENTS = (
     "value_batch_size",
     "log_std_init",
     "normalize_observations",
+    # null: TRPO.for_env detects the env's action masks (keras_trpo.masking); true requires them, false ignores them.
+    "action_mask",
 )
 
 
