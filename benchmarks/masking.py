@@ -39,22 +39,25 @@ OUT = ROOT / "docs" / "benchmarks" / "masking"
 #: env name -> (gymnasium id, kwargs, default env steps, optimum return or None).
 ENVS = {
     "InvalidAction": ("keras_trpo/InvalidAction-v0", {}, 50_000, 50.0),
+    "InvalidAction-100": ("keras_trpo/InvalidAction-v0", {"n_actions": 100}, 50_000, 50.0),
     "InvalidActionMultiDiscrete": ("keras_trpo/InvalidActionMultiDiscrete-v0", {}, 50_000, 50.0),
     "TicTacToe-random": ("keras_trpo/TicTacToe-v0", {"opponent": "random"}, 200_000, None),
     "TicTacToe-heuristic": ("keras_trpo/TicTacToe-v0", {"opponent": "heuristic"}, 300_000, None),
     "ConnectFour-random": ("keras_trpo/ConnectFour-v0", {"opponent": "random"}, 200_000, None),
     "ConnectFour-heuristic": ("keras_trpo/ConnectFour-v0", {"opponent": "heuristic"}, 300_000, None),
 }
-EVAL_EVERY = {"InvalidAction": 2_000, "InvalidActionMultiDiscrete": 5_000, "TicTacToe-random": 10_000,
-              "TicTacToe-heuristic": 10_000, "ConnectFour-random": 10_000, "ConnectFour-heuristic": 10_000}
-EVAL_EPISODES = {"InvalidAction": 100, "InvalidActionMultiDiscrete": 100, "TicTacToe-random": 200,
-                 "TicTacToe-heuristic": 200, "ConnectFour-random": 200, "ConnectFour-heuristic": 200}
-#: TRPO's env steps per iteration.
-TRPO_STEPS = {"InvalidAction": 1024, "InvalidActionMultiDiscrete": 1024, "TicTacToe-random": 2048,
-              "TicTacToe-heuristic": 2048, "ConnectFour-random": 2048, "ConnectFour-heuristic": 2048}
-#: TRPO's sync sub-envs (more sub-envs: fewer, larger policy calls per iteration).
-TRPO_NUM_ENVS = {"InvalidAction": 8, "InvalidActionMultiDiscrete": 8, "TicTacToe-random": 16, "TicTacToe-heuristic": 16,
-                 "ConnectFour-random": 16, "ConnectFour-heuristic": 16}
+#: env name -> (evaluate every N env steps, evaluation episodes, TRPO's env steps per iteration, TRPO's sync
+#: sub-envs: more sub-envs make fewer, larger policy calls per iteration).
+SCHEDULE = {
+    "InvalidAction": (2_000, 100, 1024, 8),
+    "InvalidAction-100": (2_000, 100, 1024, 8),
+    "InvalidActionMultiDiscrete": (5_000, 100, 1024, 8),
+    "TicTacToe-random": (10_000, 200, 2048, 16),
+    "TicTacToe-heuristic": (10_000, 200, 2048, 16),
+    "ConnectFour-random": (10_000, 200, 2048, 16),
+    "ConnectFour-heuristic": (10_000, 200, 2048, 16),
+}
+EVAL_EVERY, EVAL_EPISODES, TRPO_STEPS, TRPO_NUM_ENVS = ({k: v[i] for k, v in SCHEDULE.items()} for i in range(4))
 ALGOS = ("maskable_ppo", "trpo", "trpo_unmasked")
 FIELDS = ("env_steps", "mean_return", "win_rate", "draw_rate", "loss_rate", "illegal_rate", "wall_s", "train_s")
 
@@ -248,6 +251,7 @@ def _without_mask(obs):
 #: env name -> (metric name, its function of a CSV row, threshold, what the threshold is).
 TARGETS = {
     "InvalidAction": ("mean_return", lambda r: r["mean_return"], 47.5, "mean return >= 0.95 x 50"),
+    "InvalidAction-100": ("mean_return", lambda r: r["mean_return"], 47.5, "mean return >= 0.95 x 50"),
     "InvalidActionMultiDiscrete": ("mean_return", lambda r: r["mean_return"], 47.5, "mean return >= 0.95 x 50"),
     "TicTacToe-random": ("win_rate", lambda r: r["win_rate"], 0.9, "win rate >= 0.9"),
     "TicTacToe-heuristic": ("win+draw", lambda r: r["win_rate"] + r["draw_rate"], 0.9, "win + draw rate >= 0.9"),
@@ -314,27 +318,29 @@ def summary() -> None:
 
 
 def plot(name: str) -> None:
+    """The threshold's metric (left) and the win rate or the illegal-action rate (right), per algo."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     label, metric, threshold, text = TARGETS[name]
-    algos = {algo: load_runs(name, algo) for algo in ALGOS}
-    if not any(algos.values()):
+    algos = {algo: runs for algo in ALGOS if (runs := load_runs(name, algo))}
+    if not algos:
         return
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for algo, runs in algos.items():
-        if not runs:
-            continue
-        grid = np.array([row["env_steps"] for row in max(runs.values(), key=len)])
-        curves = np.array([np.interp(grid, [r["env_steps"] for r in rows], [metric(r) for r in rows])
-                           for rows in runs.values()])
-        axes.plot(grid, curves.mean(axis=0), label=f"{algo} ({len(runs)} seeds)")
-        axes.fill_between(grid, curves.min(axis=0), curves.max(axis=0), alpha=0.2)
-    axes.axhline(threshold, color="grey", linestyle=":", label=text)
-    axes.set(xlabel="env steps", ylabel=label, title=f"{name}: mean over seeds, min-max band")
-    axes.legend(fontsize=8)
+    second = "win_rate" if label == "win+draw" else "illegal_rate"
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4))
+    for axes, (ylabel, function) in zip(panels, [(label, metric), (second, lambda r: r[second])]):
+        for algo, runs in algos.items():
+            grid = np.array([row["env_steps"] for row in max(runs.values(), key=len)])
+            curves = np.array([np.interp(grid, [r["env_steps"] for r in rows], [function(r) for r in rows])
+                               for rows in runs.values()])
+            axes.plot(grid, curves.mean(axis=0), label=f"{algo} ({len(runs)} seeds)")
+            axes.fill_between(grid, curves.min(axis=0), curves.max(axis=0), alpha=0.2)
+        axes.set(xlabel="env steps", ylabel=ylabel)
+    panels[0].axhline(threshold, color="grey", linestyle=":", label=text)
+    panels[0].legend(fontsize=8)
+    figure.suptitle(f"{name}: mean over seeds, min-max band")
     figure.tight_layout()
     figure.savefig(OUT / f"{name}.png", dpi=100)
     plt.close(figure)
