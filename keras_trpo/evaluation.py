@@ -16,7 +16,7 @@ from keras_trpo.envs import (
     action_bounds, as_vector_env, autoreset_mode, check_not_collecting, check_spaces, envpool_config, reset_seed,
     skips_reset_steps,
 )
-from keras_trpo.masking import MASK_KEY, MaskReader, source
+from keras_trpo.masking import MASK_KEY, MaskReader, no_source_message, source
 from keras_trpo.validation import check_int
 
 #: How to install what ``video_folder`` needs.
@@ -283,10 +283,7 @@ def mask_reader(model: Policy, env: gymnasium.vector.VectorEnv) -> MaskReader | 
         return None
     space = env.single_observation_space
     if hasattr(env, "envs") and source(env, space, None) is None:  # a SyncVectorEnv: its sub-envs can be asked
-        raise ValueError(
-            f"the policy masks actions, but the env has neither an {MASK_KEY!r} observation entry nor an "
-            f"action_masks() method (observation space {space}); evaluate it on the masked env it was trained on."
-        )
+        raise ValueError(no_source_message(space))
     return MaskReader(env, getattr(model, "action_space", env.single_action_space))
 
 

@@ -105,7 +105,8 @@ def check_mask_entry(space: gymnasium.spaces.Space, size: int) -> None:
               and np.all(entry.low >= 0) and np.all(entry.high <= 1))  # fmt: skip
     if not ok:
         raise TypeError(f"observation entry {MASK_KEY!r} is {entry}; expected MultiBinary({size}) or "
-                        f"Box(0, 1, ({size},), int8), one flag per action of the action space.")
+                        f"Box(0, 1, ({size},), int8), one flag per action of the action space (a float mask: cast "
+                        "it to int8 with a gymnasium.ObservationWrapper).")
 
 
 def without_mask(space: gymnasium.spaces.Space) -> gymnasium.spaces.Space:
@@ -118,28 +119,40 @@ def without_mask(space: gymnasium.spaces.Space) -> gymnasium.spaces.Space:
 
 
 def _has_method(env: Any) -> bool:
-    """Whether ``env`` (a gymnasium ``Env`` or a ``SyncVectorEnv``) has ``action_masks()``, without calling it.
+    """Whether ``env`` (a gymnasium ``Env`` or ``VectorEnv``) has ``action_masks()``, without calling it.
 
-    An ``AsyncVectorEnv`` is not asked: a missing attribute raises in its worker, which closes the env. Pass
-    ``action_mask=True`` for one whose sub-envs have the method.
+    An ``AsyncVectorEnv`` is not asked through its workers (a missing attribute raises there, which closes the
+    env): one sub-env is made from its ``env_fns[0]`` and closed, as ``AsyncVectorEnv`` itself does to read the spaces.
     """
-    sub = env.envs[0] if hasattr(env, "envs") else None if hasattr(env, "num_envs") else env
-    if sub is None:
-        return False
-    has = getattr(sub, "has_wrapper_attr", None)
-    return bool(has(MASK_METHOD)) if has is not None else hasattr(sub, MASK_METHOD)
+    if hasattr(env, "envs"):
+        return _has_method(env.envs[0])
+    if hasattr(env, "num_envs"):
+        make = getattr(env, "env_fns", [None])[0]
+        if make is None:
+            return False
+        probe = make()
+        try:
+            return _has_method(probe)
+        finally:
+            probe.close()
+    has = getattr(env, "has_wrapper_attr", None)
+    return bool(has(MASK_METHOD)) if has is not None else hasattr(env, MASK_METHOD)
 
 
-def source(env: Any, observation_space: gymnasium.spaces.Space, requested: bool | None) -> str | None:
+def source(env: Any, observation_space: gymnasium.spaces.Space, requested: bool | None,
+           action_space: gymnasium.spaces.Space | None = None) -> str | None:
     """Where ``env``'s masks come from: ``"observation"``, ``"method"`` or ``None`` (no masks).
 
-    ``requested``: ``None`` detects; ``False`` turns masking off; ``True`` requires a source.
+    ``requested``: ``None`` detects; ``False`` turns masking off; ``True`` requires a source. With ``action_space``,
+    an ``action_mask`` entry is checked against it (:func:`check_mask_entry`) before any model is built.
     """
     if requested is not None and not isinstance(requested, bool):
         raise TypeError(f"action_mask must be None (detect), True or False; got {requested!r}.")
     if requested is False:
         return None
     if observation_has_mask(observation_space):
+        if action_space is not None:
+            check_mask_entry(observation_space, mask_size(action_space))
         return "observation"
     if _has_method(env) or requested:
         return "method"  # with requested=True and no method, the first env.call names the problem
@@ -175,10 +188,7 @@ class MaskReader:
             except AttributeError as error:
                 if MASK_METHOD not in str(error):  # an error inside the env's own action_masks()
                     raise
-                raise ValueError(
-                    f"the model masks actions (action_mask=True), but the env has no {MASK_KEY!r} observation entry "
-                    f"and no {MASK_METHOD}() method ({error}); add one to the env, or build the model with "
-                    "action_mask=False.") from error
+                raise ValueError(no_source_message(self.env.single_observation_space, str(error))) from error
         masks = check_masks(raw, self.size, f"the env's masks ({self.where})")
         empty = ~masks.any(axis=1)
         if skip is not None:
@@ -191,6 +201,14 @@ class MaskReader:
         return masks
 
 
+def no_source_message(space: gymnasium.spaces.Space, detail: str = "") -> str:
+    """The one line for a masked policy on an env without masks (collection and evaluation)."""
+    detail = f"; {detail}" if detail else ""
+    return (f"the policy masks actions (action_mask=True), but the env has no {MASK_KEY!r} observation entry and no "
+            f"{MASK_METHOD}() method (observation space {space}{detail}); use the masked env it was trained on, add "
+            "one to the env, or build the model with action_mask=False.")
+
+
 def check_masks(masks: Any, size: int, what: str) -> np.ndarray:
     """``masks`` as bools ``[N, size]``, or one ValueError line naming ``what``, the shape/dtype/values and the fix."""
     if isinstance(masks, (tuple, list)):
@@ -200,7 +218,7 @@ def check_masks(masks: Any, size: int, what: str) -> np.ndarray:
     if masks.ndim != 2 or masks.shape[1] != size:
         raise ValueError(f"{what} has shape {list(masks.shape)}; {expected}.")
     if not (masks.dtype == np.bool_ or np.issubdtype(masks.dtype, np.integer)):
-        raise ValueError(f"{what} has dtype {masks.dtype}; {expected}.")
+        raise ValueError(f"{what} has dtype {masks.dtype}; {expected} (cast 0/1 floats with .astype(bool)).")
     if masks.dtype != np.bool_ and ((masks != 0) & (masks != 1)).any():
         raise ValueError(f"{what} holds values {np.unique(masks).tolist()}; {expected}.")
     return masks.astype(bool, copy=False)
@@ -208,6 +226,9 @@ def check_masks(masks: Any, size: int, what: str) -> np.ndarray:
 
 def split(observations: Any, action_mask: Any, keys: tuple, masked: bool = True) -> tuple[Any, Any]:
     """``(observations for the networks, mask)`` of a dict of observations that may hold an ``action_mask`` entry.
+
+    For a space that is not a ``Dict`` (``keys == (None,)``) the dict is ``{"observations": x, "action_mask": m}``, the
+    exported signatures' input names (what ``model.predict`` takes, a dict being one input to Keras).
 
     The entry stays in the observations only when the networks see it (it is one of ``keys``); it is the mask
     when the model is ``masked`` and no explicit ``action_mask`` was given (an explicit one wins).
@@ -217,6 +238,8 @@ def split(observations: Any, action_mask: Any, keys: tuple, masked: bool = True)
     entry = observations[MASK_KEY]
     if MASK_KEY not in keys:
         observations = {key: value for key, value in observations.items() if key != MASK_KEY}
+        if keys == (None,) and list(observations) == ["observations"]:  # a non-Dict space: the signatures' input names
+            observations = observations["observations"]
     return observations, (entry if action_mask is None and masked else action_mask)
 
 
@@ -236,16 +259,20 @@ def check_call_mask(action_mask: Any, masked: bool, size: int, n: int | None) ->
                          "action_mask=False); build it with TRPO.for_env(env) on a masked env, or action_mask=True.")
     if action_mask is None:
         raise ValueError(f"this model masks actions: pass action_mask=[N, {size}] (bool or 0/1), or observations as a "
-                         f"dict with an {MASK_KEY!r} entry.")
+                         f"dict with an {MASK_KEY!r} entry ({{'observations': x, {MASK_KEY!r}: m}} for a non-Dict space).")
     if _is_symbolic(action_mask):
         shape = tuple(action_mask.shape)
-        if len(shape) != 2 or shape[1] not in (None, size):
-            raise ValueError(f"action_mask has shape {list(shape)}; expected [N, {size}], one flag per action.")
+        if len(shape) != 2 or shape[1] not in (None, size) or action_mask.dtype.is_floating:
+            raise ValueError(f"action_mask has shape {list(shape)} and dtype {action_mask.dtype.name}; expected bool or "
+                             f"0/1 integers [N, {size}], one flag per action.")
         return action_mask
     masks = check_masks(action_mask, size, "action_mask")
     if n is not None and len(masks) != n:
         raise ValueError(f"action_mask has {len(masks)} rows but the observations have {n}; expected one mask per "
                          "observation.")
+    if not masks.any(axis=1).all():
+        raise ValueError(f"action_mask rows {np.flatnonzero(~masks.any(axis=1)).tolist()[:10]} have no legal action; "
+                         "every row needs at least one (a state with no legal move ends its episode).")
     return masks
 
 
@@ -259,6 +286,7 @@ def check_batch(data: Any, action_space: gymnasium.spaces.Space, strategy: Any =
     """
     if not isinstance(data, Mapping) or BATCH_KEY not in data or "actions" not in data:
         return
+    offset = 0  # the rows of the replicas' shares before this one: rows are named in the whole batch
     for masks, actions in zip(_local(data[BATCH_KEY], strategy), _local(data["actions"], strategy)):
         if _is_symbolic(masks) or _is_symbolic(actions):
             return
@@ -270,10 +298,12 @@ def check_batch(data: Any, action_space: gymnasium.spaces.Space, strategy: Any =
         if bad.size:
             row = int(bad[0])
             raise ValueError(
-                f"batch['actions'][{row}] = {actions[row].tolist()} is illegal under batch[{BATCH_KEY!r}][{row}] "
-                f"(legal flat indices {np.flatnonzero(masks[row]).tolist()}; {bad.size} such rows): every action must be "
-                "legal under the mask it was sampled with. Keep the masks Rollouts stored with the batch."
+                f"batch['actions'][{offset + row}] = {actions[row].tolist()} is illegal under "
+                f"batch[{BATCH_KEY!r}][{offset + row}] (legal flat indices {np.flatnonzero(masks[row]).tolist()}; "
+                f"{bad.size} such rows): every action must be legal under the mask it was sampled with. Keep the "
+                "masks Rollouts stored with the batch."
             )
+        offset += len(masks)
 
 
 def _local(value: Any, strategy: Any) -> list:

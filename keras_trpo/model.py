@@ -219,7 +219,7 @@ class TRPO(forward.Forward, trainer.Trainer):
         ``False`` ignores them. The networks see the ``action_mask`` entry only with ``observe_action_mask=True``.
         """
         observation_space, action_space = envs.spaces_of(env)
-        where = masking.source(env, observation_space, action_mask)
+        where = masking.source(env, observation_space, action_mask, action_space)
         if masking.observation_has_mask(observation_space) and not validation.check_bool(
                 "observe_action_mask", observe_action_mask):
             observation_space = masking.without_mask(observation_space)

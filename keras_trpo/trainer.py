@@ -221,8 +221,10 @@ class Trainer(keras.Model):
         observations, mask = masking.split(x, None, self.observation_spec.keys, self.action_mask)
         self.observation_spec.check_input(observations, what)
         if self.action_mask or mask is not None:
+            arrays = isinstance(observations, (Mapping, np.ndarray)) or tf.is_tensor(observations)
+            n = self.observation_spec.check(observations, what) if arrays else None  # the rows the masks must match
             size = masking.mask_size(self.action_space) if self.action_mask else 0
-            masking.check_call_mask(mask, self.action_mask, size, None)
+            masking.check_call_mask(mask, self.action_mask, size, n)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> Any:
         """Not Keras' supervised ``evaluate``: TRPO has no labelled data to score."""

@@ -562,3 +562,75 @@ def test_the_action_mask_entry_of_a_call_is_the_mask_only_for_a_masked_model_and
     unmasked = keras_trpo.TRPO.for_env(PlainEnv(space, action_space), action_mask=False, hidden_units=(4,),
                                        value_hidden_units=(4,), seed=0)
     np.testing.assert_array_equal(unmasked(observations).numpy(), unmasked({"state": state}).numpy())
+
+
+@pytest.mark.parametrize("action", MASKED_ACTIONS)
+def test_train_step_logs_the_entropy_of_the_stored_masks(action):
+    """The update's old distribution is the masked one: ``train_step``'s logged ``entropy`` is the mean entropy
+    over the legal actions of the batch's stored masks (float64 reference, the module docstring's bound).
+    Catches: ``train_step`` building its ``Objective`` without the batch's masks (``batch.get(masking.BATCH_KEY)``
+    -> ``None``: the entropy of all actions; the update itself then runs on the unmasked distribution)."""
+    model, rollouts = masked_run(action, steps=64)
+    batch = rollouts.collect()
+    logits = model.policy_outputs(model.observation_spec.tensors(batch["observations"])).numpy()
+    _, entropy, _ = reference(logits, logits, batch["action_masks"], batch["actions"], model.action_space)
+    logs = model.train_step(batch)
+    tolerance = bound([logits], batch["action_masks"], model.action_space, 1).max()
+    assert abs(float(logs["entropy"]) - entropy.mean()) < tolerance + 4 * EPS32 * entropy.mean()
+
+
+def _predict_model(observation_space):
+    action_space = MASKED_ACTIONS["Discrete"]
+    model = keras_trpo.TRPO(observation_space, action_space, action_mask=True, hidden_units=(4,),
+                            value_hidden_units=(4,), seed=0)
+    model.compile()
+    return model
+
+
+@pytest.mark.parametrize("space", ["Box", "Discrete", "Dict"])
+def test_predict_takes_the_masks_in_a_dict_for_every_observation_space(space):
+    """``model.predict({"observations": x, "action_mask": m})`` (a ``Dict`` space: the masks as one more entry)
+    equals ``model(x, action_mask=m)``; fewer mask rows than observations is one line. Catches: ``masking.split``
+    not unwrapping a non-Dict space's ``{"observations": x}`` (``keys == (None,)`` -> ``False``: "is a dict with
+    keys ['observations']"); ``predict`` not passing the row count (``n`` -> ``None``: Keras' AttributeError)."""
+    rng = np.random.default_rng(2)
+    observation_space = {"Box": STATE, "Discrete": spaces.Discrete(5), "Dict": spaces.Dict({"state": STATE})}[space]
+    model = _predict_model(observation_space)
+    observations = {"Box": rng.uniform(-1, 1, (12, 3)).astype(np.float32), "Discrete": rng.integers(0, 5, 12),
+                    "Dict": {"state": rng.uniform(-1, 1, (12, 3)).astype(np.float32)}}[space]
+    masks = random_masks(model.action_space, 12, rng)
+    x = {**observations, "action_mask": masks} if space == "Dict" else {"observations": observations, "action_mask": masks}
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model(observations, action_mask=masks).numpy())
+    short = {**x, "action_mask": masks[:10]}
+    with pytest.raises(ValueError, match=r"^action_mask has 10 rows but the observations have 12; expected one mask"):
+        model.predict(short, verbose=0)
+
+
+def test_a_call_with_an_empty_mask_row_is_one_clear_line():
+    """Before: the mode of an all-illegal row was action ``start``, an illegal action. Catches: the empty-row
+    check of ``check_call_mask`` removed."""
+    model = _predict_model(STATE)
+    masks = np.ones((3, model.head.num_outputs), bool)
+    masks[1] = False
+    with pytest.raises(ValueError, match=r"^action_mask rows \[1\] have no legal action; every row needs at least one"):
+        model(np.zeros((3, 3), np.float32), action_mask=masks)
+
+
+@pytest.mark.parametrize("entry", [spaces.Box(0.0, 1.0, (6,), np.float32), spaces.MultiBinary(5)])
+def test_for_env_checks_the_mask_entry_before_building_the_model(entry):
+    """Before: ``for_env`` built a masked model and ``Rollouts`` refused the entry later. Catches: ``source`` not
+    checking the entry (``if action_space is not None:`` -> ``if False:``)."""
+    env = PlainEnv(spaces.Dict({"state": STATE, "action_mask": entry}), MASKED_ACTIONS["Discrete"])
+    with pytest.raises(TypeError, match=r"^observation entry 'action_mask' is .*; expected MultiBinary\(6\) or "
+                                        r"Box\(0, 1, \(6,\), int8\), one flag per action"):
+        keras_trpo.TRPO.for_env(env, hidden_units=(4,), value_hidden_units=(4,))
+
+
+def test_for_env_detects_the_method_of_an_async_vector_env():
+    """Before: an ``AsyncVectorEnv``'s ``action_masks()`` was never detected, and training ran unmasked without a
+    word. Catches: ``_has_method`` not probing ``env_fns[0]`` (``make is None`` -> ``True``)."""
+    env = gymnasium.vector.AsyncVectorEnv([lambda: MaskedEnv(source="method") for _ in range(2)])
+    try:
+        assert keras_trpo.TRPO.for_env(env, hidden_units=(4,), value_hidden_units=(4,)).action_mask
+    finally:
+        env.close()

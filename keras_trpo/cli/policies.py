@@ -149,11 +149,11 @@ class ServingPolicy:
     too, with the same values)."""
 
     def __init__(self, serving, inputs, actions, env_space, env_actions, env_id, sampler=None):
-        from keras_trpo.masking import MASK_KEY
+        from keras_trpo.masking import MASK_KEY, network_space
         from keras_trpo.observations import ObservationSpec
 
-        try:
-            spec = ObservationSpec(env_space)
+        try:  # an action_mask entry that the policy takes no input for is not its observation (an unmasked policy)
+            spec = ObservationSpec(network_space(env_space, tuple(inputs)))
         except TypeError as error:
             raise CLIError(f"{env_id} has observations that a keras_trpo policy cannot take: {error}") from None
         names = list(spec.keys) if spec.structured else ["observations"]
