@@ -281,3 +281,21 @@ def test_a_sub_env_resetting_on_its_next_step_may_have_an_empty_mask():
     assert model.action_mask
     assert keras_trpo.evaluate(model, env, episodes=4, seed=0) == [3.0, 5.0, 3.0, 5.0]
     assert keras_trpo.evaluate(model, env, episodes=4, seed=0, deterministic=False) == [3.0, 5.0, 3.0, 5.0]
+
+
+def test_keras_trpo_evaluate_runs_an_unmasked_saved_model_on_the_masked_env_it_was_trained_on(tmp_path):
+    """An unmasked policy (``action_mask=False``) of a ``Dict`` env with an ``action_mask`` entry: its SavedModel
+    has no mask input and the entry is not its observation. Before: "the policy takes observations {...} but ... has
+    {'action_mask': ...}". Catches: ``ServingPolicy`` reading the env's whole space (``network_space(env_space,
+    tuple(inputs))`` -> ``env_space``)."""
+    import keras_trpo.masked_envs  # noqa: F401 - registers keras_trpo/TicTacToe-v0 (an illegal move loses)
+
+    env_id = "keras_trpo/TicTacToe-v0"
+    env = gymnasium.make_vec(env_id, num_envs=2, vectorization_mode="sync")
+    model = keras_trpo.TRPO.for_env(env, action_mask=False, hidden_units=(16,), value_hidden_units=(16,), seed=0)
+    env.close()
+    saved_model = model.export(tmp_path / "saved_model")
+    expected = keras_trpo.evaluate(model, env_id, episodes=3, seed=7)
+    status, out = cli_evaluate("evaluate", saved_model, env_id, "--episodes", 3, "--seed", 7, "--json")
+    assert status == 0, out
+    assert json.loads(out.strip().splitlines()[-1])["returns"] == expected
