@@ -228,8 +228,10 @@ def test_keras_trpo_export_of_a_masked_keras_file_serves_the_masked_policy(tmp_p
 def test_a_masked_policy_on_an_env_without_masks_is_one_clear_line():
     """Catches: the check dropped (the first env.call('action_masks') then fails inside gymnasium)."""
     model = masked_model("choice")
-    with pytest.raises(ValueError, match=r"^the policy masks actions, but the env has neither an 'action_mask' "
-                                         r"observation entry nor an action_masks\(\) method"):
+    with pytest.raises(ValueError, match=r"^the policy masks actions \(action_mask=True\), but the env has no "
+                                         r"'action_mask' observation entry and no action_masks\(\) method \(.*\); use "
+                                         r"the masked env it was trained on, add one to the env, or build the model "
+                                         r"with action_mask=False\.$"):
         keras_trpo.evaluate(model, "keras_trpo_tests/ChoiceWithoutMasks-v0", episodes=2, seed=0)
 
 

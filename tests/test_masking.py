@@ -471,9 +471,10 @@ def test_action_mask_true_without_any_mask_source_is_a_clear_error_at_the_first_
     model = keras_trpo.TRPO.for_env(env, action_mask=True, hidden_units=(4,), value_hidden_units=(4,))
     assert model.action_mask
     rollouts = keras_trpo.Rollouts(env, model, steps=8, seed=0)
-    with pytest.raises(ValueError, match=r"^the model masks actions \(action_mask=True\), but the env has no "
-                                         r"'action_mask' observation entry and no action_masks\(\) method \(.*\); add "
-                                         r"one to the env, or build the model with action_mask=False\.$"):
+    with pytest.raises(ValueError, match=r"^the policy masks actions \(action_mask=True\), but the env has no "
+                                         r"'action_mask' observation entry and no action_masks\(\) method \(.*\); use "
+                                         r"the masked env it was trained on, add one to the env, or build the model "
+                                         r"with action_mask=False\.$"):
         rollouts.collect()
 
 
@@ -533,7 +534,8 @@ def test_calling_a_masked_model(action):
                 for o, n, start in components(action_space)]
     np.testing.assert_array_equal(by_entry.reshape(64, -1), np.stack(expected, axis=1))
     with pytest.raises(ValueError, match=r"^this model masks actions: pass action_mask=\[N, \d+\] \(bool or 0/1\), "
-                                         r"or observations as a dict with an 'action_mask' entry\.$"):
+                                         r"or observations as a dict with an 'action_mask' entry \(\{'observations': x, "
+                                         r"'action_mask': m\} for a non-Dict space\)\.$"):
         model({"state": state})
 
 
