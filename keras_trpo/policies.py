@@ -42,11 +42,8 @@ tfd = tfp.distributions
 
 SUPPORTED_ACTION_SPACES = ("Discrete", "Box", "MultiDiscrete", "MultiBinary")
 
-# Logit given to the padding entries of MultiDiscrete factors narrower than the
-# widest one. exp(-1e9) underflows to an exact 0 probability while staying
-# finite, so KL and entropy (which multiply probabilities by log-probabilities)
-# never see 0 * inf.
-_PAD_LOGIT = -1e9
+# The padding entries of MultiDiscrete factors narrower than the widest one get the logit of an illegal
+# action, keras_trpo.masking.MASK_LOGIT (-1e9): an exact 0 probability that stays finite.
 
 #: Distribution parameters by name (``logits``; ``mean`` and ``log_std``): tensors, or numpy arrays
 #: for the acting path. TensorFlow has no type stubs, so a tensor is ``Any`` to a type checker.
@@ -192,7 +189,7 @@ class MultiCategoricalHead(PolicyHead):
         self._flat_position = np.concatenate([k * width + np.arange(n) for k, n in enumerate(self.nvec)]).astype(np.int32)
 
     def _padded_logits(self, logits: Any) -> Any:
-        pad = tf.fill(tf.stack([tf.shape(logits)[0], 1]), tf.constant(_PAD_LOGIT, logits.dtype))
+        pad = tf.fill(tf.stack([tf.shape(logits)[0], 1]), tf.constant(MASK_LOGIT, logits.dtype))
         return tf.gather(tf.concat([logits, pad], axis=-1), self._gather_index, axis=-1)
 
     def distribution(self, params: Params) -> tfp.distributions.Distribution:
