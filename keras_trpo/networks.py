@@ -1,6 +1,6 @@
 """Networks for TRPO's policy and value: plain Keras models mapping observations to features ``[N, F]``.
 
-A leaf module: it imports nothing from keras_trpo.
+A leaf module: it imports only :mod:`keras_trpo.recurrent` (another leaf) from keras_trpo.
 
 ``TRPO(policy_network=..., value_network=...)`` takes any Keras layer or model
 (Sequential, Functional or subclassed) that maps a batch of observations to
@@ -13,7 +13,8 @@ builders here are ready-made ones, also usable by name (``policy_network="nature
 - :func:`mlp`: the default when no network is given (64×64 tanh in the default MLP);
 - :func:`nature_cnn`: Mnih et al. 2015, "Human-level control through deep reinforcement learning";
 - :func:`minigrid_cnn`: a small CNN for MiniGrid's 7×7×3 partial views;
-- :class:`Combined`: one encoder per ``Dict`` entry, concatenated (sb3's ``CombinedExtractor``).
+- :class:`Combined`: one encoder per ``Dict`` entry, concatenated (sb3's ``CombinedExtractor``);
+- :func:`recurrent`: an LSTM or GRU core after any of them (:mod:`keras_trpo.recurrent`).
 
 Orthogonal initialization with a small policy output layer (sb3; Engstrom et
 al. 2020, "Implementation Matters in Deep Policy Gradients"): initial actions are
@@ -34,6 +35,8 @@ import random
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import keras
+
+from keras_trpo.recurrent import Recurrent, recurrent  # noqa: F401  public here: keras_trpo.networks.recurrent(...)
 
 HIDDEN_GAIN = math.sqrt(2.0)
 

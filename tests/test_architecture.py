@@ -29,7 +29,9 @@ LEAVES = {
     "keras_trpo.ops": {"keras_trpo.errors", "keras_trpo.validation"},
     "keras_trpo.policies": {"keras_trpo.errors", "keras_trpo.validation", "keras_trpo.masking"},
     "keras_trpo.spaces": {"keras_trpo.errors", "keras_trpo.validation"},
-    "keras_trpo.networks": {"keras_trpo.errors", "keras_trpo.validation"},
+    "keras_trpo.networks": {"keras_trpo.errors", "keras_trpo.validation", "keras_trpo.recurrent"},
+    "keras_trpo.recurrent": {"keras_trpo.errors", "keras_trpo.validation"},
+    "keras_trpo.sequences": set(),
     "keras_trpo.observations": {"keras_trpo.errors", "keras_trpo.validation"},
     "keras_trpo.masking": {"keras_trpo.errors", "keras_trpo.validation"},
 }
