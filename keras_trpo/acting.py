@@ -81,6 +81,7 @@ class PolicySnapshot:
     """
 
     _tf: Callable[[Any], tuple[Any, Any]] | None  # TRPO.acting_function(), or None for the numpy MLPs
+    _step: Callable[..., tuple[Any, Any, Any]] | None  # TRPO.step_function() of a recurrent model, else None
 
     def __init__(self, model: TRPO) -> None:
         self.head = model.head
@@ -88,6 +89,11 @@ class PolicySnapshot:
         self.log_std = None if model.log_std is None else model.log_std.numpy()
         self._sample = self.head.numpy_sampler(self.log_std)
         self._spec = model.observation_spec
+        #: A recurrent model's one-step function (state in, next state out), else None.
+        self._step = model.step_function() if model.is_recurrent else None
+        if self._step is not None:
+            self._tf = None
+            return
         activation = NUMPY_ACTIVATIONS.get(model.activation)
         box = not self._spec.structured and isinstance(self._spec.space, gymnasium.spaces.Box)
         if activation is None or not box or any(model.custom_networks):
@@ -124,8 +130,15 @@ class PolicySnapshot:
         hidden = self._mlp(self._stacked, x)  # [2, n, units]: the policy's hidden layers, then the value's
         return self._mlp(self._policy[-1:], hidden[0]), self._mlp(self._value[-1:], hidden[1])[:, 0]
 
-    def values(self, observations: Observations) -> np.ndarray:
-        """``V(s)`` for a batch of observations, ``[n]`` (the policy network is not run)."""
+    def values(self, observations: Observations, state: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """``V(s)`` for a batch of observations, ``[n]`` (the policy network is not run, unless recurrent).
+
+        A recurrent model's values continue from ``state`` (no episode starts).
+        """
+        if self._step is not None:
+            if state is None:
+                raise ValueError("a recurrent model's values continue from its state: pass state=.")
+            return self.step(observations, state, np.zeros(len(next(iter(state.values()))), bool))[1]
         if self._tf is not None:
             return self.outputs_and_values(observations)[1]
         return self._mlp(self._value, self._features(observations))[:, 0]
@@ -133,6 +146,24 @@ class PolicySnapshot:
     def distribution_params(self, observations: Observations, action_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Numpy twin of ``model.distribution_params``."""
         return self.head.numpy_params(self.outputs_and_values(observations)[0], self.log_std, action_mask)
+
+    def step(self, observations: Observations, state: dict[str, np.ndarray], episode_starts: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """A recurrent model's ``(policy outputs, values, next state)`` from ``state`` (numpy dicts)."""
+        if self._step is None:
+            raise TypeError("PolicySnapshot.step is for a recurrent model; this one has no memory.")
+        outputs, values, next_state = self._step(self._spec.numpy(observations), state, episode_starts)
+        return outputs.numpy(), values.numpy(), {name: value.numpy() for name, value in next_state.items()}
+
+    def act_recurrent(
+        self, observations: Observations, state: dict[str, np.ndarray], episode_starts: np.ndarray,
+        rng: np.random.Generator, action_mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`act` of a recurrent model: ``(actions, values, next state)``."""
+        outputs, values, next_state = self.step(observations, state, episode_starts)
+        if action_mask is not None:
+            outputs = numpy_masked_logits(outputs, action_mask)
+        return self._sample(outputs, rng), values, next_state
 
     def act(
         self, observations: Observations, rng: np.random.Generator, action_mask: np.ndarray | None = None

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 import keras
 import numpy as np
 
-from keras_trpo import networks
+from keras_trpo import networks, recurrent as memory
 from keras_trpo.normalization import RunningNormalization
 
 if TYPE_CHECKING:
@@ -50,12 +50,21 @@ Network = Union[keras.layers.Layer, str, None]
 Tower = tuple[list[keras.layers.Layer], keras.layers.Dense]
 
 
+#: ``TRPO(recurrent=True)`` without a network: an MLP of these widths (or ``hidden_units``), then an LSTM this wide.
+DEFAULT_RECURRENT_FEATURES = (64,)
+MEMORY_UNITS = 64
+
+
 def make(
     spec: ObservationSpec, num_outputs: int, *, policy_network: Network, value_network: Network,
     hidden_units: Sequence[int] | None, value_hidden_units: Sequence[int] | None, activation: networks.Activation,
-    seed: int | None,
+    seed: int | None, recurrent: bool | None = None,
 ) -> tuple[list[keras.layers.Layer], keras.layers.Dense, list[keras.layers.Layer], keras.layers.Dense]:
     """The four parts ``(policy_layers, policy_output, value_layers, value_output)``, unbuilt.
+
+    ``recurrent``: ``None`` keeps each network as given (a recurrent one becomes a
+    :class:`keras_trpo.recurrent.Recurrent`); ``True`` also puts an LSTM after a network without one
+    (after an MLP of ``hidden_units`` widths when none is given); ``False`` refuses recurrent networks.
 
     Raises:
         ValueError: a network given together with its ``hidden_units``; the same network for both.
@@ -76,18 +85,43 @@ def make(
         (policy_network, hidden_units, "policy", num_outputs, 0.01),
         (value_network, value_hidden_units, "value", 1, 1.0),
     ):
-        if network is None:
+        if network is None and not recurrent:
             units = DEFAULT_UNITS if units is None else units
             hidden, output, seed = networks.dense_stack(units, activation, outputs, output_gain=gain, prefix=prefix,
                                                         seed=seed)
         else:
-            if isinstance(network, str):
-                named_seed = None if seed is None else seed + NAMED_NETWORK_SEED_OFFSET
+            named_seed = None if seed is None else seed + NAMED_NETWORK_SEED_OFFSET
+            if network is None:
+                network = networks.mlp(DEFAULT_RECURRENT_FEATURES if units is None else units, activation,
+                                       seed=named_seed, name=f"{prefix}_mlp")
+            elif isinstance(network, str):
                 network = networks.from_name(network, _input_shapes(spec), seed=named_seed, prefix=f"{prefix}_")
+            network = with_memory(network, recurrent, f"{prefix}_network", named_seed, prefix)
             _, output, seed = networks.dense_stack((), activation, outputs, output_gain=gain, prefix=prefix, seed=seed)
             hidden = [network]
         parts += [hidden, output]
     return tuple(parts)
+
+
+def with_memory(network: keras.layers.Layer, recurrent: bool | None, which: str, seed: int | None,
+                prefix: str) -> keras.layers.Layer:
+    """``network`` as a :class:`~keras_trpo.recurrent.Recurrent` if it has (or, ``recurrent=True``, gets) memory."""
+    if memory.is_recurrent(network):
+        if recurrent is False:
+            raise ValueError(f"{which} has recurrent layers but recurrent=False; pass recurrent=None (detect) or True, "
+                             "or a network without LSTM/GRU layers.")
+        return memory.as_recurrent(network, which)
+    if recurrent:
+        recurrent_seed = None if seed is None else seed + 2 * NAMED_NETWORK_SEED_OFFSET
+        return memory.recurrent(network, MEMORY_UNITS, seed=recurrent_seed, name=f"{prefix}_recurrent")
+    return network
+
+
+def recurrent_towers(policy_layers: Sequence[keras.layers.Layer], value_layers: Sequence[keras.layers.Layer]
+                     ) -> tuple[bool, bool]:
+    """``(policy, value)``: whether each tower is recurrent."""
+    return (isinstance(policy_layers[0], memory.Recurrent) if policy_layers else False,
+            isinstance(value_layers[0], memory.Recurrent) if value_layers else False)
 
 
 def build(spec: ObservationSpec, policy_network: bool, value_network: bool, policy: Tower, value: Tower) -> None:

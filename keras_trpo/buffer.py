@@ -30,7 +30,8 @@ class Field:
     in_batch: bool = False
 
 
-def stored_fields(spec: ObservationSpec, head: PolicyHead, mask_size: int = 0) -> dict[str, Field | dict[str, Field]]:
+def stored_fields(spec: ObservationSpec, head: PolicyHead, mask_size: int = 0,
+                  state_sizes: Mapping[str, int] | None = None) -> dict[str, Field | dict[str, Field]]:
     """Every array the buffer stores per transition, by name: the one place to declare one.
 
     A new field is one entry here, and its value passed to :meth:`RolloutBuffer.add`; with
@@ -39,9 +40,14 @@ def stored_fields(spec: ObservationSpec, head: PolicyHead, mask_size: int = 0) -
     of a ``Dict`` space. ``final_values[t, i]`` is ``V`` of the observation that followed row ``t``
     of sub-env ``i``; GAE reads it on truncated rows and on each column's last row. With ``mask_size``
     (a masked model, :mod:`keras_trpo.masking`) each step's legal-action flags are ``action_masks``.
+    With ``state_sizes`` (a recurrent model, :mod:`keras_trpo.sequences`) each step's state before it
+    (``policy_h``, ...) and whether an episode started at its observation (``episode_starts``).
     """
     observations = spec.structure(Field(leaf.shape, leaf.dtype, in_batch=True) for leaf in spec.leaves)
     masks = {"action_masks": Field((mask_size,), np.dtype(bool), True)} if mask_size else {}
+    if state_sizes:
+        masks["episode_starts"] = Field((), np.dtype(bool), True)
+        masks.update({name: Field((units,), np.dtype(np.float32), True) for name, units in state_sizes.items()})
     return {
         "observations": observations,
         "actions": Field(head.action_shape, np.dtype(np.int64 if head.integer_actions else np.float32), True),
@@ -82,6 +88,7 @@ class RolloutBuffer:
         num_envs: columns, one per sub-env.
         fields: what is stored, by name; :func:`stored_fields` by default.
         mask_size: the width of an action mask (0: no masks stored).
+        state_sizes: ``{state name: units}`` of a recurrent model (``None``: no states stored).
 
     Attributes:
         fields: the stored fields.
@@ -92,9 +99,10 @@ class RolloutBuffer:
     def __init__(
         self, spec: ObservationSpec, head: PolicyHead, horizon: int, num_envs: int,
         fields: dict[str, Field | dict[str, Field]] | None = None, mask_size: int = 0,
+        state_sizes: Mapping[str, int] | None = None,
     ) -> None:  # fmt: skip
         self.horizon, self.num_envs = int(horizon), int(num_envs)
-        self.fields = stored_fields(spec, head, mask_size) if fields is None else dict(fields)
+        self.fields = stored_fields(spec, head, mask_size, state_sizes) if fields is None else dict(fields)
         self.storage = {
             name: _per_key(lambda f: np.zeros((self.horizon, self.num_envs, *f.shape), f.dtype), field)
             for name, field in self.fields.items()

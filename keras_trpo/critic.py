@@ -14,12 +14,13 @@ import keras
 import tensorflow as tf
 
 from keras_trpo.distribute import Replicas
-from keras_trpo.update import ActorCritic, Metrics
+from keras_trpo.update import ActorCritic, Metrics, mean_of
 from keras_trpo.validation import float_dtype
 
 
 def train_kept_if_accepted(
-    accepted: tf.Tensor, model: ActorCritic, replicas: Replicas, observations: Any, returns: Any
+    accepted: tf.Tensor, model: ActorCritic, replicas: Replicas, observations: Any, returns: Any,
+    memory: Any = None, weights: Any = None,
 ) -> Metrics:
     """Step 6: :func:`train`, kept with the normalizer's new moments if ``accepted``, else undone.
 
@@ -31,14 +32,16 @@ def train_kept_if_accepted(
     metrics are those of the unchanged critic. Under a ``tf.distribute`` strategy it starts
     after the line search's outcome, so that its all-reduces follow the policy step's on
     every worker (those of the final policy metrics stay in program order through TF's
-    collective ordering).
+    collective ordering). A recurrent model's critic trains on whole sequences (``memory``), its
+    loss a mean over the real steps (``weights``, 0 on padding).
     """
     written = written_variables(model)
     saved = [tf.identity(v) for v in written]
     ordered = tf.control_dependencies([accepted]) if replicas.distributed else contextlib.nullcontext()
     with ordered, tf.name_scope("critic"):
         metrics = train(
-            model, replicas, observations, returns, model.value_epochs, model.value_batch_size, model.seed_generator
+            model, replicas, observations, returns, model.value_epochs, model.value_batch_size, model.seed_generator,
+            memory, weights,
         )
 
     def keep() -> Metrics:
@@ -49,22 +52,28 @@ def train_kept_if_accepted(
 
     def undo() -> Metrics:
         restore(written, saved)
-        return value_metrics(model, replicas, observations, returns)
+        return value_metrics(model, replicas, observations, returns, memory)
 
     return tf.cond(accepted, keep, undo)
 
 
 def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: Any, epochs: int,
-          batch_size: int, seed_generator: keras.random.SeedGenerator) -> Metrics:
+          batch_size: int, seed_generator: keras.random.SeedGenerator, memory: Any = None, weights: Any = None
+          ) -> Metrics:
     """Regresses V(s) on the returns: ``epochs`` shuffled passes of minibatches, with ``model.optimizer``.
 
     With ``R`` replicas each takes ``batch_size // R`` samples of its share per
     minibatch (the same permutation positions on every replica), and the optimizer
-    applies the mean of the replicas' gradients.
+    applies the mean of the replicas' gradients. With ``memory`` (a recurrent model) the shuffled
+    units are whole sequences of ``model.sequence_length`` rows (``batch_size // L`` per minibatch).
     """
     variables = model.value_variables
     value_of: Callable[[Any], tf.Tensor]
-    if model.custom_networks[1]:  # e.g. a CNN: whole-batch float images would add to the update's peak memory
+    length, extra = 1, tuple[Any, ...]()
+    if memory is not None:
+        inputs, value_of = (observations, memory), lambda x: model.value(*x)
+        length, extra = model.sequence_length, (weights,)
+    elif model.custom_networks[1]:  # e.g. a CNN: whole-batch float images would add to the update's peak memory
         inputs, value_of = observations, model.value
     else:
         # The default MLP's features (cast, normalization) are per row: computed once for the whole batch,
@@ -72,7 +81,9 @@ def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: An
         inputs, value_of = replicas.run(model.value_features, observations), model.value_from_features
     values_before = replicas.run(value_of, inputs)
     n = replicas.local_size(returns)
-    minibatch = tf.minimum(max(1, batch_size // replicas.count), n)
+    if length > 1:
+        n = n // length
+    minibatch = tf.minimum(max(1, batch_size // replicas.count // length), n)
     batches_per_epoch = (n + minibatch - 1) // minibatch
     total = epochs * batches_per_epoch
     # One independent permutation of the (local) batch per epoch.
@@ -81,14 +92,18 @@ def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: An
     def body(k: tf.Tensor, loss_sum: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         epoch, start = k // batches_per_epoch, (k % batches_per_epoch) * minibatch
         index = permutations[epoch, start : tf.minimum(start + minibatch, n)]
+        pooled: tuple[Any, ...] = ()
+        if length > 1:  # the rows of the picked sequences; the mean is over their real steps on every replica
+            index = tf.reshape(index[:, None] * length + tf.range(length)[None, :], [-1])
+            pooled = (replicas.mean(lambda w: tf.reduce_sum(tf.gather(w, index)), weights),)
 
-        def local_loss_and_gradients(x: Any, r: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        def local_loss_and_gradients(x: Any, r: tf.Tensor, w: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:
             with tf.GradientTape() as tape:
-                picked = tf.nest.map_structure(lambda t: tf.gather(t, index), x)  # a dict for Dict spaces
-                loss = tf.reduce_mean(tf.square(value_of(picked) - tf.gather(r, index)))
+                picked = tf.nest.map_structure(lambda t: tf.gather(t, index), (x, w))  # a dict for Dict spaces
+                loss = mean_of(tf.square(value_of(picked[0]) - tf.gather(r, index)), *picked[1], *pooled)
             return loss, tape.gradient(loss, variables)
 
-        loss, grads = replicas.mean(local_loss_and_gradients, inputs, returns)
+        loss, grads = replicas.mean(local_loss_and_gradients, inputs, returns, extra)
         replicas.apply_gradients(model.optimizer, grads, variables)
         return k + 1, loss_sum + loss
 
@@ -117,9 +132,10 @@ def normalizer_step(normalizer: Any, replicas: Replicas, observations: Any, spec
     normalizer.update_from_moments(mean, variance, tf.cast(replicas.local_size(flat) * replicas.count, tf.float64))
 
 
-def value_metrics(model: ActorCritic, replicas: Replicas, observations: Any, returns: Any) -> Metrics:
+def value_metrics(model: ActorCritic, replicas: Replicas, observations: Any, returns: Any,
+                  memory: Any = None) -> Metrics:
     """Critic metrics of the current weights, without training (for a rejected update)."""
-    values = replicas.run(model.value, observations)
+    values = replicas.run(model.value, observations, memory)
     return {
         "value_loss": replicas.mean(lambda v, r: tf.reduce_mean(tf.square(v - r)), values, returns),
         "explained_variance": explained_variance(replicas, values, returns),

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from keras_trpo import (
     actor_critic,
+    batches,
     critic,
     distribute,
     envs,
@@ -24,6 +25,8 @@ from keras_trpo import (
     masking,
     networks,
     ops,
+    recurrent,
+    sequences,
     trainer,
     update,
     validation,
@@ -40,7 +43,7 @@ Network = Any
 
 
 @keras.saving.register_keras_serializable(package="keras_trpo")
-class TRPO(forward.Forward, trainer.Trainer):
+class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
     """Trust Region Policy Optimization as a Keras model (Schulman et al., 2015).
 
     A policy network with a distribution head chosen by the action space
@@ -88,6 +91,12 @@ class TRPO(forward.Forward, trainer.Trainer):
         action_mask: mask illegal actions (``Discrete`` and ``MultiDiscrete`` actions; :mod:`keras_trpo.masking`).
             Batches then carry ``action_masks [N, n]``, and acting takes ``model(observations, action_mask=...)``
             (or a dict of observations with an ``action_mask`` entry). ``TRPO.for_env`` detects it.
+        recurrent: policies with memory (:mod:`keras_trpo.recurrent`): ``None`` detects a recurrent network
+            (``keras_trpo.networks.recurrent(...)``, or a Sequential with an LSTM/GRU layer); ``True`` also puts an
+            LSTM(64) after a network without one (after an MLP of ``hidden_units``, default (64,), when none is
+            given); ``False`` refuses recurrent networks. Acting then carries a state:
+            ``actions, state = model(observations, state=..., episode_starts=...)``, ``model.initial_state(n)``.
+        sequence_length: steps per training sequence of a recurrent model (:mod:`keras_trpo.sequences`).
         **kwargs: passed to ``keras.Model`` (e.g. ``name``).
 
     Example:
@@ -125,6 +134,8 @@ class TRPO(forward.Forward, trainer.Trainer):
         normalize_observations: bool = False,
         seed: int | None = None,
         action_mask: bool = False,
+        recurrent: bool | None = None,
+        sequence_length: int = sequences.DEFAULT_LENGTH,
         **kwargs: Any,
     ):
         validation.check_float_policy(kwargs.get("dtype"))
@@ -159,11 +170,14 @@ class TRPO(forward.Forward, trainer.Trainer):
         self.log_std_init = float(log_std_init)
         self.normalize_observations = bool(normalize_observations)
         self.seed = seed
+        self.recurrent = None if recurrent is None else validation.check_bool("recurrent", recurrent)
+        self.sequence_length = validation.check_int("sequence_length", sequence_length)
         self.policy_layers, self.policy_output, self.value_layers, self.value_output = actor_critic.make(
             self.observation_spec, self.head.num_outputs, policy_network=self._networks[0],
             value_network=self._networks[1], hidden_units=self.hidden_units, value_hidden_units=self.value_hidden_units,
-            activation=activation, seed=None if seed is None else int(seed),
+            activation=activation, seed=None if seed is None else int(seed), recurrent=self.recurrent,
         )
+        self.recurrent_towers = actor_critic.recurrent_towers(self.policy_layers, self.value_layers)
         self._add_state(max_kl, damping, seed)
         self.build(self._batch_shape())
 
@@ -209,6 +223,8 @@ class TRPO(forward.Forward, trainer.Trainer):
         seed: int | None = None,
         action_mask: bool | None = None,
         observe_action_mask: bool = False,
+        recurrent: bool | None = None,
+        sequence_length: int = sequences.DEFAULT_LENGTH,
         **kwargs: Any,
     ) -> TRPO:
         """Builds a model for a gymnasium ``Env`` or ``VectorEnv`` (its ``single_*`` spaces).
@@ -230,42 +246,14 @@ class TRPO(forward.Forward, trainer.Trainer):
             backtrack_iterations=backtrack_iterations, fvp_fraction=fvp_fraction, fisher_product=fisher_product,
             normalize_advantages=normalize_advantages, value_epochs=value_epochs, value_batch_size=value_batch_size,
             log_std_init=log_std_init, normalize_observations=normalize_observations, seed=seed,
-            action_mask=where is not None, **kwargs,
+            action_mask=where is not None, recurrent=recurrent, sequence_length=sequence_length, **kwargs,
         )
-
-    def _batch_shape(self) -> Any:
-        """``(None, *shape)`` of the observations (``{key: (None, *shape)}`` for a ``Dict`` space)."""
-        return self.observation_spec.structure((None, *leaf.shape) for leaf in self.observation_spec.leaves)
-
-    def build(self, input_shape: Any) -> None:
-        """Builds the networks for batches of observations shaped ``input_shape``.
-
-        ``__init__`` calls it with the observation space's shapes and a free batch
-        dimension. The networks' sizes follow from the space: any other per-sample
-        shape is refused in one line, and a later call with the right one changes nothing.
-        """
-        if actor_critic.per_sample(input_shape) != self.observation_shape:
-            raise ValueError(
-                f"TRPO.build got input_shape={input_shape!r}; the observation space gives {self._batch_shape()!r} "
-                "(batch dimension first). The model is built by its constructor: build a TRPO for the new space instead."
-            )
-        if self.built:
-            return
-        if self.normalizer is not None:
-            self.normalizer.build((None, self.observation_spec.float_size))
-        actor_critic.build(self.observation_spec, *self.custom_networks,
-                           (self.policy_layers, self.policy_output), (self.value_layers, self.value_output))
-        self.built = True
-
-    @property
-    def observation_shape(self) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
-        """Per-sample shape of the observations (``{key: shape}`` for a ``Dict`` space)."""
-        return self.observation_spec.structure(leaf.shape for leaf in self.observation_spec.leaves)
 
     _CONFIG_KEYS = (
         "hidden_units", "value_hidden_units", "activation", "max_kl", "damping", "cg_iterations",
         "backtrack_coefficient", "backtrack_iterations", "fvp_fraction", "fisher_product", "normalize_advantages",
-        "value_epochs", "value_batch_size", "log_std_init", "normalize_observations", "seed", "action_mask", "name",
+        "value_epochs", "value_batch_size", "log_std_init", "normalize_observations", "seed", "action_mask", "recurrent", "sequence_length",
+        "name",
     )
 
     def get_config(self) -> dict[str, Any]:
@@ -312,6 +300,8 @@ class TRPO(forward.Forward, trainer.Trainer):
         n = self.observation_spec.check(observations)
         if action_mask is not None or self.action_mask:
             kwargs["action_mask"] = masking.check_call_mask(action_mask, self.action_mask, self.head.num_outputs, n)
+        if self.is_recurrent or kwargs.get("state") is not None or kwargs.get("episode_starts") is not None:
+            recurrent.check_call_state(kwargs.get("state"), kwargs.get("episode_starts"), self.state_sizes(), n)
         return super().__call__(observations, *args, **kwargs)
 
     # ------------------------------------------------------------------
@@ -342,20 +332,24 @@ class TRPO(forward.Forward, trainer.Trainer):
         trainer.check_fresh(self, data)
         replicas.assert_equal_shares(batch["returns"])
         observations, actions, returns = batch["observations"], batch["actions"], batch["returns"]
+        memory, weights = self._memory(batch)
         refused = update.rejection_before_update(replicas, batch, self.head, self._policy_version)
         max_kl = tf.convert_to_tensor(self._max_kl)
 
         def iteration() -> update.Metrics:
             advantages = batch["advantages"]
             if self.normalize_advantages:
-                advantages = update.normalized(replicas, advantages)
-            # 1. The old distribution: the weights that collected the batch, held constant.
-            objective = update.Objective(self, replicas, observations, actions, advantages, batch.get(masking.BATCH_KEY))
+                advantages = update.normalized(replicas, advantages, weights)
+            # 1. The old distribution: the weights that collected the batch, held constant (a recurrent model's
+            #    recomputed from the stored sequence start states).
+            objective = update.Objective(self, replicas, observations, actions, advantages,
+                                         batch.get(masking.BATCH_KEY), memory, weights)
             # 2. The surrogate mean(ratio · Â) and its gradient g.
             surrogate_old, g = objective.surrogate_and_gradient()
             # 3. Conjugate gradient on (F + λI) s = g, F the Hessian of the mean KL(old‖new) (by double backprop,
             #    or as Jᵀ M J with fisher_product='gauss_newton').
-            rows = update.fvp_rows(replicas, returns, self.fvp_fraction, self.seed_generator, self._policy_version)
+            rows = update.fvp_rows(replicas, returns, self.fvp_fraction, self.seed_generator, self._policy_version,
+                                   self.sequence_length if memory else 1)
             fvp = objective.fisher_vector_product(rows, self._damping, self.fisher_product)
             direction, cg_info = ops.conjugate_gradient(fvp, g, self.cg_iterations)
             # 4. The full step √(2δ / sᵀ(F + λI)s) · s.
@@ -365,7 +359,8 @@ class TRPO(forward.Forward, trainer.Trainer):
                                         self.backtrack_iterations)
             policy = update.policy_metrics(objective, surrogate_old, g, cg_info, step, search)
             # 6. Critic regression, kept only after an accepted policy step (it runs alongside 1-5).
-            value = critic.train_kept_if_accepted(search.accepted, self, replicas, observations, returns)
+            value = critic.train_kept_if_accepted(search.accepted, self, replicas, observations, returns, memory,
+                                                  weights)
             return {**policy, **value}
 
         logs = tf.cond(refused == 0, iteration, lambda: update.rejected_metrics(refused))
@@ -379,22 +374,3 @@ class TRPO(forward.Forward, trainer.Trainer):
         value_loss = logs["value_loss"]
         logs["loss"] = tf.where(weights_finite, tf.where(tf.math.is_finite(value_loss), value_loss, 0.0), np.nan)
         return {**logs, **{key: replicas.reduce_mean(batch[key]) for key in validation.LOG_KEYS if key in batch}}
-
-    def batch_spec(self) -> dict[str, Any]:
-        """``{key: (per-sample shape, dtype description)}`` of a valid ``train_step`` batch."""
-        masks = {masking.BATCH_KEY: ((self.head.num_outputs,), "mask")} if self.action_mask else {}
-        return {
-            "observations": self.observation_spec,
-            "actions": (self.head.action_shape, "integer" if self.head.integer_actions else "floating"),
-            "advantages": ((), "floating"),
-            "returns": ((), "floating"),
-            **masks,
-        }
-
-    def check_batch_values(self, data: Any) -> None:
-        """A masked model's host-side check (before any compute) that every batch action is legal under its own mask."""
-        if self.action_mask:
-            masking.check_batch(validation.unwrap(data), self.action_space, self.distribute_strategy)
-
-    def _validated_batch(self, data: Any) -> dict[str, Any]:
-        return validation.validate_batch(data, self.batch_spec(), self.head.cast_actions)

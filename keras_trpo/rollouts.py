@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,18 +13,20 @@ from gymnasium.vector import AutoresetMode
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.buffer import RolloutBuffer, scale_rewards, warn_non_finite
 from keras_trpo.envs import (
-    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, env_snapshot, mark_collecting,
-    release, reset_seed, resume_seed, run_env_checker, skips_reset_steps,
+    action_bounds, as_vector_env, autoreset_mode, call_env, check_spaces, mark_collecting,
+    reset_seed, run_env_checker, skips_reset_steps,
 )
-from keras_trpo.masking import MaskReader, keep_mask_entry, mask_size
+from keras_trpo.masking import MaskReader, mask_size
 from keras_trpo.normalization import RewardScaler
+from keras_trpo.resumable import Resumable
+from keras_trpo.sequences import Carry, to_sequences
 from keras_trpo.validation import check_bool, check_steps, check_unit_interval
 
 if TYPE_CHECKING:
     from keras_trpo.model import TRPO
 
 
-class Rollouts(keras.utils.PyDataset):
+class Rollouts(Resumable, keras.utils.PyDataset):
     """Collects ``steps`` transitions with the model's current weights, once per epoch.
 
     Each epoch of ``model.fit(rollouts, epochs=N)`` yields exactly one batch:
@@ -128,6 +129,8 @@ class Rollouts(keras.utils.PyDataset):
         self.masks = None
         if model.action_mask:
             self.masks = MaskReader(self.env, model.action_space)
+        #: A recurrent model's state and episode starts, carried per sub-env across steps and batches, or None.
+        self.carry = Carry(model.state_sizes(), self.env.num_envs) if model.is_recurrent else None
         #: Whether the env's own reset steps are stepped through and left out (NEXT_STEP, no reset_mask).
         self.skips_reset_steps = skips_reset_steps(self.env)
         self.num_envs = int(self.env.num_envs)
@@ -203,6 +206,8 @@ class Rollouts(keras.utils.PyDataset):
             self._observations, _ = self._call_env(lambda: self.env.reset(seed=seed), "reset", 0)
             self._was_reset = True
             self._resetting[:] = False
+            if self.carry is not None:
+                self.carry.reset()
         return self._observations
 
     def _end_episodes(self, done):
@@ -223,15 +228,22 @@ class Rollouts(keras.utils.PyDataset):
         policy, spec = PolicySnapshot(self.model), self.model.observation_spec
         observations = self._start()
         buffer = RolloutBuffer(spec, self.model.head, self.horizon, self.num_envs,
-                               mask_size=0 if self.masks is None else mask_size(self.model.action_space))
+                               mask_size=0 if self.masks is None else mask_size(self.model.action_space),
+                               state_sizes=None if self.carry is None else self.carry.sizes)
         first_finished, transitions, t = len(self.episode_returns), 0, 0
         low, high = action_bounds(self.env)
         while not buffer.full:
             # False: the step only resets the sub-env (only ever set when skips_reset_steps)
             stepped = ~self._resetting if self.skips_reset_steps and self._resetting.any() else None
             masks = None if self.masks is None else self.masks(observations, skip=self._resetting)
-            actions, values = policy.act(observations, self._rng, masks)
             cells = buffer.next_cells(stepped)  # a real transition with room in its column (None: every sub-env)
+            if self.carry is None:
+                actions, values = policy.act(observations, self._rng, masks)
+            else:  # the state this step starts from is stored with it; the next one is carried
+                buffer.add_step(cells, **self.carry.stored())
+                actions, values, next_state = policy.act_recurrent(observations, self.carry.state, self.carry.starts,
+                                                                   self._rng, masks)
+                self.carry.advance(next_state, self.carry.starts)
             buffer.add_step(cells, observations=observations, actions=actions, values=values)
             if masks is not None:
                 buffer.add_step(cells, action_masks=masks)
@@ -248,14 +260,19 @@ class Rollouts(keras.utils.PyDataset):
                             truncated)
             buffer.advance(cells)
             transitions += self.num_envs if stepped is None else int(stepped.sum())
+            if self.carry is not None:  # the next observation starts an episode: reset now, or a reset step's
+                self.carry.starts = done | (self._resetting if self.skips_reset_steps else False)
             observations, t = self._after_episodes(following, done, t), t + 1
         self._observations = observations
         self.env_steps += transitions
-        return buffer.batch(
+        batch = buffer.batch(
             self.gamma, self.gae_lambda, policy_version=policy.version, env_steps=self.env_steps,
             finished_returns=self.episode_returns[first_finished:],
             finished_lengths=self.episode_lengths[first_finished:],
         )  # fmt: skip
+        if self.carry is None:
+            return batch
+        return to_sequences(batch, self.horizon, self.num_envs, self.model.sequence_length)
 
     def _account(self, rewards, ended, stepped, cells, t):
         """This step's rewards as float64 (scaled if asked) and ``done``; the episode statistics and the NaN warning.
@@ -304,7 +321,9 @@ class Rollouts(keras.utils.PyDataset):
         # round differently): reset-step envs in one call, the others truncated rows first, then the last row's rest.
         for group in [cut | running] if self.skips_reset_steps else [cut, running]:
             if group.any():
-                v = policy.values(self.model.observation_spec.map(lambda _, o: o[columns[group]], last_observations))
+                state = None if self.carry is None else self.carry.subset(columns[group])  # after this step
+                v = policy.values(self.model.observation_spec.map(lambda _, o: o[columns[group]], last_observations),
+                                  *([] if state is None else [state]))
                 buffer.add((rows[group], columns[group]), final_values=v)
 
     def _after_episodes(self, following, done, t):
@@ -319,79 +338,6 @@ class Rollouts(keras.utils.PyDataset):
     def close(self) -> None:
         """Closes the environment."""
         self.env.close()
-
-    # -- resumption ---------------------------------------------------------
-    def get_state(self) -> dict[str, Any]:
-        """Everything besides the model that decides the next batches, as picklable values.
-
-        With the model's weights (``BackupAndRestore``) and this state, a resumed ``fit``
-        continues bit for bit like an uninterrupted one when the env can be saved
-        (:func:`keras_trpo.envs.env_snapshot`: cloudpickled with its whole state, e.g. any
-        ``gymnasium.make_vec`` sync or default-mode env, with wrappers), together with the current
-        observations, running episode statistics, the action-sampling RNG and the counters.
-        Otherwise (``AsyncVectorEnv``; envs that pickle as their constructor arguments, such as
-        gymnasium's MuJoCo, Box2D and Atari envs) ``"env"`` is None and :meth:`set_state` restarts
-        the episodes from a seeded reset. ``policy_version`` records which weights it belongs to.
-        """
-        env, why = env_snapshot(self.env)
-        return {
-            "policy_version": self.model.policy_version,
-            "rng": self._rng.bit_generator.state,
-            "env": env,
-            "env_not_saved": why,
-            "observations": None if self._observations is None else keep_mask_entry(
-                self.model.observation_spec.numpy(self._observations, copy=True), self._observations, self.masks),
-            "was_reset": self._was_reset,
-            "resetting": self._resetting.copy(),
-            "episode_return": self._episode_return.copy(),
-            "episode_length": self._episode_length.copy(),
-            "env_steps": self.env_steps,
-            "episode_returns": list(self.episode_returns),
-            "episode_lengths": list(self.episode_lengths),
-            "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.get_state(),
-        }
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`get_state`; a batch collected before the restore is never served.
-
-        Without a saved env (``state["env"] is None``) this env is reset, seeded from ``seed`` and
-        ``env_steps`` (unseeded if ``seed`` is None), and the episodes that were running are dropped
-        (neither their returns nor their reward-scaler returns carry over); the RNG, the counters,
-        the finished episodes and the reward scaler's statistics are restored.
-        """
-        saved_envs = len(state["episode_return"])
-        if state["policy_version"] != self.model.policy_version or saved_envs != self.num_envs:
-            raise ValueError(
-                f"rollouts state of policy_version {state['policy_version']} with {saved_envs} sub-environments, but "
-                f"the model is at {self.model.policy_version} and these Rollouts have {self.num_envs}: restore the "
-                "model's weights first (BackupAndRestore), and resume with the env the state was saved with."
-            )
-        saved_env = None if state["env"] is None else pickle.loads(state["env"])  # before anything changes
-        self._rng.bit_generator.state = state["rng"]
-        self.env_steps = state["env_steps"]
-        self.episode_returns = list(state["episode_returns"])
-        self.episode_lengths = list(state["episode_lengths"])
-        if self.reward_scaler is not None and state.get("reward_scaler") is not None:
-            self.reward_scaler.set_state(state["reward_scaler"])
-        self._cached = None
-        if saved_env is not None:  # it replaces this one, which is closed
-            replaced, self.env = self.env, saved_env
-            release(replaced)
-            if self.masks is not None:  # an action_masks() method is called on the env collected with
-                self.masks.env = self.env
-            mark_collecting(self.env)
-            self._observations = state["observations"]
-            self._was_reset = state.get("was_reset", self._observations is not None)
-            self._resetting = state.get("resetting", np.zeros(self.num_envs, bool)).copy()
-            self._episode_return = state["episode_return"].copy()
-            self._episode_length = state["episode_length"].copy()
-            return
-        seed = None if self.seed is None else reset_seed(self.env, resume_seed(self.seed, self.env_steps))
-        self._observations, _ = self._call_env(lambda: self.env.reset(seed=seed), "reset", 0)
-        self._was_reset, self._resetting[:] = True, False
-        self._episode_return[:], self._episode_length[:] = 0.0, 0
-        if self.reward_scaler is not None:
-            self.reward_scaler.returns[:] = 0.0
 
     def _call_env(self, call, what, t):
         """Runs ``env.step``/``env.reset``; errors name the sub-env, the step and the space."""

@@ -69,11 +69,18 @@ class ActorCritic(Protocol):
     @property
     def value_variables(self) -> list[keras.Variable]: ...
 
-    def distribution_params(self, observations: Any, action_mask: Any = None) -> dict[str, tf.Tensor]: ...
+    sequence_length: int
 
-    def distribution(self, observations: Any, action_mask: Any = None) -> tfp.distributions.Distribution: ...
+    @property
+    def is_recurrent(self) -> bool: ...
 
-    def value(self, observations: Any) -> tf.Tensor: ...
+    def distribution_params(self, observations: Any, action_mask: Any = None, memory: Any = None
+                            ) -> dict[str, tf.Tensor]: ...
+
+    def distribution(self, observations: Any, action_mask: Any = None, memory: Any = None
+                     ) -> tfp.distributions.Distribution: ...
+
+    def value(self, observations: Any, memory: Any = None) -> tf.Tensor: ...
 
     def value_features(self, observations: Any) -> Any: ...
 
@@ -111,10 +118,36 @@ def rejection_before_update(
     return tf.where(fresh < 1.0, errors.STALE, tf.where(finite < 1.0, errors.NON_FINITE, errors.ACCEPTED))
 
 
-def normalized(replicas: Replicas, advantages: Any) -> Any:
-    """Advantages standardized over the whole batch: ``(A − mean) / (std + 1e-8)``."""
-    mean, variance = replicas.moments(advantages)
+def normalized(replicas: Replicas, advantages: Any, weights: Any = None) -> Any:
+    """Advantages standardized over the whole batch: ``(A − mean) / (std + 1e-8)``.
+
+    ``weights`` (a recurrent batch's ``sequence_mask`` as 0/1): the moments are over the real steps only.
+    """
+    if weights is None:
+        mean, variance = replicas.moments(advantages)
+    else:
+        mean = weighted_mean(replicas, lambda a: a, advantages, weights)
+        variance = weighted_mean(replicas, lambda a: tf.square(a - mean), advantages, weights)
     return replicas.run(lambda a: (a - mean) / (tf.sqrt(variance) + 1e-8), advantages)
+
+
+def mean_of(values: tf.Tensor, *weights: tf.Tensor) -> tf.Tensor:
+    """``mean(values)``, or with ``weights`` (0/1: padded steps are 0) the mean over the weighted rows.
+
+    ``weights`` is ``(w,)`` or ``(w, total)``: ``Σ w·values / total``, ``total`` defaulting to ``Σ w``. Under a
+    strategy ``total`` is the replicas' mean of their ``Σ w`` (:meth:`Objective.__init__`), so that the replicas'
+    mean of these local values is the weighted mean over the whole batch, whatever padding each share holds.
+    """
+    if not weights:
+        return tf.reduce_mean(values)
+    total = weights[1] if len(weights) > 1 else tf.reduce_sum(weights[0])
+    return tf.reduce_sum(values * weights[0]) / tf.maximum(total, 1.0)
+
+
+def weighted_mean(replicas: Replicas, fn: Callable[[Any], tf.Tensor], values: Any, weights: Any) -> tf.Tensor:
+    """``Σ w·fn(values) / Σ w`` over the whole batch (the sums pooled over replicas, so shares may differ in Σ w)."""
+    sums = replicas.mean(lambda v, w: tf.stack([tf.reduce_sum(fn(v) * w), tf.reduce_sum(w)]), values, weights)
+    return sums[0] / tf.maximum(sums[1], 1e-12)
 
 
 # --------------------------------------------------------------------------
@@ -128,11 +161,16 @@ class Objective:
     """
 
     def __init__(self, model: ActorCritic, replicas: Replicas, observations: Any, actions: Any, advantages: Any,
-                 action_masks: Any = None):
+                 action_masks: Any = None, memory: Any = None, weights: Any = None):
         self.model, self.replicas = model, replicas
         # What the policy reads per row: the observations, and the masks stored with them (the same masks for
-        # the old and the new distribution: keras_trpo.masking).
-        self.inputs = (observations,) if action_masks is None else (observations, action_masks)
+        # the old and the new distribution: keras_trpo.masking); a recurrent model's sequences also read their
+        # start states and episode starts (keras_trpo.sequences), and means skip padded steps (weights 0).
+        self.inputs: tuple[Any, ...] = (observations,) if action_masks is None else (observations, action_masks)
+        if memory is not None:
+            self.inputs = (observations, action_masks, memory)
+        # (w, the replicas' mean of their Σ w): see mean_of.
+        self.weights = () if weights is None else (weights, replicas.mean(tf.reduce_sum, weights))
         self.actions, self.advantages = actions, advantages
         head = model.head
         self.old_params = replicas.run(
@@ -140,14 +178,15 @@ class Objective:
         )
         self.old_log_prob = replicas.run(lambda p, a: head.distribution(p).log_prob(a), self.old_params, actions)
 
-    def _local(self, o: Any, a: tf.Tensor, adv: tf.Tensor, p: Any, old_lp: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _local(self, o: Any, a: tf.Tensor, adv: tf.Tensor, p: Any, old_lp: tf.Tensor,
+               w: tuple[tf.Tensor, ...] = ()) -> tuple[tf.Tensor, tf.Tensor]:
         new = self.model.distribution(*o)
-        surrogate = tf.reduce_mean(tf.exp(new.log_prob(a) - old_lp) * adv)
-        kl = tf.reduce_mean(tfd.kl_divergence(self.model.head.distribution(p), new))
+        surrogate = mean_of(tf.exp(new.log_prob(a) - old_lp) * adv, *w)
+        kl = mean_of(tfd.kl_divergence(self.model.head.distribution(p), new), *w)
         return surrogate, kl
 
     def _args(self) -> tuple[Any, ...]:
-        return self.inputs, self.actions, self.advantages, self.old_params, self.old_log_prob
+        return self.inputs, self.actions, self.advantages, self.old_params, self.old_log_prob, self.weights
 
     def surrogate_and_kl(self) -> tuple[tf.Tensor, tf.Tensor]:
         """``(L(θ), mean KL(old‖π_θ))`` at the current weights."""
@@ -166,7 +205,8 @@ class Objective:
 
     def entropy(self) -> tf.Tensor:
         """Mean entropy of the old policy on the batch."""
-        return self.replicas.mean(lambda p: tf.reduce_mean(self.model.head.distribution(p).entropy()), self.old_params)
+        return self.replicas.mean(lambda p, w: mean_of(self.model.head.distribution(p).entropy(), *w),
+                                  self.old_params, self.weights)
 
     def fisher_vector_product(
         self, rows: tf.Tensor | None, damping: tf.Variable | float, form: str = "double_backprop"
@@ -179,16 +219,18 @@ class Objective:
         """
         variables, head, model = self.model.policy_variables, self.model.head, self.model
 
-        def local_product_fn(o: Any, p: Any) -> Callable[[tf.Tensor], tf.Tensor]:
-            if rows is not None:
-                o, p = tf.nest.map_structure(lambda q: tf.gather(q, rows), (o, p))
+        def local_product_fn(o: Any, p: Any, w: tuple[tf.Tensor, ...]) -> Callable[[tf.Tensor], tf.Tensor]:
+            if rows is not None:  # a subsample's mean is over its own real steps
+                o, p, w = tf.nest.map_structure(lambda q: tf.gather(q, rows), (o, p, w[:1]))
             if form == "double_backprop":
                 return ops.fisher_vector_product_fn(
-                    lambda: tf.reduce_mean(tfd.kl_divergence(head.distribution(p), model.distribution(*o))),
+                    lambda: mean_of(tfd.kl_divergence(head.distribution(p), model.distribution(*o)), *w),
                     variables, damping,
                 )
-            # M of the mean KL: the per-row Hessian over the number of rows.
+            # M of the mean KL: the per-row Hessian over the number of rows (over the real steps' weights).
             scale = 1.0 / tf.cast(tf.shape(tf.nest.flatten(p)[0])[0], float_dtype())
+            if w:
+                scale = (w[0] / tf.maximum(w[1] if len(w) > 1 else tf.reduce_sum(w[0]), 1.0))[:, None]
 
             def metric_fn(u: Any) -> Any:
                 return tf.nest.map_structure(lambda m: scale * m, head.kl_hessian_product(p, u))
@@ -197,10 +239,11 @@ class Objective:
 
         if not self.replicas.distributed:
             # One device: record the tapes once and reuse them in every CG step.
-            return local_product_fn(self.inputs, self.old_params)
+            return local_product_fn(self.inputs, self.old_params, self.weights)
 
         def product(vector: tf.Tensor) -> tf.Tensor:
-            return self.replicas.mean(lambda o, p: local_product_fn(o, p)(vector), self.inputs, self.old_params)
+            return self.replicas.mean(lambda o, p, w: local_product_fn(o, p, w)(vector), self.inputs, self.old_params,
+                                      self.weights)
 
         return product
 
@@ -219,6 +262,7 @@ def fvp_rows(
     fraction: float,
     seed_generator: keras.random.SeedGenerator,
     policy_version: tf.Variable,
+    length: int = 1,
 ) -> tf.Tensor | None:
     """The rows of each replica's share used for Fisher-vector products, or ``None`` for all.
 
@@ -230,14 +274,20 @@ def fvp_rows(
     estimates the Fisher on about 10% of the batch. A strided subsample would not
     do: a batch is time-major over sub-environments, so every ``k``-th row comes
     from the same ``num_envs / k`` sub-environments whenever ``k`` divides ``num_envs``.
+    A recurrent batch (``length`` > 1 rows per sequence) is subsampled by whole sequences.
     """
     if fraction >= 1.0:
         return None
     n = replicas.local_size(column)  # any [N] column of the batch
+    if length > 1:
+        n = n // length
     count = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(n, float_dtype())), tf.int32))
     base = tf.stack([tf.cast(seed_generator.state[0], tf.int64), tf.cast(policy_version, tf.int64)])
     seed = tf.random.experimental.stateless_fold_in(base, FVP_SEED_SALT)
-    return tf.argsort(tf.random.stateless_uniform((n,), seed))[:count]
+    rows = tf.argsort(tf.random.stateless_uniform((n,), seed))[:count]
+    if length > 1:  # the rows of the picked sequences
+        rows = tf.reshape(rows[:, None] * length + tf.range(length)[None, :], [-1])
+    return rows
 
 
 # --------------------------------------------------------------------------

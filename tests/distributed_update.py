@@ -1,6 +1,6 @@
 """Helper for tests/test_distribute.py, run in a fresh process (logical devices are fixed at TF start).
 
-    python tests/distributed_update.py {discrete|box|dict|masked} OUT.json [fit]
+    python tests/distributed_update.py {discrete|box|dict|masked|recurrent} OUT.json [fit]
 
 Makes 2 logical CPU devices, then compares one TRPO update on a fixed batch under
 ``MirroredStrategy`` (the batch split over the 2 replicas) with the same update on one
@@ -28,7 +28,8 @@ from helpers import Batches, cartpole_env, tiny_trpo  # noqa: E402 (tests/ is sy
 
 OBS = spaces.Box(-np.inf, np.inf, (5,), np.float32)
 ACTIONS = {"discrete": spaces.Discrete(3), "box": spaces.Box(-1.0, 1.0, (2,), np.float32), "dict": spaces.Discrete(3),
-           "masked": spaces.Discrete(3)}
+           "masked": spaces.Discrete(3), "recurrent": spaces.Discrete(3)}
+LENGTH = 8  # "recurrent": LSTM towers, 32 sequences of 8 rows (16 per replica), episode starts and padding inside
 # "dict": a uint8 image and a float vector through a named CNN (keras_trpo.networks.Combined), seeded by the model.
 DICT_OBS = spaces.Dict({"image": spaces.Box(0, 9, (7, 7, 3), np.uint8), "vector": OBS})
 
@@ -38,7 +39,9 @@ def build(action_space, kind):
     # one device and over two replicas; observation and advantage normalization on.
     networks = (
         {"policy_network": "minigrid_cnn", "value_network": "minigrid_cnn"} if kind == "dict"
-        else {"hidden_units": (16,), "value_hidden_units": (16,)}
+        else {"policy_network": keras_trpo.networks.recurrent(None, units=8, seed=0),
+              "value_network": keras_trpo.networks.recurrent(None, units=8, seed=1), "sequence_length": LENGTH}
+        if kind == "recurrent" else {"hidden_units": (16,), "value_hidden_units": (16,)}
     )
     model = keras_trpo.TRPO(
         DICT_OBS if kind == "dict" else OBS, action_space, **networks, value_epochs=5,
@@ -80,6 +83,8 @@ def compare(kind, strategy):
     }
     if kind == "masked":  # random legal sets (never empty) and actions legal under them (issue 28)
         batch["action_masks"], batch["actions"] = random_masks_and_actions(action_space.n, rng, n)
+    if kind == "recurrent":
+        batch.update(recurrent_entries(rng, n))
     single = build(action_space, kind)
     single_history = single.fit(Batches([batch]), epochs=1, verbose=0).history
     with strategy.scope():
@@ -101,6 +106,16 @@ def compare(kind, strategy):
         "single_history": single_history,
         "mirrored_history": mirrored_history,
     }, batch, mirrored
+
+
+def recurrent_entries(rng, n):
+    """Stored states, episode starts, and padding that differs between the replicas' halves (issue 29): the first
+    half's sequences end in 3 padded rows, the second half's in 1, so each replica's mean needs the pooled Σ w."""
+    steps = np.arange(n) % LENGTH
+    padding = np.where(np.arange(n) < n // 2, steps >= LENGTH - 3, steps >= LENGTH - 1)
+    states = {f"{tower}_{part}": rng.normal(0, 0.5, (n, 8)).astype(np.float32)
+              for tower in ("policy", "value") for part in ("h", "c")}
+    return {"episode_starts": rng.random(n) < 0.1, "sequence_mask": ~padding, **states}
 
 
 def random_masks_and_actions(size, rng, n):

@@ -36,12 +36,14 @@ METRICS = ("kl", "surrogate_improvement", "expected_improvement", "value_loss", 
 FIT_KIND = "discrete"
 
 
-@pytest.mark.parametrize("kind", ["discrete", "box", "dict", "masked"])
+@pytest.mark.parametrize("kind", ["discrete", "box", "dict", "masked", "recurrent"])
 def test_mirrored_update_over_two_replicas_equals_the_single_device_update(kind, tmp_path):
     """Catches: any reduction of the distributed update that is not the batch mean (a sum over replicas, a share dropped).
     "masked" (issue 28: Discrete actions with action masks, which split with the batch) also catches the replicas'
     Fisher products without their share of the masks (``local_product_fn(o, p)`` -> ``(o[:1], p)`` in
-    ``Objective.fisher_vector_product``'s distributed branch)."""
+    ``Objective.fisher_vector_product``'s distributed branch). "recurrent" (issue 29: LSTM towers, sequences split
+    whole, each replica's share with its own padding) also catches local weighted means that are not pooled
+    (``Objective``'s ``total`` as the local ``Σ w``)."""
     out = tmp_path / "result.json"
     fit = ["fit"] if kind == FIT_KIND else []
     subprocess.run(
