@@ -182,6 +182,8 @@ def actions_function(model: Policy) -> Callable[..., np.ndarray]:
     and is called as it is. An output dict gives its ``actions``. For a masked policy (:func:`takes_mask`) the
     function is ``(observations, action_mask) -> actions``, the masks bool ``[N, n]`` from :func:`mask_reader`.
     """
+    if getattr(model, "is_recurrent", False):
+        return _recurrent_actions(model)
     if hasattr(model, "observation_spec"):
         # No autograph (as train_step and acting): converting Keras' __call__ stack took ~4.5 s of
         # tracing per run here against ~0.15 s without, and the update already traces these networks without it.
@@ -211,12 +213,37 @@ def actions_function(model: Policy) -> Callable[..., np.ndarray]:
     return act
 
 
+def _recurrent_actions(model: Policy) -> Callable[..., np.ndarray]:
+    """A recurrent TRPO's deterministic actions, its state carried from call to call and zeroed at episode starts."""
+    numpy, carried = model.observation_spec.numpy, dict[str, Any]()
+    traced = tf.function(lambda o, s, e, m: model(o, action_mask=m, state=s, episode_starts=e), autograph=False,
+                         reduce_retracing=True)
+
+    def act(observations: Any, action_mask: Any = None, *, episode_starts: np.ndarray) -> np.ndarray:
+        state = carried.get("state") or model.initial_state(len(episode_starts))
+        actions, carried["state"] = traced(numpy(observations), state, episode_starts, action_mask)
+        return actions.numpy()
+
+    act.recurrent = True  # type: ignore[attr-defined]
+    return act
+
+
 def sampling_function(model: Policy, seed: int | None) -> Callable[..., np.ndarray]:
     """``observations -> numpy sampled actions`` for :func:`evaluate` with ``deterministic=False``.
 
     One NumPy generator seeded with ``seed`` drives every draw, so a seeded evaluation repeats exactly.
     """
     rng = np.random.default_rng(seed)
+    if getattr(model, "is_recurrent", False):  # a recurrent keras_trpo.TRPO: the state carried as Rollouts carries it
+        snapshot, carried = PolicySnapshot(model), dict[str, Any]()
+
+        def sample_recurrent(observations: Any, action_mask: Any = None, *, episode_starts: np.ndarray) -> np.ndarray:
+            state = carried.get("state") or {k: v.numpy() for k, v in model.initial_state(len(episode_starts)).items()}
+            actions, _, carried["state"] = snapshot.act_recurrent(observations, state, episode_starts, rng, action_mask)
+            return actions
+
+        sample_recurrent.recurrent = True  # type: ignore[attr-defined]
+        return sample_recurrent
     if hasattr(model, "observation_spec") and hasattr(model, "acting_function"):  # a keras_trpo.TRPO
         snapshot = PolicySnapshot(model)  # the weights as they are now, sampled as Rollouts samples
         return lambda observations, action_mask=None: snapshot.act(observations, rng, action_mask)[0]
@@ -302,8 +329,11 @@ def _run_episodes(
     finished = np.zeros(env.num_envs, dtype=np.int64)
     observations, _ = env.reset(seed=reset_seed(env, seed))
     resetting = np.zeros(env.num_envs, bool)  # the next step only resets these sub-envs (skip_reset_steps)
+    # A recurrent policy's state is zeroed where an episode starts (as in Rollouts).
+    memory = {"episode_starts": np.ones(env.num_envs, bool)} if getattr(act, "recurrent", False) else {}
     while (finished < quota).any():
-        actions = act(observations) if masks is None else act(observations, masks(observations, skip=resetting))
+        mask = () if masks is None else (masks(observations, skip=resetting),)
+        actions = act(observations, *mask, **memory)
         if low is not None:
             actions = np.clip(actions, low, high)
         observations, rewards, terminated, truncated, _ = env.step(actions)
@@ -314,6 +344,8 @@ def _run_episodes(
                 returns.append(float(running[i]))
                 finished[i] += 1
         running[done] = 0.0
+        if memory:
+            memory["episode_starts"] = done | resetting
         resetting = done & skip_reset_steps
         if done.any() and reset_finished:
             observations, _ = env.reset(options={"reset_mask": done})

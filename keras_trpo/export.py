@@ -13,6 +13,15 @@ tensors; ``N`` is the batch size and may vary from call to call.
 | ``distribution_params`` | ``observations``                         | ``mean`` and ``log_std`` (Box) or  |
 |                         |                                          | ``logits`` (other spaces)          |
 | every signature, masked | + ``action_mask`` int8 ``[N, n]``        | (the same)                         |
+| every one, recurrent    | + ``policy_h``, ... float32 ``[N, u]``,  | + the next ``policy_h``, ...       |
+|                         |   ``episode_start`` int8 ``[N]``         |                                    |
+| ``get_initial_state``   | ``batch_size`` int32 scalar (recurrent)  | zeros ``policy_h``, ... ``[B, u]`` |
+
+- **State** (a recurrent model, :mod:`keras_trpo.recurrent`; TF-Agents' ``PolicySaver`` convention).
+  Every signature takes the model's whole state (``policy_h``, ``policy_c``, ``value_h``, ``value_c``
+  for LSTM towers; ``_h`` only for a GRU) and ``episode_start`` (1 where an episode starts at this
+  observation: that row's state is zeroed first), and returns the next state under the same names.
+  A client starts from ``get_initial_state`` (or zeros) and sends back what the last call returned.
 
 - **Action masks.** A masked model (``model.action_mask``: ``TRPO(..., action_mask=True)``, or
   ``TRPO.for_env`` on an env with masks; :mod:`keras_trpo.masking`) takes one more input in *every*
@@ -80,6 +89,8 @@ import tensorflow as tf
 from keras_trpo.masking import MASK_KEY
 
 SIGNATURE_NAMES = ("serving_default", "sample", "value", "log_prob", "distribution_params")
+#: A recurrent model's signatures' input flagging the rows whose episode starts at this observation.
+START_KEY = "episode_start"
 
 _VERSION = re.compile(r"^\d+$")
 
@@ -218,6 +229,7 @@ class ServingModule(tf.Module):
         spec.check_signature_names()  # TRPO checks it when built; a model built otherwise is checked here
         observation_inputs = {s.name: s for s in tf.nest.flatten(spec.tensor_specs(space_dtypes=True))}
         mask, mask_inputs = _mask_input(model, observation_inputs)
+        memory_inputs, step = _memory_inputs(model, observation_inputs)
         action_dtype = tf.float32 if not head.integer_actions else tf.int32
         action_spec = tf.TensorSpec([None, *head.action_shape], action_dtype, name="actions")
         seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
@@ -234,37 +246,47 @@ class ServingModule(tf.Module):
                        for s in observation_inputs.values()]
             return spec.structure(checked)
 
-        def params(inputs):
-            return head.params(model.policy_outputs(observations(inputs)), model.log_std, mask(inputs))
+        def forward(inputs):
+            """``(distribution params, values or None, next state)``; the state is ``{}`` without memory."""
+            if step is None:
+                return head.params(model.policy_outputs(observations(inputs)), model.log_std, mask(inputs)), None, {}
+            return step(observations(inputs), inputs, mask(inputs))
 
         def serving_default(inputs):
-            return {"actions": clip(head.mode(params(inputs)))}
+            p, _, state = forward(inputs)
+            return {"actions": clip(head.mode(p)), **state}
 
         def sample(inputs):
-            p = params(inputs)
+            p, _, state = forward(inputs)
             actions = head.stateless_sample(p, inputs["seed"])
             log_probs = head.distribution(p).log_prob(head.cast_actions(actions))
-            return {"actions": clip(actions), "log_probs": log_probs}
+            return {"actions": clip(actions), "log_probs": log_probs, **state}
 
         def value(inputs):  # a masked model's value takes the mask too (one request body for every signature), unused
-            return {"values": model.value(observations(inputs))}
+            _, values, state = forward(inputs) if step is not None else (None, model.value(observations(inputs)), {})
+            return {"values": values, **state}
 
         def log_prob(inputs):
-            actions = tf.ensure_shape(inputs["actions"], act_shape, name="check_actions_shape")
-            return {"log_probs": head.distribution(params(inputs)).log_prob(head.cast_actions(actions))}
+            p, _, state = forward(inputs)
+            actions = head.cast_actions(tf.ensure_shape(inputs["actions"], act_shape, name="check_actions_shape"))
+            return {"log_probs": head.distribution(p).log_prob(actions), **state}
 
         def distribution_params(inputs):
-            return dict(params(inputs))
+            p, _, state = forward(inputs)
+            return {**p, **state}
 
-        inputs = {**observation_inputs, **mask_inputs}
+        inputs = {**observation_inputs, **mask_inputs, **memory_inputs}
         self.serving_default = _named_function(serving_default, inputs)
         self.sample = _named_function(sample, {**inputs, "seed": seed_spec})
         self.value = _named_function(value, inputs)
         self.log_prob = _named_function(log_prob, {**inputs, "actions": action_spec})
         self.distribution_params = _named_function(distribution_params, inputs)
+        self.names = SIGNATURE_NAMES if step is None else (*SIGNATURE_NAMES, "get_initial_state")
+        if step is not None:  # TF-Agents' PolicySaver convention: the client's first state
+            self.get_initial_state = _initial_state_function(model)
 
     def signatures(self) -> dict:
-        return {name: getattr(self, name).get_concrete_function() for name in SIGNATURE_NAMES}
+        return {name: getattr(self, name).get_concrete_function() for name in self.names}
 
 
 def _clip(space, action_shape):
@@ -298,6 +320,39 @@ def _mask_input(model, observation_inputs: dict):
         return tf.cast(checked, tf.bool)
 
     return mask, extra
+
+
+def _memory_inputs(model, observation_inputs: dict):
+    """``(a recurrent model's state and episode_start input specs, step)``; ``({}, None)`` without memory.
+
+    ``step(observations, inputs, action_mask)`` is the model's one step from the state inputs
+    (``policy_h``, ... float32 ``[N, units]``), zeroed where ``episode_start`` (int8 ``[N]``) is 1:
+    ``(distribution params, values, next state)``.
+    """
+    if not getattr(model, "is_recurrent", False):
+        return {}, None
+    sizes = model.state_sizes()
+    names = {*sizes, START_KEY}
+    clash = sorted(name for name in observation_inputs if name.lower() in names)
+    if clash:
+        raise ValueError(f"observation keys {clash} clash (ignoring case) with the state inputs {sorted(names)} of a "
+                         "recurrent model's signatures; rename them with a gymnasium.ObservationWrapper.")
+    specs = {name: tf.TensorSpec([None, units], tf.float32, name=name) for name, units in sizes.items()}
+    specs[START_KEY] = tf.TensorSpec([None], tf.int8, name=START_KEY)
+
+    def step(observations, inputs, action_mask):
+        state = {name: tf.ensure_shape(inputs[name], [None, units], name=f"check_{name}_shape")
+                 for name, units in sizes.items()}
+        starts = tf.ensure_shape(inputs[START_KEY], [None], name=f"check_{START_KEY}_shape")
+        return model.step(observations, state, tf.cast(starts, tf.bool), action_mask)
+
+    return specs, step
+
+
+def _initial_state_function(model):
+    """``get_initial_state``: ``batch_size`` (int32 scalar) -> zeros ``{"policy_h": [B, units], ...}``."""
+    return _named_function(lambda i: model.initial_state(i["batch_size"]),
+                           {"batch_size": tf.TensorSpec([], tf.int32, "batch_size")})
 
 
 def _named_function(fn, specs: dict):
