@@ -282,6 +282,9 @@ MODEL_ARGUMENTS = (
     "normalize_observations",
     # null: TRPO.for_env detects the env's action masks (keras_trpo.masking); true requires them, false ignores them.
     "action_mask",
+    # null: detect a recurrent network (keras_trpo.recurrent); true gives the networks an LSTM.
+    "recurrent",
+    "sequence_length",
 )
 
 

@@ -1,0 +1,116 @@
+"""Recurrent TRPO against the same TRPO with an MLP on the partially observed NoVel envs (issue 29).
+
+One run per (env, variant, seed) through keras_trpo's one training flow (``keras_trpo.training.train``)
+with the env's preset (``keras_trpo/presets/<env>.json``: ``recurrent: true``); the ``mlp`` variant is
+that preset with ``recurrent: false`` and the default 64×64 MLPs (everything else equal). Every
+``--eval-every`` env steps (rounded up to whole iterations) the policy plays ``--eval-episodes``
+deterministic episodes (seed ``10000 + seed``, as benchmarks/recurrent_baselines.py evaluates
+RecurrentPPO), its state carried by ``keras_trpo.evaluate``. Writes
+``docs/benchmarks/recurrent/<env>/trpo_<variant>-seed<S>.csv`` (one row per evaluation: env steps, mean
+and std return, training wall seconds without evaluation) and a ``.json`` summary.
+
+    python benchmarks/recurrent.py --env CartPoleNoVel-v1 --variant recurrent --seed 0
+    python benchmarks/recurrent.py --summary      # docs/benchmarks/recurrent/summary.md and curves
+
+The RecurrentPPO runs it is compared with: ``benchmarks/recurrent_baselines.py`` (same folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "benchmarks" / "recurrent"
+ENVS = ("CartPoleNoVel-v1", "PendulumNoVel-v1", "MountainCarContinuousNoVel-v0")
+MLP = {"model.recurrent": False, "model.hidden_units": [64, 64], "model.value_hidden_units": [64, 64]}
+
+
+def curve_callback(preset, seed: int, every: int, episodes: int, rows: list):
+    """A Keras callback evaluating every ``every`` env steps; it keeps the training clock without evaluations."""
+    import keras
+
+    import keras_trpo
+
+    class Curve(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.next_eval, self.eval_seconds, self.start = every, 0.0, time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            steps = int((logs or {})["env_steps"])
+            if steps >= self.next_eval:
+                self.record(steps)
+                while self.next_eval <= steps:
+                    self.next_eval += every
+
+        def record(self, steps: int) -> None:
+            began = time.perf_counter()
+            env = preset.make_env(num_envs=episodes, vectorization_mode="sync")
+            try:
+                returns = keras_trpo.evaluate(self.model, env, episodes=episodes, seed=10_000 + seed)
+            finally:
+                env.close()
+            rows.append(dict(env_steps=steps, mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
+                             wall_seconds=round(began - self.start - self.eval_seconds, 2)))
+            self.eval_seconds += time.perf_counter() - began
+            print(f"{preset.env_id} seed {seed}: {rows[-1]}", flush=True)
+
+    return Curve()
+
+
+def run(env_name: str, variant: str, seed: int, every: int, episodes: int, steps: int | None) -> dict:
+    import platform
+
+    import tensorflow as tf
+
+    from keras_trpo import presets, training
+
+    preset = presets.load_preset(env_name)
+    if variant == "mlp":
+        preset = preset.override(MLP)
+    rows: list = []
+    callback = curve_callback(preset, seed, every, episodes, rows)
+    result = training.train(preset, seed=seed, total_steps=steps, callbacks=[callback])
+    if not rows or rows[-1]["env_steps"] != result.env_steps:
+        callback.model = result.model
+        callback.record(result.env_steps)
+    final = rows[-1]
+    summary = dict(algorithm=f"TRPO ({variant})", env=env_name, seed=seed, env_steps=final["env_steps"],
+                   final_mean_return=final["mean_return"], final_std_return=final["std_return"],
+                   wall_seconds=final["wall_seconds"], eval_episodes=episodes, deterministic=True,
+                   preset=preset.to_dict(), machine=platform.processor() or platform.machine(),
+                   tensorflow=tf.__version__)
+    folder = OUT / env_name
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"trpo_{variant}-seed{seed}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(final))
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / f"trpo_{variant}-seed{seed}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", choices=ENVS)
+    parser.add_argument("--variant", choices=("recurrent", "mlp"), default="recurrent")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="env steps (default: the preset's total_steps)")
+    parser.add_argument("--eval-every", type=int, default=5000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    args = parser.parse_args(argv)
+    if args.env is None:
+        parser.error("--env is required")
+    summary = run(args.env, args.variant, args.seed, args.eval_every, args.eval_episodes, args.steps)
+    print(json.dumps({k: summary[k] for k in ("algorithm", "env", "seed", "env_steps", "final_mean_return",
+                                              "wall_seconds")}))
+
+
+if __name__ == "__main__":
+    main()
