@@ -228,22 +228,34 @@ def _recurrent_actions(model: Policy) -> Callable[..., np.ndarray]:
     return act
 
 
+def _recurrent_sampler(model: Policy, rng: np.random.Generator) -> Callable[..., np.ndarray]:
+    """Sampled actions of a recurrent policy, its state carried from call to call: a TRPO samples as Rollouts does
+    (:class:`~keras_trpo.acting.PolicySnapshot`); the CLI's ``ServingPolicy`` through its ``sample`` signature."""
+    carried = dict[str, Any]()
+    snapshot = PolicySnapshot(model) if hasattr(model, "acting_function") else None
+
+    def sample_recurrent(observations: Any, action_mask: Any = None, *, episode_starts: np.ndarray) -> np.ndarray:
+        state = carried.get("state") or {k: np.asarray(v) for k, v in model.initial_state(len(episode_starts)).items()}
+        if snapshot is not None:
+            actions, _, carried["state"] = snapshot.act_recurrent(observations, state, episode_starts, rng, action_mask)
+            return actions
+        seed = rng.integers(0, np.iinfo(np.int32).max, size=2, dtype=np.int32)
+        actions, carried["state"] = model.sample(observations, seed, action_mask, state=state,
+                                                 episode_starts=episode_starts)
+        return np.asarray(actions)
+
+    sample_recurrent.recurrent = True  # type: ignore[attr-defined]
+    return sample_recurrent
+
+
 def sampling_function(model: Policy, seed: int | None) -> Callable[..., np.ndarray]:
     """``observations -> numpy sampled actions`` for :func:`evaluate` with ``deterministic=False``.
 
     One NumPy generator seeded with ``seed`` drives every draw, so a seeded evaluation repeats exactly.
     """
     rng = np.random.default_rng(seed)
-    if getattr(model, "is_recurrent", False):  # a recurrent keras_trpo.TRPO: the state carried as Rollouts carries it
-        snapshot, carried = PolicySnapshot(model), dict[str, Any]()
-
-        def sample_recurrent(observations: Any, action_mask: Any = None, *, episode_starts: np.ndarray) -> np.ndarray:
-            state = carried.get("state") or {k: v.numpy() for k, v in model.initial_state(len(episode_starts)).items()}
-            actions, _, carried["state"] = snapshot.act_recurrent(observations, state, episode_starts, rng, action_mask)
-            return actions
-
-        sample_recurrent.recurrent = True  # type: ignore[attr-defined]
-        return sample_recurrent
+    if getattr(model, "is_recurrent", False):
+        return _recurrent_sampler(model, rng)
     if hasattr(model, "observation_spec") and hasattr(model, "acting_function"):  # a keras_trpo.TRPO
         snapshot = PolicySnapshot(model)  # the weights as they are now, sampled as Rollouts samples
         return lambda observations, action_mask=None: snapshot.act(observations, rng, action_mask)[0]

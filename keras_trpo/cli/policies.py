@@ -146,11 +146,20 @@ class ServingPolicy:
 
     A masked SavedModel (its signatures take ``action_mask``) has ``action_mask = True``: it is called with the masks
     :func:`keras_trpo.evaluate` reads from the env, fed as that input (an env's ``action_mask`` entry is fed there
-    too, with the same values)."""
+    too, with the same values).
 
-    def __init__(self, serving, inputs, actions, env_space, env_actions, env_id, sampler=None):
+    A recurrent SavedModel (it has ``get_initial_state``: ``initial``) has ``is_recurrent = True``: called with
+    ``state`` and ``episode_starts`` (as :func:`keras_trpo.evaluate` carries them), it returns the actions and
+    the next state."""
+
+    def __init__(self, serving, inputs, actions, env_space, env_actions, env_id, sampler=None, initial=None):
+        from keras_trpo.export import START_KEY
         from keras_trpo.masking import MASK_KEY, network_space
         from keras_trpo.observations import ObservationSpec
+
+        self.initial, self.is_recurrent = initial, initial is not None
+        self.state_names = sorted(initial.structured_outputs) if initial is not None else []
+        inputs = {key: value for key, value in inputs.items() if key not in {START_KEY, *self.state_names}}
 
         try:  # an action_mask entry that the policy takes no input for is not its observation (an unmasked policy)
             spec = ObservationSpec(network_space(env_space, tuple(inputs)))
@@ -176,15 +185,35 @@ class ServingPolicy:
         self.sampler = sampler  # the SavedModel's ``sample`` signature (same observation inputs, and a seed)
         self.observation_spec, self.observation_space, self.action_space = spec, env_space, env_actions
 
-    def __call__(self, observations, action_mask=None):
-        return self.serving(**self._feed(observations, action_mask))["actions"]
-
-    def sample(self, observations, seed, action_mask=None):
-        """Sampled actions through the SavedModel's ``sample`` signature (``keras-trpo evaluate --stochastic``;
-        ``load_serving(path, sampling=True)`` refused a SavedModel without one)."""
+    def __call__(self, observations, action_mask=None, state=None, episode_starts=None):
+        if not self.is_recurrent:
+            return self.serving(**self._feed(observations, action_mask))["actions"]
         import tensorflow as tf
 
-        return self.sampler(**self._feed(observations, action_mask), seed=tf.constant(seed, tf.int32))["actions"]
+        from keras_trpo.export import START_KEY
+
+        starts = {START_KEY: tf.cast(episode_starts, tf.int8)}
+        out = self.serving(**self._feed(observations, action_mask), **state, **starts)
+        return out["actions"], {name: out[name] for name in self.state_names}
+
+    def initial_state(self, batch_size):
+        """A recurrent SavedModel's zero state for ``batch_size`` rows (its ``get_initial_state`` signature)."""
+        import tensorflow as tf
+
+        return self.initial(batch_size=tf.constant(batch_size, tf.int32))
+
+    def sample(self, observations, seed, action_mask=None, state=None, episode_starts=None):
+        """Sampled actions through the SavedModel's ``sample`` signature (``keras-trpo evaluate --stochastic``;
+        ``load_serving(path, sampling=True)`` refused a SavedModel without one); with the next state if recurrent."""
+        import tensorflow as tf
+
+        from keras_trpo.export import START_KEY
+
+        feed = {**self._feed(observations, action_mask), "seed": tf.constant(seed, tf.int32)}
+        if not self.is_recurrent:
+            return self.sampler(**feed)["actions"]
+        out = self.sampler(**feed, **state, **{START_KEY: tf.cast(episode_starts, tf.int8)})
+        return out["actions"], {name: out[name] for name in self.state_names}
 
     def _feed(self, observations, action_mask=None):
         """Each observation array by its signature input name, cast to the input's dtype; the masks as ``action_mask``."""
