@@ -58,6 +58,7 @@ EXPORT = Snippet('path = model.export("saved_models/cartpole")')
 PRESETS = Snippet('presets.load_preset("Hopper-v5")', (("epochs=preset.iterations()", "epochs=1"),))
 THREADS = Snippet("tf.config.threading.set_intra_op_parallelism_threads(1)")
 MASKED = Snippet('path = model.export("saved_models/invalid_action")', (("epochs=20", "epochs=2"),))
+RECURRENT = Snippet('path = model.export("saved_models/cartpole_novel")', (("epochs=80", "epochs=2"),))
 
 #: Cases run in process: the snippets in order, in one fresh namespace.
 IN_PROCESS = {
@@ -66,6 +67,7 @@ IN_PROCESS = {
     "for-keras-users": [FOR_KERAS_USERS, SCHEDULE, EXPORT],  # the schedule and export examples use its model
     "presets": [PRESETS],
     "masked-actions": [MASKED],
+    "policies-with-memory": [RECURRENT],
 }
 #: Cases run in a fresh process, with a check after the snippet: the Dict example, so that the env ids
 #: another snippet registered (import minigrid) do not hide a missing import, and the thread setting, which
@@ -122,6 +124,13 @@ def test_python_snippet_runs(case, tmp_path, monkeypatch, capsys):
 
         signature = tf.saved_model.load(namespace["path"]).signatures["serving_default"]
         assert namespace["model"].action_mask and "action_mask" in signature.structured_input_signature[1]
+    if case == "policies-with-memory":  # the LSTM towers carry a state, and the exported signatures take it
+        import tensorflow as tf
+
+        model, state = namespace["model"], namespace["state"]
+        assert model.recurrent_towers == (True, True) and sorted(state) == sorted(model.state_sizes())
+        inputs = tf.saved_model.load(namespace["path"]).signatures["serving_default"].structured_input_signature[1]
+        assert {"episode_start", *state} <= set(inputs)
     if case == "usage":
         assert len(capsys.readouterr().out.splitlines()[-1].split(",")) == 10  # the ten evaluation returns
 
