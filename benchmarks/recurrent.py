@@ -64,10 +64,11 @@ def curve_callback(preset, seed: int, every: int, episodes: int, rows: list):
     return Curve()
 
 
+from recurrent_baselines import machine, write_run  # noqa: E402  (benchmarks/ is sys.path[0])
+
+
 def run(env_name: str, variant: str, seed: int, every: int, episodes: int, steps: int | None,
         overrides: dict | None = None, out: Path = OUT) -> dict:
-    import platform
-
     import tensorflow as tf
 
     from keras_trpo import presets, training
@@ -84,18 +85,11 @@ def run(env_name: str, variant: str, seed: int, every: int, episodes: int, steps
         callback.set_model(result.model)
         callback.record(result.env_steps)
     final = rows[-1]
-    summary = dict(algorithm=f"TRPO ({variant})", env=env_name, seed=seed, env_steps=final["env_steps"],
-                   final_mean_return=final["mean_return"], final_std_return=final["std_return"],
-                   wall_seconds=final["wall_seconds"], eval_episodes=episodes, deterministic=True,
-                   preset=preset.to_dict(), machine=platform.processor() or platform.machine(),
-                   tensorflow=tf.__version__)
-    folder = out / env_name
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"trpo_{variant}-seed{seed}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(final))
-        writer.writeheader()
-        writer.writerows(rows)
-    (folder / f"trpo_{variant}-seed{seed}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = {"algorithm": f"TRPO ({variant})", "env": env_name, "seed": seed, "env_steps": final["env_steps"],
+               "final_mean_return": final["mean_return"], "final_std_return": final["std_return"],
+               "wall_seconds": final["wall_seconds"], "eval_episodes": episodes, "deterministic": True,
+               "preset": preset.to_dict(), "machine": machine(), "tensorflow": tf.__version__}
+    write_run(out / env_name, f"trpo_{variant}-seed{seed}", rows, summary)
     return summary
 
 

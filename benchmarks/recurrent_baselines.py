@@ -173,15 +173,19 @@ def run(env_name: str, seed: int, steps: int | None, every: int, episodes: int) 
                    source="rl-baselines3-zoo hyperparams/ppo_lstm.yml @ 22e3ff2450fd92033f7f032915e1f64894a09584",
                    machine=machine(), torch_threads=torch.get_num_threads(), sb3_contrib=sb3_contrib.__version__,
                    torch=torch.__version__)
-    folder = OUT / env_name
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"recurrent_ppo-seed{seed}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(final))
-        writer.writeheader()
-        writer.writerows(curve.rows)
-    (folder / f"recurrent_ppo-seed{seed}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_run(OUT / env_name, f"recurrent_ppo-seed{seed}", curve.rows, summary)
     env.close()
     return summary
+
+
+def write_run(folder: Path, name: str, rows: list[dict], summary: dict) -> None:
+    """``folder/name.csv`` (one row per evaluation) and ``folder/name.json`` (the summary)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,22 +20,9 @@ import tensorflow as tf
 import keras_trpo
 from keras_trpo import networks, wrappers  # noqa: F401  (registers the NoVel envs)
 from keras_trpo.cli.policies import ServingPolicy, load_serving
+from helpers import Crash, CrashAt
 
 EPOCHS, CRASH_AT = 5, 3
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise Crash
 
 
 def build(seed=0):
