@@ -134,10 +134,11 @@ def build(spec: ObservationSpec, policy_network: bool, value_network: bool, poli
         ValueError: a network's output is not ``[N, F]``, or the networks share weights.
     """
     for custom, (layers, output), which in ((policy_network, policy, "policy"), (value_network, value, "value")):
-        if not custom:
+        default_recurrent = not custom and bool(layers) and isinstance(layers[0], memory.Recurrent)  # no network given
+        if not custom and not default_recurrent:
             networks.build_stack([*layers, output], spec.flat_size)
             continue
-        zeros = spec.network_inputs(spec.zeros(2))
+        zeros = spec.flat_features(spec.zeros(2)) if default_recurrent else spec.network_inputs(spec.zeros(2))
         try:
             features = layers[0](zeros)
         except Exception as error:  # noqa: BLE001 - Keras' multi-line report, in one line naming the argument

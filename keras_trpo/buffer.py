@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,7 +31,8 @@ class Field:
 
 
 def stored_fields(spec: ObservationSpec, head: PolicyHead, mask_size: int = 0,
-                  state_sizes: Mapping[str, int] | None = None) -> dict[str, Field | dict[str, Field]]:
+                  state_sizes: Mapping[str, int] | None = None, state_dtype: Any = np.float32,
+                  ) -> dict[str, Field | dict[str, Field]]:
     """Every array the buffer stores per transition, by name: the one place to declare one.
 
     A new field is one entry here, and its value passed to :meth:`RolloutBuffer.add`; with
@@ -47,7 +48,7 @@ def stored_fields(spec: ObservationSpec, head: PolicyHead, mask_size: int = 0,
     masks = {"action_masks": Field((mask_size,), np.dtype(bool), True)} if mask_size else {}
     if state_sizes:
         masks["episode_starts"] = Field((), np.dtype(bool), True)
-        masks.update({name: Field((units,), np.dtype(np.float32), True) for name, units in state_sizes.items()})
+        masks.update({name: Field((units,), np.dtype(state_dtype), True) for name, units in state_sizes.items()})
     return {
         "observations": observations,
         "actions": Field(head.action_shape, np.dtype(np.int64 if head.integer_actions else np.float32), True),
@@ -88,7 +89,8 @@ class RolloutBuffer:
         num_envs: columns, one per sub-env.
         fields: what is stored, by name; :func:`stored_fields` by default.
         mask_size: the width of an action mask (0: no masks stored).
-        state_sizes: ``{state name: units}`` of a recurrent model (``None``: no states stored).
+        state_sizes: ``{state name: units}`` of a recurrent model (``None``: no states stored), in ``state_dtype``
+            (the model's float type).
 
     Attributes:
         fields: the stored fields.
@@ -99,10 +101,10 @@ class RolloutBuffer:
     def __init__(
         self, spec: ObservationSpec, head: PolicyHead, horizon: int, num_envs: int,
         fields: dict[str, Field | dict[str, Field]] | None = None, mask_size: int = 0,
-        state_sizes: Mapping[str, int] | None = None,
+        state_sizes: Mapping[str, int] | None = None, state_dtype: Any = np.float32,
     ) -> None:  # fmt: skip
         self.horizon, self.num_envs = int(horizon), int(num_envs)
-        self.fields = stored_fields(spec, head, mask_size, state_sizes) if fields is None else dict(fields)
+        self.fields = stored_fields(spec, head, mask_size, state_sizes, state_dtype) if fields is None else dict(fields)
         self.storage = {
             name: _per_key(lambda f: np.zeros((self.horizon, self.num_envs, *f.shape), f.dtype), field)
             for name, field in self.fields.items()

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from keras_trpo.distribute import Replicas
-from keras_trpo.update import ActorCritic, Metrics, mean_of
+from keras_trpo.update import ActorCritic, Metrics, mean_of, weighted_mean
 from keras_trpo.validation import float_dtype
 
 
@@ -47,12 +47,12 @@ def train_kept_if_accepted(
     def keep() -> Metrics:
         if model.normalizer is not None:
             # After both updates: the "old" policy of this update was the one that collected the batch.
-            normalizer_step(model.normalizer, replicas, observations, model.observation_spec)
+            normalizer_step(model.normalizer, replicas, observations, model.observation_spec, weights)
         return metrics
 
     def undo() -> Metrics:
         restore(written, saved)
-        return value_metrics(model, replicas, observations, returns, memory)
+        return value_metrics(model, replicas, observations, returns, memory, weights)
 
     return tf.cond(accepted, keep, undo)
 
@@ -110,8 +110,13 @@ def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: An
     _, loss_sum = tf.while_loop(lambda k, _: k < total, body, (tf.constant(0), tf.constant(0.0, float_dtype())))
     return {
         "value_loss": loss_sum / tf.cast(tf.maximum(total, 1), float_dtype()),
-        "explained_variance": explained_variance(replicas, values_before, returns),
+        "explained_variance": explained_variance(replicas, values_before, returns, weights),
     }
+
+
+def _weighted_variance(replicas: Replicas, values: Any, weights: Any) -> tf.Tensor:
+    mean = weighted_mean(replicas, lambda x: x, values, weights)
+    return weighted_mean(replicas, lambda x: tf.square(x - mean), values, weights)
 
 
 def written_variables(model: ActorCritic) -> list[Any]:
@@ -125,27 +130,44 @@ def restore(variables: list[Any], values: list[tf.Tensor]) -> None:
         variable.assign(value)
 
 
-def normalizer_step(normalizer: Any, replicas: Replicas, observations: Any, spec: Any) -> None:
-    """Merges the batch's float observation moments (over all replicas) into the running normalization."""
+def normalizer_step(normalizer: Any, replicas: Replicas, observations: Any, spec: Any, weights: Any = None) -> None:
+    """Merges the batch's float observation moments (over all replicas) into the running normalization.
+
+    ``weights`` (a recurrent batch's ``sequence_mask``): the moments and the count are over the real steps.
+    """
     flat = replicas.run(lambda o: tf.cast(spec.float_features(o), tf.float64), observations)
-    mean, variance = replicas.moments(flat)
-    normalizer.update_from_moments(mean, variance, tf.cast(replicas.local_size(flat) * replicas.count, tf.float64))
+    if weights is None:
+        mean, variance = replicas.moments(flat)
+        normalizer.update_from_moments(mean, variance, tf.cast(replicas.local_size(flat) * replicas.count, tf.float64))
+        return
+    w = replicas.run(lambda m: tf.cast(m, tf.float64)[:, None], weights)
+    total = replicas.mean(lambda m: tf.reduce_sum(m), w)
+    mean = replicas.mean(lambda x, m: tf.reduce_sum(x * m, axis=0), flat, w) / total
+    variance = replicas.mean(lambda x, m: tf.reduce_sum(tf.square(x - mean) * m, axis=0), flat, w) / total
+    normalizer.update_from_moments(mean, variance, total * replicas.count)
 
 
 def value_metrics(model: ActorCritic, replicas: Replicas, observations: Any, returns: Any,
-                  memory: Any = None) -> Metrics:
+                  memory: Any = None, weights: Any = None) -> Metrics:
     """Critic metrics of the current weights, without training (for a rejected update)."""
     values = replicas.run(model.value, observations, memory)
-    return {
-        "value_loss": replicas.mean(lambda v, r: tf.reduce_mean(tf.square(v - r)), values, returns),
-        "explained_variance": explained_variance(replicas, values, returns),
-    }
+    if weights is None:
+        loss = replicas.mean(lambda v, r: tf.reduce_mean(tf.square(v - r)), values, returns)
+    else:
+        loss = weighted_mean(replicas, lambda e: tf.square(e), replicas.run(lambda v, r: v - r, values, returns),
+                             weights)
+    return {"value_loss": loss, "explained_variance": explained_variance(replicas, values, returns, weights)}
 
 
-def explained_variance(replicas: Replicas, predictions: Any, targets: Any) -> tf.Tensor:
-    """``1 − Var(targets − predictions) / Var(targets)`` over the whole batch; NaN for constant targets."""
-    _, target_variance = replicas.moments(targets)
-    _, residual_variance = replicas.moments(replicas.run(lambda p, t: t - p, predictions, targets))
+def explained_variance(replicas: Replicas, predictions: Any, targets: Any, weights: Any = None) -> tf.Tensor:
+    """``1 − Var(targets − predictions) / Var(targets)`` over the whole batch (over its real steps, given a
+    recurrent batch's ``weights``); NaN for constant targets."""
+    residuals = replicas.run(lambda p, t: t - p, predictions, targets)
+    if weights is None:
+        _, target_variance = replicas.moments(targets)
+        _, residual_variance = replicas.moments(residuals)
+    else:
+        target_variance, residual_variance = (_weighted_variance(replicas, x, weights) for x in (targets, residuals))
     return tf.where(
         target_variance > 0,
         1.0 - residual_variance / tf.where(target_variance > 0, target_variance, 1.0),

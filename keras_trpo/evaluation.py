@@ -16,6 +16,7 @@ from keras_trpo.envs import (
     action_bounds, as_vector_env, autoreset_mode, check_not_collecting, check_spaces, envpool_config, reset_seed,
     skips_reset_steps,
 )
+from keras_trpo.export import START_KEY
 from keras_trpo.masking import MASK_KEY, MaskReader, no_source_message, source
 from keras_trpo.validation import check_int
 
@@ -206,10 +207,12 @@ def actions_function(model: Policy) -> Callable[..., np.ndarray]:
         def call(observations: Any) -> Any:
             return model(tf.convert_to_tensor(observations, tf.float32))
 
-    def act(observations: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
-        out = call(observations) if action_mask is None else call(observations, action_mask=action_mask)
+    def act(observations: Any, action_mask: np.ndarray | None = None, **memory: Any) -> np.ndarray:
+        out = call(observations, **memory) if action_mask is None else call(observations, action_mask=action_mask,
+                                                                               **memory)
         return np.asarray(out["actions"] if isinstance(out, dict) else out)
 
+    act.recurrent = getattr(call, "recurrent", False)  # type: ignore[attr-defined]
     return act
 
 
@@ -281,10 +284,11 @@ def sampling_function(model: Policy, seed: int | None) -> Callable[..., np.ndarr
     seed_spec = inputs.pop("seed")
     call = _signature_call(signature, inputs)
 
-    def sample_actions(observations: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
+    def sample_actions(observations: Any, action_mask: np.ndarray | None = None, **memory: Any) -> np.ndarray:
         masks = {} if action_mask is None else {"action_mask": action_mask}
-        return np.asarray(call(observations, seed=tf.constant(draw(), seed_spec.dtype), **masks)["actions"])
+        return np.asarray(call(observations, seed=tf.constant(draw(), seed_spec.dtype), **masks, **memory)["actions"])
 
+    sample_actions.recurrent = getattr(call, "recurrent", False)  # type: ignore[attr-defined]
     return sample_actions
 
 
@@ -293,14 +297,27 @@ def _signature_call(signature: Any, inputs: dict[str, tf.TensorSpec]) -> Callabl
     masked signature's ``action_mask`` input with the ``action_mask`` given (the masks evaluate read)."""
     inputs = dict(inputs)
     mask_spec = inputs.pop(MASK_KEY, None)  # also when the model observes its action_mask entry: the same values
+    # A recurrent model's signature (keras_trpo.export): the state inputs are the outputs of the same names.
+    start_spec = inputs.pop(START_KEY, None)
+    state_specs = {} if start_spec is None else {
+        name: inputs.pop(name) for name in sorted(set(inputs) & set(signature.structured_outputs))}
+    carried: dict[str, Any] = {}
 
-    def call(observations: Any, action_mask: np.ndarray | None = None, **extra: Any) -> Any:
+    def call(observations: Any, action_mask: np.ndarray | None = None, episode_starts: Any = None, **extra: Any) -> Any:
         named = observations if isinstance(observations, dict) else {next(iter(inputs)): observations}
         feed = {key: tf.convert_to_tensor(named[key], inputs[key].dtype) for key in inputs}
         if mask_spec is not None:
             feed[MASK_KEY] = tf.constant(np.asarray(action_mask, mask_spec.dtype.as_numpy_dtype))
-        return signature(**feed, **extra)
+        if start_spec is not None:  # the state it returned last, zeros at first
+            n = len(episode_starts)
+            feed.update(carried.get("state") or {k: tf.zeros([n, s.shape[1]], s.dtype) for k, s in state_specs.items()})
+            feed[START_KEY] = tf.constant(np.asarray(episode_starts, start_spec.dtype.as_numpy_dtype))
+        out = signature(**feed, **extra)
+        if start_spec is not None:
+            carried["state"] = {name: out[name] for name in state_specs}
+        return out
 
+    call.recurrent = start_spec is not None  # type: ignore[attr-defined]
     return call
 
 

@@ -87,6 +87,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trpo.masking import MASK_KEY
+from keras_trpo.recurrent import check_state_names
+from keras_trpo.validation import float_dtype
 
 SIGNATURE_NAMES = ("serving_default", "sample", "value", "log_prob", "distribution_params")
 #: A recurrent model's signatures' input flagging the rows whose episode starts at this observation.
@@ -332,12 +334,9 @@ def _memory_inputs(model, observation_inputs: dict):
     if not getattr(model, "is_recurrent", False):
         return {}, None
     sizes = model.state_sizes()
-    names = {*sizes, START_KEY}
-    clash = sorted(name for name in observation_inputs if name.lower() in names)
-    if clash:
-        raise ValueError(f"observation keys {clash} clash (ignoring case) with the state inputs {sorted(names)} of a "
-                         "recurrent model's signatures; rename them with a gymnasium.ObservationWrapper.")
-    specs = {name: tf.TensorSpec([None, units], tf.float32, name=name) for name, units in sizes.items()}
+    check_state_names(observation_inputs, sizes, START_KEY)
+    # The model's float type (float32 unless keras.config.floatx() says otherwise): the state it returns.
+    specs = {name: tf.TensorSpec([None, units], float_dtype(), name=name) for name, units in sizes.items()}
     specs[START_KEY] = tf.TensorSpec([None], tf.int8, name=START_KEY)
 
     def step(observations, inputs, action_mask):

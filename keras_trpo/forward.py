@@ -45,9 +45,10 @@ class Forward:
 
     @property
     def custom_networks(self) -> tuple[bool, bool]:
-        """``(policy, value)``: whether each is a given (or recurrent) network rather than the default MLP."""
+        """``(policy, value)``: whether each is a given network rather than the default (an MLP on the flattened
+        observations; with ``recurrent=True`` that MLP, then an LSTM, on the same flat features)."""
         policy, value = self._networks
-        return policy is not None or self.recurrent_towers[0], value is not None or self.recurrent_towers[1]
+        return policy is not None, value is not None
 
     @property
     def is_recurrent(self) -> bool:
@@ -142,7 +143,9 @@ class Forward:
         """Named parameters of the policy distribution (``logits`` or ``mean``/``log_std``).
 
         ``action_mask``: ``[N, n]`` legal-action flags of a masked model (:mod:`keras_trpo.masking`).
-        ``memory`` (a recurrent model's batch): the rows are sequences of :attr:`sequence_length` steps.
+        ``memory`` (a recurrent model's batch): the rows are sequences of :attr:`sequence_length` steps. A recurrent
+        model called without ``memory`` takes one step from the zero state (each row its own episode start):
+        use :meth:`step` (or ``model(observations, state=...)``) to carry a state.
         """
         if memory is None:
             return self.head.params(self.policy_outputs(observations), self.log_std, action_mask)
@@ -155,7 +158,10 @@ class Forward:
         return self.head.distribution(self.distribution_params(observations, action_mask, memory))
 
     def value(self, observations: Any, memory: Memory = None) -> tf.Tensor:
-        """State values ``V(s)``, shape ``[N]``: :meth:`value_from_features` of :meth:`value_features`."""
+        """State values ``V(s)``, shape ``[N]``: :meth:`value_from_features` of :meth:`value_features`.
+
+        A recurrent critic without ``memory``: one step from the zero state (see :meth:`distribution_params`).
+        """
         if memory is not None and self.recurrent_towers[1]:
             x = self._inputs(observations, self.custom_networks[1])
             values, _ = self._unrolled("value", x, memory, self.sequence_length)

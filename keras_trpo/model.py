@@ -33,6 +33,7 @@ from keras_trpo import (
 )
 from keras_trpo.observations import ObservationSpec
 from keras_trpo.policies import make_head
+from keras_trpo.recurrent import check_state_names
 from keras_trpo.spaces import space_from_config, space_to_config
 
 Constant = keras.initializers.Constant
@@ -178,6 +179,7 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
             activation=activation, seed=None if seed is None else int(seed), recurrent=self.recurrent,
         )
         self.recurrent_towers = actor_critic.recurrent_towers(self.policy_layers, self.value_layers)
+        check_state_names(self.observation_spec.keys, self.state_sizes(), export.START_KEY)
         self._add_state(max_kl, damping, seed)
         self.build(self._batch_shape())
 

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 #: The cells by name, and the names of their state tensors (in the order Keras' cells take them).
@@ -69,7 +70,7 @@ class Recurrent(keras.layers.Layer):
         self.after = _layer_or_none(after)
         self.seed = seed
         if isinstance(cell, tuple(CELLS.values())):
-            self.cell_type = next(name for name, cls in CELLS.items() if type(cell) is cls)
+            self.cell_type = next(name for name, cls in CELLS.items() if isinstance(cell, cls))
             self.cell = cell
         elif cell_config is None:
             self.cell_type = check_cell(cell)
@@ -204,12 +205,17 @@ def as_recurrent(network: Any, which: str = "network") -> Recurrent:
 
 
 def _layers(network: Any) -> list[Any]:
-    """``network`` and every layer nested in it."""
+    """``network`` and every layer nested in it: in models (``layers``), wrappers (``Bidirectional``,
+    ``TimeDistributed``: ``layer``, ``forward_layer``) and keras_trpo's ``Combined`` (``encoders``)."""
     found, stack = [], [network]
     while stack:
         layer = stack.pop()
         found.append(layer)
         stack.extend(getattr(layer, "layers", []) or [])
+        stack.extend(inner for inner in (getattr(layer, name, None) for name in ("layer", "forward_layer", "backward_layer"))
+                     if isinstance(inner, keras.layers.Layer))
+        encoders = getattr(layer, "encoders", None)
+        stack.extend(encoders.values() if isinstance(encoders, Mapping) else [])
     return found
 
 
@@ -224,6 +230,16 @@ def part(states: State, which: str) -> State:
     return {name[len(start):]: value for name, value in states.items() if name.startswith(start)}
 
 
+def check_state_names(observation_names: Any, sizes: Mapping[str, int], start_key: str) -> None:
+    """One ValueError line if an observation key equals, ignoring case, a state input name of the exported signatures
+    (TensorFlow lowercases signature input names): raised when the model is built, not after training."""
+    names = {*sizes, start_key}
+    clash = sorted(name for name in observation_names if str(name).lower() in names)
+    if clash:
+        raise ValueError(f"observation keys {clash} clash (ignoring case) with the state inputs {sorted(names)} of a "
+                         "recurrent model's signatures; rename them with a gymnasium.ObservationWrapper.")
+
+
 def check_call_state(state: Any, episode_starts: Any, sizes: Mapping[str, int], n: Any) -> None:
     """One ValueError line unless ``state`` is ``{name: [n, units]}`` for every name of ``sizes`` (or None) and
     ``episode_starts`` is ``[n]`` (or None); a model without memory (``sizes`` empty) takes neither."""
@@ -236,11 +252,11 @@ def check_call_state(state: Any, episode_starts: Any, sizes: Mapping[str, int], 
             raise ValueError(f"state must be a dict with keys {sorted(sizes)} (model.initial_state(n), or the state "
                              f"the previous call returned); got {got}.")
         for name, units in sizes.items():
-            shape = tuple(getattr(state[name], "shape", ()))
+            shape = tuple(np.shape(state[name]))
             if len(shape) != 2 or shape[1] != units or (n is not None and shape[0] is not None and shape[0] != n):
                 raise ValueError(f"state[{name!r}] has shape {list(shape)}; expected [{n}, {units}] (one row per "
                                  "observation).")
     if episode_starts is not None:
-        shape = tuple(getattr(episode_starts, "shape", ()))
+        shape = tuple(np.shape(episode_starts))
         if len(shape) != 1 or (n is not None and shape[0] is not None and shape[0] != n):
             raise ValueError(f"episode_starts has shape {list(shape)}; expected [{n}] (one flag per observation).")

@@ -130,7 +130,7 @@ class Rollouts(Resumable, keras.utils.PyDataset):
         if model.action_mask:
             self.masks = MaskReader(self.env, model.action_space)
         #: A recurrent model's state and episode starts, carried per sub-env across steps and batches, or None.
-        self.carry = Carry(model.state_sizes(), self.env.num_envs) if model.is_recurrent else None
+        self.carry = Carry(model.state_sizes(), self.env.num_envs, model.compute_dtype) if model.is_recurrent else None
         #: Whether the env's own reset steps are stepped through and left out (NEXT_STEP, no reset_mask).
         self.skips_reset_steps = skips_reset_steps(self.env)
         self.num_envs = int(self.env.num_envs)
@@ -229,7 +229,8 @@ class Rollouts(Resumable, keras.utils.PyDataset):
         observations = self._start()
         buffer = RolloutBuffer(spec, self.model.head, self.horizon, self.num_envs,
                                mask_size=0 if self.masks is None else mask_size(self.model.action_space),
-                               state_sizes=None if self.carry is None else self.carry.sizes)
+                               state_sizes=None if self.carry is None else self.carry.sizes,
+                               state_dtype=None if self.carry is None else self.carry.dtype)
         first_finished, transitions, t = len(self.episode_returns), 0, 0
         low, high = action_bounds(self.env)
         while not buffer.full:

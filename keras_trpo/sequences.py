@@ -89,12 +89,12 @@ class Carry:
     (a reset of every sub-env) zeroes the state and sets every flag.
     """
 
-    def __init__(self, sizes: Mapping[str, int], num_envs: int) -> None:
-        self.sizes, self.num_envs = dict(sizes), int(num_envs)
+    def __init__(self, sizes: Mapping[str, int], num_envs: int, dtype: Any = np.float32) -> None:
+        self.sizes, self.num_envs, self.dtype = dict(sizes), int(num_envs), np.dtype(dtype)
         self.reset()
 
     def reset(self) -> None:
-        self.state = {name: np.zeros((self.num_envs, units), np.float32) for name, units in self.sizes.items()}
+        self.state = {name: np.zeros((self.num_envs, units), self.dtype) for name, units in self.sizes.items()}
         self.starts = np.ones(self.num_envs, bool)
 
     def stored(self) -> dict[str, np.ndarray]:
@@ -112,4 +112,10 @@ class Carry:
         return {"state": {name: value.copy() for name, value in self.state.items()}, "starts": self.starts.copy()}
 
     def set_state(self, saved: Mapping[str, Any]) -> None:
-        self.advance(saved["state"], saved["starts"])
+        """Restores :meth:`get_state`; one ValueError line if it holds other state entries or shapes."""
+        shapes = {name: np.shape(value) for name, value in saved["state"].items()}
+        expected = {name: (self.num_envs, units) for name, units in self.sizes.items()}
+        if shapes != expected or np.shape(saved["starts"]) != (self.num_envs,):
+            raise ValueError(f"the saved recurrent state has entries {shapes}; these Rollouts' model and env carry "
+                             f"{expected}: resume with the model and env the state was saved with.")
+        self.advance({name: np.asarray(value, self.dtype) for name, value in saved["state"].items()}, saved["starts"])

@@ -140,8 +140,10 @@ def mean_of(values: tf.Tensor, *weights: tf.Tensor) -> tf.Tensor:
     """
     if not weights:
         return tf.reduce_mean(values)
-    total = weights[1] if len(weights) > 1 else tf.reduce_sum(weights[0])
-    return tf.reduce_sum(values * weights[0]) / tf.maximum(total, 1.0)
+    w = weights[0]
+    total = weights[1] if len(weights) > 1 else tf.reduce_sum(w)
+    # A padded row's value is dropped, not multiplied by 0: an overflowing ratio there would make 0·inf = NaN.
+    return tf.reduce_sum(tf.where(w > 0, values, tf.zeros_like(values)) * w) / tf.maximum(total, 1.0)
 
 
 def weighted_mean(replicas: Replicas, fn: Callable[[Any], tf.Tensor], values: Any, weights: Any) -> tf.Tensor:
@@ -220,8 +222,8 @@ class Objective:
         variables, head, model = self.model.policy_variables, self.model.head, self.model
 
         def local_product_fn(o: Any, p: Any, w: tuple[tf.Tensor, ...]) -> Callable[[tf.Tensor], tf.Tensor]:
-            if rows is not None:  # a subsample's mean is over its own real steps
-                o, p, w = tf.nest.map_structure(lambda q: tf.gather(q, rows), (o, p, w[:1]))
+            if rows is not None:  # a subsample's mean is over its own real steps (o may hold a None action mask)
+                o, p, w = tf.nest.map_structure(lambda q: q if q is None else tf.gather(q, rows), (o, p, w[:1]))
             if form == "double_backprop":
                 return ops.fisher_vector_product_fn(
                     lambda: mean_of(tfd.kl_divergence(head.distribution(p), model.distribution(*o)), *w),
@@ -230,10 +232,11 @@ class Objective:
             # M of the mean KL: the per-row Hessian over the number of rows (over the real steps' weights).
             scale = 1.0 / tf.cast(tf.shape(tf.nest.flatten(p)[0])[0], float_dtype())
             if w:
-                scale = (w[0] / tf.maximum(w[1] if len(w) > 1 else tf.reduce_sum(w[0]), 1.0))[:, None]
+                scale = w[0] / tf.maximum(w[1] if len(w) > 1 else tf.reduce_sum(w[0]), 1.0)
 
             def metric_fn(u: Any) -> Any:
-                return tf.nest.map_structure(lambda m: scale * m, head.kl_hessian_product(p, u))
+                # A per-row scale [N] broadcast over each parameter's [N, ...] (any action rank).
+                return tf.nest.map_structure(lambda m: _per_row(scale, m) * m, head.kl_hessian_product(p, u))
 
             return ops.gauss_newton_product_fn(lambda: model.distribution_params(*o), metric_fn, variables, damping)
 
@@ -246,6 +249,13 @@ class Objective:
                                       self.weights)
 
         return product
+
+
+def _per_row(scale: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """``scale`` as it is (a scalar), or a per-row ``[N]`` scale reshaped to broadcast over ``like`` ``[N, ...]``."""
+    if scale.shape.rank == 0:
+        return scale
+    return tf.reshape(scale, [-1] + [1] * (like.shape.rank - 1))
 
 
 def check_fisher_product(value: Any) -> str:

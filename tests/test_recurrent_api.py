@@ -44,6 +44,22 @@ def test_a_sequential_with_an_lstm_is_detected_and_stepped_with_its_own_weights(
     np.testing.assert_allclose(features, network(obs[:, None, :]).numpy(), atol=1e-6)
 
 
+def test_recurrent_true_on_a_dict_space_steps_the_flattened_entries():
+    """Catches: the default recurrent towers fed the structured dict (the MLP's Flatten fails on it)."""
+    space = gymnasium.spaces.Dict({"position": gymnasium.spaces.Box(-1, 1, (3,)), "room": gymnasium.spaces.Discrete(4)})
+    model = keras_trpo.TRPO(space, gymnasium.spaces.Discrete(2), recurrent=True, hidden_units=[8],
+                            value_hidden_units=[8], sequence_length=2, seed=0)
+    model.compile(optimizer="adam")
+    space.seed(0)
+    obs = {key: np.stack([space.sample()[key] for _ in range(4)]) for key in space.spaces}
+    actions, state = model(obs, episode_starts=np.array([1, 0, 1, 0], bool))
+    assert actions.shape == (4,) and state["policy_h"].shape == (4, 64)
+    batch = {"observations": obs, "actions": np.array([0, 1, 1, 0]), "advantages": np.array([1.0, -1, 0.5, 0]),
+             "returns": np.zeros(4), sequences.STARTS: np.array([1, 0, 1, 0], bool),
+             sequences.MASK: np.ones(4, bool), **{k: np.zeros((4, n), np.float32) for k, n in model.state_sizes().items()}}
+    assert float(model.train_step(batch)["step_accepted"]) in (0.0, 1.0)
+
+
 def test_a_gru_tower_has_one_state_entry(env):
     model = keras_trpo.TRPO.for_env(env, policy_network=networks.recurrent(None, units=7, cell="gru"), seed=0)
     assert model.state_sizes() == {"policy_h": 7}
@@ -87,3 +103,35 @@ def test_a_batch_of_partial_sequences_is_refused_before_any_compute(env):
     for w, b in zip(model.weights, before):
         np.testing.assert_array_equal(w.numpy(), b)
     assert batch[sequences.MASK].all()  # 16 steps per sub-env: two whole sequences, no padding
+
+
+def synthetic_batch(model, rows, rng):
+    """``rows`` random steps in whole sequences: observations, actions of the model's space, states, flags."""
+    space = model.action_space
+    space.seed(0)
+    return {"observations": rng.normal(size=(rows, *model.observation_space.shape)).astype(np.float32),
+            "actions": np.stack([space.sample() for _ in range(rows)]),
+            "advantages": rng.normal(size=rows).astype(np.float32), "returns": rng.normal(size=rows).astype(np.float32),
+            sequences.STARTS: rng.random(rows) < 0.2, sequences.MASK: np.arange(rows) % 4 != 3,
+            **{k: rng.normal(0, 0.3, (rows, n)).astype(np.float32) for k, n in model.state_sizes().items()}}
+
+
+@pytest.mark.parametrize("options", [
+    {"fvp_fraction": 0.5},  # whole sequences subsampled; the unmasked model's None mask passes through
+    {"fisher_product": "gauss_newton"},  # a per-row scale over [N, 2, 2] parameters
+    {"fisher_product": "gauss_newton", "fvp_fraction": 0.5},
+])
+def test_every_fisher_product_option_updates_a_recurrent_model_with_matrix_actions(options):
+    """Catches: ``tf.gather`` of the None mask of an unmasked recurrent model's subsample, and a ``[N, 1]`` scale
+    that does not broadcast over ``[N, 2, 2]`` Box parameters (both crashed)."""
+    model = keras_trpo.TRPO(gymnasium.spaces.Box(-1, 1, (3,)), gymnasium.spaces.Box(-1, 1, (2, 2)), recurrent=True,
+                            hidden_units=[8], value_hidden_units=[8], sequence_length=4, seed=0, **options)
+    model.compile(optimizer="adam")
+    logs = model.train_step(synthetic_batch(model, 32, np.random.default_rng(0)))
+    assert np.isfinite(float(logs["cg_residual"])) and float(logs["kl"]) <= model.max_kl * (1 + 1e-5)
+
+
+def test_a_bidirectional_or_wrapped_rnn_is_refused_in_one_line(env):
+    wrapped = keras.Sequential([keras.layers.Bidirectional(keras.layers.LSTM(4))])
+    with pytest.raises(ValueError, match="policy_network has recurrent layers keras_trpo cannot step"):
+        keras_trpo.TRPO.for_env(env, policy_network=wrapped)

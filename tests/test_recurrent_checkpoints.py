@@ -105,4 +105,8 @@ def test_the_clis_savedmodel_policy_carries_the_state_as_evaluate_does(tmp_path)
     assert got == want and len(set(want)) > 1
     sampled = keras_trpo.evaluate(policy, eval_env, episodes=4, seed=11, deterministic=False)
     assert sampled == keras_trpo.evaluate(policy, eval_env, episodes=4, seed=11, deterministic=False)
+    # keras_trpo.evaluate of the loaded SavedModel itself, and of its signatures, carries the state the same way.
+    assert keras_trpo.evaluate(loaded, eval_env, episodes=8, seed=11) == want
+    assert keras_trpo.evaluate(loaded.signatures["serving_default"], eval_env, episodes=8, seed=11) == want
+    assert len(keras_trpo.evaluate(loaded, eval_env, episodes=4, seed=11, deterministic=False)) == 4
     assert tf.saved_model.contains_saved_model(str(tmp_path / "saved" / "1"))

@@ -196,3 +196,24 @@ def test_padded_steps_change_neither_the_surrogate_nor_the_kl():
     real = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
     real["advantages"][0] = 100.0
     assert surrogate_and_kl(real)[0] != base[0]
+
+
+def test_padded_steps_change_nothing_in_a_whole_update():
+    """Catches: padding in the critic's metrics or the observation normalizer's moments (``weights`` not passed to
+    ``explained_variance`` / ``normalizer_step``), or in any other mean of the update."""
+    results = []
+    for change in (False, True):
+        model = tiny_model(normalize_observations=True)
+        batch = tiny_batch(model)
+        if change:
+            padded = ~batch[sequences.MASK]
+            batch["observations"][padded] += 3.0
+            batch["returns"][padded] = 50.0
+            batch["advantages"][padded] = -20.0
+        logs = model.train_step(batch)
+        results.append(({k: float(v) for k, v in logs.items()}, [w.numpy() for w in model.weights]))
+    (logs_a, weights_a), (logs_b, weights_b) = results
+    assert logs_a["step_accepted"] == 1.0
+    assert logs_a == logs_b
+    for a, b in zip(weights_a, weights_b):
+        np.testing.assert_array_equal(a, b)

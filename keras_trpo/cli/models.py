@@ -80,8 +80,7 @@ def cmd_evaluate(args) -> int:
             env_actions = getattr(env, "single_action_space", None) or env.action_space
             if kind == "saved_model":
                 policy = ServingPolicy(serving, inputs, outputs["actions"], env_space, env_actions, args.env_id,
-                                       sampler=loaded.signatures.get("sample"),
-                                       initial=loaded.signatures.get("get_initial_state"))
+                                       loaded.signatures.get("sample"), loaded.signatures.get("get_initial_state"))
             else:
                 check_keras_policy(policy, env_space, env_actions, args.env_id)
             try:
