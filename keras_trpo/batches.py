@@ -52,9 +52,9 @@ class Batches:
     def check_batch_values(self, data: Any) -> None:
         """Host-side checks before any compute: a masked model's actions legal under their own masks; a
         recurrent model's batch made of whole sequences."""
-        if self.action_mask:
-            masking.check_batch(validation.unwrap(data), self.action_space, self.distribute_strategy)
         data = validation.unwrap(data)
+        if self.action_mask:
+            masking.check_batch(data, self.action_space, self.distribute_strategy)
         if self.is_recurrent and isinstance(data, Mapping) and "returns" in data:
             returns = data["returns"]
             shares = self.distribute_strategy.experimental_local_results(returns) \

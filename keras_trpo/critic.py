@@ -14,7 +14,8 @@ import keras
 import tensorflow as tf
 
 from keras_trpo.distribute import Replicas
-from keras_trpo.update import ActorCritic, Metrics, mean_of, weighted_mean
+from keras_trpo.ops import mean_of, sequence_rows
+from keras_trpo.update import ActorCritic, Metrics, weighted_mean, weighted_moments
 from keras_trpo.validation import float_dtype
 
 
@@ -94,7 +95,7 @@ def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: An
         index = permutations[epoch, start : tf.minimum(start + minibatch, n)]
         pooled: tuple[Any, ...] = ()
         if length > 1:  # the rows of the picked sequences; the mean is over their real steps on every replica
-            index = tf.reshape(index[:, None] * length + tf.range(length)[None, :], [-1])
+            index = sequence_rows(index, length)
             pooled = (replicas.mean(lambda w: tf.reduce_sum(tf.gather(w, index)), weights),)
 
         def local_loss_and_gradients(x: Any, r: tf.Tensor, w: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:
@@ -112,11 +113,6 @@ def train(model: ActorCritic, replicas: Replicas, observations: Any, returns: An
         "value_loss": loss_sum / tf.cast(tf.maximum(total, 1), float_dtype()),
         "explained_variance": explained_variance(replicas, values_before, returns, weights),
     }
-
-
-def _weighted_variance(replicas: Replicas, values: Any, weights: Any) -> tf.Tensor:
-    mean = weighted_mean(replicas, lambda x: x, values, weights)
-    return weighted_mean(replicas, lambda x: tf.square(x - mean), values, weights)
 
 
 def written_variables(model: ActorCritic) -> list[Any]:
@@ -167,7 +163,7 @@ def explained_variance(replicas: Replicas, predictions: Any, targets: Any, weigh
         _, target_variance = replicas.moments(targets)
         _, residual_variance = replicas.moments(residuals)
     else:
-        target_variance, residual_variance = (_weighted_variance(replicas, x, weights) for x in (targets, residuals))
+        target_variance, residual_variance = (weighted_moments(replicas, x, weights)[1] for x in (targets, residuals))
     return tf.where(
         target_variance > 0,
         1.0 - residual_variance / tf.where(target_variance > 0, target_variance, 1.0),

@@ -230,7 +230,7 @@ class Forward:
         The acting path of a recurrent model (:mod:`keras_trpo.acting`), traced once.
         """
         if self._step_function is None:
-            state_specs = {k: tf.TensorSpec([None, *v.shape[1:]], v.dtype) for k, v in self.initial_state(1).items()}
+            state_specs = {k: tf.TensorSpec([None, units], keras.config.floatx()) for k, units in self.state_sizes().items()}
             self._step_function = tf.function(self._step_outputs, autograph=False, input_signature=[
                 self.observation_spec.tensor_specs(), state_specs, tf.TensorSpec([None], tf.bool)])
         return self._step_function

@@ -6,7 +6,8 @@
 * :func:`gauss_newton_product_fn`: the same ``(F + damping·I) v`` as ``Jᵀ M J v``
   from one recorded forward pass (cheaper per product; `TRPO(fisher_product="gauss_newton")`);
 * :func:`conjugate_gradient`: solves ``A x = b`` given only ``v ↦ A v``;
-* :func:`backtracking_line_search`: shrinks a step until a predicate accepts it.
+* :func:`backtracking_line_search`: shrinks a step until a predicate accepts it;
+* :func:`mean_of`: a batch mean, or over a recurrent batch's real steps (padding weighs 0); :func:`sequence_rows`.
 
 Every function works eagerly and inside ``tf.function`` (loops are
 ``tf.while_loop``), and holds no state. Reference: Schulman et al., "Trust
@@ -298,3 +299,31 @@ def backtracking_line_search(
 
     j, accepted = tf.while_loop(cond, body, (tf.constant(0), tf.constant(False)))
     return accepted, j
+
+
+# --------------------------------------------------------------------------
+# Means over the real steps of a recurrent batch (padding weighs 0) and its sequences' rows
+# --------------------------------------------------------------------------
+def mean_of(values: tf.Tensor, *weights: tf.Tensor) -> tf.Tensor:
+    """``mean(values)``, or with ``weights`` (0/1: padded steps are 0) the mean over the weighted rows.
+
+    ``weights`` is ``(w,)`` or ``(w, total)``: ``Σ w·values / total``, ``total`` defaulting to ``Σ w``. Under a
+    strategy ``total`` is the replicas' mean of their ``Σ w`` (:class:`keras_trpo.update.Objective`), so that
+    the replicas' mean of these local values is the weighted mean over the whole batch, whatever padding each
+    share holds.
+    """
+    if not weights:
+        return tf.reduce_mean(values)
+    w = weights[0]
+    # A padded row's value is dropped, not multiplied by 0: an overflowing ratio there would make 0·inf = NaN.
+    return tf.reduce_sum(tf.where(w > 0, values, tf.zeros_like(values)) * w) / weight_total(weights)
+
+
+def weight_total(weights: tuple[tf.Tensor, ...]) -> tf.Tensor:
+    """The denominator of :func:`mean_of`'s weighted mean: ``total`` if given, else ``Σ w`` (at least 1)."""
+    return tf.maximum(weights[1] if len(weights) > 1 else tf.reduce_sum(weights[0]), 1.0)
+
+
+def sequence_rows(index: tf.Tensor, length: int) -> tf.Tensor:
+    """The rows of the sequences ``index`` of a sequence-major batch (``length`` rows each), in order."""
+    return tf.reshape(index[:, None] * length + tf.range(length)[None, :], [-1])

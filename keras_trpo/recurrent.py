@@ -133,14 +133,6 @@ class Recurrent(keras.layers.Layer):
             "cell": self.cell_type, "seed": self.seed, "cell_config": self.cell.get_config(),
         }
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Recurrent:
-        config = dict(config)
-        for key in ("features", "after"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
-
 
 def _sequence_starts(state: Any, sequences: Any, length: int) -> Any:
     """``[S, units]`` from a state given per sequence (``[S, units]``) or per row (``[S·L, units]``: every L-th)."""

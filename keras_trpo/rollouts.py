@@ -244,7 +244,6 @@ class Rollouts(Resumable, keras.utils.PyDataset):
                 buffer.add_step(cells, **self.carry.stored())
                 actions, values, next_state = policy.act_recurrent(observations, self.carry.state, self.carry.starts,
                                                                    self._rng, masks)
-                self.carry.advance(next_state, self.carry.starts)
             buffer.add_step(cells, observations=observations, actions=actions, values=values)
             if masks is not None:
                 buffer.add_step(cells, action_masks=masks)
@@ -257,12 +256,13 @@ class Rollouts(Resumable, keras.utils.PyDataset):
             terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
             rewards, done = self._account(rewards, terminated | truncated, stepped, cells, t)
             buffer.add_step(cells, rewards=rewards, terminated=terminated, truncated=truncated)
+            if self.carry is not None:  # the state after this step; an episode starts at the next observation where
+                # one ended now (reset at once) or where this step only reset the sub-env (_resetting, skips_reset_steps)
+                self.carry.advance(next_state, done | self._resetting)
             self._bootstrap(policy, buffer, cells, self._final_observations(following, done, info), terminated,
                             truncated)
             buffer.advance(cells)
             transitions += self.num_envs if stepped is None else int(stepped.sum())
-            if self.carry is not None:  # the next observation starts an episode: reset now, or a reset step's
-                self.carry.starts = done | (self._resetting if self.skips_reset_steps else False)
             observations, t = self._after_episodes(following, done, t), t + 1
         self._observations = observations
         self.env_steps += transitions

@@ -123,33 +123,20 @@ def normalized(replicas: Replicas, advantages: Any, weights: Any = None) -> Any:
 
     ``weights`` (a recurrent batch's ``sequence_mask`` as 0/1): the moments are over the real steps only.
     """
-    if weights is None:
-        mean, variance = replicas.moments(advantages)
-    else:
-        mean = weighted_mean(replicas, lambda a: a, advantages, weights)
-        variance = weighted_mean(replicas, lambda a: tf.square(a - mean), advantages, weights)
+    mean, variance = replicas.moments(advantages) if weights is None else weighted_moments(replicas, advantages, weights)
     return replicas.run(lambda a: (a - mean) / (tf.sqrt(variance) + 1e-8), advantages)
-
-
-def mean_of(values: tf.Tensor, *weights: tf.Tensor) -> tf.Tensor:
-    """``mean(values)``, or with ``weights`` (0/1: padded steps are 0) the mean over the weighted rows.
-
-    ``weights`` is ``(w,)`` or ``(w, total)``: ``Σ w·values / total``, ``total`` defaulting to ``Σ w``. Under a
-    strategy ``total`` is the replicas' mean of their ``Σ w`` (:meth:`Objective.__init__`), so that the replicas'
-    mean of these local values is the weighted mean over the whole batch, whatever padding each share holds.
-    """
-    if not weights:
-        return tf.reduce_mean(values)
-    w = weights[0]
-    total = weights[1] if len(weights) > 1 else tf.reduce_sum(w)
-    # A padded row's value is dropped, not multiplied by 0: an overflowing ratio there would make 0·inf = NaN.
-    return tf.reduce_sum(tf.where(w > 0, values, tf.zeros_like(values)) * w) / tf.maximum(total, 1.0)
 
 
 def weighted_mean(replicas: Replicas, fn: Callable[[Any], tf.Tensor], values: Any, weights: Any) -> tf.Tensor:
     """``Σ w·fn(values) / Σ w`` over the whole batch (the sums pooled over replicas, so shares may differ in Σ w)."""
     sums = replicas.mean(lambda v, w: tf.stack([tf.reduce_sum(fn(v) * w), tf.reduce_sum(w)]), values, weights)
     return sums[0] / tf.maximum(sums[1], 1e-12)
+
+
+def weighted_moments(replicas: Replicas, values: Any, weights: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(mean, variance)`` of ``values`` over the whole batch's weighted rows (:func:`weighted_mean`)."""
+    mean = weighted_mean(replicas, lambda x: x, values, weights)
+    return mean, weighted_mean(replicas, lambda x: tf.square(x - mean), values, weights)
 
 
 # --------------------------------------------------------------------------
@@ -171,7 +158,7 @@ class Objective:
         self.inputs: tuple[Any, ...] = (observations,) if action_masks is None else (observations, action_masks)
         if memory is not None:
             self.inputs = (observations, action_masks, memory)
-        # (w, the replicas' mean of their Σ w): see mean_of.
+        # (w, the replicas' mean of their Σ w): see keras_trpo.ops.mean_of.
         self.weights = () if weights is None else (weights, replicas.mean(tf.reduce_sum, weights))
         self.actions, self.advantages = actions, advantages
         head = model.head
@@ -183,8 +170,8 @@ class Objective:
     def _local(self, o: Any, a: tf.Tensor, adv: tf.Tensor, p: Any, old_lp: tf.Tensor,
                w: tuple[tf.Tensor, ...] = ()) -> tuple[tf.Tensor, tf.Tensor]:
         new = self.model.distribution(*o)
-        surrogate = mean_of(tf.exp(new.log_prob(a) - old_lp) * adv, *w)
-        kl = mean_of(tfd.kl_divergence(self.model.head.distribution(p), new), *w)
+        surrogate = ops.mean_of(tf.exp(new.log_prob(a) - old_lp) * adv, *w)
+        kl = ops.mean_of(tfd.kl_divergence(self.model.head.distribution(p), new), *w)
         return surrogate, kl
 
     def _args(self) -> tuple[Any, ...]:
@@ -207,7 +194,7 @@ class Objective:
 
     def entropy(self) -> tf.Tensor:
         """Mean entropy of the old policy on the batch."""
-        return self.replicas.mean(lambda p, w: mean_of(self.model.head.distribution(p).entropy(), *w),
+        return self.replicas.mean(lambda p, w: ops.mean_of(self.model.head.distribution(p).entropy(), *w),
                                   self.old_params, self.weights)
 
     def fisher_vector_product(
@@ -226,13 +213,13 @@ class Objective:
                 o, p, w = tf.nest.map_structure(lambda q: q if q is None else tf.gather(q, rows), (o, p, w[:1]))
             if form == "double_backprop":
                 return ops.fisher_vector_product_fn(
-                    lambda: mean_of(tfd.kl_divergence(head.distribution(p), model.distribution(*o)), *w),
+                    lambda: ops.mean_of(tfd.kl_divergence(head.distribution(p), model.distribution(*o)), *w),
                     variables, damping,
                 )
             # M of the mean KL: the per-row Hessian over the number of rows (over the real steps' weights).
             scale = 1.0 / tf.cast(tf.shape(tf.nest.flatten(p)[0])[0], float_dtype())
             if w:
-                scale = w[0] / tf.maximum(w[1] if len(w) > 1 else tf.reduce_sum(w[0]), 1.0)
+                scale = w[0] / ops.weight_total(w)
 
             def metric_fn(u: Any) -> Any:
                 # A per-row scale [N] broadcast over each parameter's [N, ...] (any action rank).
@@ -295,9 +282,7 @@ def fvp_rows(
     base = tf.stack([tf.cast(seed_generator.state[0], tf.int64), tf.cast(policy_version, tf.int64)])
     seed = tf.random.experimental.stateless_fold_in(base, FVP_SEED_SALT)
     rows = tf.argsort(tf.random.stateless_uniform((n,), seed))[:count]
-    if length > 1:  # the rows of the picked sequences
-        rows = tf.reshape(rows[:, None] * length + tf.range(length)[None, :], [-1])
-    return rows
+    return ops.sequence_rows(rows, length) if length > 1 else rows
 
 
 # --------------------------------------------------------------------------

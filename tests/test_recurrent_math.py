@@ -6,7 +6,7 @@ padding (``sequence_mask`` False) at their ends. The float64 reference is a NumP
 the LSTM equations (Hochreiter & Schmidhuber 1997; Keras' gate order i, f, c, o), not keras_trpo's code.
 
 Bugs each test catches (each checked once by mutating the code):
-- FVP vs explicit Fisher: padded steps counted in the mean KL (``update.mean_of`` ignoring its weights), or
+- FVP vs explicit Fisher: padded steps counted in the mean KL (``ops.mean_of`` ignoring its weights), or
   no reset at episode starts inside a sequence;
 - episode-start reset: ``Recurrent.unroll`` without its ``tf.where`` reset;
 - padding: ``mean_of`` ignoring its weights (the surrogate and KL then move with padded rows);

@@ -186,15 +186,7 @@ class ServingPolicy:
         self.observation_spec, self.observation_space, self.action_space = spec, env_space, env_actions
 
     def __call__(self, observations, action_mask=None, state=None, episode_starts=None):
-        if not self.is_recurrent:
-            return self.serving(**self._feed(observations, action_mask))["actions"]
-        import tensorflow as tf
-
-        from keras_trpo.export import START_KEY
-
-        starts = {START_KEY: tf.cast(episode_starts, tf.int8)}
-        out = self.serving(**self._feed(observations, action_mask), **state, **starts)
-        return out["actions"], {name: out[name] for name in self.state_names}
+        return self._actions(self.serving, self._feed(observations, action_mask), state, episode_starts)
 
     def initial_state(self, batch_size):
         """A recurrent SavedModel's zero state for ``batch_size`` rows (its ``get_initial_state`` signature)."""
@@ -207,12 +199,19 @@ class ServingPolicy:
         ``load_serving(path, sampling=True)`` refused a SavedModel without one); with the next state if recurrent."""
         import tensorflow as tf
 
+        feed = {**self._feed(observations, action_mask), "seed": tf.constant(seed, tf.int32)}
+        return self._actions(self.sampler, feed, state, episode_starts)
+
+    def _actions(self, signature, feed, state, episode_starts):
+        """``signature``'s actions for ``feed``; a recurrent SavedModel's also take the state and the episode-start
+        flags, and come with the next state."""
+        if not self.is_recurrent:
+            return signature(**feed)["actions"]
+        import tensorflow as tf
+
         from keras_trpo.export import START_KEY
 
-        feed = {**self._feed(observations, action_mask), "seed": tf.constant(seed, tf.int32)}
-        if not self.is_recurrent:
-            return self.sampler(**feed)["actions"]
-        out = self.sampler(**feed, **state, **{START_KEY: tf.cast(episode_starts, tf.int8)})
+        out = signature(**feed, **state, **{START_KEY: tf.cast(episode_starts, tf.int8)})
         return out["actions"], {name: out[name] for name in self.state_names}
 
     def _feed(self, observations, action_mask=None):
