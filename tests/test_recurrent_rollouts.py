@@ -8,7 +8,7 @@ Bugs each test catches (each checked once by mutating the code):
   ``kl <= max_kl`` condition dropped;
 - ``test_padding_rows_are_copies_marked_false``: padding that is not excluded (``sequence_mask`` all True);
 - ``test_episode_starts_flag_the_first_step_of_every_episode``: the flags set one step late (at the step after
-  the first observation of an episode).
+  the first observation of an episode), or never after the first reset (``done`` dropped from the flags).
 """
 
 from __future__ import annotations
@@ -128,5 +128,7 @@ def test_episode_starts_flag_the_first_step_of_every_episode():
     assert flagged[0] == 0  # the first reset
     lengths = rollouts.episode_lengths
     assert len(lengths) >= 3
+    # Every episode that ended flags the next step (the last one may end on the batch's last step).
+    assert len(flagged) >= len(lengths)
     # Each episode starts right after the previous one's last step.
     np.testing.assert_array_equal(np.diff(flagged), lengths[: len(flagged) - 1])
