@@ -97,7 +97,7 @@ START_KEY = "episode_start"
 _VERSION = re.compile(r"^\d+$")
 
 
-def export_saved_model(model, filepath, *, format="tf_saved_model", overwrite=False, verbose=False, **kwargs) -> str:
+def export_saved_model(model, filepath, *, overwrite=False, verbose=False, warmup=False, **kwargs) -> str:
     """Writes ``model`` as a TF Serving SavedModel and returns the version directory.
 
     Args:
@@ -117,8 +117,8 @@ def export_saved_model(model, filepath, *, format="tf_saved_model", overwrite=Fa
         FileExistsError: the version directory exists, is not empty and
             ``overwrite`` is False.
     """
-    if format != "tf_saved_model":
-        raise ValueError(f"format must be 'tf_saved_model' (TF Serving); got {format!r}.")
+    if warmup is not False:
+        raise NotImplementedError("warmup= is being built (issue 30).")
     if kwargs:
         raise TypeError(f"TRPO.export() got unexpected arguments {sorted(kwargs)}; it takes overwrite=.")
     _check_model(model)

@@ -18,6 +18,7 @@ from keras_trpo import (
     actor_critic,
     batches,
     critic,
+    deploy,
     distribute,
     envs,
     export,
@@ -279,7 +280,7 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
 
     def export(
         self, filepath: Any, format: str = "tf_saved_model", *, overwrite: bool = False, verbose: bool = False,
-        **kwargs: Any,
+        warmup: Any = False, **kwargs: Any,
     ) -> Any:
         """Writes a TF Serving SavedModel of the policy and critic; returns the version directory.
 
@@ -290,7 +291,7 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
         directory and the next version is created in it. See :mod:`keras_trpo.export`.
         Example: ``model.export("saved_models/cartpole")`` → ``".../saved_models/cartpole/1"``.
         """
-        return export.export_saved_model(self, filepath, format=format, overwrite=overwrite, verbose=verbose, **kwargs)
+        return deploy.export_model(self, filepath, format, overwrite=overwrite, verbose=verbose, warmup=warmup, **kwargs)
 
     # ------------------------------------------------------------------
     # Networks (the forward pass: keras_trpo.forward)
