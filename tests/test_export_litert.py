@@ -1,0 +1,401 @@
+"""LiteRT export (issue 30): ``model.export("x.tflite", format="litert")``, run where keras_trpo is not.
+
+Six models (the CartPole MLP, a Hopper-shaped Box MLP with observation normalization and float64 observations,
+a MiniGrid-shaped uint8 CNN, a Dict-observation MLP, a masked MultiDiscrete model and a recurrent LSTM model)
+are exported to ``.tflite`` and run in ONE fresh Python process through ``ai_edge_litert``'s interpreter
+(``get_signature_runner``); that process imports neither keras_trpo nor TensorFlow (tests/test_export.py's
+import hook refuses keras_trpo and TFP; TensorFlow's absence is checked). The recurrent model is stepped
+through episodes, carrying the state each call returns.
+
+Tolerances: the interpreter and Keras evaluate the same float32 network with other kernels (XNNPACK,
+other summation orders, other tanh/sigmoid approximations). Each comparison asserts two bounds:
+- the derived worst-case gap (tests/numerics.py: twice each evaluation's forward-error bound, Higham §3.1;
+  the CNN and LSTM helpers below apply the same rules to a convolution and to the cell's gates). It holds on
+  any CPU, but it is loose: 5e-5 to 7e-2 here, 30 to 70,000 times the measured differences;
+- the issue's |Δ| ≤ 1e-5. No worst-case bound gives it (for a 64-wide tanh layer feeding an O(1) output the
+  rounding term γ_65·Σ|w||h| alone is ~2e-5), so it rests on how rounding errors behave, not on a fit: sums of n
+  terms with independent roundings err by O(√n·u·Σ|terms|) (Higham & Mary, SIAM J. Sci. Comput. 2019),
+  about 1e-6 for these networks; measured on this CPU: at most 2e-6 (the Box and O(1)-logit models).
+"""
+
+import json
+import os
+
+import gymnasium
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from gymnasium import spaces
+
+import keras_trpo
+from keras_trpo import export, export_litert, networks
+from numerics import ELEMENTWISE_UNITS, LIPSCHITZ, U32, gamma, mlp_gap, normalization_error
+from test_export import MIXED_SPACE, dict_observations, make_model, mlp_input, run_fresh_python
+from test_masked_export import masked_twin, random_masks
+
+pytest.importorskip("ai_edge_litert", reason="LiteRT tests need ai-edge-litert (pip install 'keras-trpo[litert]')")
+
+N, T = 32, 12  # rows per batch; steps of the recurrent episode
+ISSUE_BOUND = 1e-5
+PLAIN = ("serving_default", "value", "distribution_params")
+
+FRESH_PROCESS = """
+    import json, sys
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    BUILTINS = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+
+    def operators(path):
+        # The file's operator codes, parsed from the flatbuffer: a Select-TF op is a CUSTOM code named Flex<Op>.
+        with open(path, "rb") as f:
+            model = schema.Model.GetRootAsModel(f.read(), 0)
+        names = []
+        for i in range(model.OperatorCodesLength()):
+            code = model.OperatorCodes(i)
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            custom = builtin == schema.BuiltinOperator.CUSTOM
+            names.append(f"CUSTOM:{code.CustomCode().decode()}" if custom else BUILTINS[builtin])
+        return sorted(names)
+
+    def episode(interpreter, feeds, results, name):
+        # One call per step; the next state is what serving_default returned, as a client would carry it.
+        steps, batch = feeds["observations"].shape[:2]
+        state = interpreter.get_signature_runner("get_initial_state")(batch_size=np.array(batch, np.int32))
+        names = sorted(state)
+        runners = {s: interpreter.get_signature_runner(s) for s in ("serving_default", "value", "distribution_params")}
+        outputs = {}
+        for t in range(steps):
+            inputs = {"observations": feeds["observations"][t], "episode_start": feeds["episode_start"][t], **state}
+            for signature, runner in runners.items():
+                for key, value in runner(**inputs).items():
+                    outputs.setdefault(f"{name}/{signature}/{key}", []).append(value)
+            state = {k: outputs[f"{name}/serving_default/{k}"][-1] for k in names}
+        results.update({key: np.stack(value) for key, value in outputs.items()})
+
+    root, names = sys.argv[1], json.loads(sys.argv[2])
+    results, report = {}, {}
+    for name in names:
+        feeds = dict(np.load(f"{root}/{name}.npz"))
+        interpreter = Interpreter(model_path=f"{root}/{name}.tflite")
+        signatures = interpreter.get_signature_list()
+        report[name] = {"signatures": signatures, "operators": operators(f"{root}/{name}.tflite")}
+        if "get_initial_state" in signatures:
+            episode(interpreter, feeds, results, name)
+            continue
+        for signature in ("serving_default", "value", "distribution_params"):
+            for key, value in interpreter.get_signature_runner(signature)(**feeds).items():
+                results[f"{name}/{signature}/{key}"] = value
+    np.savez(f"{root}/outputs.npz", **results)
+    report["forbidden_modules"] = forbidden_modules()
+    report["tensorflow_imported"] = "tensorflow" in sys.modules
+    print(json.dumps(report))
+"""
+
+
+# --------------------------------------------------------------------------
+# Derived gaps for the CNN and the LSTM (tests/numerics.py's rules)
+# --------------------------------------------------------------------------
+def dense_error(layer, magnitude, error, activation=None):
+    """``(|y|, error bound of y)`` after a Dense ``layer`` (+ ``activation``), from ``(|x|, error of x)``."""
+    kernel, bias = (np.abs(np.asarray(w.numpy(), np.float64)) for w in (layer.kernel, layer.bias))
+    pre = magnitude @ kernel + bias
+    error = error @ kernel + gamma(kernel.shape[0] + 1) * pre
+    if activation is None:
+        return pre, error
+    return pre, LIPSCHITZ[activation] * error + ELEMENTWISE_UNITS * U32 * pre  # |f(z)| <= |z|
+
+
+def cnn_gap(model, images):
+    """``{"policy": [N, outputs], "value": [N]}`` for the CNN towers of ``cnn()``: a 3×3 VALID convolution is a
+    dot product of 27 terms per output, so it is a Dense layer on each pixel's patch."""
+    x = np.asarray(images, np.float64)  # uint8 → float32 is exact
+    patches = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))  # [N, 5, 5, C, 3, 3]
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(len(x), 5, 5, -1)  # (kh, kw, C): the kernel's order
+
+    def tower(network, output):
+        conv, _, dense = network.layers
+        kernel = np.abs(conv.kernel.numpy().astype(np.float64)).reshape(-1, conv.filters)
+        pre = patches @ kernel + np.abs(conv.bias.numpy())
+        error = (gamma(kernel.shape[0] + 1) * pre).reshape(len(x), -1)  # relu: Lipschitz 1, exact
+        magnitude, error = dense_error(dense, pre.reshape(len(x), -1), error, "tanh")
+        return 2 * dense_error(output, magnitude, error)[1]
+
+    return {"policy": tower(model.policy_layers[0], model.policy_output),
+            "value": tower(model.value_layers[0], model.value_output)[:, 0]}
+
+
+def lstm_gap(model, observations, starts):
+    """``{"policy": [T, N, outputs], "value": [T, N]}`` over an episode of the recurrent model (normalizer →
+    [Dense tanh] → LSTM cell → output Dense), first order in u, with the exact (float64) gates and states as
+    magnitudes. Per step, with z = x W + h U + b over n = inputs + units + 1 terms:
+    δz ≤ δx|W| + δh|U| + γ_{n+1}(|x||W| + |h||U| + |b|); a sigmoid gate passes δz/4 on, tanh δz, each plus its
+    rounding; c' = f c + i g gives δc' ≤ |c|δf + f δc + |g|δi + i δg + 2u(|f c| + |i g|);
+    h' = o tanh(c') gives δh' ≤ |tanh c'| δo + o (δc' + r|tanh c'|) + u|h'|. An episode start zeroes both."""
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    r = ELEMENTWISE_UNITS * U32
+    x = np.asarray(observations, np.float64)  # [T, N, obs]
+    norm = model.normalizer
+    mean, std = norm.mean.numpy().astype(np.float64), np.sqrt(norm.variance.numpy().astype(np.float64) + norm.epsilon)
+    normalized = np.clip((x - mean) / std, -norm.clip, norm.clip)
+    magnitude, error = normalization_error(norm, x.reshape(-1, x.shape[-1]))
+    gaps = {}
+    for which, layer, output in (("policy", model.policy_layers[0], model.policy_output),
+                                 ("value", model.value_layers[0], model.value_output)):
+        features, f_mag, f_err = normalized.reshape(-1, x.shape[-1]), magnitude, error
+        for dense in [] if layer.features is None else [d for d in layer.features.layers if hasattr(d, "kernel")]:
+            features = np.tanh(features @ dense.kernel.numpy() + dense.bias.numpy())
+            f_mag, f_err = dense_error(dense, f_mag, f_err, "tanh")
+        features, f_err = features.reshape(*x.shape[:2], -1), f_err.reshape(*x.shape[:2], -1)
+        cell = layer.cell
+        w, u_, b = (v.numpy().astype(np.float64) for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
+        n = w.shape[0] + u_.shape[0] + 1
+        h = c = h_err = c_err = np.zeros((x.shape[1], cell.units))
+        out = []
+        for t in range(len(x)):
+            keep = ~starts[t].astype(bool)[:, None]
+            h, c, h_err, c_err = h * keep, c * keep, h_err * keep, c_err * keep
+            z = features[t] @ w + h @ u_ + b
+            z_err = f_err[t] @ np.abs(w) + h_err @ np.abs(u_) + gamma(n + 1) * (
+                np.abs(features[t]) @ np.abs(w) + np.abs(h) @ np.abs(u_) + np.abs(b))
+            (zi, zf, zg, zo), (ei, ef, eg, eo) = np.split(z, 4, axis=1), np.split(z_err, 4, axis=1)
+            i, f, g, o = sigmoid(zi), sigmoid(zf), np.tanh(zg), sigmoid(zo)
+            ei, ef, eg, eo = ei / 4 + r * i, ef / 4 + r * f, eg + r * np.abs(g), eo / 4 + r * o
+            c_err = np.abs(c) * ef + f * c_err + np.abs(g) * ei + i * eg + 2 * U32 * (np.abs(f * c) + np.abs(i * g))
+            c = f * c + i * g
+            h = o * np.tanh(c)
+            h_err = np.abs(np.tanh(c)) * eo + o * (c_err + r * np.abs(np.tanh(c))) + U32 * np.abs(h)
+            out.append(2 * dense_error(output, np.abs(h), h_err)[1])
+        gaps[which] = np.stack(out)
+    gaps["value"] = gaps["value"][..., 0]
+    return gaps
+
+
+# --------------------------------------------------------------------------
+# The models, their inputs, the Keras model's outputs and the derived gaps
+# --------------------------------------------------------------------------
+def cnn():
+    """A small MiniGrid-style Conv2D tower on the unscaled uint8 image."""
+    return keras.Sequential([keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(),
+                             keras.layers.Dense(16, activation="tanh")])
+
+
+def randomized(model, seed, scale=1.0):
+    """O(scale) policy outputs instead of the near-uniform initial policy: argmaxes are not near ties."""
+    kernel = model.policy_output.kernel
+    kernel.assign(np.random.default_rng(seed).normal(scale=scale, size=kernel.shape).astype(np.float32))
+    return model
+
+
+def plain_case(model, feeds, model_obs, features, mask=None):
+    """The Keras model's outputs for one batch (``features``: the default MLP's input; ``None`` for the CNN)."""
+    params = {k: v.numpy() for k, v in model.distribution_params(model_obs, action_mask=mask).items()}
+    if isinstance(model.action_space, spaces.Box):
+        actions = np.clip(params["mean"], model.action_space.low, model.action_space.high)
+    else:
+        actions = model(model_obs, action_mask=mask).numpy()
+    gap = cnn_gap(model, model_obs) if features is None else mlp_gap(model, features)
+    return {"feeds": feeds, "params": params, "actions": actions, "values": model.value(model_obs).numpy(), "gap": gap}
+
+
+def cartpole(rng):
+    model = randomized(keras_trpo.TRPO.for_env(gymnasium.make("CartPole-v1"), seed=0), 0)
+    obs = rng.normal(size=(N, 4)).astype(np.float32)
+    return model, plain_case(model, {"observations": obs}, obs, obs)
+
+
+def hopper(rng):
+    # Box(11) float64 observations as MuJoCo gives them; means up to ~2: some are clipped to [-1, 1].
+    model = keras_trpo.TRPO(observation_space=spaces.Box(-np.inf, np.inf, (11,), np.float64),
+                            action_space=spaces.Box(-1.0, 1.0, (3,), np.float32), normalize_observations=True, seed=0)
+    model.normalizer.update(tf.constant(rng.normal(loc=1.0, scale=3.0, size=(256, 11)).astype(np.float32)))
+    randomized(model, 1, scale=0.5)
+    obs = rng.normal(loc=1.0, scale=3.0, size=(N, 11))
+    return model, plain_case(model, {"observations": obs}, obs, obs)
+
+
+def minigrid_cnn(rng):
+    model = keras_trpo.TRPO(spaces.Box(0, 255, (7, 7, 3), np.uint8), spaces.Discrete(3), policy_network=cnn(),
+                            value_network=cnn(), seed=0)
+    randomized(model, 2)
+    images = rng.integers(0, 11, size=(N, 7, 7, 3)).astype(np.uint8)  # MiniGrid's object/colour/state codes
+    return model, plain_case(model, {"observations": images}, images, None)
+
+
+def dict_model(rng):
+    model = make_model(spaces.Discrete(3, start=1), normalize=False, observation_space=MIXED_SPACE, seed=3)
+    obs = dict_observations(MIXED_SPACE, N, rng)
+    return model, plain_case(model, obs, obs, mlp_input(MIXED_SPACE, obs))
+
+
+def masked(rng):
+    model, _ = masked_twin("multidiscrete")
+    masks = random_masks(model.action_space, N, rng)
+    obs = rng.normal(scale=2.0, size=(N, 4)).astype(np.float32)
+    return model, plain_case(model, {"observations": obs, "action_mask": masks}, obs, obs, mask=masks)
+
+
+def recurrent_lstm(rng):
+    model = keras_trpo.TRPO(
+        spaces.Box(-5.0, 5.0, (3,), np.float32), spaces.Discrete(3), normalize_observations=True, seed=0,
+        policy_network=networks.recurrent(networks.mlp((16,), seed=0), units=8, cell="lstm", seed=0),
+        value_network=networks.recurrent(None, units=8, cell="lstm", seed=1))
+    model.normalizer.update(tf.constant(rng.normal(scale=2.0, size=(256, 3)).astype(np.float32)))
+    randomized(model, 4)
+    obs = rng.normal(scale=2.0, size=(T, N, 3)).astype(np.float32)
+    starts = np.zeros((T, N), np.int8)
+    starts[0] = 1
+    starts[5, ::3] = 1  # some rows' episodes restart mid-way: their state must be zeroed there
+    state, actions, values, params = model.initial_state(N), [], [], []
+    for t in range(T):
+        p, v, _ = model.step(tf.constant(obs[t]), state, tf.constant(starts[t].astype(bool)))
+        a, state = model(obs[t], state=state, episode_starts=starts[t].astype(bool))
+        actions.append(np.asarray(a)), values.append(v.numpy()), params.append(p["logits"].numpy())
+    return model, {"feeds": {"observations": obs, "episode_start": starts}, "actions": np.stack(actions),
+                   "values": np.stack(values), "params": {"logits": np.stack(params)},
+                   "gap": lstm_gap(model, obs, starts)}
+
+
+CASES = {"cartpole": cartpole, "hopper": hopper, "minigrid_cnn": minigrid_cnn, "dict": dict_model, "masked": masked,
+         "recurrent_lstm": recurrent_lstm}
+
+
+def savedmodel_signatures(model):
+    """``{signature: {"inputs": [...], "outputs": [...]}}`` of the SavedModel export's functions, for the LiteRT ones."""
+    module = export.ServingModule(model)
+    names = export_litert.signature_names(module)
+    functions = {name: getattr(module, name).get_concrete_function() for name in names}
+    return {name: {"inputs": sorted(spec.name for spec in fn.structured_input_signature[0]),
+                   "outputs": sorted(fn.structured_outputs)} for name, fn in functions.items()}
+
+
+@pytest.fixture(scope="module")
+def litert(tmp_path_factory):
+    """Every case exported with ``model.export(..., format="litert")`` and run in one fresh process."""
+    root, cases = tmp_path_factory.mktemp("litert"), {}
+    for index, (name, build) in enumerate(CASES.items()):
+        model, case = build(np.random.default_rng(index))
+        path = model.export(str(root / f"{name}.tflite"), format="litert")
+        assert path == str(root / f"{name}.tflite")
+        np.savez(root / f"{name}.npz", **case["feeds"])
+        cases[name] = {**case, "model": model, "size": os.path.getsize(path), "expected": savedmodel_signatures(model)}
+    report = run_fresh_python(FRESH_PROCESS, root, json.dumps(list(CASES)))
+    return {"cases": cases, "report": report, "outputs": dict(np.load(root / "outputs.npz"))}
+
+
+def within(got, want, gap, what):
+    """|got − want| ≤ the derived worst-case gap, and ≤ the issue's 1e-5 (see the module docstring)."""
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    delta = np.abs(got.astype(np.float64) - want)
+    assert np.all(delta <= np.minimum(gap, ISSUE_BOUND)), f"{what}: off by {delta.max():.2e} (gap {np.max(gap):.2e})"
+
+
+def test_every_file_has_builtin_ops_only_and_runs_without_keras_trpo_or_tensorflow(litert):
+    """Catches: a Select-TF (Flex) or custom op in the file, e.g. ``SELECT_TF_OPS`` allowed in the converter and
+    ``sample`` (tf.random.stateless_categorical) converted with it: the device's interpreter could not run it."""
+    report = litert["report"]
+    assert report["forbidden_modules"] == [] and report["tensorflow_imported"] is False
+    for name in CASES:
+        operators = report[name]["operators"]
+        assert operators and not [op for op in operators if op.startswith("CUSTOM")], (name, operators)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_signatures_have_the_savedmodels_input_and_output_names(litert, name):
+    """Catches: signatures renamed or lost in conversion (``serving_0``-style names, a missing ``get_initial_state``,
+    a state output dropped), so a client of the SavedModel could not send the same request body."""
+    got = {s: {k: sorted(v) for k, v in io.items()} for s, io in litert["report"][name]["signatures"].items()}
+    assert got == litert["cases"][name]["expected"]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_litert_outputs_equal_the_keras_model(litert, name):
+    """Catches: a ``.tflite`` that computes another function than the model: the normalizer's statistics not baked
+    in (hopper, recurrent), the mask ignored (masked: illegal actions chosen), the Dict entries reordered, the
+    state not carried from step to step (recurrent), or weights quantized (``Optimize.DEFAULT``: off by ~1e-3)."""
+    case, outputs = litert["cases"][name], litert["outputs"]
+    gap = case["gap"]
+    for key, want in case["params"].items():
+        bound = np.zeros_like(want) if key == "log_std" else gap["policy"].reshape(want.shape)  # a weight, copied
+        within(outputs[f"{name}/distribution_params/{key}"], want, bound, f"{name} {key}")
+    within(outputs[f"{name}/value/values"], case["values"], gap["value"], f"{name} values")
+    actions = outputs[f"{name}/serving_default/actions"]
+    if isinstance(case["model"].action_space, spaces.Box):  # clipping is 1-Lipschitz: the mean's gap holds
+        within(actions, case["actions"], gap["policy"].reshape(actions.shape), f"{name} actions")
+        assert np.any(np.abs(case["params"]["mean"]) > 1) and np.all(np.abs(actions) <= 1)  # some were clipped
+    else:
+        np.testing.assert_array_equal(actions, case["actions"])
+        assert len(np.unique(actions)) > 1, "one action for every row: a weak comparison"
+    if name == "masked":
+        mask = case["feeds"]["action_mask"].astype(bool)
+        assert np.all(outputs["masked/distribution_params/logits"][~mask] == -1e9)
+    if name == "recurrent_lstm":  # not vacuous: the state matters, and rows restart with a non-zero state
+        obs, starts = case["feeds"]["observations"], case["feeds"]["episode_start"].astype(bool)
+        from_zero = case["model"].distribution_params(obs[6])["logits"].numpy()
+        assert np.abs(from_zero - case["params"]["logits"][6]).max() > 1e-2 and starts[5].any() and not starts[5].all()
+
+
+# --------------------------------------------------------------------------
+# Paths and errors: one line each, before any conversion
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small():
+    return make_model(spaces.Discrete(2), normalize=False)
+
+
+def test_existing_file_is_kept_unless_overwrite_and_no_temporary_file_remains(small, tmp_path):
+    """Catches: an existing ``.tflite`` silently replaced (or a temporary file left next to it)."""
+    target = tmp_path / "sub" / "policy.tflite"
+    assert small.export(target, format="tflite") == str(target)  # the alias; the missing directory is created
+    first = target.read_bytes()
+    target.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        small.export(target, format="litert")
+    assert target.read_bytes() == b"keep me"
+    assert small.export(target, format="litert", overwrite=True) == str(target)
+    assert target.read_bytes() == first and os.listdir(target.parent) == ["policy.tflite"]
+
+
+BAD_PATHS = {  # argument: (error, what the one line says)
+    "directory": ("{tmp}/out", ValueError, r"filepath must name a \.tflite file for format='litert'; got"),
+    "other suffix": ("{tmp}/policy.onnx", ValueError, r"must name a \.tflite file"),
+    "not a path": (3, TypeError, r"filepath must be a str or os.PathLike path ending in '\.tflite'; got int"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_PATHS))
+def test_bad_paths_and_arguments_are_one_line_errors(small, tmp_path, name):
+    """Catches: a path without ``.tflite`` written anyway (a directory or ``.onnx`` file holding a flatbuffer)."""
+    path, error, message = BAD_PATHS[name]
+    path = path.format(tmp=tmp_path) if isinstance(path, str) else path
+    with pytest.raises(error, match=message) as raised:
+        small.export(path, format="litert")
+    assert "\n" not in str(raised.value) and os.listdir(tmp_path) == []
+
+
+def test_unknown_arguments_and_unbuilt_models_are_refused(small, tmp_path):
+    """Catches: keyword arguments silently ignored (``quantize=True`` would not quantize)."""
+    with pytest.raises(TypeError, match=r"unexpected arguments \['quantize'\]"):
+        export_litert.export_litert(small, tmp_path / "p.tflite", quantize=True)
+    with pytest.raises(TypeError, match="model must be a keras_trpo.TRPO; got str"):
+        export_litert.export_litert("model", tmp_path / "p.tflite")
+    assert os.listdir(tmp_path) == []
+
+
+class Erf(keras.layers.Layer):
+    """tf.math.erf: a TensorFlow op with no LiteRT builtin (only a Select-TF kernel)."""
+
+    def call(self, x):
+        return tf.math.erf(x)
+
+
+def test_an_op_without_a_builtin_fails_in_one_line_naming_it(tmp_path):
+    """Catches: Select-TF ops allowed (the file would need the Flex delegate on the device), or the converter's
+    page-long MLIR diagnostic passed on instead of the op's name."""
+    model = keras_trpo.TRPO(spaces.Box(-1.0, 1.0, (4,), np.float32), spaces.Discrete(2), seed=0,
+                            policy_network=keras.Sequential([keras.layers.Dense(8), Erf()]))
+    with pytest.raises(ValueError, match=r"needs TensorFlow ops that are not builtins: tf\.Erf\. ") as raised:
+        model.export(tmp_path / "erf.tflite", format="litert")
+    assert "\n" not in str(raised.value) and os.listdir(tmp_path) == []
