@@ -71,7 +71,7 @@ def export_onnx(model, filepath, *, overwrite=False, verbose=False, opset=OPSET,
     proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset)
     _order_outputs_and_name_batch(proto)
     _check_converted(onnx, proto, model)
-    _write_atomically(proto.SerializeToString(), path, overwrite)
+    _write_atomically(proto.SerializeToString(), path)
     if verbose:
         print(f"Saved the TRPO policy as ONNX at {path}")
     return path
@@ -158,7 +158,7 @@ def _check_converted(onnx, proto, model) -> None:
                            "format='tf_saved_model' or 'litert' instead (docs/serving.md).")
 
 
-def _write_atomically(data: bytes, path: str, overwrite: bool) -> None:
+def _write_atomically(data: bytes, path: str) -> None:
     """Writes ``data`` to a temporary file beside ``path`` and renames it: no reader sees half a file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -166,8 +166,6 @@ def _write_atomically(data: bytes, path: str, overwrite: bool) -> None:
     try:
         with open(staging, "wb") as file:
             file.write(data)
-        if os.path.exists(path) and not overwrite:  # created since the argument check
-            raise FileExistsError(f"filepath {path!r} exists; pass overwrite=True to replace it, or another path.")
         os.replace(staging, path)
     except BaseException:
         if os.path.exists(staging):
