@@ -86,6 +86,7 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
+from keras_trpo import export_warmup
 from keras_trpo.masking import MASK_KEY
 from keras_trpo.recurrent import check_state_names
 from keras_trpo.validation import float_dtype
@@ -106,19 +107,23 @@ def export_saved_model(model, filepath, *, overwrite=False, verbose=False, warmu
             it) or a version directory whose last component is an integer; see
             the module docstring for the exact rule.
         overwrite: replace an existing non-empty version directory.
+        warmup: ``True`` or a gymnasium env: also write TF Serving's warmup requests,
+            ``assets.extra/tf_serving_warmup_requests`` (:mod:`keras_trpo.export_warmup`; needs the
+            ``serving`` extra). ``False`` (the default): no warmup file.
 
     Returns:
         The path of the written version directory (``<base>/<version>``).
 
     Raises:
-        TypeError: ``model`` is not a TRPO model or ``filepath`` is not a path.
+        TypeError: ``model`` is not a TRPO model, ``filepath`` is not a path or ``warmup``
+            is neither a bool nor a gymnasium env.
+        ImportError: ``warmup`` is set and tensorflow-serving-api is not installed.
         ValueError: the model is not built, or ``filepath`` is not a usable base
             directory.
         FileExistsError: the version directory exists, is not empty and
             ``overwrite`` is False.
     """
-    if warmup is not False:
-        raise NotImplementedError("warmup= is being built (issue 30).")
+    export_warmup.check_warmup(warmup)  # a missing `serving` extra fails here, before anything is written
     if kwargs:
         raise TypeError(f"TRPO.export() got unexpected arguments {sorted(kwargs)}; it takes overwrite=.")
     _check_model(model)
@@ -130,12 +135,18 @@ def export_saved_model(model, filepath, *, overwrite=False, verbose=False, warmu
         raise TypeError(f"overwrite must be a bool; got {overwrite!r}.")
     target = resolve_version_dir(filepath, overwrite=overwrite)
     module = ServingModule(model)
+    signatures = module.signatures()
+    # Built before anything is written (an env whose observations do not fit fails here).
+    warmup_records = (None if warmup is False else
+                      export_warmup.warmup_requests(model, signatures, warmup, start_key=START_KEY))
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     # A non-integer name: TF Serving ignores it while it is being written.
     staging = os.path.join(parent, f".tmp-export-{os.path.basename(target)}-{uuid.uuid4().hex}")
     try:
-        tf.saved_model.save(module, staging, signatures=module.signatures())
+        tf.saved_model.save(module, staging, signatures=signatures)
+        if warmup_records is not None:  # in the staging directory: no served version lacks its warmup file
+            export_warmup.write_warmup_file(staging, warmup_records)
         if os.path.exists(target):
             if overwrite:
                 shutil.rmtree(target)
@@ -147,6 +158,9 @@ def export_saved_model(model, filepath, *, overwrite=False, verbose=False, warmu
         raise
     if verbose:
         print(f"Saved the TRPO policy for TF Serving at {target}")
+        if warmup_records is not None:
+            print(f"with {len(warmup_records)} TF Serving warmup requests in "
+                  f"{os.path.join(target, export_warmup.WARMUP_PATH)}")
     return target
 
 

@@ -33,7 +33,9 @@ MODELS = {  # name: (the env's observation space, action space, observe_action_m
 }
 PATHS = ("load", "session")
 
-FRESH_PROCESS = """
+#: A fresh process's two ways to call a SavedModel's signatures (also tests/test_export_warmup.py's):
+#: ``run(signature name, {input name: array}) -> {output name: array}``, and each signature's input dtypes.
+RUNNERS = """
     import json, sys
     import numpy as np
     import tensorflow as tf
@@ -55,7 +57,9 @@ FRESH_PROCESS = """
             return session.run(fetches, {signature.inputs[key].name: value for key, value in feeds.items()})
         return run, {name: {key: tf.dtypes.as_dtype(info.dtype).name for key, info in d.inputs.items()}
                      for name, d in defs.items() if name != "__saved_model_init_op"}
+"""
 
+FRESH_PROCESS = RUNNERS + """
     def run_all(run, feeds, results, prefix):
         base = {key: feeds[key] for key in json.loads(str(feeds["input_names"]))}
         results[f"{prefix}/serving_default"] = run("serving_default", base)["actions"]
