@@ -27,7 +27,9 @@ and ``onnx``. docs/serving.md has a usage example.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
 import uuid
 
@@ -68,7 +70,8 @@ def export_onnx(model, filepath, *, overwrite=False, verbose=False, opset=OPSET,
     export._check_model(model)  # not built, not a TRPO: the SavedModel export's one-line errors
     module = export.ServingModule(model)
     function = _one_graph_function(module)
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset)
+    with _quiet("tf2onnx", unless=verbose):  # its per-op ERROR logs would bury _check_converted's one line
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset)
     _order_outputs_and_name_batch(proto)
     _check_converted(onnx, proto, model)
     _write_atomically(proto.SerializeToString(), path)
@@ -106,6 +109,19 @@ def _require_converters():
         except ImportError:
             raise ImportError(f"format='onnx' needs {name}, which is not installed: {INSTALL_HINT}") from None
     return tuple(modules)
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str, *, unless: bool):
+    """Silences the ``logger_name`` logger inside the block (unless ``unless``), then restores its level."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    if not unless:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _one_graph_function(module: export.ServingModule):
