@@ -2,8 +2,8 @@
 
 One ``.tflite`` file with several signatures, built from the SavedModel export's own functions
 (:class:`keras_trpo.export.ServingModule`) and converted with LiteRT's builtin ops only: no Select-TF
-(Flex) op, so the file runs on any LiteRT interpreter (``ai-edge-litert``, Android, iOS, micro) without
-TensorFlow. The signatures have the SavedModel's input and output names and dtypes:
+(Flex) op, so the LiteRT runtime runs it without the Flex delegate or TensorFlow (tested with
+``ai-edge-litert``'s Python interpreter). The signatures have the SavedModel's input and output names:
 
 | signature               | inputs                        | outputs                                       |
 |-------------------------|-------------------------------|-----------------------------------------------|
@@ -17,12 +17,13 @@ TensorFlow. The signatures have the SavedModel's input and output names and dtyp
 ``Dict`` observation spaces take one input per key, as in the SavedModel. Observation normalization
 runs inside (clients send raw observations); ``Box`` actions are clipped to the action space bounds.
 
-``sample`` and ``log_prob`` are left out: the SavedModel's ``sample`` draws with
-``tf.random.stateless_categorical`` / ``stateless_normal`` / ``stateless_uniform`` and ``log_prob``
-evaluates TensorFlow Probability distributions, none of which is a LiteRT builtin (the converter
-refuses them without Select-TF ops). LiteRT's own random ops take their seed as an attribute fixed at
-conversion, not as the ``seed`` input "same seed, same actions" needs. A client samples from
-``distribution_params`` itself (a softmax over ``logits``, or ``mean + exp(log_std) * noise``).
+``sample`` and ``log_prob`` are left out. Converted with builtins only, the SavedModel's ``sample`` needs
+``tf.StatelessMultinomial`` (Discrete, MultiDiscrete), ``tf.StatelessRandomNormalV2`` (Box) or
+``tf.StatelessRandomUniformV2`` (MultiBinary), and ``log_prob`` of a Categorical needs
+``tf.SparseSoftmaxCrossEntropyWithLogits`` (what TFP's ``Categorical.log_prob`` lowers to): all Select-TF
+ops. LiteRT's own random ops (``RANDOM_UNIFORM``, ``RANDOM_STANDARD_NORMAL``, ``MULTINOMIAL``) take their
+seed as attributes fixed in the file, not as the ``seed`` input that "same seed, same actions" needs. A
+client samples from ``distribution_params`` (a softmax over ``logits``, ``mean + exp(log_std) * noise``).
 """
 
 from __future__ import annotations
