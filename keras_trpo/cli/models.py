@@ -205,6 +205,11 @@ def _make_vec_env(env_preset, env_id, num_envs, mode="sync", video_folder=None):
 # ----------------------------------------------------------------------
 # export
 # ----------------------------------------------------------------------
+#: ``--format`` of ``keras-trpo export``, and how its output is described.
+EXPORT_FORMATS = ("saved_model", "litert", "onnx")
+_FORMAT_NAMES = {"saved_model": "a SavedModel for TF Serving", "litert": "LiteRT (TFLite)", "onnx": "ONNX"}
+
+
 def cmd_export(args) -> int:
     kind, path = resolve_model(args.checkpoint, prefer="keras")
     if kind != "keras":
@@ -212,26 +217,48 @@ def cmd_export(args) -> int:
             f"{args.checkpoint!r} is already a SavedModel; export takes a .keras checkpoint (or a run directory "
             "holding model.keras)"
         )
+    if args.warmup and args.format != "saved_model":
+        raise CLIError(f"--warmup is for --format saved_model (TF Serving's warmup file); got --format {args.format}. "
+                       "Drop --warmup, or export a SavedModel")
     modules = check_imports(args.imports)
     load_tensorflow(args.tf_logs)
-    from keras_trpo.export import resolve_version_dir
+    if args.warmup:  # the missing extra before the model is loaded
+        from keras_trpo.export_warmup import SERVING_EXTRA, check_warmup
 
-    try:  # before loading the model: the flag, not TRPO.export's overwrite=True
-        resolve_version_dir(args.out, overwrite=args.overwrite)
-    except FileExistsError:
-        parent = os.path.dirname(os.path.normpath(os.path.abspath(args.out)))
-        raise CLIError(f"OUT {args.out!r} is an existing, non-empty version directory; pass --overwrite to replace "
-                       f"it, or pass its parent {parent!r} to write the next version") from None
-    except ValueError as error:
-        raise CLIError(str(error)) from None
+        try:
+            check_warmup(True)
+        except ImportError:
+            raise CLIError("--warmup writes TF Serving's PredictionLog records with tensorflow-serving-api, which is "
+                           f"not installed (the 'serving' extra): {SERVING_EXTRA}") from None
+    if args.format == "saved_model":
+        _check_version_dir(args.out, args.overwrite)
     import_modules(modules)
     model = load_keras(path)
     try:
-        written = model.export(args.out, overwrite=args.overwrite)
-    except (FileExistsError, ValueError, TypeError) as error:
+        written = model.export(args.out, format=args.format, overwrite=args.overwrite, warmup=args.warmup)
+    except (FileExistsError, ValueError, TypeError, ImportError) as error:
         raise CLIError(str(error)) from None
-    print(f"Exported {path} as a SavedModel for TF Serving: {written}")
+    print(f"Exported {path} as {_FORMAT_NAMES[args.format]}: {written}")
+    if args.warmup:
+        from keras_trpo.export_warmup import WARMUP_PATH
+
+        print(f"TF Serving warmup requests: {os.path.join(written, WARMUP_PATH)}")
     return 0
+
+
+def _check_version_dir(out, overwrite):
+    """Before loading the model: OUT must be a usable SavedModel base or version directory (the flag, not
+    TRPO.export's ``overwrite=True``, in the message)."""
+    from keras_trpo.export import resolve_version_dir
+
+    try:
+        resolve_version_dir(out, overwrite=overwrite)
+    except FileExistsError:
+        parent = os.path.dirname(os.path.normpath(os.path.abspath(out)))
+        raise CLIError(f"OUT {out!r} is an existing, non-empty version directory; pass --overwrite to replace "
+                       f"it, or pass its parent {parent!r} to write the next version") from None
+    except ValueError as error:
+        raise CLIError(str(error)) from None
 
 
 # ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from keras_trpo.cli.common import PROG, CLIError
-from keras_trpo.cli.models import cmd_evaluate, cmd_export, cmd_info
+from keras_trpo.cli.models import EXPORT_FORMATS, cmd_evaluate, cmd_export, cmd_info
 from keras_trpo.cli.plot import cmd_plot
 from keras_trpo.cli.presets import cmd_presets
 from keras_trpo.cli.train import cmd_train
@@ -176,14 +176,27 @@ def _add_evaluate(new_command: _NewCommand) -> None:
 def _add_export(new_command: _NewCommand) -> None:
     export = new_command(
         "export",
-        help="export a .keras checkpoint as a TF Serving SavedModel",
-        description="Export CHECKPOINT (a .keras file or a run directory) as a SavedModel. OUT is a model base "
-        "directory (the next integer version is created in it) or a version directory such as out/1.",
+        help="export a .keras checkpoint for serving: a TF Serving SavedModel, LiteRT (.tflite) or ONNX",
+        description="Export CHECKPOINT (a .keras file or a run directory). --format saved_model (the default): a "
+        "SavedModel for TF Serving; OUT is a model base directory (the next integer version is created in it) or a "
+        "version directory such as out/1. --format litert or onnx: OUT is the file to write (policy.tflite, "
+        "policy.onnx). Optional packages: --warmup needs tensorflow-serving-api (pip install \"keras-trpo[serving]\"), "
+        "--format onnx tf2onnx and onnx (keras-trpo[onnx]); a .tflite runs with ai-edge-litert (keras-trpo[litert]). "
+        "docs/serving.md says which format carries sampling, state, masks and normalization.",
     )
     export.add_argument("checkpoint", metavar="CHECKPOINT", help=".keras file, or run directory holding model.keras")
-    export.add_argument("out", metavar="OUT", help="model base directory (gets the next integer version) or version "
-                        "directory (e.g. saved_models/cartpole/3)")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    export.add_argument("out", metavar="OUT", help="saved_model: model base directory (gets the next integer version) "
+                        "or version directory (e.g. saved_models/cartpole/3); litert, onnx: the file to write "
+                        "(e.g. policy.tflite, policy.onnx)")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
+                        help="saved_model (default): TF Serving SavedModel; litert: .tflite for the LiteRT interpreter; "
+                        "onnx: .onnx for ONNX Runtime")
+    export.add_argument("--warmup", action="store_true",
+                        help="saved_model only: also write TF Serving's warmup requests "
+                        "(assets.extra/tf_serving_warmup_requests: each signature at batch sizes 1 and 8, observations "
+                        "drawn from the observation space with a fixed seed), which TF Serving runs when it loads the "
+                        'version, so no client pays for the first, cold call; needs pip install "keras-trpo[serving]"')
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version directory (or file)")
     _add_imports(export)
     _add_tf_logs(export)
     export.set_defaults(func=cmd_export)

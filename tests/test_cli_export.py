@@ -1,0 +1,67 @@
+"""``keras-trpo export CHECKPOINT OUT [--format ...] [--warmup]`` (issue 30), run in process on a small .keras file.
+
+The warmup file itself is tested in tests/test_export_warmup.py; here: the flag reaches ``model.export``, and
+its errors (``--warmup`` with another format, the missing ``serving`` extra) are one line on stderr naming the
+flags and the pip command, before the model is loaded or anything is written.
+"""
+
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from gymnasium import spaces
+
+import keras_trpo
+from keras_trpo import export_warmup
+from test_cli import call_main
+from test_export_warmup import read_requests
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = keras_trpo.TRPO(spaces.Box(-5.0, 5.0, (4,), np.float32), spaces.Discrete(2), hidden_units=(8,),
+                            value_hidden_units=(8,), seed=0)
+    path = tmp_path_factory.mktemp("cli_export") / "policy.keras"
+    model.save(path)
+    return path
+
+
+def test_warmup_flag_writes_the_warmup_file_into_the_new_version(checkpoint, tmp_path, capsys):
+    """Catches: --warmup not passed on to model.export (a SavedModel without the warmup file)."""
+    assert call_main(["export", checkpoint, tmp_path / "served", "--format", "saved_model", "--warmup"]) == 0
+    version = tmp_path / "served" / "1"
+    assert capsys.readouterr().out.splitlines() == [
+        f"Exported {checkpoint} as a SavedModel for TF Serving: {version}",
+        f"TF Serving warmup requests: {version / export_warmup.WARMUP_PATH}",
+    ]
+    requests = read_requests(version)
+    signatures = tf.saved_model.load(str(version)).signatures
+    assert sorted({name for name, _ in requests}) == sorted(signatures)
+    assert len(requests) == len(signatures) * len(export_warmup.BATCH_SIZES)
+    # Without the flag: no warmup file, as before issue 30.
+    assert call_main(["export", checkpoint, tmp_path / "served"]) == 0
+    assert not (tmp_path / "served" / "2" / export_warmup.WARMUP_PATH).exists()
+
+
+def test_warmup_with_another_format_is_one_line_naming_the_flags(checkpoint, tmp_path, capsys):
+    """Catches: --warmup with --format litert reported as the Python API's ``warmup=``/``format=`` error (or
+    ignored), after the model is loaded."""
+    assert call_main(["export", checkpoint, tmp_path / "policy.tflite", "--format", "litert", "--warmup"]) == 1
+    assert capsys.readouterr().err == (
+        "keras-trpo: error: --warmup is for --format saved_model (TF Serving's warmup file); got --format litert. "
+        "Drop --warmup, or export a SavedModel\n")
+    assert not (tmp_path / "policy.tflite").exists()
+
+
+def test_a_missing_serving_extra_is_one_line_on_stderr_before_anything_is_written(checkpoint, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """Catches: the missing tensorflow-serving-api reaching the user as the CLI's generic 'ImportError: ... (run
+    with --debug for the traceback)' line, or found after the base directory was made."""
+    for module in [m for m in sys.modules if m.split(".")[0] == "tensorflow_serving"] + ["tensorflow_serving"]:
+        monkeypatch.setitem(sys.modules, module, None)  # import fails as if the package were not installed
+    assert call_main(["export", checkpoint, tmp_path / "served", "--warmup"]) == 1
+    assert capsys.readouterr().err == (
+        "keras-trpo: error: --warmup writes TF Serving's PredictionLog records with tensorflow-serving-api, which is "
+        'not installed (the \'serving\' extra): pip install "keras-trpo[serving]"\n')
+    assert not (tmp_path / "served").exists()
