@@ -21,8 +21,8 @@ from gymnasium import spaces
 from tensorflow_serving.apis import prediction_log_pb2
 
 import keras_trpo
-from keras_trpo import export_warmup, masking, networks, wrappers  # noqa: F401  (wrappers: the NoVel envs)
-from keras_trpo import masked_envs  # noqa: F401  (registers keras_trpo/InvalidAction-v0)
+from keras_trpo import export_warmup, masking, networks
+from keras_trpo import masked_envs, wrappers  # noqa: F401  (register InvalidAction-v0 and the NoVel envs)
 from test_export import run_fresh_python
 from test_masked_export import RUNNERS
 
@@ -192,7 +192,7 @@ def test_env_requests_hold_its_reset_observations_and_masks(exported):
         observations.append(env.reset(seed=seed)[0])
         masks.append(env.unwrapped.action_masks())
     requests = read_requests(models["masked"]["path"])
-    feeds = [f for s, f in requests if s == "log_prob" and len(f["observations"]) == 8][0]
+    feeds = next(f for s, f in requests if s == "log_prob" and len(f["observations"]) == 8)
     np.testing.assert_array_equal(feeds["observations"], observations)
     np.testing.assert_array_equal(feeds["action_mask"], np.array(masks, np.int8))
     assert masking.legal(models["masked"]["model"].action_space, feeds["actions"], feeds["action_mask"]).all()
