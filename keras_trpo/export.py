@@ -126,7 +126,7 @@ def export_saved_model(model, filepath, *, overwrite=False, verbose=False, warmu
     export_warmup.check_warmup(warmup)  # a missing `serving` extra fails here, before anything is written
     if kwargs:
         raise TypeError(f"TRPO.export() got unexpected arguments {sorted(kwargs)}; it takes overwrite=.")
-    _check_model(model)
+    check_model(model)
     if not isinstance(filepath, (str, os.PathLike)):
         raise TypeError(
             f"filepath must be a str or os.PathLike directory path; got {type(filepath).__name__}."
@@ -205,7 +205,8 @@ def resolve_version_dir(filepath, *, overwrite: bool = False) -> str:
     return os.path.join(path, str(max((int(v) for v in versions), default=0) + 1))
 
 
-def _check_model(model):
+def check_model(model):
+    """Refuses, in one line, what is not a built :class:`keras_trpo.TRPO` (every export format checks it first)."""
     # Duck-typed, so that this module need not import keras_trpo.model (which imports it for TRPO.export).
     needed = ("head", "policy_outputs", "value", "observation_spec", "policy_layers", "policy_output",
               "value_layers", "value_output", "normalizer", "log_std", "action_space")

@@ -67,7 +67,7 @@ def export_onnx(model, filepath, *, overwrite=False, verbose=False, opset=OPSET,
     """
     path = _check_arguments(filepath, overwrite, verbose, opset, kwargs)
     tf2onnx, onnx = _require_converters()
-    export._check_model(model)  # not built, not a TRPO: the SavedModel export's one-line errors
+    export.check_model(model)  # not built, not a TRPO: the SavedModel export's one-line errors
     module = export.ServingModule(model)
     function = _one_graph_function(module)
     with _quiet("tf2onnx", unless=verbose):  # its per-op ERROR logs would bury _check_converted's one line

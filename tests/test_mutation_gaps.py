@@ -173,7 +173,7 @@ def _small_model(env):
 
 
 def test_export_refuses_an_object_with_only_some_trpo_attributes():
-    """Catches: export._check_model's ``all(hasattr(...))`` -> ``any(...)``.
+    """Catches: export.check_model's ``all(hasattr(...))`` -> ``any(...)``.
 
     A gymnasium env has ``action_space`` (one of the attributes the check lists), and must still get
     the one-line TypeError instead of an AttributeError from inside the export.
