@@ -5,25 +5,27 @@ One ``.tflite`` file with several signatures, built from the SavedModel export's
 (Flex) op, so the LiteRT runtime runs it without the Flex delegate or TensorFlow (tested with
 ``ai-edge-litert``'s Python interpreter). The signatures have the SavedModel's input and output names:
 
-| signature               | inputs                        | outputs                                       |
-|-------------------------|-------------------------------|-----------------------------------------------|
-| ``serving_default``     | ``observations`` ``[N, *obs]`` | ``actions`` (the deterministic action)       |
-| ``value``               | ``observations``              | ``values`` float32 ``[N]``                    |
-| ``distribution_params`` | ``observations``              | ``mean``, ``log_std`` (Box) or ``logits``     |
-| every one, masked       | + ``action_mask`` int8 ``[N, n]`` | (the same)                                |
-| every one, recurrent    | + the state, ``episode_start`` | + the next state                             |
-| ``get_initial_state``   | ``batch_size`` int32 (recurrent) | zeros ``policy_h``, ...                    |
+| signature               | inputs                            | outputs                                          |
+|-------------------------|-----------------------------------|--------------------------------------------------|
+| ``serving_default``     | ``observations`` ``[N, *obs]``    | ``actions`` (the deterministic action)           |
+| ``sample``              | ``observations``, ``seed`` int32 ``[2]`` | ``actions``, ``log_probs`` ``[N]``        |
+| ``value``               | ``observations``                  | ``values`` float32 ``[N]``                       |
+| ``distribution_params`` | ``observations``                  | ``mean``, ``log_std`` (Box) or ``logits``        |
+| every one, masked       | + ``action_mask`` int8 ``[N, n]`` | (the same)                                       |
+| every one, recurrent    | + the state, ``episode_start``    | + the next state                                 |
+| ``get_initial_state``   | ``batch_size`` int32 (recurrent)  | zeros ``policy_h``, ...                          |
 
 ``Dict`` observation spaces take one input per key, as in the SavedModel. Observation normalization
 runs inside (clients send raw observations); ``Box`` actions are clipped to the action space bounds.
 
-``sample`` and ``log_prob`` are left out. Converted with builtins only, the SavedModel's ``sample`` needs
-``tf.StatelessMultinomial`` (Discrete, MultiDiscrete), ``tf.StatelessRandomNormalV2`` (Box) or
-``tf.StatelessRandomUniformV2`` (MultiBinary), and ``log_prob`` of a Categorical needs
-``tf.SparseSoftmaxCrossEntropyWithLogits`` (what TFP's ``Categorical.log_prob`` lowers to): all Select-TF
-ops. LiteRT's own random ops (``RANDOM_UNIFORM``, ``RANDOM_STANDARD_NORMAL``, ``MULTINOMIAL``) take their
-seed as attributes fixed in the file, not as the ``seed`` input that "same seed, same actions" needs. A
-client samples from ``distribution_params`` (a softmax over ``logits``, ``mean + exp(log_std) * noise``).
+``sample`` is seeded as the SavedModel's (the same ``seed`` and inputs always give the same actions), but
+it is not the same draw: the SavedModel's uses ``tf.StatelessMultinomial`` / ``StatelessRandomNormalV2`` /
+``StatelessRandomUniformV2`` (Philox), Select-TF ops that the builtin-only converter refuses, and LiteRT's
+own random ops (``RANDOM_UNIFORM``, ``MULTINOMIAL``, ...) take their seed as attributes fixed in the file.
+Here :func:`uniform` is a counter-based hash of the seed and each element's position, from builtin integer
+ops, and :func:`builtin_sample` turns it into actions (Gumbel-max, Box–Muller, a threshold) and their
+log-probabilities. ``log_prob`` is left out: TFP's Categorical ``log_prob`` lowers to
+``tf.SparseSoftmaxCrossEntropyWithLogits``, a Select-TF op (Box and MultiBinary ones would convert).
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ import re
 import tempfile
 import uuid
 
+import gymnasium
+import numpy as np
 import tensorflow as tf
 
 from keras_trpo import export
+from keras_trpo.policies import BernoulliHead, DiagGaussianHead, MultiCategoricalHead
 
 #: The signatures of every ``.tflite`` export; a recurrent model's also has ``get_initial_state``.
-SIGNATURE_NAMES = ("serving_default", "value", "distribution_params")
+SIGNATURE_NAMES = ("serving_default", "sample", "value", "distribution_params")
 SUFFIX = ".tflite"
 
 _NOT_BUILTIN = re.compile(r"'(tf\.\w+)' op is neither a custom op nor a flex op")
@@ -64,7 +69,7 @@ def export_litert(model, filepath, *, overwrite=False, verbose=False, **kwargs) 
                         "overwrite= and verbose=.")
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool; got {overwrite!r}.")
-    export._check_model(model)  # the SavedModel export's check: a TRPO model, built
+    export.check_model(model)  # the SavedModel export's check: a TRPO model, built
     target = resolve_tflite_path(filepath, overwrite=overwrite)
     flatbuffer = convert(model)
     parent = os.path.dirname(target)
@@ -107,19 +112,110 @@ def signature_names(module: export.ServingModule) -> tuple[str, ...]:
     return (*SIGNATURE_NAMES, *(n for n in module.names if n == "get_initial_state"))
 
 
+def sample_function(model, serving: export.ServingModule):
+    """The LiteRT ``sample`` signature: ``distribution_params``' inputs + ``seed`` int32 ``[2]`` ->
+    ``actions`` (clipped to a ``Box``'s bounds), ``log_probs`` of the unclipped draw, and the next state.
+
+    The draw is :func:`builtin_sample` on ``serving.distribution_params``' outputs: a function of the seed,
+    the observations (and mask, state) only. It is not the SavedModel's draw for the same seed (Philox).
+    """
+    specs = {spec.name: spec for spec in serving.distribution_params.input_signature}
+    keys = ("mean", "log_std") if isinstance(model.head, DiagGaussianHead) else ("logits",)
+    clip = _clip(model.action_space)
+
+    def sample(*args):
+        inputs = dict(zip([*specs, "seed"], args))
+        out = serving.distribution_params(*(inputs[name] for name in specs))
+        actions, log_probs = builtin_sample(model.head, {k: out[k] for k in keys}, inputs["seed"])
+        return {"actions": clip(actions), "log_probs": log_probs, **{k: v for k, v in out.items() if k not in keys}}
+
+    seed = tf.TensorSpec([2], tf.int32, name="seed")
+    return tf.function(sample, input_signature=[*specs.values(), seed], autograph=False)
+
+
+def builtin_sample(head, params: dict, seed) -> tuple:
+    """``(actions, log_probs)``: one draw per row from ``uniform(seed)``, with LiteRT builtin ops only.
+
+    Categorical and each MultiDiscrete component: Gumbel-max (``argmax(logits + G)``, ``G = -log(-log U)``);
+    MultiBinary: ``U < sigmoid(logits)``; Box: Box–Muller (``sqrt(-2 log U1) cos(2π U2)``). ``log_probs`` from
+    ``log_softmax`` / the Gaussian density directly (TFP's Categorical ``log_prob`` is a Select-TF op).
+    """
+    if isinstance(head, DiagGaussianHead):
+        mean, log_std = params["mean"], params["log_std"]
+        u = tf.cast(uniform(tf.concat([[2], tf.shape(mean)], 0), seed), mean.dtype)
+        noise = tf.sqrt(-2.0 * tf.math.log(u[0])) * tf.cos(2.0 * np.pi * u[1])
+        density = -0.5 * tf.square(noise) - log_std - 0.5 * np.log(2.0 * np.pi)
+        return mean + tf.exp(log_std) * noise, tf.reduce_sum(tf.reshape(density, [tf.shape(mean)[0], -1]), axis=1)
+    logits = params["logits"]
+    u = tf.cast(uniform(tf.shape(logits), seed), logits.dtype)
+    if isinstance(head, BernoulliHead):
+        actions = tf.cast(u < tf.sigmoid(logits), tf.int32)
+        # log sigmoid(±l) = min(±l, 0) - log(1 + exp(-|l|)), with ± by the drawn bit.
+        signed = tf.where(actions > 0, logits, -logits)
+        terms = tf.minimum(signed, 0.0) - tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
+        return actions, tf.reduce_sum(tf.reshape(terms, [tf.shape(logits)[0], -1]), axis=1)
+    multi = isinstance(head, MultiCategoricalHead)  # else a CategoricalHead: one component
+    widths = head.nvec if multi else [head.num_outputs]
+    gumbel = -tf.math.log(-tf.math.log(u))
+    parts, noisy = tf.split(logits, widths, axis=-1), tf.split(logits + gumbel, widths, axis=-1)
+    index = [tf.argmax(part, axis=-1, output_type=tf.int32) for part in noisy]
+    log_probs = tf.add_n([tf.reduce_sum(tf.nn.log_softmax(part) * tf.one_hot(i, w, dtype=logits.dtype), axis=-1)
+                          for part, i, w in zip(parts, index, widths)])
+    actions = tf.stack(index, axis=-1) if multi else index[0]
+    return actions + tf.constant(head.start, tf.int32), log_probs
+
+
+#: The hash's modulus, the Mersenne prime 2^31 − 1: values stay in [1, P) as int64, products below 2^47.
+_PRIME = 2**31 - 1
+#: Full-period multipliers modulo P (Park & Miller's MINSTD 16807 and 48271; L'Ecuyer's 69621).
+_MULTIPLIERS = (48271, 69621, 16807)
+
+
+def _hash(x):
+    """A mix of int64 values in [1, P) into [1, P): per round, a multiplication modulo P, then an xorshift on the
+    31-bit value as int32 (LiteRT's BITWISE_XOR and RIGHT_SHIFT have no int64 kernels: int64 ones are Flex ops)."""
+    for multiplier in _MULTIPLIERS:
+        y = tf.cast(tf.math.floormod(x * multiplier, _PRIME), tf.int32)
+        x = tf.math.floormod(tf.cast(tf.bitwise.bitwise_xor(y, tf.bitwise.right_shift(y, 13)), tf.int64), _PRIME - 1) + 1
+    return x
+
+
+def uniform(shape, seed):
+    """float32 ``shape`` in (0, 1), a function of ``seed`` (int32 ``[2]``) and each element's position only.
+
+    A counter-based generator from builtin integer ops: ``hash(hash(position) + key(seed))``, 24 bits of it
+    (``(k + 0.5) / 2^24``: exact in float32, never 0 or 1). Not Philox: another stream than the SavedModel's.
+    """
+    seed = tf.cast(seed, tf.int64)
+    key = _hash(tf.math.floormod(seed[0], _PRIME - 1) + 1)
+    key = _hash(tf.math.floormod(key + seed[1], _PRIME - 1) + 1)
+    position = tf.cast(tf.range(tf.reduce_prod(shape)), tf.int64) + 1
+    bits = tf.bitwise.right_shift(tf.cast(_hash(tf.math.floormod(_hash(position) + key, _PRIME - 1) + 1), tf.int32), 7)
+    return tf.reshape((tf.cast(bits, tf.float32) + 0.5) * 2.0**-24, shape)
+
+
+def _clip(space):
+    """``actions -> actions`` clipped to a ``Box`` action space's bounds (identity for other spaces), as the SavedModel."""
+    if not isinstance(space, gymnasium.spaces.Box):
+        return lambda actions: actions
+    low, high = (np.asarray(bound, np.float32) for bound in (space.low, space.high))
+    return lambda actions: tf.clip_by_value(tf.cast(actions, tf.float32), low, high)
+
+
 def convert(model) -> bytes:
     """The ``.tflite`` flatbuffer of ``model``'s LiteRT signatures, builtin ops only.
 
-    The SavedModel export's functions (the same inputs, outputs, normalization, masks and state),
-    saved without ``sample`` and ``log_prob`` (never traced, so no TFP op is built), then converted
-    with ``supported_ops = [TFLITE_BUILTINS]``: an op outside it fails here, in one line.
+    The SavedModel export's functions (the same inputs, outputs, normalization, masks and state) and
+    :func:`sample_function`, saved without the SavedModel's ``sample`` and ``log_prob`` (never traced, so no
+    TFP op is built), then converted with ``supported_ops = [TFLITE_BUILTINS]``: an op outside it fails here,
+    in one line.
     """
     serving = export.ServingModule(model)
     names = signature_names(serving)
     lite = tf.Module(name="keras_trpo_litert_policy")
     lite.model_variables = serving.model_variables
     for name in names:
-        setattr(lite, name, getattr(serving, name))
+        setattr(lite, name, sample_function(model, serving) if name == "sample" else getattr(serving, name))
     with tempfile.TemporaryDirectory(prefix="keras_trpo_litert_") as folder:
         tf.saved_model.save(lite, folder, signatures={n: getattr(lite, n).get_concrete_function() for n in names})
         converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=list(names))

@@ -5,7 +5,9 @@ a MiniGrid-shaped uint8 CNN, a Dict-observation MLP, a masked MultiDiscrete mode
 are exported to ``.tflite`` and run in ONE fresh Python process through ``ai_edge_litert``'s interpreter
 (``get_signature_runner``); that process imports neither keras_trpo nor TensorFlow (tests/test_export.py's
 import hook refuses keras_trpo and TFP; TensorFlow's absence is checked). The recurrent model is stepped
-through episodes, carrying the state each call returns.
+through episodes, carrying the state each call returns. ``sample`` (LiteRT's own seeded draw, builtin ops
+only) is checked for determinism per seed, its frequencies against the policy and its log-probabilities
+against TFP's in the Keras model.
 
 Tolerances: the interpreter and Keras evaluate the same float32 network with other kernels (XNNPACK,
 other summation orders, other tanh/sigmoid approximations). Each comparison asserts two bounds:
@@ -19,6 +21,7 @@ other summation orders, other tanh/sigmoid approximations). Each comparison asse
 """
 
 import json
+import math
 import os
 
 import gymnasium
@@ -30,6 +33,7 @@ from gymnasium import spaces
 
 import keras_trpo
 from keras_trpo import export, export_litert, networks
+from keras_trpo.policies import BernoulliHead
 from numerics import ELEMENTWISE_UNITS, LIPSCHITZ, U32, gamma, mlp_gap, normalization_error
 from test_export import MIXED_SPACE, dict_observations, make_model, mlp_input, run_fresh_python
 from test_masked_export import masked_twin, random_masks
@@ -37,6 +41,8 @@ from test_masked_export import masked_twin, random_masks
 pytest.importorskip("ai_edge_litert", reason="LiteRT tests need ai-edge-litert (pip install 'keras-trpo[litert]')")
 
 N, T = 32, 12  # rows per batch; steps of the recurrent episode
+MANY = 20_000  # sample draws of one observation (the batch's most uncertain one)
+SIGMAS = 5  # a frequency off by more than 5 binomial standard deviations fails (p ≈ 6e-7 per comparison)
 ISSUE_BOUND = 1e-5
 PLAIN = ("serving_default", "value", "distribution_params")
 
@@ -66,12 +72,15 @@ FRESH_PROCESS = """
         state = interpreter.get_signature_runner("get_initial_state")(batch_size=np.array(batch, np.int32))
         names = sorted(state)
         runners = {s: interpreter.get_signature_runner(s) for s in ("serving_default", "value", "distribution_params")}
+        sample = interpreter.get_signature_runner("sample")
         outputs = {}
         for t in range(steps):
             inputs = {"observations": feeds["observations"][t], "episode_start": feeds["episode_start"][t], **state}
             for signature, runner in runners.items():
                 for key, value in runner(**inputs).items():
                     outputs.setdefault(f"{name}/{signature}/{key}", []).append(value)
+            for key, value in sample(**inputs, seed=np.array([t, 1], np.int32)).items():
+                outputs.setdefault(f"{name}/sample/{key}", []).append(value)
             state = {k: outputs[f"{name}/serving_default/{k}"][-1] for k in names}
         results.update({key: np.stack(value) for key, value in outputs.items()})
 
@@ -86,9 +95,17 @@ FRESH_PROCESS = """
             if "episode_start" in feeds:
                 episode(interpreter, feeds, results, name)
                 continue
+            base = {k: v for k, v in feeds.items() if not k.startswith("many/")}
             for signature in ("serving_default", "value", "distribution_params"):
-                for key, value in interpreter.get_signature_runner(signature)(**feeds).items():
+                for key, value in interpreter.get_signature_runner(signature)(**base).items():
                     results[f"{name}/{signature}/{key}"] = value
+            sample = interpreter.get_signature_runner("sample")
+            for tag, seed in (("a", [1, 2]), ("b", [1, 2]), ("c", [3, 4])):
+                for key, value in sample(**base, seed=np.array(seed, np.int32)).items():
+                    results[f"{name}/sample_{tag}/{key}"] = value
+            many = {k[len("many/"):]: v for k, v in feeds.items() if k.startswith("many/")}
+            for key, value in sample(**many, seed=np.array([7, 8], np.int32)).items():
+                results[f"{name}/sample_many/{key}"] = value
         except Exception as error:
             report[name]["error"] = f"{type(error).__name__}: {str(error)[:1500]}"
     np.savez(f"{root}/outputs.npz", **results)
@@ -193,14 +210,37 @@ def randomized(model, seed, scale=1.0):
 
 
 def plain_case(model, feeds, model_obs, features, mask=None):
-    """The Keras model's outputs for one batch (``features``: the default MLP's input; ``None`` for the CNN)."""
+    """The Keras model's outputs for one batch (``features``: the default MLP's input; ``None`` for the CNN), and
+    ``many/``: its first row repeated MANY times, for ``sample``'s frequencies."""
     params = {k: v.numpy() for k, v in model.distribution_params(model_obs, action_mask=mask).items()}
+    row = 0 if "mean" in params else int(np.argmax(entropy(model.head, params["logits"])))
+    feeds = {**feeds, **{f"many/{k}": np.repeat(v[row:row + 1], MANY, axis=0) for k, v in feeds.items()}}
     if isinstance(model.action_space, spaces.Box):
         actions = np.clip(params["mean"], model.action_space.low, model.action_space.high)
     else:
         actions = model(model_obs, action_mask=mask).numpy()
     gap = cnn_gap(model, model_obs) if features is None else mlp_gap(model, features)
-    return {"feeds": feeds, "params": params, "actions": actions, "values": model.value(model_obs).numpy(), "gap": gap}
+    return {"feeds": feeds, "params": params, "actions": actions, "values": model.value(model_obs).numpy(), "gap": gap,
+            "many_row": row}
+
+
+def component_bounds(head):
+    """The flat logits' component boundaries: ``[0, n]`` for a Categorical, the cumulative ``nvec`` otherwise."""
+    return np.cumsum([0, *getattr(head, "nvec", [head.num_outputs])])
+
+
+def entropy(head, logits):
+    """``[N]``: the policy's entropy per row (masked logits have probability 0)."""
+    logits = np.asarray(logits, np.float64)
+    if isinstance(head, BernoulliHead):
+        p = 1 / (1 + np.exp(-logits))
+        return -np.sum(p * np.log(p) + (1 - p) * np.log(1 - p), axis=1)
+    total = 0
+    for lo, hi in zip(component_bounds(head)[:-1], component_bounds(head)[1:]):
+        shifted = logits[:, lo:hi] - logits[:, lo:hi].max(axis=1, keepdims=True)
+        p = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        total = total - np.sum(p * np.where(p > 0, np.log(np.maximum(p, 1e-300)), 0), axis=1)
+    return total
 
 
 def cartpole(rng):
@@ -240,6 +280,12 @@ def masked(rng):
     return model, plain_case(model, {"observations": obs, "action_mask": masks}, obs, obs, mask=masks)
 
 
+def multibinary(rng):
+    model = randomized(make_model(spaces.MultiBinary(3), normalize=False, seed=5), 6)
+    obs = rng.normal(scale=2.0, size=(N, 4)).astype(np.float32)
+    return model, plain_case(model, {"observations": obs}, obs, obs)
+
+
 def recurrent_lstm(rng):
     model = keras_trpo.TRPO(
         spaces.Box(-5.0, 5.0, (3,), np.float32), spaces.Discrete(3), normalize_observations=True, seed=0,
@@ -262,13 +308,13 @@ def recurrent_lstm(rng):
 
 
 CASES = {"cartpole": cartpole, "hopper": hopper, "minigrid_cnn": minigrid_cnn, "dict": dict_model, "masked": masked,
-         "recurrent_lstm": recurrent_lstm}
+         "multibinary": multibinary, "recurrent_lstm": recurrent_lstm}
 
 
 def savedmodel_signatures(model):
     """``{signature: {"inputs": [...], "outputs": [...]}}`` of the SavedModel export's functions, for the LiteRT ones."""
     module = export.ServingModule(model)
-    names = [name for name in module.names if name not in ("sample", "log_prob")]  # no random op, no TFP
+    names = [name for name in module.names if name != "log_prob"]  # TFP's Categorical log_prob is a Flex op
     functions = {name: getattr(module, name).get_concrete_function() for name in names}
     return {name: {"inputs": sorted(spec.name for spec in fn.structured_input_signature[0]),
                    "outputs": sorted(fn.structured_outputs)} for name, fn in functions.items()}
@@ -283,6 +329,7 @@ def litert(tmp_path_factory):
         path = model.export(str(root / f"{name}.tflite"), format="litert")
         assert path == str(root / f"{name}.tflite")
         np.savez(root / f"{name}.npz", **case["feeds"])
+        case["feeds"] = {k: v for k, v in case["feeds"].items() if not k.startswith("many/")}
         cases[name] = {**case, "model": model, "size": os.path.getsize(path), "expected": savedmodel_signatures(model)}
     report = run_fresh_python(FRESH_PROCESS, root, json.dumps(list(CASES)))
     return {"cases": cases, "report": report, "outputs": dict(np.load(root / "outputs.npz"))}
@@ -339,6 +386,119 @@ def test_litert_outputs_equal_the_keras_model(litert, name):
         obs, starts = case["feeds"]["observations"], case["feeds"]["episode_start"].astype(bool)
         from_zero = case["model"].distribution_params(obs[6])["logits"].numpy()
         assert np.abs(from_zero - case["params"]["logits"][6]).max() > 1e-2 and starts[5].any() and not starts[5].all()
+
+
+# --------------------------------------------------------------------------
+# sample: builtin ops, a function of the seed, the policy's distribution, the model's log-probabilities
+# --------------------------------------------------------------------------
+def log_prob_bound(case, actions):
+    """``[rows]``: how far the ``.tflite``'s log-probabilities of ``actions`` may be from the Keras model's.
+
+    tests/numerics.py's ``log_prob_gap`` rules on this case's policy gap δ: a Categorical component moves by at
+    most 2 max δ (``l_a − logsumexp(l)``), a Gaussian by Σ|z| δ/σ; plus each evaluation's rounding on the terms'
+    magnitude (masked logits excluded: their exp(−1e9) is 0 in both).
+    """
+    params = {k: np.asarray(v, np.float64).reshape(len(actions), -1) for k, v in case["params"].items()}
+    delta = case["gap"]["policy"].reshape(len(actions), -1)
+    head = case["model"].head
+    if "mean" in params:
+        sigma = np.exp(params["log_std"])
+        z = (np.asarray(actions, np.float64).reshape(len(actions), -1) - params["mean"]) / sigma
+        first, magnitude = np.sum(np.abs(z) * delta / sigma, axis=1), np.sum(z**2 / 2 + np.abs(params["log_std"]) + 1, 1)
+    elif isinstance(head, BernoulliHead):  # Σ_k a_k l_k − softplus(l_k): both slopes within [0, 1]
+        first, magnitude = delta.sum(axis=1), np.sum(np.abs(params["logits"]) + 1, axis=1)
+    else:
+        bounds = component_bounds(head)
+        first = sum(2 * delta[:, lo:hi].max(axis=1) for lo, hi in zip(bounds[:-1], bounds[1:]))
+        legal = np.where(np.abs(params["logits"]) < 1e8, np.abs(params["logits"]), 0.0)
+        magnitude = legal.sum(axis=1) + np.log(params["logits"].shape[1]) + 1
+    return first + 2 * (ELEMENTWISE_UNITS * U32 + gamma(params[next(iter(params))].shape[1])) * magnitude
+
+
+def keras_log_probs(model, params, actions):
+    """The Keras model's head (TFP) log-probabilities of ``actions`` under ``params``."""
+    tensors = {k: tf.constant(v) for k, v in params.items()}
+    return model.head.distribution(tensors).log_prob(model.head.cast_actions(tf.constant(actions))).numpy()
+
+
+def test_sample_is_a_function_of_the_seed_alone(litert):
+    """Catches: ``seed`` ignored (a fixed stream: seeds [1, 2] and [3, 4] give the same actions) or a stateful
+    generator (two calls with [1, 2] differ), for every model."""
+    outputs = litert["outputs"]
+    for name in CASES:
+        if name == "recurrent_lstm":
+            continue  # stepped with seeds [t, 1]: its draws are checked below
+        a, b, c = (outputs[f"{name}/sample_{tag}/actions"] for tag in "abc")
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        np.testing.assert_array_equal(outputs[f"{name}/sample_a/log_probs"], outputs[f"{name}/sample_b/log_probs"])
+        assert not np.array_equal(a, c), name
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sample_log_probs_are_the_keras_models_for_the_drawn_actions(litert, name):
+    """Catches: ``log_probs`` of another action than the one returned (e.g. gathered at the argmax of the
+    noiseless logits), against TFP's log_prob in the Keras model; Box rows that were not clipped only."""
+    case, outputs = litert["cases"][name], litert["outputs"]
+    key = "sample" if name == "recurrent_lstm" else "sample_a"
+    actions, log_probs = outputs[f"{name}/{key}/actions"], outputs[f"{name}/{key}/log_probs"]
+    params = {k: v.reshape(-1, *v.shape[2:]) if name == "recurrent_lstm" else v for k, v in case["params"].items()}
+    flat = {"actions": actions.reshape(len(params[next(iter(params))]), *actions.shape[1 + (name == "recurrent_lstm"):]),
+            "log_probs": log_probs.reshape(-1)}
+    keep = np.ones(len(flat["log_probs"]), bool)
+    if isinstance(case["model"].action_space, spaces.Box):  # a clipped action is not the draw: unclipped rows only
+        keep = np.all(np.abs(flat["actions"]) < 1, axis=1)
+        assert keep.sum() >= 3, "every row clipped: the comparison would be empty"
+    want = keras_log_probs(case["model"], {k: v[keep] for k, v in params.items()}, flat["actions"][keep])
+    bound = log_prob_bound({**case, "params": {k: v[keep] for k, v in params.items()},
+                            "gap": {"policy": case["gap"]["policy"].reshape(len(keep), -1)[keep]}}, flat["actions"][keep])
+    within(flat["log_probs"][keep], want, bound, f"{name} sample log_probs")
+
+
+def binomial_check(count, total, p, what):
+    assert abs(count / total - p) <= SIGMAS * math.sqrt(p * (1 - p) / total) + 1 / total, (what, count / total, p)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "recurrent_lstm"])
+def test_sample_follows_the_policy_distribution(litert, name):
+    """Catches: a biased draw: Gumbel noise of the wrong sign or scale (frequencies off the softmax), a mask
+    ignored by ``sample`` (an illegal action drawn), Box noise of the wrong scale, or Box ``log_probs`` of the
+    clipped action instead of the draw (clip rates or Σz² off)."""
+    case, outputs = litert["cases"][name], litert["outputs"]
+    model, actions = case["model"], outputs[f"{name}/sample_many/actions"]
+    params = {k: np.asarray(v[case["many_row"]], np.float64) for k, v in case["params"].items()}
+    if "mean" in params:
+        sigma, space = np.exp(params["log_std"]), model.action_space
+        for d, (mu, s) in enumerate(zip(params["mean"], sigma)):
+            below = 0.5 * (1 + math.erf((space.low[d] - mu) / (s * math.sqrt(2))))
+            above = 0.5 * (1 - math.erf((space.high[d] - mu) / (s * math.sqrt(2))))
+            binomial_check(np.sum(actions[:, d] <= space.low[d]), MANY, below, f"{name} dim {d} at low")
+            binomial_check(np.sum(actions[:, d] >= space.high[d]), MANY, above, f"{name} dim {d} at high")
+        # log_probs of the unclipped draws give Σ z², a χ² with d degrees of freedom: mean d, variance 2d.
+        dims = len(sigma)
+        chi2 = -2 * (outputs[f"{name}/sample_many/log_probs"] + np.sum(params["log_std"]) + dims / 2 * np.log(2 * np.pi))
+        assert abs(chi2.mean() - dims) <= SIGMAS * math.sqrt(2 * dims / MANY), chi2.mean()
+        return
+    logits, head = params["logits"].reshape(-1), model.head
+    if isinstance(head, BernoulliHead):
+        for k, p in enumerate(1 / (1 + np.exp(-logits))):
+            binomial_check(np.sum(actions.reshape(MANY, -1)[:, k] == 1), MANY, p, f"{name} bit {k}")
+        return
+    bounds = component_bounds(head)
+    columns = actions.reshape(MANY, -1) - np.atleast_1d(head.start)
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        p = np.exp(logits[lo:hi] - logits[lo:hi].max())
+        p /= p.sum()
+        assert np.all(p[columns[:, k]] > 0), f"{name}: an illegal action was drawn"
+        for a in range(hi - lo):
+            binomial_check(np.sum(columns[:, k] == a), MANY, p[a], f"{name} component {k} action {a}")
+
+
+def test_recurrent_sample_returns_the_same_next_state_as_serving_default(litert):
+    """Catches: ``sample`` of a recurrent model returning the input state (a client carrying it would freeze)."""
+    outputs = litert["outputs"]
+    for key in ("policy_h", "policy_c", "value_h", "value_c"):
+        np.testing.assert_array_equal(outputs[f"recurrent_lstm/sample/{key}"],
+                                      outputs[f"recurrent_lstm/serving_default/{key}"], err_msg=key)
 
 
 # --------------------------------------------------------------------------
