@@ -183,15 +183,16 @@ def _hash(x):
 def uniform(shape, seed):
     """float32 ``shape`` in (0, 1), a function of ``seed`` (int32 ``[2]``) and each element's position only.
 
-    A counter-based generator from builtin integer ops: ``hash(hash(position) + key(seed))``, 24 bits of it
-    (``(k + 0.5) / 2^24``: exact in float32, never 0 or 1). Not Philox: another stream than the SavedModel's.
+    A counter-based generator from builtin integer ops: ``hash(hash(position) + key(seed))``, 23 bits of it:
+    ``(k + 0.5) / 2^23`` is exact in float32 (24 significant bits), so U is never 0 or 1 (2^-24 ≤ U ≤ 1 − 2^-24:
+    Box–Muller's normals are cut at 5.8σ). Not Philox: another stream than the SavedModel's.
     """
     seed = tf.cast(seed, tf.int64)
     key = _hash(tf.math.floormod(seed[0], _PRIME - 1) + 1)
     key = _hash(tf.math.floormod(key + seed[1], _PRIME - 1) + 1)
     position = tf.cast(tf.range(tf.reduce_prod(shape)), tf.int64) + 1
-    bits = tf.bitwise.right_shift(tf.cast(_hash(tf.math.floormod(_hash(position) + key, _PRIME - 1) + 1), tf.int32), 7)
-    return tf.reshape((tf.cast(bits, tf.float32) + 0.5) * 2.0**-24, shape)
+    bits = tf.bitwise.right_shift(tf.cast(_hash(tf.math.floormod(_hash(position) + key, _PRIME - 1) + 1), tf.int32), 8)
+    return tf.reshape((tf.cast(bits, tf.float32) + 0.5) * 2.0**-23, shape)
 
 
 def _clip(space):
