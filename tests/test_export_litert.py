@@ -493,6 +493,20 @@ def test_sample_follows_the_policy_distribution(litert, name):
             binomial_check(np.sum(columns[:, k] == a), MANY, p[a], f"{name} component {k} action {a}")
 
 
+def test_uniform_stays_inside_the_open_interval_and_collides_only_by_chance():
+    """Catches: U from 24 hash bits: ``(k + 0.5) / 2^24`` rounds in float32 for k ≥ 2^23 (twice the collisions in
+    [0.5, 1), and U = 1 for the largest k: a Gumbel of +inf, that action drawn whatever its probability)."""
+    n, cells = 1 << 20, 2**23  # 23 bits: the resolution at which (k + 0.5) / 2^23 is exact in float32
+    u = export_litert.uniform(tf.constant([n]), tf.constant([1, 2], tf.int32)).numpy()
+    assert u.dtype == np.float32 and 0 < u.min() and u.max() < 1
+    # n independent draws from `cells` equally likely values leave cells·(1 − 1/cells)^n of them unused, so
+    # E[collisions] = n − cells·(1 − (1 − 1/cells)^n) ≈ 62,889; their variance is below their mean (occupancy).
+    expected = n - cells * -math.expm1(n * math.log1p(-1 / cells))
+    collisions = n - len(np.unique(u))
+    assert abs(collisions - expected) <= SIGMAS * math.sqrt(expected), (collisions, expected)
+    assert abs(u.mean() - 0.5) <= SIGMAS * math.sqrt(1 / 12 / n)
+
+
 def test_recurrent_sample_returns_the_same_next_state_as_serving_default(litert):
     """Catches: ``sample`` of a recurrent model returning the input state (a client carrying it would freeze)."""
     outputs = litert["outputs"]
