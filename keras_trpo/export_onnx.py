@@ -58,7 +58,7 @@ def export_onnx(model, filepath, *, overwrite=False, verbose=False, opset=OPSET,
         opset: the ONNX opset (default :data:`OPSET`).
 
     Returns:
-        ``filepath``, as written.
+        The absolute path of the written file.
 
     Raises:
         ImportError: ``tf2onnx`` or ``onnx`` is missing (one line: the pip command).
@@ -92,7 +92,7 @@ def _check_arguments(filepath, overwrite, verbose, opset, kwargs) -> str:
             raise TypeError(f"{name} must be a bool; got {value!r}.")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         raise ValueError(f"opset must be an int >= 13 (the ONNX opset, default {OPSET}); got {opset!r}.")
-    path = os.fspath(filepath)
+    path = os.path.abspath(os.fspath(filepath))  # returned as written, absolute like the other formats' paths
     if os.path.isdir(path):
         raise ValueError(f"filepath {path!r} is a directory; expected a '.onnx' file path.")
     if os.path.exists(path) and not overwrite:
