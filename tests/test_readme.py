@@ -119,6 +119,8 @@ def test_python_snippet_runs(case, tmp_path, monkeypatch, capsys):
         versions = sorted(int(version) for version in os.listdir("saved_models/cartpole"))
         assert len(versions) >= 2 and versions == list(range(1, len(versions) + 1))  # ExportBest's, then export's
         assert namespace["path"] == os.path.abspath(f"saved_models/cartpole/{versions[-1]}")
+        assert os.path.isfile(os.path.join(namespace["path"], "assets.extra", "tf_serving_warmup_requests"))
+        assert os.path.getsize("cartpole.tflite") > 0 and os.path.getsize("cartpole.onnx") > 0
     if case == "masked-actions":  # for_env detected the masks, and the exported policy takes them
         import tensorflow as tf
 
