@@ -1,8 +1,8 @@
 """LiteRT export (issue 30): ``model.export("x.tflite", format="litert")``, run where keras_trpo is not.
 
-Six models (the CartPole MLP, a Hopper-shaped Box MLP with observation normalization and float64 observations,
-a MiniGrid-shaped uint8 CNN, a Dict-observation MLP, a masked MultiDiscrete model and a recurrent LSTM model)
-are exported to ``.tflite`` and run in ONE fresh Python process through ``ai_edge_litert``'s interpreter
+Seven models (the CartPole MLP, a Hopper-shaped Box MLP with observation normalization and float64 observations,
+a MiniGrid-shaped uint8 CNN, a Dict-observation MLP, a masked MultiDiscrete model, a MultiBinary model and a
+recurrent LSTM model) are exported to ``.tflite`` and run in ONE fresh Python process through ``ai_edge_litert``'s interpreter
 (``get_signature_runner``); that process imports neither keras_trpo nor TensorFlow (tests/test_export.py's
 import hook refuses keras_trpo and TFP; TensorFlow's absence is checked). The recurrent model is stepped
 through episodes, carrying the state each call returns. ``sample`` (LiteRT's own seeded draw, builtin ops
