@@ -556,7 +556,7 @@ def test_bad_paths_and_arguments_are_one_line_errors(small, tmp_path, name):
     assert "\n" not in str(raised.value) and os.listdir(tmp_path) == []
 
 
-def test_unknown_arguments_and_unbuilt_models_are_refused(small, tmp_path):
+def test_unknown_arguments_and_non_models_are_refused(small, tmp_path):
     """Catches: keyword arguments silently ignored (``quantize=True`` would not quantize)."""
     with pytest.raises(TypeError, match=r"unexpected arguments \['quantize'\]"):
         export_litert.export_litert(small, tmp_path / "p.tflite", quantize=True)
