@@ -250,7 +250,7 @@ class ServingModule(tf.Module):
         action_dtype = tf.float32 if not head.integer_actions else tf.int32
         action_spec = tf.TensorSpec([None, *head.action_shape], action_dtype, name="actions")
         seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
-        clip = _clip(model.action_space, head.action_shape)
+        clip = clip_actions(model.action_space, head.action_shape)
         # The model's weights as tf.Variables tracked by this module: the functions capture them.
         self.model_variables = [_tf_variable(v) for v in model.weights]
         act_shape = [None, *head.action_shape]
@@ -306,7 +306,7 @@ class ServingModule(tf.Module):
         return {name: getattr(self, name).get_concrete_function() for name in self.names}
 
 
-def _clip(space, action_shape):
+def clip_actions(space, action_shape):
     """``actions -> actions`` clipped to a ``Box`` action space's bounds, as float32 (identity for other spaces)."""
     if not isinstance(space, gymnasium.spaces.Box):
         return lambda a: a

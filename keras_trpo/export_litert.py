@@ -35,7 +35,6 @@ import re
 import tempfile
 import uuid
 
-import gymnasium
 import numpy as np
 import tensorflow as tf
 
@@ -121,7 +120,7 @@ def sample_function(model, serving: export.ServingModule):
     """
     specs = {spec.name: spec for spec in serving.distribution_params.input_signature}
     keys = ("mean", "log_std") if isinstance(model.head, DiagGaussianHead) else ("logits",)
-    clip = _clip(model.action_space)
+    clip = export.clip_actions(model.action_space, model.head.action_shape)
 
     def sample(*args):
         inputs = dict(zip([*specs, "seed"], args))
@@ -193,14 +192,6 @@ def uniform(shape, seed):
     position = tf.cast(tf.range(tf.reduce_prod(shape)), tf.int64) + 1
     bits = tf.bitwise.right_shift(tf.cast(_hash(tf.math.floormod(_hash(position) + key, _PRIME - 1) + 1), tf.int32), 8)
     return tf.reshape((tf.cast(bits, tf.float32) + 0.5) * 2.0**-23, shape)
-
-
-def _clip(space):
-    """``actions -> actions`` clipped to a ``Box`` action space's bounds (identity for other spaces), as the SavedModel."""
-    if not isinstance(space, gymnasium.spaces.Box):
-        return lambda actions: actions
-    low, high = (np.asarray(bound, np.float32) for bound in (space.low, space.high))
-    return lambda actions: tf.clip_by_value(tf.cast(actions, tf.float32), low, high)
 
 
 def convert(model) -> bytes:
