@@ -30,6 +30,10 @@ import subprocess
 import sys
 import tempfile
 
+# Keep this directory off sys.path: benchmarks/minigrid.py would shadow the minigrid package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
 MODELS = {"cartpole": "CartPole-v1", "hopper": "Hopper-v5", "minigrid": "MiniGrid-Empty-8x8-v0"}
 SUFFIX = {"saved_model": "", "litert": ".tflite", "onnx": ".onnx"}
 BATCHES = (1, 32)
