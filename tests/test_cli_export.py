@@ -65,3 +65,24 @@ def test_a_missing_serving_extra_is_one_line_on_stderr_before_anything_is_writte
         "keras-trpo: error: --warmup writes TF Serving's PredictionLog records with tensorflow-serving-api, which is "
         'not installed (the \'serving\' extra): pip install "keras-trpo[serving]"\n')
     assert not (tmp_path / "served").exists()
+
+
+@pytest.mark.parametrize("fmt, name, label", [("litert", "policy.tflite", "LiteRT (TFLite)"), ("onnx", "policy.onnx", "ONNX")])
+def test_format_flag_writes_that_format(checkpoint, tmp_path, capsys, fmt, name, label):
+    """Catches: --format not passed on to model.export (a SavedModel directory written at OUT instead of the file)."""
+    out = tmp_path / name
+    assert call_main(["export", checkpoint, out, "--format", fmt]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"Exported {checkpoint} as {label}: {out}"]
+    head = out.read_bytes()[:8]
+    # A .tflite is a FlatBuffer whose file identifier "TFL3" sits at bytes 4-8; an .onnx is a protobuf ModelProto
+    # whose first field is ir_version (field 1, varint: tag byte 0x08).
+    assert head[4:8] == b"TFL3" if fmt == "litert" else head[:1] == b"\x08"
+
+
+def test_a_missing_onnx_extra_is_one_line_naming_the_extra(checkpoint, tmp_path, capsys, monkeypatch):
+    """Catches: a missing tf2onnx reaching the user as a traceback, or a file written anyway."""
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import fails as if the package were not installed
+    assert call_main(["export", checkpoint, tmp_path / "policy.onnx", "--format", "onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "keras-trpo[onnx]"' in err and "tf2onnx" in err
+    assert not (tmp_path / "policy.onnx").exists()
