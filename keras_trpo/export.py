@@ -78,7 +78,6 @@ half-written version. The full version path is returned.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import uuid
 
@@ -87,6 +86,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_trpo import export_warmup
+from keras_trpo.export_paths import resolve_version_dir
 from keras_trpo.masking import MASK_KEY
 from keras_trpo.recurrent import check_state_names
 from keras_trpo.validation import float_dtype
@@ -94,9 +94,6 @@ from keras_trpo.validation import float_dtype
 SIGNATURE_NAMES = ("serving_default", "sample", "value", "log_prob", "distribution_params")
 #: A recurrent model's signatures' input flagging the rows whose episode starts at this observation.
 START_KEY = "episode_start"
-
-_VERSION = re.compile(r"^\d+$")
-
 
 def export_saved_model(model, filepath, *, overwrite=False, verbose=False, warmup=False, **kwargs) -> str:
     """Writes ``model`` as a TF Serving SavedModel and returns the version directory.
@@ -162,47 +159,6 @@ def export_saved_model(model, filepath, *, overwrite=False, verbose=False, warmu
             print(f"with {len(warmup_records)} TF Serving warmup requests in "
                   f"{os.path.join(target, export_warmup.WARMUP_PATH)}")
     return target
-
-
-def resolve_version_dir(filepath, *, overwrite: bool = False) -> str:
-    """Returns the version directory ``export`` writes for ``filepath`` (see module docstring)."""
-    path = os.path.normpath(os.path.abspath(os.fspath(filepath)))
-    name = os.path.basename(path)
-    if _VERSION.match(name):
-        if os.path.isfile(path):
-            raise ValueError(f"filepath {os.fspath(filepath)!r} is a file; expected a directory.")
-        if os.path.isdir(path) and os.listdir(path) and not overwrite:
-            raise FileExistsError(
-                f"filepath {os.fspath(filepath)!r} is an existing, non-empty version directory. Pass "
-                f"overwrite=True to replace it, or pass its parent {os.path.dirname(path)!r} to write the "
-                "next version."
-            )
-        return path
-    if os.path.isfile(path):
-        raise ValueError(f"filepath {os.fspath(filepath)!r} is a file; expected a directory.")
-    if not os.path.isdir(path):
-        return os.path.join(path, "1")
-    entries = os.listdir(path)
-    if "saved_model.pb" in entries or "saved_model.pbtxt" in entries:
-        raise ValueError(
-            f"filepath {os.fspath(filepath)!r} is a SavedModel directory itself, not a model base directory. "
-            "TF Serving needs <base>/<name>/<version>/: pass a base directory such as "
-            "'saved_models/cartpole' (the next version is created in it) or a version directory such as "
-            "'saved_models/cartpole/1'."
-        )
-    versions, others = [], []
-    for entry in entries:
-        if not os.path.isdir(os.path.join(path, entry)) or entry.startswith("."):
-            continue  # README files, temporary export directories
-        (versions if _VERSION.match(entry) else others).append(entry)
-    if others:
-        raise ValueError(
-            f"filepath {os.fspath(filepath)!r} holds non-version sub-directories {sorted(others)}; a model "
-            "base directory may only hold integer version directories. Pass the model's own directory, e.g. "
-            f"{os.path.join(os.fspath(filepath), sorted(others)[0])!r}, or a version directory such as "
-            f"{os.path.join(os.fspath(filepath), '1')!r}."
-        )
-    return os.path.join(path, str(max((int(v) for v in versions), default=0) + 1))
 
 
 def check_model(model):

@@ -38,12 +38,12 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo import export
+from keras_trpo import export, export_paths
 from keras_trpo.policies import BernoulliHead, DiagGaussianHead, MultiCategoricalHead
 
 #: The signatures of every ``.tflite`` export; a recurrent model's also has ``get_initial_state``.
 SIGNATURE_NAMES = ("serving_default", "sample", "value", "distribution_params")
-SUFFIX = ".tflite"
+SUFFIX = export_paths.SUFFIXES["litert"]
 
 _NOT_BUILTIN = re.compile(r"'(tf\.\w+)' op is neither a custom op nor a flex op")
 
@@ -66,8 +66,9 @@ def export_litert(model, filepath, *, overwrite=False, verbose=False, **kwargs) 
     if kwargs:
         raise TypeError(f"TRPO.export(format='litert') got unexpected arguments {sorted(kwargs)}; it takes "
                         "overwrite= and verbose=.")
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite must be a bool; got {overwrite!r}.")
+    for name, value in (("overwrite", overwrite), ("verbose", verbose)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool; got {value!r}.")
     export.check_model(model)  # the SavedModel export's check: a TRPO model, built
     target = resolve_tflite_path(filepath, overwrite=overwrite)
     flatbuffer = convert(model)
@@ -92,18 +93,7 @@ def export_litert(model, filepath, *, overwrite=False, verbose=False, **kwargs) 
 
 def resolve_tflite_path(filepath, *, overwrite: bool = False) -> str:
     """The absolute path ``export_litert`` writes for ``filepath``; one line for anything unusable."""
-    if not isinstance(filepath, (str, os.PathLike)):
-        raise TypeError(f"filepath must be a str or os.PathLike path ending in {SUFFIX!r}; got "
-                        f"{type(filepath).__name__}.")
-    path = os.path.abspath(os.fspath(filepath))
-    if not path.endswith(SUFFIX):
-        raise ValueError(f"filepath must name a {SUFFIX} file for format='litert'; got {os.fspath(filepath)!r}. "
-                         f"Pass e.g. {os.path.join(os.fspath(filepath), 'policy' + SUFFIX)!r}.")
-    if os.path.isdir(path):
-        raise ValueError(f"filepath {os.fspath(filepath)!r} is a directory; format='litert' writes one file.")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"filepath {os.fspath(filepath)!r} exists; pass overwrite=True to replace it.")
-    return path
+    return export_paths.resolve_file_path(filepath, suffix=SUFFIX, format="litert", overwrite=overwrite)
 
 
 def signature_names(module: export.ServingModule) -> tuple[str, ...]:
@@ -194,6 +184,44 @@ def uniform(shape, seed):
     return tf.reshape((tf.cast(bits, tf.float32) + 0.5) * 2.0**-23, shape)
 
 
+def shape_checked(function):
+    """``function`` (a ``tf.function`` with an input signature) that fails unless every batched input has its
+    spec's shape, ``[N, *spec.shape[1:]]``, with one ``N`` for all of them.
+
+    The SavedModel checks shapes with ``tf.ensure_shape``, which the converter drops, and LiteRT resizes inputs
+    freely: without this a ``[1, 8]`` observation of a 4-wide space runs as two rows, a ``[4]`` one as one row,
+    and a recurrent state of another batch size broadcasts. LiteRT has no assert op, so the check is data: every
+    output's rows are gathered at ``range(rows) + bad * (N + 1)``, out of bounds when any shape is wrong
+    (``RuntimeError: gather index out of bounds``). The batched inputs' trailing sizes are left unknown in the
+    file's signature (``shape_signature`` ``[-1, -1]``): with them known, the converter folds the comparison to
+    true. (A check on the inputs' data does not survive conversion: the converter merges a reshape into the
+    next one, folds a gather from one element to that element, and commutes casts, leaving a float64 gather.)
+    """
+    specs = list(function.input_signature)
+    batched = [i for i, spec in enumerate(specs) if spec.shape.rank and spec.shape[0] is None]
+    if not batched:
+        return function
+    open_specs = [tf.TensorSpec([None] * spec.shape.rank, spec.dtype, spec.name) if i in batched else spec
+                  for i, spec in enumerate(specs)]
+
+    def checked(*args):
+        n = tf.shape(args[batched[0]])[0]
+        same = []
+        for i in batched:
+            dims = [int(d) for d in specs[i].shape[1:]]
+            same.append(tf.reduce_all(tf.equal(tf.shape(args[i]), tf.stack([n, *dims]))))
+            # The element count too: the converter takes the input's rank as given, so a [4] vector (the runtime
+            # resizes to another rank) would pass the comparison above by broadcasting against [4, 4].
+            same.append(tf.equal(tf.size(args[i]), n * int(np.prod(dims, dtype=np.int64))))
+        bad = tf.cast(tf.logical_not(tf.reduce_all(tf.stack(same))), tf.int32)
+        args = [tf.reshape(arg, [-1, *specs[i].shape[1:]]) if i in batched else arg  # the SavedModel function's
+                for i, arg in enumerate(args)]                                         # static shapes
+        outputs = function(*args)
+        return {name: tf.gather(value, tf.range(tf.shape(value)[0]) + bad * (n + 1)) for name, value in outputs.items()}
+
+    return tf.function(checked, input_signature=open_specs, autograph=False)
+
+
 def convert(model) -> bytes:
     """The ``.tflite`` flatbuffer of ``model``'s LiteRT signatures, builtin ops only.
 
@@ -207,7 +235,8 @@ def convert(model) -> bytes:
     lite = tf.Module(name="keras_trpo_litert_policy")
     lite.model_variables = serving.model_variables
     for name in names:
-        setattr(lite, name, sample_function(model, serving) if name == "sample" else getattr(serving, name))
+        function = sample_function(model, serving) if name == "sample" else getattr(serving, name)
+        setattr(lite, name, shape_checked(function))
     with tempfile.TemporaryDirectory(prefix="keras_trpo_litert_") as folder:
         tf.saved_model.save(lite, folder, signatures={n: getattr(lite, n).get_concrete_function() for n in names})
         converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=list(names))

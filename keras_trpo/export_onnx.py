@@ -35,14 +35,14 @@ import uuid
 
 import tensorflow as tf
 
-from keras_trpo import export
+from keras_trpo import export, export_paths
 
 #: The ONNX opset written: every op the policies need exists there, and runtimes from 2022 on read it.
 OPSET = 17
 #: The prefix of a recurrent model's next-state outputs (``next_policy_h``).
 NEXT_STATE_PREFIX = "next_"
 INSTALL_HINT = 'pip install "keras-trpo[onnx]"'
-#: The graph's outputs, in this order (then the distribution parameters and the next state).
+#: The graph's first outputs; the distribution parameters and then the next state follow, each by name (log_std before mean).
 FIRST_OUTPUTS = ("actions", "values")
 _ONNX_DOMAINS = ("", "ai.onnx")
 
@@ -84,20 +84,12 @@ def _check_arguments(filepath, overwrite, verbose, opset, kwargs) -> str:
     if kwargs:
         raise TypeError(f"TRPO.export(format='onnx') got unexpected arguments {sorted(kwargs)}; it takes "
                         "overwrite=, verbose= and opset=.")
-    if not isinstance(filepath, (str, os.PathLike)) or not os.fspath(filepath).endswith(".onnx"):
-        raise ValueError(f"filepath must be a path ending in '.onnx' for format='onnx'; got {filepath!r}. "
-                         "Pass e.g. 'policy.onnx'.")
     for name, value in (("overwrite", overwrite), ("verbose", verbose)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be a bool; got {value!r}.")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         raise ValueError(f"opset must be an int >= 13 (the ONNX opset, default {OPSET}); got {opset!r}.")
-    path = os.path.abspath(os.fspath(filepath))  # returned as written, absolute like the other formats' paths
-    if os.path.isdir(path):
-        raise ValueError(f"filepath {path!r} is a directory; expected a '.onnx' file path.")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"filepath {path!r} exists; pass overwrite=True to replace it, or another path.")
-    return path
+    return export_paths.resolve_file_path(filepath, suffix=export_paths.SUFFIXES["onnx"], format="onnx", overwrite=overwrite)
 
 
 def _require_converters():

@@ -86,3 +86,19 @@ def test_a_missing_onnx_extra_is_one_line_naming_the_extra(checkpoint, tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and 'pip install "keras-trpo[onnx]"' in err and "tf2onnx" in err
     assert not (tmp_path / "policy.onnx").exists()
+
+
+def test_out_is_checked_before_loading_in_the_flags_words(checkpoint, tmp_path, capsys):
+    """Catches: OUT of a one-file format checked only by model.export after the model is loaded (the message then
+    says overwrite=True, not --overwrite), and a .tflite OUT without --format made into a SavedModel directory."""
+    (tmp_path / "policy.tflite").write_bytes(b"old")
+    assert call_main(["export", checkpoint, tmp_path / "policy.tflite", "--format", "litert"]) == 1
+    assert capsys.readouterr().err == (f"keras-trpo: error: OUT {str(tmp_path / 'policy.tflite')!r} exists; pass "
+                                       "--overwrite to replace it, or another path\n")
+    assert call_main(["export", checkpoint, tmp_path / "policy.tfl", "--format", "litert"]) == 1
+    assert "OUT must name a new .tflite file for --format litert" in capsys.readouterr().err
+    assert call_main(["export", checkpoint, tmp_path / "new.onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "names a .onnx file" in err and "pass --format onnx" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.tflite"]
+    assert (tmp_path / "policy.tflite").read_bytes() == b"old"

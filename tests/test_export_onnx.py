@@ -8,10 +8,12 @@ Tolerances are derived, not fitted: two float32 evaluations of one network (Kera
 kernels, on any x86 CPU) differ by at most twice the worst-case forward-error bound of one (Higham §3.1:
 ``γ_{n+1} (|W| |x| + |b|)`` per dense or convolution layer, ``n`` its fan-in), which :func:`network_gap` carries
 along the network's own float64 values through the normalizer (tests/numerics.py's bound), the convolutions,
-max-pooling and the activations. These worst-case bounds hold on any CPU (AMD EPYC included); for the 64×64
-MLPs and the CNN they exceed the issue's target ``|Δ| ≤ 1e-5`` (4e-4 and 3e-2: a worst case adds every
-rounding in the same direction), so the target is reported from the measured gaps (≤ 1.5e-6; docs/serving.md),
-not asserted: asserting it would fit a tolerance to this CPU.
+max-pooling and the activations. These worst-case bounds hold on any CPU (AMD EPYC included). The issue's
+parity target ``|Δ| ≤ 1e-5`` is asserted too (``ISSUE_TARGET``), as in tests/test_export_litert.py: it is a
+requirement, not a tolerance fitted here. For the 64×64 MLPs and the CNN the worst case is above it (4e-4 and
+3e-2: every rounding in the same direction), so meeting it rests on rounding errors growing like √n in practice
+(Higham & Mary 2019); measured here ≤ 1.5e-6 (docs/serving.md). A CPU within the derived bound but past 1e-5
+fails with that difference in the message: the target missed there, which is what the issue asks to know.
 """
 
 import itertools
@@ -75,6 +77,9 @@ FRESH_PROCESS = """
         "keras_trpo", "tensorflow", "keras", "tf2onnx", "tensorflow_probability"))
     print(json.dumps(report))
 """
+
+#: The issue's parity target for every output (asserted beside the derived bound; see the module docstring).
+ISSUE_TARGET = 1e-5
 
 
 def randomize(model, seed, layers=None):
@@ -295,10 +300,10 @@ def test_outputs_equal_the_keras_model_within_the_derived_bound(exported, name):
     cases, _, results = exported
     model, expected, gaps, mask = cases[name]
     got = {key: results[f"{name}/{key}"] for key in expected}
-    assert np.all(np.abs(got["values"].astype(np.float64) - expected["values"]) <= gaps["value"])
-    for key in ("logits", "mean"):
+    for key, gap in (("values", gaps["value"]), ("logits", gaps["policy"]), ("mean", gaps["policy"])):
         if key in expected:
-            assert np.all(np.abs(got[key].astype(np.float64) - expected[key]) <= gaps["policy"])
+            delta = np.abs(got[key].astype(np.float64) - expected[key])
+            assert np.all(delta <= np.minimum(gap, ISSUE_TARGET)), f"{key}: off by {delta.max():.2e}"
     if "log_std" in expected:
         np.testing.assert_array_equal(got["log_std"], expected["log_std"])  # a constant: no arithmetic
     if model.head.integer_actions:
@@ -308,7 +313,8 @@ def test_outputs_equal_the_keras_model_within_the_derived_bound(exported, name):
         np.testing.assert_array_equal(got["actions"][clear], expected["actions"][clear])
         assert len(np.unique(got["actions"], axis=0)) > 1  # the comparison is not vacuous
     else:  # clip(mean): clipping is 1-Lipschitz, so the mean's gap bounds the actions'
-        assert np.all(np.abs(got["actions"].astype(np.float64) - expected["actions"]) <= gaps["policy"])
+        delta = np.abs(got["actions"].astype(np.float64) - expected["actions"])
+        assert np.all(delta <= np.minimum(gaps["policy"], ISSUE_TARGET))
         assert np.any(np.abs(expected["mean"]) > 1)  # some actions were clipped
     if mask is not None:  # never an illegal action
         offsets = np.cumsum([0, *model.action_space.nvec[:-1]])
@@ -353,8 +359,11 @@ def test_an_existing_file_is_replaced_only_with_overwrite_and_other_paths_are_re
     assert small.export(target, format="onnx", overwrite=True) == str(target)
     assert target.read_bytes() != b"old"
     (tmp_path / "folder.onnx").mkdir()
-    for bad in (tmp_path / "policy", tmp_path / "policy.tflite", tmp_path / "folder.onnx", 3):
-        with pytest.raises(ValueError, match="'.onnx'") as error:
+    for bad, error_type, match in ((tmp_path / "policy", ValueError, r"a \.onnx file"),
+                                   (tmp_path / "policy.tflite", ValueError, r"a \.onnx file"),
+                                   (tmp_path / "folder.onnx", ValueError, "is a directory"),
+                                   (3, TypeError, "'.onnx'")):
+        with pytest.raises(error_type, match=match) as error:
             small.export(bad, format="onnx")
         assert "\n" not in str(error.value)
     for kwargs, error_type in (({"opset": 9}, ValueError), ({"opset_version": 17}, TypeError)):

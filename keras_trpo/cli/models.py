@@ -232,6 +232,8 @@ def cmd_export(args) -> int:
                            f"not installed (the 'serving' extra): {SERVING_EXTRA}") from None
     if args.format == "saved_model":
         _check_version_dir(args.out, args.overwrite)
+    else:
+        _check_out_file(args.out, args.format, args.overwrite)
     import_modules(modules)
     model = load_keras(path)
     try:
@@ -258,7 +260,21 @@ def _check_version_dir(out, overwrite):
         raise CLIError(f"OUT {out!r} is an existing, non-empty version directory; pass --overwrite to replace "
                        f"it, or pass its parent {parent!r} to write the next version") from None
     except ValueError as error:
-        raise CLIError(str(error)) from None
+        raise CLIError(str(error).replace("pass format=", "pass --format ").replace("'litert'", "litert")
+                       .replace("'onnx'", "onnx")) from None
+
+
+def _check_out_file(out, fmt, overwrite):
+    """Before loading the model: OUT must be a new (or, with --overwrite, replaceable) file of the format's suffix."""
+    from keras_trpo.export_paths import SUFFIXES, resolve_file_path
+
+    try:
+        resolve_file_path(out, suffix=SUFFIXES[fmt], format=fmt, overwrite=overwrite)
+    except FileExistsError:
+        raise CLIError(f"OUT {out!r} exists; pass --overwrite to replace it, or another path") from None
+    except ValueError:
+        raise CLIError(f"OUT must name a new {SUFFIXES[fmt]} file for --format {fmt} (e.g. policy{SUFFIXES[fmt]}); "
+                       f"got {out!r}") from None
 
 
 # ----------------------------------------------------------------------
