@@ -34,6 +34,7 @@ from gymnasium import spaces
 import keras_trpo
 from keras_trpo import export, export_litert, networks
 from keras_trpo.policies import BernoulliHead
+from network_bounds import network_gap
 from numerics import ELEMENTWISE_UNITS, LIPSCHITZ, U32, gamma, mlp_gap, normalization_error
 from test_export import MIXED_SPACE, dict_observations, make_model, mlp_input, run_fresh_python
 from test_masked_export import masked_twin, random_masks
@@ -128,23 +129,11 @@ def dense_error(layer, magnitude, error, activation=None):
     return pre, LIPSCHITZ[activation] * error + ELEMENTWISE_UNITS * U32 * pre  # |f(z)| <= |z|
 
 
-def cnn_gap(model, images):
-    """``{"policy": [N, outputs], "value": [N]}`` for the CNN towers of ``cnn()``: a 3×3 VALID convolution is a
-    dot product of 27 terms per output, so it is a Dense layer on each pixel's patch."""
-    x = np.asarray(images, np.float64)  # uint8 → float32 is exact
-    patches = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))  # [N, 5, 5, C, 3, 3]
-    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(len(x), 5, 5, -1)  # (kh, kw, C): the kernel's order
-
-    def tower(network, output):
-        conv, _, dense = network.layers
-        kernel = np.abs(conv.kernel.numpy().astype(np.float64)).reshape(-1, conv.filters)
-        pre = patches @ kernel + np.abs(conv.bias.numpy())
-        error = (gamma(kernel.shape[0] + 1) * pre).reshape(len(x), -1)  # relu: Lipschitz 1, exact
-        magnitude, error = dense_error(dense, pre.reshape(len(x), -1), error, "tanh")
-        return 2 * dense_error(output, magnitude, error)[1]
-
-    return {"policy": tower(model.policy_layers[0], model.policy_output),
-            "value": tower(model.value_layers[0], model.value_output)[:, 0]}
+def cnn_gaps(model, images):
+    """``{"policy": [N, outputs], "value": [N]}`` for the ``minigrid_cnn`` towers (network_bounds.network_gap)."""
+    (policy_cnn,), (value_cnn,) = model.policy_layers, model.value_layers
+    return {"policy": network_gap([*policy_cnn.layers, model.policy_output], images),
+            "value": network_gap([*value_cnn.layers, model.value_output], images)[:, 0]}
 
 
 def lstm_gap(model, observations, starts):
@@ -196,15 +185,6 @@ def lstm_gap(model, observations, starts):
 # --------------------------------------------------------------------------
 # The models, their inputs, the Keras model's outputs and the derived gaps
 # --------------------------------------------------------------------------
-def cnn(seed):
-    """A small MiniGrid-style Conv2D tower on the unscaled uint8 image; seeded (unseeded Keras initializers drew
-    other weights per run: some gave one action for every row)."""
-    init = keras.initializers.GlorotUniform
-    return keras.Sequential([keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=init(seed)),
-                             keras.layers.Flatten(),
-                             keras.layers.Dense(16, activation="tanh", kernel_initializer=init(seed + 1))])
-
-
 def randomized(model, seed, scale=1.0):
     """O(scale) policy outputs instead of the near-uniform initial policy: argmaxes are not near ties."""
     kernel = model.policy_output.kernel
@@ -222,7 +202,7 @@ def plain_case(model, feeds, model_obs, features, mask=None):
         actions = np.clip(params["mean"], model.action_space.low, model.action_space.high)
     else:
         actions = model(model_obs, action_mask=mask).numpy()
-    gap = cnn_gap(model, model_obs) if features is None else mlp_gap(model, features)
+    gap = cnn_gaps(model, model_obs) if features is None else mlp_gap(model, features)
     return {"feeds": feeds, "params": params, "actions": actions, "values": model.value(model_obs).numpy(), "gap": gap,
             "many_row": row}
 
@@ -263,8 +243,8 @@ def hopper(rng):
 
 
 def minigrid_cnn(rng):
-    model = keras_trpo.TRPO(spaces.Box(0, 255, (7, 7, 3), np.uint8), spaces.Discrete(3), policy_network=cnn(0),
-                            value_network=cnn(2), seed=0)
+    model = keras_trpo.TRPO(spaces.Box(0, 255, (7, 7, 3), np.uint8), spaces.Discrete(3),
+                            policy_network="minigrid_cnn", value_network="minigrid_cnn", seed=0)
     randomized(model, 2)
     images = rng.integers(0, 11, size=(N, 7, 7, 3)).astype(np.uint8)  # MiniGrid's object/colour/state codes
     return model, plain_case(model, {"observations": images}, images, None)
