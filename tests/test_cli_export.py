@@ -102,3 +102,15 @@ def test_out_is_checked_before_loading_in_the_flags_words(checkpoint, tmp_path, 
     assert err.count("\n") == 1 and "names a .onnx file" in err and "pass --format onnx" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.tflite"]
     assert (tmp_path / "policy.tflite").read_bytes() == b"old"
+
+
+def test_evaluate_and_info_say_a_tflite_or_onnx_export_runs_in_its_own_runtime(checkpoint, tmp_path, capsys):
+    """Catches: a .tflite/.onnx export given to evaluate or info reported as 'neither a .keras file nor a
+    SavedModel' (the new-user trial's confusion), with no word of where it does run."""
+    out = tmp_path / "policy.onnx"
+    assert call_main(["export", checkpoint, out, "--format", "onnx"]) == 0
+    capsys.readouterr()
+    for command in (["info", out], ["evaluate", out, "CartPole-v1"]):
+        assert call_main(command) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is a .onnx export, which keras-trpo does not load" in err, err

@@ -32,6 +32,9 @@ def resolve_model(path: str, prefer: str = "saved_model") -> tuple[str, str]:
     if os.path.isfile(path):
         if path.endswith(".keras"):
             return "keras", path
+        if path.endswith((".tflite", ".onnx")):  # an export of keras-trpo export --format litert/onnx
+            raise CLIError(f"{path!r} is a {os.path.splitext(path)[1]} export, which keras-trpo does not load: run it "
+                           "with its runtime (docs/serving.md), or pass the run directory, .keras file or SavedModel")
         raise CLIError(f"{path!r} is neither a .keras file nor a SavedModel directory")
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return "saved_model", path
