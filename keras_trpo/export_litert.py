@@ -30,10 +30,8 @@ log-probabilities. ``log_prob`` is left out: TFP's Categorical ``log_prob`` lowe
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
-import uuid
 
 import numpy as np
 import tensorflow as tf
@@ -63,29 +61,11 @@ def export_litert(model, filepath, *, overwrite=False, verbose=False, **kwargs) 
             or it needs an op that is not a LiteRT builtin (a custom network's layer).
         FileExistsError: ``filepath`` exists and ``overwrite`` is False.
     """
-    if kwargs:
-        raise TypeError(f"TRPO.export(format='litert') got unexpected arguments {sorted(kwargs)}; it takes "
-                        "overwrite= and verbose=.")
-    for name, value in (("overwrite", overwrite), ("verbose", verbose)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be a bool; got {value!r}.")
+    export_paths.check_file_options("litert", kwargs, "overwrite= and verbose=", overwrite=overwrite, verbose=verbose)
     export.check_model(model)  # the SavedModel export's check: a TRPO model, built
     target = resolve_tflite_path(filepath, overwrite=overwrite)
     flatbuffer = convert(model)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(staging, "wb") as file:
-            file.write(flatbuffer)
-        if os.path.exists(target) and not overwrite:  # written by someone else since the check above
-            raise FileExistsError(f"filepath {os.fspath(filepath)!r} was created during the export; pass "
-                                  "overwrite=True to replace it.")
-        os.replace(staging, target)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
+    export_paths.write_file(flatbuffer, target, overwrite=overwrite)
     if verbose:
         print(f"Saved the TRPO policy for LiteRT at {target} ({len(flatbuffer)} bytes)")
     return target

@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import os
-import uuid
 
 import tensorflow as tf
 
@@ -74,19 +72,15 @@ def export_onnx(model, filepath, *, overwrite=False, verbose=False, opset=OPSET,
         proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset)
     _order_outputs_and_name_batch(proto)
     _check_converted(onnx, proto, model)
-    _write_atomically(proto.SerializeToString(), path)
+    export_paths.write_file(proto.SerializeToString(), path, overwrite=overwrite)
     if verbose:
         print(f"Saved the TRPO policy as ONNX at {path}")
     return path
 
 
 def _check_arguments(filepath, overwrite, verbose, opset, kwargs) -> str:
-    if kwargs:
-        raise TypeError(f"TRPO.export(format='onnx') got unexpected arguments {sorted(kwargs)}; it takes "
-                        "overwrite=, verbose= and opset=.")
-    for name, value in (("overwrite", overwrite), ("verbose", verbose)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be a bool; got {value!r}.")
+    export_paths.check_file_options("onnx", kwargs, "overwrite=, verbose= and opset=", overwrite=overwrite,
+                                    verbose=verbose)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         raise ValueError(f"opset must be an int >= 13 (the ONNX opset, default {OPSET}); got {opset!r}.")
     return export_paths.resolve_file_path(filepath, suffix=export_paths.SUFFIXES["onnx"], format="onnx", overwrite=overwrite)
@@ -164,18 +158,3 @@ def _check_converted(onnx, proto, model) -> None:
         raise RuntimeError(f"tf2onnx could not convert model {model.name!r} to ONNX ({'; '.join(foreign)}); a custom "
                            "network may use a TensorFlow op without an ONNX counterpart. Export it with "
                            "format='tf_saved_model' or 'litert' instead (docs/serving.md).")
-
-
-def _write_atomically(data: bytes, path: str) -> None:
-    """Writes ``data`` to a temporary file beside ``path`` and renames it: no reader sees half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    staging = os.path.join(directory, f".tmp-{os.path.basename(path)}-{uuid.uuid4().hex}")
-    try:
-        with open(staging, "wb") as file:
-            file.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise

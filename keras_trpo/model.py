@@ -282,13 +282,16 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
         self, filepath: Any, format: str = "tf_saved_model", *, overwrite: bool = False, verbose: bool = False,
         warmup: Any = False, **kwargs: Any,
     ) -> Any:
-        """Writes a TF Serving SavedModel of the policy and critic; returns the version directory.
+        """Writes the policy and critic for serving; returns the version directory or file written.
 
-        Signatures ``serving_default``, ``sample``, ``value``, ``log_prob`` and
-        ``distribution_params`` take and return flat dicts of named tensors; loading
-        needs TensorFlow only. A ``filepath`` ending in an integer is written as that
-        version (a non-empty one needs ``overwrite=True``); otherwise it is the base
-        directory and the next version is created in it. See :mod:`keras_trpo.export`.
+        ``format="tf_saved_model"`` (the default): a TF Serving SavedModel whose signatures
+        ``serving_default``, ``sample``, ``value``, ``log_prob`` and ``distribution_params``
+        take and return flat dicts of named tensors; loading needs TensorFlow only. A
+        ``filepath`` ending in an integer is written as that version (a non-empty one needs
+        ``overwrite=True``); otherwise it is the base directory and the next version is
+        created in it (:mod:`keras_trpo.export`). ``warmup=True`` (or an env) adds TF
+        Serving's warmup requests (:mod:`keras_trpo.export_warmup`). ``format="litert"``
+        writes a ``.tflite`` file, ``format="onnx"`` an ``.onnx`` file (:mod:`keras_trpo.deploy`).
         Example: ``model.export("saved_models/cartpole")`` → ``".../saved_models/cartpole/1"``.
         """
         return deploy.export_model(self, filepath, format, overwrite=overwrite, verbose=verbose, warmup=warmup, **kwargs)

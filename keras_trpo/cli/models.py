@@ -251,8 +251,12 @@ def cmd_export(args) -> int:
 def _check_version_dir(out, overwrite):
     """Before loading the model: OUT must be a usable SavedModel base or version directory (the flag, not
     TRPO.export's ``overwrite=True``, in the message)."""
-    from keras_trpo.export import resolve_version_dir
+    from keras_trpo.export_paths import SUFFIXES, file_format, resolve_version_dir
 
+    fmt = file_format(out)
+    if fmt is not None:  # a SavedModel is a directory: it would be named policy.tflite
+        raise CLIError(f"OUT {out!r} names a {SUFFIXES[fmt]} file, but --format saved_model writes a directory; "
+                       f"pass --format {fmt} to write that file, or a directory path")
     try:
         resolve_version_dir(out, overwrite=overwrite)
     except FileExistsError:
@@ -260,8 +264,7 @@ def _check_version_dir(out, overwrite):
         raise CLIError(f"OUT {out!r} is an existing, non-empty version directory; pass --overwrite to replace "
                        f"it, or pass its parent {parent!r} to write the next version") from None
     except ValueError as error:
-        raise CLIError(str(error).replace("pass format=", "pass --format ").replace("'litert'", "litert")
-                       .replace("'onnx'", "onnx")) from None
+        raise CLIError(str(error)) from None
 
 
 def _check_out_file(out, fmt, overwrite):
