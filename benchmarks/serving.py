@@ -30,8 +30,11 @@ import subprocess
 import sys
 import tempfile
 
-# Keep this directory off sys.path: benchmarks/minigrid.py would shadow the minigrid package.
 _HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+from bench import cpu_name  # noqa: E402 - bench.py's, from this directory
+
+# Then keep this directory off sys.path: benchmarks/minigrid.py would shadow the minigrid package.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 MODELS = {"cartpole": "CartPole-v1", "hopper": "Hopper-v5", "minigrid": "MiniGrid-Empty-8x8-v0"}
@@ -128,16 +131,6 @@ def size_kb(path: str) -> float:
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 1024
     return os.path.getsize(path) / 1024
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
