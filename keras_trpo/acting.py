@@ -126,9 +126,14 @@ class PolicySnapshot:
             return outputs.numpy(), values.numpy()
         x = self._features(observations)
         if self._stacked is None:
-            return self._mlp(self._policy, x), self._mlp(self._value, x)[:, 0]
+            return self._policy_head_outputs(self._mlp(self._policy[:-1], x)), self._mlp(self._value, x)[:, 0]
         hidden = self._mlp(self._stacked, x)  # [2, n, units]: the policy's hidden layers, then the value's
-        return self._mlp(self._policy[-1:], hidden[0]), self._mlp(self._value[-1:], hidden[1])[:, 0]
+        return self._policy_head_outputs(hidden[0]), self._mlp(self._value[-1:], hidden[1])[:, 0]
+
+    def _policy_head_outputs(self, features: np.ndarray) -> np.ndarray:
+        """Numpy twin of ``Forward._policy_head_outputs``: the output layer, then (``use_sde``) the features."""
+        outputs = self._mlp(self._policy[-1:], features)
+        return np.concatenate([outputs, features], axis=1) if self.head.state_dependent else outputs
 
     def values(self, observations: Observations, state: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """``V(s)`` for a batch of observations, ``[n]`` (the policy network is not run, unless recurrent).
@@ -157,20 +162,33 @@ class PolicySnapshot:
 
     def act_recurrent(
         self, observations: Observations, state: dict[str, np.ndarray], episode_starts: np.ndarray,
-        rng: np.random.Generator, action_mask: np.ndarray | None = None,
+        rng: np.random.Generator, action_mask: np.ndarray | None = None, exploration: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """:meth:`act` of a recurrent model: ``(actions, values, next state)``."""
         outputs, values, next_state = self.step(observations, state, episode_starts)
-        if action_mask is not None:
-            outputs = numpy_masked_logits(outputs, action_mask)
-        return self._sample(outputs, rng), values, next_state
+        return self._actions(outputs, rng, action_mask, exploration), values, next_state
 
     def act(
-        self, observations: Observations, rng: np.random.Generator, action_mask: np.ndarray | None = None
+        self, observations: Observations, rng: np.random.Generator, action_mask: np.ndarray | None = None,
+        exploration: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Samples actions (legal ones only, given bool ``action_mask [n, num_outputs]``) and returns ``(actions, values)``."""
+        """Samples actions (legal ones only, given bool ``action_mask [n, num_outputs]``) and returns ``(actions, values)``.
+
+        ``exploration`` (``use_sde``): the sub-envs' exploration matrices (:meth:`exploration_matrices`); the
+        actions are then ``mean + φ·E`` instead of an independent draw (:mod:`keras_trpo.exploration`).
+        """
         outputs, values = self.outputs_and_values(observations)
+        return self._actions(outputs, rng, action_mask, exploration), values
+
+    def _actions(self, outputs: np.ndarray, rng: np.random.Generator, action_mask: np.ndarray | None,
+                 exploration: np.ndarray | None) -> np.ndarray:
+        if exploration is not None:
+            return self.head.explore(outputs, exploration)
         if action_mask is not None:  # a maskable head's outputs are its logits
             outputs = numpy_masked_logits(outputs, action_mask)
-        return self._sample(outputs, rng), values
+        return self._sample(outputs, rng)
+
+    def exploration_matrices(self, num_envs: int, rng: np.random.Generator) -> np.ndarray:
+        """``use_sde``: new exploration matrices ``[num_envs, L, d]`` from the snapshot's ``log_std``."""
+        return self.head.exploration_matrices(self.log_std, num_envs, rng)
 

@@ -29,7 +29,9 @@ class Forward:
     observation_spec: ObservationSpec
     head: Any  # a keras_trpo.policies head
     normalizer: Any  # a RunningNormalization layer, or None
-    log_std: Any  # the state-independent log standard deviation (Box actions), or None
+    log_std: Any  # the log standard deviation's parameter (Box actions: [d], or [L, d] with use_sde), or None
+    log_std_init: float
+    add_weight: Callable[..., keras.Variable]  # keras.Model's
     policy_layers: list[Any]
     policy_output: Any
     value_layers: list[Any]
@@ -106,7 +108,15 @@ class Forward:
             self.normalizer.build((None, self.observation_spec.float_size))
         actor_critic.build(self.observation_spec, *self.custom_networks,
                            (self.policy_layers, self.policy_output), (self.value_layers, self.value_output))
+        if self.head.state_dependent:  # log_std [L, d]: L, the policy features' width, is known once they are built
+            self.head.latent_dim = int(self.policy_output.kernel.shape[0])
+            self.log_std = self.add_log_std(self.head.log_std_shape())
         self.built = True
+
+    def add_log_std(self, shape: tuple[int, ...]) -> keras.Variable:
+        """The trainable ``log_std`` of a ``Box`` policy, every entry ``log_std_init``."""
+        return self.add_weight(shape=shape, initializer=keras.initializers.Constant(self.log_std_init), trainable=True,
+                               name="log_std")
 
     @property
     def observation_shape(self) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
@@ -122,15 +132,23 @@ class Forward:
         return spec.flat_features(observations, self.normalizer)
 
     def policy_outputs(self, observations: Any) -> tf.Tensor:
-        """Raw outputs of the policy network, ``[N, head.num_outputs]``."""
+        """Raw outputs of the policy network, ``[N, head.num_outputs]`` (``use_sde``: with the features appended)."""
         x = self._inputs(observations, self.custom_networks[0])
         for layer in self.policy_layers:
             x = layer(x)
-        return self.policy_output(x)
+        return self._policy_head_outputs(x)
+
+    def _policy_head_outputs(self, features: tf.Tensor) -> tf.Tensor:
+        """The output layer on the policy's features; a state-dependent head also reads the features themselves
+        (:mod:`keras_trpo.exploration`), so they follow the output layer's, ``[N, num_outputs + L]``."""
+        outputs = self.policy_output(features)
+        if not self.head.state_dependent:
+            return outputs
+        return tf.concat([outputs, tf.cast(features, outputs.dtype)], axis=-1)
 
     def _unrolled(self, which: str, x: Any, memory: Memory, length: int) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """A tower's raw outputs on sequences of ``length`` rows from ``memory``'s states, and its next state."""
-        layers, output = (self.policy_layers, self.policy_output) if which == "policy" else (
+        layers, output = (self.policy_layers, self._policy_head_outputs) if which == "policy" else (
             self.value_layers, self.value_output)
         if not self.recurrent_towers[which == "value"]:
             for layer in layers:

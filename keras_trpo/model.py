@@ -21,6 +21,7 @@ from keras_trpo import (
     deploy,
     distribute,
     envs,
+    exploration,
     export,
     forward,
     masking,
@@ -85,7 +86,11 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
         normalize_advantages: standardize advantages per batch.
         value_epochs: passes over the batch for the critic.
         value_batch_size: critic minibatch size.
-        log_std_init: initial log standard deviation (``Box`` actions).
+        log_std_init: initial log standard deviation (``Box`` actions; with ``use_sde``, of every entry of its matrix).
+        use_sde: state-dependent exploration for ``Box`` actions (gSDE, :mod:`keras_trpo.exploration`): the
+            noise ``φ(s)·E``, ``φ`` the policy network's features and ``E`` a matrix drawn every
+            ``sde_sample_freq`` env steps; the policy is ``Normal(mean(s), σ(s))`` with a state-dependent σ.
+        sde_sample_freq: env steps between exploration matrices with ``use_sde`` (``-1``: one per batch).
         normalize_observations: keep running observation mean and variance in
             a layer of the model (:class:`~keras_trpo.normalization.RunningNormalization`),
             updated by ``train_step`` from each batch after the update.
@@ -138,6 +143,8 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
         action_mask: bool = False,
         recurrent: bool | None = None,
         sequence_length: int = sequences.DEFAULT_LENGTH,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         **kwargs: Any,
     ):
         validation.check_float_policy(kwargs.get("dtype"))
@@ -146,7 +153,9 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
         self.action_space = space_from_config(action_space)
         self.observation_spec = ObservationSpec(self.observation_space)
         self.observation_spec.check_signature_names()  # model.export would refuse them, after training
-        self.head = make_head(self.action_space)
+        self.use_sde = validation.check_bool("use_sde", use_sde)
+        self.sde_sample_freq = sde_sample_freq
+        self.head = exploration.make(self.action_space, self.use_sde, sde_sample_freq) or make_head(self.action_space)
         self.action_mask = validation.check_bool("action_mask", action_mask)
         if self.action_mask:
             masking.mask_size(self.action_space)  # a TypeError naming a Box or MultiBinary action space
@@ -191,10 +200,8 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
         self._max_kl = self.add_weight(shape=(), initializer=Constant(max_kl), trainable=False, name="max_kl")
         self._damping = self.add_weight(shape=(), initializer=Constant(damping), trainable=False, name="damping")
         self.log_std = None
-        if self.head.has_log_std:
-            self.log_std = self.add_weight(
-                shape=(self.head.num_outputs,), initializer=Constant(self.log_std_init), trainable=True, name="log_std"
-            )
+        if self.head.has_log_std and not self.head.state_dependent:
+            self.log_std = self.add_log_std((self.head.num_outputs,))
         self.normalizer = actor_critic.make_normalizer(self.observation_spec) if self.normalize_observations else None
         self._add_training_state(seed)
 
@@ -228,6 +235,8 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
         observe_action_mask: bool = False,
         recurrent: bool | None = None,
         sequence_length: int = sequences.DEFAULT_LENGTH,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         **kwargs: Any,
     ) -> TRPO:
         """Builds a model for a gymnasium ``Env`` or ``VectorEnv`` (its ``single_*`` spaces).
@@ -249,14 +258,15 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
             backtrack_iterations=backtrack_iterations, fvp_fraction=fvp_fraction, fisher_product=fisher_product,
             normalize_advantages=normalize_advantages, value_epochs=value_epochs, value_batch_size=value_batch_size,
             log_std_init=log_std_init, normalize_observations=normalize_observations, seed=seed,
-            action_mask=where is not None, recurrent=recurrent, sequence_length=sequence_length, **kwargs,
+            action_mask=where is not None, recurrent=recurrent, sequence_length=sequence_length, use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq, **kwargs,
         )
 
     _CONFIG_KEYS = (
         "hidden_units", "value_hidden_units", "activation", "max_kl", "damping", "cg_iterations",
         "backtrack_coefficient", "backtrack_iterations", "fvp_fraction", "fisher_product", "normalize_advantages",
         "value_epochs", "value_batch_size", "log_std_init", "normalize_observations", "seed", "action_mask", "recurrent", "sequence_length",
-        "name",
+        "use_sde", "sde_sample_freq", "name",
     )
 
     def get_config(self) -> dict[str, Any]:

@@ -65,6 +65,8 @@ class PolicyHead:
     integer_actions = True
     #: Whether the head takes action masks (:mod:`keras_trpo.masking`): logits over a finite set of actions.
     maskable = False
+    #: Whether the policy's variance depends on the state (``use_sde=True``: :mod:`keras_trpo.exploration`).
+    state_dependent = False
     num_outputs: int  # set by each subclass
 
     def __init__(self, action_space: gymnasium.spaces.Space) -> None:

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from keras_trpo import exploration
 from keras_trpo.acting import PolicySnapshot
 from keras_trpo.buffer import RolloutBuffer, scale_rewards, warn_non_finite
 from keras_trpo.envs import (
@@ -231,19 +232,20 @@ class Rollouts(Resumable, keras.utils.PyDataset):
                                mask_size=0 if self.masks is None else mask_size(self.model.action_space),
                                state_sizes=None if self.carry is None else self.carry.sizes,
                                state_dtype=None if self.carry is None else self.carry.dtype)
-        first_finished, transitions, t = len(self.episode_returns), 0, 0
+        first_finished, transitions, t, matrices = len(self.episode_returns), 0, 0, None
         low, high = action_bounds(self.env)
         while not buffer.full:
+            matrices = self._exploration(policy, t, matrices)
             # False: the step only resets the sub-env (only ever set when skips_reset_steps)
             stepped = ~self._resetting if self.skips_reset_steps and self._resetting.any() else None
             masks = None if self.masks is None else self.masks(observations, skip=self._resetting)
             cells = buffer.next_cells(stepped)  # a real transition with room in its column (None: every sub-env)
             if self.carry is None:
-                actions, values = policy.act(observations, self._rng, masks)
+                actions, values = policy.act(observations, self._rng, masks, matrices)
             else:  # the state this step starts from is stored with it; the next one is carried
                 buffer.add_step(cells, **self.carry.stored())
                 actions, values, next_state = policy.act_recurrent(observations, self.carry.state, self.carry.starts,
-                                                                   self._rng, masks)
+                                                                   self._rng, masks, matrices)
             buffer.add_step(cells, observations=observations, actions=actions, values=values)
             if masks is not None:
                 buffer.add_step(cells, action_masks=masks)
@@ -274,6 +276,16 @@ class Rollouts(Resumable, keras.utils.PyDataset):
         if self.carry is None:
             return batch
         return to_sequences(batch, self.horizon, self.num_envs, self.model.sequence_length)
+
+    def _exploration(self, policy: PolicySnapshot, t: int, matrices: np.ndarray | None) -> np.ndarray | None:
+        """``use_sde``: the sub-envs' exploration matrices for step ``t`` of this batch (:mod:`keras_trpo.exploration`):
+        drawn from the collection stream at the batch's first step and every ``sde_sample_freq`` steps after, so
+        a batch never depends on the one before it and a resumed run draws the same ones."""
+        if not self.model.head.state_dependent:
+            return None
+        if exploration.resample_now(t, self.model.sde_sample_freq):
+            return policy.exploration_matrices(self.num_envs, self._rng)
+        return matrices
 
     def _account(self, rewards, ended, stepped, cells, t):
         """This step's rewards as float64 (scaled if asked) and ``done``; the episode statistics and the NaN warning.

@@ -32,6 +32,7 @@ ACTIONS = {
     "Discrete": spaces.Discrete(3),
     "MultiDiscrete": spaces.MultiDiscrete([2, 3]),
     "MultiBinary": spaces.MultiBinary(3),
+    "Box-sde": spaces.Box(-1.0, 1.0, (2,), np.float32),  # use_sde=True: a log σ per row, from the features
 }
 IMAGE = spaces.Box(0, 255, (7, 7, 3), np.uint8)
 NETWORKS = {  # name: (observation space, TRPO keyword arguments)
@@ -45,7 +46,7 @@ CASES = [(net, act) for net in NETWORKS for act in ACTIONS]
 def _model(network: str, action: str):
     observation_space, kwargs = NETWORKS[network]
     model = keras_trpo.TRPO(observation_space, ACTIONS[action], value_hidden_units=(4,), seed=0,
-                            log_std_init=-0.4, **kwargs)
+                            log_std_init=-0.4, use_sde=action == "Box-sde", **kwargs)
     rng = np.random.default_rng(1)
     # Random O(1) output weights: the default 0.01-gain output layer makes the Fisher tiny.
     for variable in model.policy_output.trainable_weights:

@@ -46,7 +46,8 @@ def test_for_env_passes_every_option_on():
         "hidden_units": (6,), "value_hidden_units": (5,), "activation": "relu", "max_kl": 0.015625, "damping": 0.25,
         "cg_iterations": 4, "backtrack_coefficient": 0.6, "backtrack_iterations": 3, "fvp_fraction": 0.5,
         "fisher_product": "gauss_newton", "normalize_advantages": False, "value_epochs": 2, "value_batch_size": 16, "log_std_init": -0.5,
-        "normalize_observations": True, "seed": 7, "recurrent": True, "sequence_length": 8,
+        "normalize_observations": True, "seed": 7, "recurrent": True, "sequence_length": 8, "use_sde": True,
+        "sde_sample_freq": 4,
     }
     # action_mask needs a Discrete action space: tests/test_masking.py checks that for_env passes it on.
     assert set(options) | {"policy_network", "value_network", "action_mask"} == set(

@@ -285,6 +285,9 @@ MODEL_ARGUMENTS = (
     # null: detect a recurrent network (keras_trpo.recurrent); true gives the networks an LSTM.
     "recurrent",
     "sequence_length",
+    # state-dependent exploration for Box actions (keras_trpo.exploration)
+    "use_sde",
+    "sde_sample_freq",
 )
 
 
