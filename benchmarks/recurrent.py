@@ -4,8 +4,11 @@ One run per (env, variant, seed) through keras_trpo's one training flow (``keras
 with the env's preset (``keras_trpo/presets/<env>.json``: ``recurrent: true``); the ``mlp`` variant is
 that preset with ``recurrent: false`` and the default 64×64 MLPs (everything else equal). Every
 ``--eval-every`` env steps (rounded up to whole iterations) the policy plays ``--eval-episodes``
-deterministic episodes (seed ``10000 + seed``, as benchmarks/recurrent_baselines.py evaluates
-RecurrentPPO), its state carried by ``keras_trpo.evaluate``. Writes
+deterministic episodes, its state carried by ``keras_trpo.evaluate``, one after another on one env seeded
+once with ``10000 + seed`` (the later episodes start where the env's own generator goes on): the episodes
+benchmarks/recurrent_baselines.py evaluates RecurrentPPO on, start for start. (Until 2026-12-06 the episodes
+ran on ``--eval-episodes`` sub-envs seeded ``10000 + seed + i``, so run seeds S and S + 1 shared 9 of their
+10 episodes, and neither matched RecurrentPPO's: docs/benchmarks/recurrent/README.md, "Round 3".) Writes
 ``docs/benchmarks/recurrent/<env>/trpo_<variant>-seed<S>.csv`` (one row per evaluation: env steps, mean
 and std return, training wall seconds without evaluation) and a ``.json`` summary.
 
@@ -51,7 +54,7 @@ def curve_callback(preset, seed: int, every: int, episodes: int, rows: list):
 
         def record(self, steps: int) -> None:
             began = time.perf_counter()
-            env = preset.make_env(num_envs=episodes, vectorization_mode="sync")
+            env = preset.make_env(num_envs=1, vectorization_mode="sync")  # RecurrentPPO's evaluation episodes
             try:
                 returns = keras_trpo.evaluate(self.model, env, episodes=episodes, seed=10_000 + seed)
             finally:
