@@ -196,3 +196,20 @@ def test_bad_sde_options_are_refused_in_one_line(kwargs, error, words):
     with pytest.raises(error) as raised:
         keras_trpo.TRPO(OBSERVATIONS, kwargs.pop("action_space"), **kwargs)
     assert words in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_litert_and_onnx_files_serve_the_state_dependent_std(tmp_path):
+    """Both one-file formats convert the SavedModel's functions: their ``log_std`` is σ(s) per row too."""
+    from ai_edge_litert.interpreter import Interpreter
+    import onnxruntime
+
+    model = sde_model()
+    observations = np.random.default_rng(9).uniform(-2, 2, (4, 3)).astype(np.float32)
+    _, mean, std = numpy_policy(model, observations)
+    runner = Interpreter(model_path=str(model.export(tmp_path / "m.tflite", format="litert")))
+    litert = runner.get_signature_runner("distribution_params")(observations=observations)
+    session = onnxruntime.InferenceSession(str(model.export(tmp_path / "m.onnx", format="onnx")))
+    onnx = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"observations": observations})))
+    for got in (litert, onnx):
+        np.testing.assert_allclose(np.exp(got["log_std"].astype(np.float64)), std, rtol=(HIDDEN + 8) * EPS32)
+        np.testing.assert_allclose(got["mean"], mean, rtol=(HIDDEN + 8) * EPS32, atol=(HIDDEN + 8) * EPS32)

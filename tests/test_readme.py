@@ -59,6 +59,7 @@ PRESETS = Snippet('presets.load_preset("Hopper-v5")', (("epochs=preset.iteration
 THREADS = Snippet("tf.config.threading.set_intra_op_parallelism_threads(1)")
 MASKED = Snippet('path = model.export("saved_models/invalid_action")', (("epochs=20", "epochs=2"),))
 RECURRENT = Snippet('path = model.export("saved_models/cartpole_novel")', (("epochs=80", "epochs=2"),))
+SDE = Snippet("model = keras_trpo.TRPO.for_env(env, use_sde=True", (("epochs=100", "epochs=2"),))
 
 #: Cases run in process: the snippets in order, in one fresh namespace.
 IN_PROCESS = {
@@ -68,6 +69,7 @@ IN_PROCESS = {
     "presets": [PRESETS],
     "masked-actions": [MASKED],
     "policies-with-memory": [RECURRENT],
+    "state-dependent-exploration": [SDE],
 }
 #: Cases run in a fresh process, with a check after the snippet: the Dict example, so that the env ids
 #: another snippet registered (import minigrid) do not hide a missing import, and the thread setting, which
