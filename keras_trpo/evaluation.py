@@ -260,7 +260,9 @@ def sampling_function(model: Policy, seed: int | None) -> Callable[..., np.ndarr
     if getattr(model, "is_recurrent", False):
         return _recurrent_sampler(model, rng)
     if hasattr(model, "observation_spec") and hasattr(model, "acting_function"):  # a keras_trpo.TRPO
-        snapshot = PolicySnapshot(model)  # the weights as they are now, sampled as Rollouts samples
+        # The weights as they are now, each step a draw from the policy's distribution; with use_sde that is
+        # Normal(mean(s), σ(s)) drawn afresh every step, not Rollouts' noise φ(s)·E held for sde_sample_freq steps.
+        snapshot = PolicySnapshot(model)
         return lambda observations, action_mask=None: snapshot.act(observations, rng, action_mask)[0]
 
     def draw() -> np.ndarray:

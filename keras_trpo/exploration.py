@@ -94,13 +94,16 @@ def make(action_space: gymnasium.spaces.Space, use_sde: bool, sde_sample_freq: i
 
     Raises:
         TypeError: ``use_sde=True`` with an action space other than ``Box``.
-        ValueError: ``sde_sample_freq`` neither -1 nor a positive integer.
+        ValueError: ``sde_sample_freq`` neither -1 nor a positive integer, or other than -1 without ``use_sde``.
     """
     if isinstance(sde_sample_freq, bool) or not isinstance(sde_sample_freq, (int, np.integer)) or not (
             sde_sample_freq == -1 or sde_sample_freq > 0):
         raise ValueError(f"sde_sample_freq must be -1 (one exploration matrix per batch) or a positive number of env "
                          f"steps; got {sde_sample_freq!r}.")
     if not use_sde:
+        if sde_sample_freq != -1:  # a forgotten use_sde=True would otherwise leave the noise independent, silently
+            raise ValueError(f"sde_sample_freq={sde_sample_freq} sets how often use_sde=True draws new exploration "
+                             "matrices; pass use_sde=True too, or leave sde_sample_freq at -1.")
         return None
     if not isinstance(action_space, gymnasium.spaces.Box):
         raise TypeError(f"use_sde=True explores a Box action space (a Gaussian policy); got {action_space!r}. "

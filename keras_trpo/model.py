@@ -154,8 +154,8 @@ class TRPO(forward.Forward, batches.Batches, trainer.Trainer):
         self.observation_spec = ObservationSpec(self.observation_space)
         self.observation_spec.check_signature_names()  # model.export would refuse them, after training
         self.use_sde = validation.check_bool("use_sde", use_sde)
-        self.sde_sample_freq = sde_sample_freq
         self.head = exploration.make(self.action_space, self.use_sde, sde_sample_freq) or make_head(self.action_space)
+        self.sde_sample_freq = int(sde_sample_freq)  # checked by exploration.make (a NumPy integer is JSON-unsafe)
         self.action_mask = validation.check_bool("action_mask", action_mask)
         if self.action_mask:
             masking.mask_size(self.action_space)  # a TypeError naming a Box or MultiBinary action space

@@ -17,6 +17,8 @@ The references are independent: the default MLP's forward pass and the gSDE form
 
 from __future__ import annotations
 
+import json
+
 import gymnasium
 import keras
 import numpy as np
@@ -189,10 +191,16 @@ def test_a_keras_file_and_a_savedmodel_keep_the_state_dependent_policy(tmp_path)
     ({"use_sde": True, "action_space": spaces.Discrete(3)}, TypeError, "use_sde=True explores a Box action space"),
     ({"use_sde": True, "sde_sample_freq": 0}, ValueError, "sde_sample_freq must be -1"),
     ({"use_sde": False, "sde_sample_freq": 2.5}, ValueError, "got 2.5"),
+    ({"use_sde": False, "sde_sample_freq": 4}, ValueError, "pass use_sde=True too"),
+    ({"use_sde": True, "sde_sample_freq": np.int64(4)}, None, None),  # accepted, and kept as a JSON-safe int
     ({"use_sde": "yes"}, (TypeError, ValueError), "use_sde"),
 ])
 def test_bad_sde_options_are_refused_in_one_line(kwargs, error, words):
     kwargs = {"action_space": ACTIONS, **kwargs}
+    if error is None:
+        config = keras_trpo.TRPO(OBSERVATIONS, kwargs.pop("action_space"), **kwargs).get_config()
+        assert json.loads(json.dumps(config))["sde_sample_freq"] == 4
+        return
     with pytest.raises(error) as raised:
         keras_trpo.TRPO(OBSERVATIONS, kwargs.pop("action_space"), **kwargs)
     assert words in str(raised.value) and "\n" not in str(raised.value)
