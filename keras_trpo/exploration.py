@@ -36,7 +36,7 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
-from keras_trpo.policies import DiagGaussianHead
+from keras_trpo.policies import DiagGaussianHead, PolicyHead
 
 #: Added to σ(s)² (sb3's ``epsilon``), so that the variance stays positive where the features are all zero.
 VARIANCE_FLOOR = 1e-6
@@ -46,20 +46,19 @@ class StateDependentHead(DiagGaussianHead):
     """``Box(shape)`` → ``Normal(mean(s), σ(s))`` with ``σ(s)² = φ(s)² · exp(2 log_std) + 1e-6``.
 
     ``num_outputs`` is still the mean's width ``d`` (the output layer's); the raw outputs the head
-    reads are ``[mean | φ]``, ``d + latent_dim`` wide. ``log_std`` is ``[latent_dim, d]``.
+    reads are ``[mean | φ]``, ``d + L`` wide, ``L`` the policy features' width. ``log_std`` is ``[L, d]``
+    (the model creates it once its policy network is built and ``L`` is known).
     """
 
     state_dependent = True
 
-    def __init__(self, action_space: gymnasium.spaces.Space) -> None:
-        super().__init__(action_space)
-        self.latent_dim = 0  # set by TRPO once its policy network is built (the output layer's input width)
-
-    def log_std_shape(self) -> tuple[int, int]:
-        return self.latent_dim, self.num_outputs
+    def _split(self, outputs: Any) -> tuple[Any, Any]:
+        """``(mean, φ)`` of raw outputs ``[N, d + L]`` (tensors or numpy arrays)."""
+        return outputs[:, :self.num_outputs], outputs[:, self.num_outputs:]
 
     def params(self, outputs: Any, log_std: Any = None, action_mask: Any = None) -> dict[str, Any]:
-        mean, latent = outputs[:, :self.num_outputs], tf.stop_gradient(outputs[:, self.num_outputs:])
+        mean, latent = self._split(outputs)
+        latent = tf.stop_gradient(latent)
         variance = tf.matmul(tf.square(latent), tf.exp(2.0 * log_std)) + VARIANCE_FLOOR
         return {"mean": tf.reshape(mean, [-1, *self.action_shape]),
                 "log_std": tf.reshape(0.5 * tf.math.log(variance), [-1, *self.action_shape])}
@@ -68,23 +67,24 @@ class StateDependentHead(DiagGaussianHead):
         self, outputs: np.ndarray, log_std: np.ndarray | None = None, action_mask: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
         assert log_std is not None, "a Box head's parameters include the model's log_std"
-        mean, latent = outputs[:, :self.num_outputs], outputs[:, self.num_outputs:]
+        mean, latent = self._split(outputs)
         variance = np.square(latent) @ np.exp(2.0 * log_std) + VARIANCE_FLOOR
         return {"mean": mean.reshape(-1, *self.action_shape),
                 "log_std": (0.5 * np.log(variance)).reshape(-1, *self.action_shape)}
 
     def numpy_sampler(self, log_std: np.ndarray | None = None) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-        # Without exploration matrices (evaluation with deterministic=False): one independent draw per step.
-        return lambda outputs, rng: self.numpy_sample(self.numpy_params(outputs, log_std), rng)
+        # Without exploration matrices (evaluation with deterministic=False): one independent draw per step. The
+        # base head's sampler, not DiagGaussianHead's, which computes σ once per batch shape: here it is per row.
+        return PolicyHead.numpy_sampler(self, log_std)
 
     def exploration_matrices(self, log_std: np.ndarray, num_envs: int, rng: np.random.Generator) -> np.ndarray:
-        """``E [num_envs, latent_dim, d]``: one matrix per sub-env, entries ``N(0, exp(log_std)²)``."""
+        """``E [num_envs, L, d]``: one matrix per sub-env, entries ``N(0, exp(log_std)²)``."""
         noise = rng.standard_normal((num_envs, *log_std.shape)).astype(log_std.dtype)
         return noise * np.exp(log_std)
 
     def explore(self, outputs: np.ndarray, matrices: np.ndarray) -> np.ndarray:
         """Actions ``mean(s) + φ(s) · E`` of each sub-env (row ``k`` uses ``matrices[k]``)."""
-        mean, latent = outputs[:, :self.num_outputs], outputs[:, self.num_outputs:]
+        mean, latent = self._split(outputs)
         noise = np.matmul(latent[:, None, :], matrices)[:, 0, :]
         return (mean + noise).reshape(-1, *self.action_shape)
 

@@ -109,8 +109,7 @@ class Forward:
         actor_critic.build(self.observation_spec, *self.custom_networks,
                            (self.policy_layers, self.policy_output), (self.value_layers, self.value_output))
         if self.head.state_dependent:  # log_std [L, d]: L, the policy features' width, is known once they are built
-            self.head.latent_dim = int(self.policy_output.kernel.shape[0])
-            self.log_std = self.add_log_std(self.head.log_std_shape())
+            self.log_std = self.add_log_std((int(self.policy_output.kernel.shape[0]), self.head.num_outputs))
         self.built = True
 
     def add_log_std(self, shape: tuple[int, ...]) -> keras.Variable:
