@@ -139,3 +139,13 @@ def calls_while_collecting(code, env, steps=64):
     finally:
         sys.setprofile(None)
     return calls, batch
+
+
+def fit_resumable(model, rollouts, epochs, backup=None, crash=None):
+    """``model.fit(rollouts)`` for ``epochs``; with a ``backup`` directory, with BackupAndRestore and RolloutsBackup
+    (a resumable run), and with ``crash``, raising ``Crash`` at the end of that epoch. Returns the history dict."""
+    callbacks = [] if backup is None else [keras.callbacks.BackupAndRestore(backup),
+                                           keras_trpo.callbacks.RolloutsBackup(rollouts, backup)]
+    if crash is not None:
+        callbacks.append(CrashAt(crash))
+    return model.fit(rollouts, epochs=epochs, verbose=0, callbacks=callbacks).history

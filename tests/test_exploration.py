@@ -29,7 +29,7 @@ from gymnasium import spaces
 import keras_trpo
 from keras_trpo import exploration, wrappers  # noqa: F401  (registers the NoVel envs)
 from keras_trpo.acting import PolicySnapshot
-from helpers import Crash, CrashAt
+from helpers import Crash, fit_resumable
 
 EPS32 = float(np.finfo(np.float32).eps)
 OBSERVATIONS = spaces.Box(-2.0, 2.0, (3,), np.float32)
@@ -150,12 +150,7 @@ def _run(backup=None, crash=None):
     model = keras_trpo.TRPO.for_env(env, hidden_units=(8,), value_hidden_units=(8,), recurrent=True,
                                     sequence_length=8, use_sde=True, sde_sample_freq=3, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    rollouts = keras_trpo.Rollouts(env, model, steps=2 * 20, seed=0)
-    callbacks = [] if backup is None else [keras.callbacks.BackupAndRestore(backup),
-                                           keras_trpo.callbacks.RolloutsBackup(rollouts, backup)]
-    if crash is not None:
-        callbacks.append(CrashAt(crash))
-    return model, model.fit(rollouts, epochs=EPOCHS, verbose=0, callbacks=callbacks).history
+    return model, fit_resumable(model, keras_trpo.Rollouts(env, model, steps=2 * 20, seed=0), EPOCHS, backup, crash)
 
 
 def test_a_resumed_sde_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):

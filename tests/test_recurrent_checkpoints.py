@@ -20,7 +20,7 @@ import tensorflow as tf
 import keras_trpo
 from keras_trpo import networks, wrappers  # noqa: F401  (registers the NoVel envs)
 from keras_trpo.cli.policies import ServingPolicy, load_serving
-from helpers import Crash, CrashAt
+from helpers import Crash, fit_resumable
 
 EPOCHS, CRASH_AT = 5, 3
 
@@ -40,12 +40,7 @@ def build(seed=0):
 def run(backup=None, crash=None):
     env, model = build()
     rollouts = keras_trpo.Rollouts(env, model, steps=2 * 36, seed=0)  # 36 = 4 sequences of 8 + 4 steps padded
-    callbacks = [] if backup is None else [keras.callbacks.BackupAndRestore(backup),
-                                           keras_trpo.callbacks.RolloutsBackup(rollouts, backup)]
-    if crash is not None:
-        callbacks.append(CrashAt(crash))
-    history = model.fit(rollouts, epochs=EPOCHS, verbose=0, callbacks=callbacks).history
-    return model, rollouts, history
+    return model, rollouts, fit_resumable(model, rollouts, EPOCHS, backup, crash)
 
 
 def test_a_resumed_recurrent_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
